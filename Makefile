@@ -1,0 +1,37 @@
+# Two set-up commands: `make demo` and `make test` (both install first if needed).
+# On this project's CI machine Ray must run inside ../shared/bin/loopback-only; see README.
+PY ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+VENV_STAMP := .venv/.installed
+
+.PHONY: install test test-fast lint demo bench clean
+
+$(VENV_STAMP): pyproject.toml
+	test -d .venv || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	# torch first, as a CPU build, so nothing pulls a multi-GB CUDA torch
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[export,dev]'
+	touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV_STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy embedder export jobs deployments bench
+
+demo: $(VENV_STAMP)
+	bash scripts/demo.sh
+
+bench: $(VENV_STAMP)
+	$(PY) -m bench.encoder
+
+clean:
+	rm -rf artifacts indexes runs build
