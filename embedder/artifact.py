@@ -1,0 +1,150 @@
+"""The exported model directory: manifest, files, fingerprint.
+
+Everything downstream reads dims, pooling and max length from here; nothing guesses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedder.errors import ArtifactError, ModelMismatch
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+POOLING_FILE = "1_Pooling/config.json"
+PROBE_FILE = "probe_vectors.npy"
+MANIFEST_FILE = "manifest.json"
+# Files whose bytes define the artifact; any edit changes the fingerprint.
+FINGERPRINTED_FILES = (MODEL_FILE, TOKENIZER_FILE, POOLING_FILE, PROBE_FILE)
+# Minimum cosine between re-embedded and stored probe vectors, per precision. fp32 must be
+# bit-for-bit-ish; int8 kernels differ between CPUs (VNNI vs AVX2), so it gets more slack.
+PROBE_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an artifact says about itself (manifest.json)."""
+
+    dimension: int
+    max_seq_length: int
+    pooling: str
+    normalize: bool
+    precision: str
+    pooling_in_graph: bool
+    input_names: tuple[str, ...]
+    output_name: str
+    pad_token_id: int
+    do_lower_case: bool = False
+    source_model: str = ""
+    source_hash: str = ""
+    architecture: str = ""
+    opset: int = 17
+    onnxruntime_version: str = ""
+    parity: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    format_version: int = FORMAT_VERSION
+    created_at: str = ""
+
+    def to_json(self) -> str:
+        """Serialise for manifest.json."""
+        data = dataclasses.asdict(self)
+        data["input_names"] = list(self.input_names)
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Parse manifest.json content, rejecting unknown format versions."""
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ArtifactError(f"manifest format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["input_names"] = tuple(kwargs.get("input_names", ()))
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ArtifactError(f"manifest.json is incomplete: {exc}") from exc
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change what vectors mean; hashed into the fingerprint."""
+        return {
+            "dimension": self.dimension,
+            "max_seq_length": self.max_seq_length,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "precision": self.precision,
+            "pooling_in_graph": self.pooling_in_graph,
+            "input_names": list(self.input_names),
+            "output_name": self.output_name,
+            "do_lower_case": self.do_lower_case,
+        }
+
+
+def compute_fingerprint(directory: Path, manifest: Manifest) -> str:
+    """Hash of the defining files plus the identity fields: 'sha256:' + 16 hex digits."""
+    digest = hashlib.sha256()
+    for name in FINGERPRINTED_FILES:
+        path = directory / name
+        digest.update(name.encode())
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    digest.update(json.dumps(manifest.identity(), sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, file-verified artifact directory."""
+
+    path: Path
+    manifest: Manifest
+    probe_vectors: np.ndarray
+
+    @property
+    def model_path(self) -> Path:
+        """Path of the ONNX graph."""
+        return self.path / MODEL_FILE
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """Path of the tokenizers JSON."""
+        return self.path / TOKENIZER_FILE
+
+    @property
+    def fingerprint(self) -> str:
+        """The manifest's fingerprint (verified against the files at load)."""
+        return self.manifest.fingerprint
+
+    @classmethod
+    def load(cls, path: str | Path, verify_files: bool = True) -> Artifact:
+        """Read and check an artifact directory; raise ArtifactError / ModelMismatch with the reason."""
+        directory = Path(path)
+        if not directory.is_dir():
+            raise ArtifactError(f"artifact directory {directory} does not exist")
+        missing = [n for n in (*FINGERPRINTED_FILES, MANIFEST_FILE) if not (directory / n).is_file()]
+        if missing:
+            raise ArtifactError(f"artifact {directory} is incomplete: missing {', '.join(missing)}")
+        try:
+            data = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"cannot read {directory / MANIFEST_FILE}: {exc}") from exc
+        manifest = Manifest.from_dict(data)
+        if verify_files:
+            actual = compute_fingerprint(directory, manifest)
+            if actual != manifest.fingerprint:
+                raise ModelMismatch(
+                    f"artifact {directory}: files hash to {actual} but the manifest says "
+                    f"{manifest.fingerprint}; a file was edited or corrupted. Re-export the model."
+                )
+        probe = np.load(directory / PROBE_FILE)
+        return cls(path=directory, manifest=manifest, probe_vectors=probe)

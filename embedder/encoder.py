@@ -1,0 +1,143 @@
+"""Encoder: texts -> float32 vectors, identical to the source sentence-transformers model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedder.artifact import PROBE_MIN_COSINE, Artifact
+from embedder.backbone import Backbone
+from embedder.config import BatchConfig, EncoderConfig, SessionConfig
+from embedder.errors import InvalidInput, ModelMismatch
+from embedder.pooler import Pooler
+from embedder.pooling import truncate_dims
+from embedder.probe import PROBE_TEXTS
+from embedder.tokenize import TextTokenizer, plan_batches
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Vectors in input order plus what the tokenizer saw (for usage counts and job summaries)."""
+
+    vectors: np.ndarray  # float32 (n, d)
+    token_counts: np.ndarray  # int64 (n,), before truncation
+    truncated: np.ndarray  # bool (n,)
+
+
+class Encoder:
+    """Tokenizer + Backbone + Pooler for one artifact, with fingerprint verification at load."""
+
+    def __init__(self, artifact: Artifact, config: EncoderConfig) -> None:
+        self.artifact = artifact
+        self.config = config
+        self.tokenizer = TextTokenizer.from_artifact(artifact)
+        self.backbone = Backbone.from_artifact(artifact, config.session)
+        self.pooler = Pooler.from_artifact(artifact)
+        if config.verify_fingerprint:
+            verify_probe(self)
+
+    @classmethod
+    def load(
+        cls,
+        artifact_dir: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        batch: BatchConfig | None = None,
+        config: EncoderConfig | None = None,
+    ) -> Encoder:
+        """Load an artifact directory; raises ArtifactError / ModelMismatch / ProviderUnavailable."""
+        cfg = config or EncoderConfig()
+        session = cfg.session
+        if providers is not None or threads is not None:
+            session = SessionConfig(
+                providers=tuple(providers) if providers is not None else session.providers,
+                threads=threads if threads is not None else session.threads,
+                graph_optimization=session.graph_optimization,
+                device_id=session.device_id,
+                trt_fp16=session.trt_fp16,
+            )
+        cfg = EncoderConfig(batch=batch or cfg.batch, session=session, verify_fingerprint=cfg.verify_fingerprint)
+        return cls(Artifact.load(artifact_dir), cfg)
+
+    @property
+    def dimension(self) -> int:
+        """Length of each vector."""
+        return self.artifact.manifest.dimension
+
+    @property
+    def fingerprint(self) -> str:
+        """The artifact's fingerprint (verified at load)."""
+        return self.artifact.fingerprint
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens per text the model sees; longer texts are truncated or refused."""
+        return self.artifact.manifest.max_seq_length
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        truncate: bool = True,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
+    ) -> np.ndarray:
+        """(n, dim) float32 vectors in input order."""
+        return self.encode_detailed(texts, truncate, normalize, dimensions).vectors
+
+    def encode_detailed(
+        self,
+        texts: Sequence[str],
+        truncate: bool = True,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
+    ) -> Encoded:
+        """Vectors plus token counts and truncation flags."""
+        if isinstance(texts, str):
+            raise InvalidInput("encode() takes a list of texts, not a single string", field="input")
+        dim = dimensions or self.dimension
+        if not texts:
+            return Encoded(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        fused = self.artifact.manifest.pooling_in_graph
+        if fused and normalize is False and self.artifact.manifest.normalize:
+            raise InvalidInput("normalize=false is not available: this artifact normalises inside the graph", "normalize")
+        tokenized = self.tokenizer.tokenize(texts, truncate=truncate)
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for indices in plan_batches(tokenized.lengths, self.config.batch):
+            batch = tokenized.batch(indices)
+            if fused:
+                vectors = self.backbone.run_pooled(batch)
+            else:
+                vectors = self.pooler(self.backbone.run(batch), normalize=normalize)
+            out[vectors.positions] = vectors.embeddings
+        if dimensions is not None:
+            norm = self.artifact.manifest.normalize if normalize is None else normalize
+            out = truncate_dims(out, dimensions, norm)
+        return Encoded(out, tokenized.token_counts, tokenized.truncated)
+
+
+def verify_probe(encoder: Encoder) -> None:
+    """Re-embed the probe set and refuse a model whose vectors drifted from the manifest's."""
+    stored = encoder.artifact.probe_vectors
+    fresh = encoder.encode(list(PROBE_TEXTS), normalize=None)
+    if stored.shape != fresh.shape:
+        raise ModelMismatch(f"probe vectors have shape {stored.shape}, the model gives {fresh.shape}")
+    cos = cosine_rows(stored, fresh)
+    floor = PROBE_MIN_COSINE.get(encoder.artifact.manifest.precision, 0.99999)
+    if float(cos.min()) < floor:
+        worst = int(cos.argmin())
+        raise ModelMismatch(
+            f"artifact {encoder.artifact.path} ({encoder.fingerprint}): probe text {worst} "
+            f"({PROBE_TEXTS[worst][:40]!r}) embeds with cosine {cos.min():.6f} to the stored vector "
+            f"(minimum {floor} for {encoder.artifact.manifest.precision}). The runtime, tokenizer or "
+            "model differs from the one that exported this artifact; refusing to serve drifting vectors."
+        )
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    an = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    bn = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.einsum("ij,ij->i", an, bn)

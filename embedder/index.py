@@ -1,0 +1,369 @@
+"""FAISS vector index: choose a factory, train, add with row ids, search, save/load, measure recall.
+
+Ray-free. Row id i in the index is row i of the index's metadata table (docs/contracts.md), so
+corpus ids of any type (int or string) live in the metadata, never inside FAISS.
+Scores are always "higher is better": the inner product for metric "ip" (cosine on normalised
+vectors) and the negated squared L2 distance for metric "l2".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from embedder.errors import IndexInvalid, InvalidInput
+
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Tunables for building and searching an index; recorded in every index manifest."""
+
+    # Exact search is fast enough (a few ms per query on 2 cores at dim 384) below this size,
+    # and exact means recall 1.0 with no training (DESIGN.md: Flat below ~100k).
+    flat_max: int = 100_000
+    # IVF-Flat keeps full vectors (bytes/vector = 4*dim) and is the best recall/speed trade up
+    # to ~1M; beyond, the coarse quantizer uses HNSW so assigning vectors to lists stays cheap.
+    ivf_max: int = 1_000_000
+    # Past this size (or when memory is tight) vectors are compressed with OPQ+PQ.
+    compressed_min: int = 10_000_000
+    # nlist = lists_per_sqrt * sqrt(N), rounded to a power of two; FAISS guidance is 4..16.
+    # 4 keeps lists long enough that a small nprobe already finds most neighbours.
+    lists_per_sqrt: float = 4.0
+    # k-means needs >= 39 points per centroid (FAISS warns below); 64 gives stable centroids
+    # while keeping training to a sample, not the corpus.
+    train_per_list: int = 64
+    # Cap on training rows so the sample fits in memory (1M x 384 float32 = 1.5 GB).
+    max_train_rows: int = 1_000_000
+    # PQ codebooks have 256 centroids per sub-quantizer: they need this many rows at least.
+    min_pq_train_rows: int = 65_536
+    # Starting search breadth; tuning doubles it until target_recall is met on the held-out sample.
+    nprobe: int = 8
+    ef_search: int = 64
+    # Upper bounds for tuning, so a hopeless index cannot turn into an exhaustive scan silently.
+    max_nprobe: int = 1024
+    max_ef_search: int = 1024
+    # Recall@10 the tuned index must reach on a sample of the corpus' own vectors.
+    target_recall: float = 0.95
+    # Queries for the recall check: 1000 gives a +-0.7% standard error on recall@10.
+    recall_sample: int = 1000
+    # Rows per add() call: bounded memory while adding; large enough to amortise FAISS overhead.
+    add_batch_rows: int = 65_536
+    # Seed for every sample drawn (training, recall queries) so builds are reproducible.
+    seed: int = 1234
+
+
+def metric_code(metric: str) -> int:
+    """FAISS metric constant for "ip" or "l2"."""
+    try:
+        return METRICS[metric]
+    except KeyError:
+        raise InvalidInput(f"metric must be one of {sorted(METRICS)}, got {metric!r}", field="metric") from None
+
+
+def _pow2(x: float) -> int:
+    return int(2 ** round(math.log2(max(x, 1.0))))
+
+
+def _pq_subquantizers(dim: int) -> int:
+    # 8 dims per sub-quantizer (1 byte each) keeps ~0.9 recall with a refine-free search;
+    # fall back to the largest divisor of dim that is <= dim / 4.
+    for dims_per_sub in (8, 4, 16, 2, 12, 6, 3):
+        if dim % dims_per_sub == 0:
+            return dim // dims_per_sub
+    return 1
+
+
+def choose_factory(n: int, dim: int, cfg: IndexConfig | None = None, kind: str = "auto") -> str:
+    """FAISS factory string for n vectors of `dim` (kind: auto | flat | ivf | hnsw | compressed)."""
+    cfg = cfg or IndexConfig()
+    if kind == "auto":
+        if n < cfg.flat_max:
+            kind = "flat"
+        elif n >= cfg.compressed_min:
+            kind = "compressed"
+        else:
+            kind = "ivf"
+    if kind == "flat":
+        return "Flat"
+    if kind == "hnsw":
+        return "HNSW32"
+    # Never more lists than the data can train (train_per_list points each).
+    nlist = min(_pow2(cfg.lists_per_sqrt * math.sqrt(n)), _pow2(max(n / cfg.train_per_list, 1)))
+    if kind == "ivf":
+        quantizer = "_HNSW32" if n > cfg.ivf_max else ""
+        return f"IVF{max(nlist, 1)}{quantizer},Flat"
+    if kind == "compressed":
+        m = _pq_subquantizers(dim)
+        nlist = 65_536 if n >= cfg.compressed_min else nlist
+        return f"OPQ{m}_{dim},IVF{nlist}_HNSW32,PQ{m}"
+    raise InvalidInput(f"unknown index kind {kind!r}", field="factory")
+
+
+@dataclass
+class VectorIndex:
+    """A FAISS index plus what it takes to use it: factory, metric and search parameters."""
+
+    index: faiss.Index
+    factory: str
+    metric: str
+    search_params: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, dim: int, factory: str, metric: str = "ip") -> VectorIndex:
+        """An empty (untrained) index from a factory string."""
+        try:
+            index = faiss.index_factory(int(dim), factory, metric_code(metric))
+        except RuntimeError as exc:
+            raise InvalidInput(f"bad FAISS factory {factory!r}: {exc}", field="factory") from exc
+        return cls(index=index, factory=factory, metric=metric)
+
+    @property
+    def dimension(self) -> int:
+        """Vector dimension."""
+        return int(self.index.d)
+
+    @property
+    def size(self) -> int:
+        """Number of vectors stored."""
+        return int(self.index.ntotal)
+
+    @property
+    def ivf(self) -> faiss.IndexIVF | None:
+        """The IVF layer if this is an IVF index (possibly behind a pre-transform), else None."""
+        try:
+            return faiss.extract_index_ivf(self.index)
+        except RuntimeError:
+            return None
+
+    def train_rows(self, n: int, cfg: IndexConfig) -> int:
+        """How many sample rows training should use for a corpus of n (0 if no training is needed)."""
+        if self.index.is_trained:
+            return 0
+        ivf = self.ivf
+        want = cfg.train_per_list * (ivf.nlist if ivf is not None else 1)
+        if "PQ" in self.factory:
+            want = max(want, cfg.min_pq_train_rows)
+        return int(min(n, want, cfg.max_train_rows))
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train quantizers (no-op for indexes that need none)."""
+        if not self.index.is_trained:
+            self.index.train(_f32(sample, self.dimension))
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
+        """Add vectors; ids default to the next row positions (ntotal, ntotal+1, ...)."""
+        x = _f32(vectors, self.dimension)
+        if ids is None:
+            self.index.add(x)
+            return
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.ivf is not None:
+            self.index.add_with_ids(x, ids)
+        elif ids.size and ids[0] == self.size and np.array_equal(ids, np.arange(self.size, self.size + len(ids))):
+            self.index.add(x)  # Flat/HNSW number rows sequentially, which is what these ids ask for
+        else:
+            raise IndexInvalid(f"{self.factory} cannot take arbitrary ids; add rows in order or use IVF")
+
+    def set_search_params(self, params: Mapping[str, int]) -> None:
+        """Apply runtime parameters (nprobe, efSearch, quantizer_efSearch)."""
+        space = faiss.ParameterSpace()
+        for name, value in params.items():
+            space.set_index_parameter(self.index, name, int(value))
+        self.search_params = {**self.search_params, **{k: int(v) for k, v in params.items()}}
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, row ids), best first; scores higher-is-better; id -1 where fewer than k exist."""
+        q = _f32(queries, self.dimension)
+        dist, ids = self.index.search(q, int(k))
+        return (dist if self.metric == "ip" else -dist), ids
+
+    def to_bytes(self) -> np.ndarray:
+        """Serialised index (uint8 array), e.g. to ship to a Ray actor."""
+        return faiss.serialize_index(self.index)
+
+    @classmethod
+    def from_bytes(
+        cls, data: np.ndarray, factory: str, metric: str, params: Mapping[str, int] | None = None
+    ) -> VectorIndex:
+        """Inverse of to_bytes."""
+        out = cls(index=faiss.deserialize_index(data), factory=factory, metric=metric)
+        if params:
+            out.set_search_params(params)
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the index file; returns its size in bytes."""
+        faiss.write_index(self.index, os.fspath(path))
+        return os.path.getsize(path)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], factory: str, metric: str, params: Mapping[str, int] | None = None
+    ) -> VectorIndex:
+        """Read an index file and re-apply its search parameters."""
+        try:
+            index = faiss.read_index(os.fspath(path))
+        except RuntimeError as exc:
+            raise IndexInvalid(f"cannot read FAISS index {path}: {exc}") from exc
+        out = cls(index=index, factory=factory, metric=metric)
+        if params:
+            out.set_search_params(params)
+        return out
+
+    def bytes_per_vector(self) -> float:
+        """Serialised size divided by vector count (includes lists, codebooks, graph links)."""
+        return float(self.to_bytes().nbytes) / max(self.size, 1)
+
+
+def _f32(x: np.ndarray, dim: int) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise InvalidInput(f"expected vectors of shape (n, {dim}), got {x.shape}", field="vectors")
+    return x
+
+
+def chunks(vectors: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+    """Consecutive row slices of at most `rows` rows."""
+    for start in range(0, len(vectors), rows):
+        yield vectors[start : start + rows]
+
+
+class ExactKnn:
+    """Running exact top-k of fixed queries over a corpus streamed in consecutive batches."""
+
+    def __init__(self, queries: np.ndarray, k: int, metric: str) -> None:
+        self.queries = np.ascontiguousarray(queries, dtype=np.float32)
+        self.k, self.metric = int(k), metric
+        self.scores = np.full((len(queries), self.k), -np.inf, dtype=np.float32)
+        self.ids = np.full((len(queries), self.k), -1, dtype=np.int64)
+        self.seen = 0
+
+    def update(self, batch: np.ndarray, first_id: int | None = None) -> None:
+        """Fold in a batch whose rows have ids first_id.. (default: continue after the last batch)."""
+        start = self.seen if first_id is None else first_id
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        flat = faiss.IndexFlat(batch.shape[1], metric_code(self.metric))
+        flat.add(batch)
+        d, i = flat.search(self.queries, min(self.k, len(batch)))
+        s = d if self.metric == "ip" else -d
+        self.merge(s, np.where(i >= 0, i + start, -1))
+        self.seen = max(self.seen, start + len(batch))
+
+    def merge(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        """Fold in another partial top-k (e.g. from a shard)."""
+        all_s = np.concatenate([self.scores, scores], axis=1)
+        all_i = np.concatenate([self.ids, ids], axis=1)
+        order = np.argsort(-all_s, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(all_s, order, axis=1)
+        self.ids = np.take_along_axis(all_i, order, axis=1)
+
+
+def recall_from_truth(
+    index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, k: int = 10
+) -> float:
+    """Recall@k of `index` against exact neighbours `truth` (k+1 columns), ignoring each query's own row.
+
+    The queries are corpus vectors, so each finds itself; counting that would flatter the index.
+    """
+    _, got = index.search(queries, k + 1)
+    hits = 0
+    for qid, t, g in zip(query_ids, truth, got, strict=True):
+        want = [x for x in t if x != qid and x >= 0][:k]
+        found = [x for x in g if x != qid and x >= 0][:k]
+        hits += len(set(want) & set(found))
+        hits += k - len(want)  # fewer than k true neighbours exist: nothing to miss
+    return hits / (k * max(len(query_ids), 1))
+
+
+def sample_rows(n: int, size: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """Sorted random row positions (without replacement), avoiding `exclude` when there is room."""
+    rng = np.random.default_rng(seed)
+    pool = np.arange(n) if exclude is None or n - len(exclude) < size else np.setdiff1d(np.arange(n), exclude)
+    return np.sort(rng.choice(pool, size=min(size, len(pool)), replace=False))
+
+
+def recall_at_k(index: VectorIndex, vectors: np.ndarray, sample: np.ndarray | int, k: int = 10) -> float:
+    """Recall@k of `index` on corpus rows `sample` (positions, or a count to draw) vs exact search."""
+    if isinstance(sample, int | np.integer):
+        sample = sample_rows(len(vectors), int(sample), seed=0)
+    queries = np.ascontiguousarray(vectors[sample], dtype=np.float32)
+    exact = ExactKnn(queries, k + 1, index.metric)
+    for batch in chunks(vectors, 262_144):
+        exact.update(batch)
+    return recall_from_truth(index, queries, np.asarray(sample), exact.ids, k)
+
+
+def tune_search(
+    index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, cfg: IndexConfig
+) -> float:
+    """Widen nprobe / efSearch (doubling) until recall@10 >= cfg.target_recall; returns the recall reached."""
+    knob, start, cap = _knob(index, cfg)
+    if knob is None:
+        return recall_from_truth(index, queries, query_ids, truth)
+    value = start
+    while True:
+        params = {knob: value}
+        if knob == "nprobe" and "HNSW" in index.factory:
+            # The HNSW coarse quantizer must return at least nprobe lists, with some slack.
+            params["quantizer_efSearch"] = max(2 * value, 64)
+        index.set_search_params(params)
+        recall = recall_from_truth(index, queries, query_ids, truth)
+        if recall >= cfg.target_recall or value >= cap:
+            return recall
+        value = min(2 * value, cap)
+
+
+def _knob(index: VectorIndex, cfg: IndexConfig) -> tuple[str | None, int, int]:
+    ivf = index.ivf
+    if ivf is not None:
+        cap = min(cfg.max_nprobe, int(ivf.nlist))
+        return "nprobe", min(cfg.nprobe, cap), cap
+    if "HNSW" in index.factory:
+        return "efSearch", cfg.ef_search, cfg.max_ef_search
+    return None, 0, 0
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What an in-memory build measured."""
+
+    recall_at_10: float
+    train_rows: int
+    recall_queries: int
+
+
+def build_index(
+    vectors: np.ndarray,
+    factory: str = "auto",
+    metric: str = "ip",
+    cfg: IndexConfig | None = None,
+) -> tuple[VectorIndex, BuildReport]:
+    """Build, tune and measure an index over in-memory vectors (row i gets id i)."""
+    cfg = cfg or IndexConfig()
+    n, dim = vectors.shape
+    index = VectorIndex.create(dim, choose_factory(n, dim, cfg) if factory == "auto" else factory, metric)
+    queries_at = sample_rows(n, cfg.recall_sample, cfg.seed + 1)
+    train_at = sample_rows(n, index.train_rows(n, cfg), cfg.seed, exclude=queries_at)
+    if len(train_at):
+        index.train(vectors[train_at])
+    queries = np.ascontiguousarray(vectors[queries_at], dtype=np.float32)
+    exact = ExactKnn(queries, 11, metric)
+    for batch in _batches(vectors, cfg.add_batch_rows):
+        index.add(batch)
+        exact.update(batch)
+    recall = tune_search(index, queries, queries_at, exact.ids, cfg)
+    return index, BuildReport(recall_at_10=recall, train_rows=len(train_at), recall_queries=len(queries_at))
+
+
+def _batches(vectors: np.ndarray | Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
+    if isinstance(vectors, np.ndarray):
+        yield from chunks(vectors, rows)
+    else:
+        yield from vectors

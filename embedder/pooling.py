@@ -1,0 +1,49 @@
+"""Numpy pooling: the one implementation shared by the jobs, Serve and the benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+POOLING_MODES = ("mean", "cls", "max", "lasttoken")
+
+
+def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, mode: str) -> np.ndarray:
+    """Reduce (b, L, d) token vectors to (b, d) sentence vectors, ignoring padding."""
+    if token_embeddings.ndim != 3 or attention_mask.shape != token_embeddings.shape[:2]:
+        raise ValueError(
+            f"pool: expected (b, L, d) embeddings and (b, L) mask, got "
+            f"{token_embeddings.shape} and {attention_mask.shape}"
+        )
+    emb = token_embeddings.astype(np.float32, copy=False)
+    mask = attention_mask.astype(np.float32)
+    if mode == "mean":
+        summed = np.einsum("bld,bl->bd", emb, mask)
+        counts = np.clip(mask.sum(axis=1, keepdims=True), 1e-9, None)
+        return (summed / counts).astype(np.float32)
+    if mode == "cls":
+        return emb[:, 0, :].copy()
+    if mode == "max":
+        # sentence-transformers sets padded positions to -1e9 before the max.
+        masked = np.where(mask[:, :, None] > 0, emb, np.float32(-1e9))
+        return masked.max(axis=1).astype(np.float32)
+    if mode == "lasttoken":
+        # Right padding: the last real token sits at (number of real tokens - 1).
+        last = np.clip(attention_mask.sum(axis=1).astype(np.int64) - 1, 0, None)
+        return emb[np.arange(emb.shape[0]), last, :].copy()
+    raise ValueError(f"unknown pooling mode {mode!r}; expected one of {POOLING_MODES}")
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Scale each row to unit length (rows of zeros stay zero), like torch.nn.functional.normalize."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def truncate_dims(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka-style: keep the first `dimensions` values, then re-normalise if asked."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    if not 1 <= dimensions <= vectors.shape[1]:
+        raise ValueError(f"dimensions must be between 1 and {vectors.shape[1]}, got {dimensions}")
+    cut = np.ascontiguousarray(vectors[:, :dimensions])
+    return l2_normalize(cut) if normalize else cut

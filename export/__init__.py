@@ -1,0 +1,1 @@
+"""sentence-transformers model -> ONNX artifact. The only package that imports torch."""

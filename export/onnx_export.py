@@ -1,0 +1,86 @@
+"""torch -> ONNX for the whole transformer, dynamic batch and sequence axes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from embedder.errors import ExportError
+from export.source import SourceModel
+
+OPSET = 17
+
+
+class _Wrapper(torch.nn.Module):
+    """Calls the HF model with keyword arguments (transformers 5.x rejects positional ones)."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str], pooling: str | None, normalize: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(zip(self.input_names, inputs, strict=True))
+        hidden = self.model(**kwargs).last_hidden_state
+        if self.pooling is None:
+            return hidden
+        mask = kwargs["attention_mask"]
+        pooled = torch_pool(hidden, mask, self.pooling)
+        if self.normalize:
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+        return pooled
+
+
+def torch_pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pooling in torch, mirroring embedder.pooling (used inside the fused graph)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(m == 0, -1e9).max(1).values
+    if mode == "lasttoken":
+        last = (mask.sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0]), last]
+    raise ExportError(f"pooling {mode!r} cannot be placed in the graph")
+
+
+def load_tokenizer(source: SourceModel) -> Any:
+    """The source model's fast tokenizer (the one sentence-transformers uses)."""
+    tok = AutoTokenizer.from_pretrained(str(source.transformer_path), use_fast=True)
+    if not getattr(tok, "is_fast", False):
+        raise ExportError(f"{source.transformer_path}: no fast tokenizer (tokenizer.json) available")
+    return tok
+
+
+def export_onnx(source: SourceModel, out_path: Path, input_names: list[str], pooling_in_graph: bool) -> str:
+    """Write the fp32 graph; returns the output name ('token_embeddings' or 'sentence_embedding')."""
+    model = AutoModel.from_pretrained(
+        str(source.transformer_path), attn_implementation="eager", dtype=torch.float32
+    )
+    model.eval()
+    wrapper = _Wrapper(model, input_names, source.pooling if pooling_in_graph else None, source.normalize)
+    output_name = "sentence_embedding" if pooling_in_graph else "token_embeddings"
+    # Example inputs of batch 2 and length 8; the axes are declared dynamic so any shape works.
+    example = tuple(torch.ones((2, 8), dtype=torch.long) for _ in input_names)
+    dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    dynamic_axes[output_name] = {0: "batch"} if pooling_in_graph else {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            example,
+            str(out_path),
+            input_names=input_names,
+            output_names=[output_name],
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return output_name
