@@ -64,7 +64,9 @@ def metric_code(metric: str) -> int:
     try:
         return METRICS[metric]
     except KeyError:
-        raise InvalidInput(f"metric must be one of {sorted(METRICS)}, got {metric!r}", field="metric") from None
+        raise InvalidInput(
+            f"metric must be one of {sorted(METRICS)}, got {metric!r}", field="metric"
+        ) from None
 
 
 def _pow2(x: float) -> int:
@@ -155,7 +157,10 @@ class VectorIndex:
     def train(self, sample: np.ndarray) -> None:
         """Train quantizers (no-op for indexes that need none)."""
         if not self.index.is_trained:
-            self.index.train(_f32(sample, self.dimension))
+            try:
+                self.index.train(_f32(sample, self.dimension))
+            except RuntimeError as exc:  # e.g. fewer training points than IVF lists
+                raise IndexInvalid(f"training {self.factory} on {len(sample)} vectors failed: {exc}") from exc
 
     def add(self, vectors: np.ndarray, ids: np.ndarray | None = None) -> None:
         """Add vectors; ids default to the next row positions (ntotal, ntotal+1, ...)."""
@@ -166,7 +171,11 @@ class VectorIndex:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if self.ivf is not None:
             self.index.add_with_ids(x, ids)
-        elif ids.size and ids[0] == self.size and np.array_equal(ids, np.arange(self.size, self.size + len(ids))):
+        elif (
+            ids.size
+            and ids[0] == self.size
+            and np.array_equal(ids, np.arange(self.size, self.size + len(ids)))
+        ):
             self.index.add(x)  # Flat/HNSW number rows sequentially, which is what these ids ask for
         else:
             raise IndexInvalid(f"{self.factory} cannot take arbitrary ids; add rows in order or use IVF")

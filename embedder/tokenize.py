@@ -31,7 +31,7 @@ def check_texts(texts: Sequence[object], field: str = "input") -> None:
         problem = text_problem(text)
         if problem is None:
             continue
-        where = f"{field}[{i}]" if len(texts) > 1 or field == "input" else field
+        where = f"{field}[{i}]"
         if problem.startswith("empty"):
             raise EmptyInput(f"{where}: {problem}", field=where)
         raise InvalidInput(f"{where}: {problem}", field=where)
@@ -101,7 +101,7 @@ class TextTokenizer:
         too_long = np.flatnonzero(counts > self.max_seq_length)
         if len(too_long) and not truncate:
             i = int(too_long[0])
-            where = f"{field}[{i}]" if len(texts) > 1 or field == "input" else field
+            where = f"{field}[{i}]"
             raise InputTooLong(
                 f"{where} has {counts[i]} tokens; the model accepts at most {self.max_seq_length} "
                 "(send truncate=true to cut it)",

@@ -1,0 +1,95 @@
+"""Searcher: one loaded index version answering top-k queries with corpus ids and metadata.
+
+Ray-free; the Serve Searcher deployment holds one and swaps in a new one (Searcher.open of the new
+version) when CURRENT changes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from embedder import index_store
+from embedder.errors import InvalidInput, ModelMismatch
+from embedder.index_store import IndexManifest, LoadedIndex
+
+
+class Searcher:
+    """Top-k search over one index version; matches carry id, score and metadata columns."""
+
+    def __init__(self, loaded: LoadedIndex) -> None:
+        # Metadata stays in Arrow: opening a new version (hot swap) costs no per-row Python objects;
+        # each search converts only the rows it returns.
+        self.loaded = loaded
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        version: str | None = None,
+        expected_fingerprint: str | None = None,
+    ) -> Searcher:
+        """Open CURRENT (or `version`); refuse an index built with a different model."""
+        loaded = (
+            index_store.open_current(root) if version is None else index_store.open_version(root, version)
+        )
+        if expected_fingerprint is not None and loaded.manifest.fingerprint != expected_fingerprint:
+            raise ModelMismatch(
+                f"index {loaded.path} was built with model {loaded.manifest.fingerprint!r}, "
+                f"this server's model is {expected_fingerprint!r}"
+            )
+        return cls(loaded)
+
+    @property
+    def version(self) -> str:
+        """Index version name."""
+        return self.loaded.version
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the model artifact whose vectors the index holds."""
+        return self.loaded.manifest.fingerprint
+
+    @property
+    def size(self) -> int:
+        """Vectors in the index."""
+        return self.loaded.index.size
+
+    @property
+    def dimension(self) -> int:
+        """Vector dimension."""
+        return self.loaded.index.dimension
+
+    @property
+    def manifest(self) -> IndexManifest:
+        """The version's manifest."""
+        return self.loaded.manifest
+
+    def search(
+        self, query_vectors: np.ndarray, top_k: int = 10, min_score: float | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Per query, up to top_k matches best first: {"id", "score", <metadata columns>}."""
+        q = np.asarray(query_vectors)
+        if q.ndim != 2 or q.shape[1] != self.dimension:
+            raise InvalidInput(f"query vectors must have shape (n, {self.dimension}), got {q.shape}")
+        if not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise InvalidInput(f"top_k must be a positive integer, got {top_k!r}", field="top_k")
+        if not np.isfinite(q).all():
+            raise InvalidInput("query vectors contain NaN or infinity")
+        if len(q) == 0:
+            return []
+        scores, rows = self.loaded.index.search(q, min(int(top_k), max(self.size, 1)))
+        keep = (rows >= 0) if min_score is None else (rows >= 0) & (scores >= min_score)
+        # -1 rows mean fewer than k results exist (tiny index, sparse IVF lists).
+        records = self.loaded.metadata.take(rows[keep]).to_pylist()
+        out: list[list[dict[str, Any]]] = []
+        taken = 0
+        for qi in range(len(q)):
+            matches = []
+            for score in scores[qi][keep[qi]].tolist():
+                matches.append({"id": records[taken].pop("id"), "score": float(score), **records[taken]})
+                taken += 1
+            out.append(matches)
+        return out
