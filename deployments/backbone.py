@@ -1,0 +1,24 @@
+"""Backbone deployment: TokenPack -> HiddenPack (per-token vectors of real tokens only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from deployments.batching import BatchedModel
+from embedder.serving import HiddenPack, TokenPack
+
+
+@serve.deployment
+class Backbone(BatchedModel):
+    """The ONNX session, batched by token budget across concurrent requests."""
+
+    def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:
+        super().__init__(artifact_dir, session, "backbone")
+        if self.pooled:
+            raise ValueError("this artifact pools inside the graph: use topology 'fused'")
+
+    async def __call__(self, pack: TokenPack) -> HiddenPack:
+        """Hidden states of one request's texts, unpadded."""
+        return HiddenPack(await self.run_pack(pack), pack.lengths)

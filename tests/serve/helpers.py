@@ -1,0 +1,69 @@
+"""Small real indexes for the Serve tests, written with the core index code (no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from embedder import index_store
+from embedder.encoder import Encoder
+from embedder.index import VectorIndex
+from embedder.index_store import IndexManifest
+
+FAQ: list[tuple[str, str]] = [
+    ("How do I reset my password?", "Use 'Forgot password' on the sign-in page."),
+    ("How can I change my delivery address?", "Edit it under Orders before the parcel ships."),
+    ("What payment methods do you accept?", "Cards, PayPal and bank transfer."),
+    ("How long does shipping take?", "Two to five working days."),
+    ("Can I return an item?", "Yes, within 30 days, unused."),
+    ("How do I delete my account?", "Settings > Privacy > Delete account."),
+    ("Where is my order?", "Track it from the link in your confirmation email."),
+    ("Do you ship internationally?", "We ship to 40 countries."),
+    ("How do I contact support?", "Chat with us or write to support@example.com."),
+    ("Is my data shared with third parties?", "No, we never sell your data."),
+    ("How do I apply a discount code?", "Enter it at checkout before paying."),
+    ("Can I change my order after placing it?", "Within one hour, from the Orders page."),
+]
+
+
+def publish_index(
+    root: Path,
+    encoder: Encoder,
+    rows: list[tuple[str, str]] = FAQ,
+    fingerprint: str | None = None,
+    tag: str = "",
+    make_current: bool = True,
+) -> str:
+    """Embed the questions, write one Flat index version under `root`, publish it; returns the version."""
+    vectors = encoder.encode([q for q, _ in rows])
+    index = VectorIndex.create(vectors.shape[1], "Flat", "ip")
+    index.add(vectors)
+    version = index_store.new_version_name() + tag
+    staged = index_store.staging_dir(root, version)
+    index.save(staged / index_store.INDEX_FILE)
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(1000, 1000 + len(rows)), pa.int64()),
+            "question": [q for q, _ in rows],
+            "answer": [a for _, a in rows],
+        }
+    )
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, staged / index_store.METADATA_FILE)
+    manifest = IndexManifest(
+        factory="Flat",
+        metric="ip",
+        count=len(rows),
+        dimension=int(vectors.shape[1]),
+        fingerprint=fingerprint or encoder.fingerprint,
+        recall_at_10=1.0,
+        bytes_per_vector=4.0 * vectors.shape[1],
+        build_seconds=0.0,
+        columns=("question", "answer"),
+    )
+    (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    index_store.publish(root, staged, version, make_current=make_current)
+    return version
