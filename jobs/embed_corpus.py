@@ -1,0 +1,340 @@
+"""Embed a parquet corpus with Ray Data: `python -m jobs.embed_corpus --artifact A --input I --output O`.
+
+Streaming over deterministic shards (file, row range): an actor pool whose actors each hold one
+Encoder reads a shard, quarantines bad rows, embeds the rest and renames the shard's part file
+into place; the driver journals finished shards. Rerunning the same command resumes; a retried
+shard rewrites the same file, so every good row lands in the output exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+from tqdm import tqdm
+
+from embedder.artifact import Artifact
+from embedder.config import BatchConfig
+from embedder.corpus import (
+    ColumnSpec,
+    Shard,
+    attach_duplicates,
+    auto_shard_rows,
+    discover_inputs,
+    find_duplicate_ids,
+    inspect_inputs,
+    plan_shards,
+    resolve_columns,
+)
+from embedder.errors import EmbedderError
+from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
+from jobs.run_state import RunState, ShardStats, write_json_atomic
+from jobs.udfs import TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Every setting of one embedding run (recorded in _RUN.json and _SUMMARY.json)."""
+
+    artifact: str
+    input: str
+    output: str
+    text_column: str = "question"
+    # None: use an 'id' column when the input has one, else the global row position.
+    id_column: str | None = None
+    keep_columns: tuple[str, ...] = ()
+    device: str = "cpu"  # "cpu" | "gpu"
+    # Actor pool bounds; each actor holds one Encoder (one model copy in memory).
+    min_actors: int = 1
+    max_actors: int = 2
+    batch_tokens: int = BatchConfig.batch_tokens
+    max_batch_size: int = BatchConfig.max_batch_size
+    too_long: str = "truncate"  # or "quarantine"
+    # Rows per shard (the unit of retry and resume); 0 = about 8 shards per actor, 256..8192.
+    shard_rows: int = 0
+    # Logical CPU reservation per actor. 1, not 2: an actor taking every CPU of a 2-CPU node
+    # starves Ray Data's other operators and the pipeline deadlocks.
+    cpus_per_actor: float = 1.0
+    # onnxruntime intra-op threads per actor; 0 = the actor's CPU reservation (at least 1).
+    threads_per_actor: int = 0
+    gpus_per_actor: float = 1.0
+    ray_address: str | None = None  # None: ray.init() default (the running cluster, else a local one)
+    progress: bool = True
+
+
+def actor_threads(cfg: JobConfig) -> int:
+    """onnxruntime threads each actor uses."""
+    return cfg.threads_per_actor or max(1, int(cfg.cpus_per_actor))
+
+
+def map_batches_kwargs(cfg: JobConfig, fingerprint: str, task: ShardTask) -> dict[str, Any]:
+    """map_batches arguments for the encode stage: actor pool, resources, providers per device."""
+    gpu = cfg.device == "gpu"
+    kwargs: dict[str, Any] = {
+        "compute": ray.data.ActorPoolStrategy(
+            min_size=cfg.min_actors,
+            max_size=cfg.max_actors,
+            # Two, not the default four: shards take seconds, so a deep queue per actor leaves others
+            # idle at the end of the run; one would keep the pool from ever scaling past min_size
+            # (Ray Data scales up when queued work exceeds 175% of the pool's slots).
+            max_tasks_in_flight_per_actor=2,
+        ),
+        "batch_size": 1,  # one shard per call
+        "batch_format": "numpy",
+        "num_cpus": cfg.cpus_per_actor,
+        "fn_constructor_kwargs": {
+            "artifact": str(Path(cfg.artifact).resolve()),
+            "fingerprint": fingerprint,
+            "task": task,
+            # A GPU provider that fails to load is an error in the session factory, never a silent CPU run.
+            "providers": ("cuda",) if gpu else ("cpu",),
+            "threads": actor_threads(cfg),
+            "batch": BatchConfig(batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size),
+        },
+    }
+    if gpu:
+        kwargs["num_gpus"] = cfg.gpus_per_actor
+    return kwargs
+
+
+@dataclass
+class Prepared:
+    """What the driver knows before any work: artifact, columns, run state, shards to do."""
+
+    fingerprint: str
+    columns: ColumnSpec
+    state: RunState
+    normalized: bool
+
+
+def prepare(cfg: JobConfig) -> Prepared:
+    """All fail-fast checks (artifact, inputs, columns, output directory) without Ray."""
+    if cfg.too_long not in TOO_LONG_POLICIES:
+        raise EmbedderError(f"--too-long must be one of {TOO_LONG_POLICIES}, got {cfg.too_long!r}")
+    if cfg.device not in ("cpu", "gpu"):
+        raise EmbedderError(f"--device must be cpu or gpu, got {cfg.device!r}")
+    artifact = Artifact.load(cfg.artifact)  # verifies file hashes against the manifest fingerprint
+    files = discover_inputs(cfg.input)
+    columns = resolve_columns(files[0], cfg.text_column, cfg.id_column, cfg.keep_columns)
+    inputs = inspect_inputs(files, columns)
+    total = sum(f.rows for f in inputs)
+    shards = plan_shards(inputs, cfg.shard_rows or auto_shard_rows(total, cfg.max_actors))
+    run = {
+        "artifact": str(Path(cfg.artifact).resolve()),
+        "fingerprint": artifact.fingerprint,
+        "inputs": [f.signature() for f in inputs],
+        "text_column": columns.text,
+        "id_column": columns.id,
+        "keep_columns": list(columns.keep),
+        "too_long": cfg.too_long,
+        "shards": [dataclasses.asdict(s) for s in shards],
+        "config": dataclasses.asdict(cfg),
+    }
+    state = RunState.open(Path(cfg.output), run)
+    return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize)
+
+
+def run(cfg: JobConfig) -> dict[str, Any]:
+    """Run (or resume, or confirm) an embedding job; returns the summary dict."""
+    started = time.perf_counter()
+    prep = prepare(cfg)
+    state = prep.state
+    if state.complete:
+        summary: dict[str, Any] = json.loads(state.summary_path.read_text(encoding="utf-8"))
+        summary["already_complete"] = True
+        return summary
+    pending = state.pending
+    resumed = len(pending) < len(state.shards)
+    remove_temp_files(state.output)
+    if pending:
+        if prep.columns.id is not None:
+            # Duplicates are judged over the whole corpus, so resumed shards agree with finished ones.
+            inputs = [Path(p[0]) for p in state.run["inputs"]]
+            positions, first = find_duplicate_ids(inspect_inputs(inputs, prep.columns), prep.columns.id)
+            pending = attach_duplicates(pending, positions, first)
+        run_shards(cfg, prep, pending)
+    verify_output(state)
+    ran_now = {s.shard_id for s in pending}
+    summary = make_summary(cfg, state, time.perf_counter() - started, ran_now, resumed)
+    write_json_atomic(state.summary_path, summary)
+    return summary
+
+
+def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard]) -> None:
+    """Stream the pending shards through the actor pool, journaling each as it finishes."""
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, include_dashboard=False)
+    if cfg.device == "gpu" and ray.cluster_resources().get("GPU", 0) < cfg.gpus_per_actor:
+        raise EmbedderError(
+            "--device gpu, but the Ray cluster has no GPU resources; add GPU workers or use cpu"
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
+    task = ShardTask(output=str(prep.state.output), columns=prep.columns, too_long=cfg.too_long)
+    items = ray.data.from_items([{"spec": shard_to_json(s)} for s in shards], override_num_blocks=len(shards))
+    ds = items.map_batches(EmbedShards, **map_batches_kwargs(cfg, prep.fingerprint, task))
+    with tqdm(
+        total=sum(s.rows for s in shards), unit="rows", disable=not cfg.progress, file=sys.stderr
+    ) as bar:
+        for row in ds.iter_rows():
+            stats = stats_from_row(row)
+            prep.state.record(stats)
+            bar.update(stats.rows_read)
+
+
+def stats_from_row(row: dict[str, Any]) -> ShardStats:
+    """A result row (numpy scalars) -> ShardStats with plain Python values."""
+    return ShardStats(
+        shard_id=str(row["shard_id"]),
+        rows_read=int(row["rows_read"]),
+        rows_embedded=int(row["rows_embedded"]),
+        rows_quarantined=int(row["rows_quarantined"]),
+        rows_truncated=int(row["rows_truncated"]),
+        tokens=int(row["tokens"]),
+        seconds=float(row["seconds"]),
+        tokenize_seconds=float(row["tokenize_seconds"]),
+        encode_seconds=float(row["encode_seconds"]),
+    )
+
+
+def verify_output(state: RunState) -> None:
+    """Every shard done; part files are exactly the shards with embedded rows, with their row counts."""
+    if state.pending:
+        raise EmbedderError(
+            f"{len(state.pending)} shard(s) did not finish: {[s.shard_id for s in state.pending][:5]}"
+        )
+    expected = {part_name(s.shard_id): s.rows_embedded for s in state.done.values() if s.rows_embedded}
+    found = {p.name: pq.read_metadata(p).num_rows for p in state.output.glob("part-*.parquet")}
+    if found != expected:
+        extra = sorted(set(found) - set(expected))[:5]
+        missing = sorted(set(expected) - set(found))[:5]
+        wrong = sorted(n for n in set(found) & set(expected) if found[n] != expected[n])[:5]
+        raise EmbedderError(
+            f"output does not match the journal: extra {extra}, missing {missing}, row counts {wrong}"
+        )
+
+
+def make_summary(
+    cfg: JobConfig, state: RunState, wall: float, ran_now: set[str], resumed: bool
+) -> dict[str, Any]:
+    """_SUMMARY.json content: totals over all attempts, speed of this attempt."""
+    done = list(state.done.values())
+    ran = [s for s in done if s.shard_id in ran_now]
+    embedded_now = sum(s.rows_embedded for s in ran)
+    return {
+        "rows_read": sum(s.rows_read for s in done),
+        "rows_embedded": sum(s.rows_embedded for s in done),
+        "rows_quarantined": sum(s.rows_quarantined for s in done),
+        "rows_truncated": sum(s.rows_truncated for s in done),
+        "tokens": sum(s.tokens for s in done),
+        "wall_seconds": round(wall, 3),
+        "rows_per_second": round(embedded_now / wall, 1) if wall > 0 else 0.0,
+        "rows_embedded_this_run": embedded_now,
+        "encode_seconds": round(sum(s.encode_seconds for s in ran), 3),
+        "shard_seconds": round(sum(s.seconds for s in ran), 3),
+        "shards": len(state.shards),
+        "shards_this_run": len(ran_now),
+        "resumed": resumed,
+        "fingerprint": state.run["fingerprint"],
+        "artifact": state.run["artifact"],
+        "output": str(state.output),
+        "quarantine": str(state.output / QUARANTINE_DIR),
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def one_line(summary: dict[str, Any]) -> str:
+    """The stdout summary line."""
+    if summary.get("already_complete"):
+        return (
+            f"nothing to do: {summary['output']} already holds a complete run "
+            f"({summary['rows_embedded']} rows embedded, {summary['rows_quarantined']} quarantined, "
+            f"fingerprint {summary['fingerprint']})"
+        )
+    resumed = (
+        f", resumed: {summary['shards_this_run']}/{summary['shards']} shards run now"
+        if summary["resumed"]
+        else ""
+    )
+    return (
+        f"embedded {summary['rows_embedded']} of {summary['rows_read']} rows "
+        f"({summary['rows_quarantined']} quarantined, {summary['rows_truncated']} truncated, "
+        f"{summary['tokens']} tokens) "
+        f"in {summary['wall_seconds']:.1f} s, {summary['rows_per_second']:.0f} rows/s{resumed} "
+        f"-> {summary['output']} [{summary['fingerprint']}]"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
+    """CLI flags -> JobConfig."""
+    p = argparse.ArgumentParser(prog="python -m jobs.embed_corpus", description=__doc__.splitlines()[0])
+    p.add_argument("--artifact", required=True, help="exported model directory")
+    p.add_argument("--input", required=True, help="parquet file, directory or glob")
+    p.add_argument(
+        "--output", required=True, help="output directory (part-*.parquet, quarantine/, _SUMMARY.json)"
+    )
+    p.add_argument("--text-column", default="question")
+    p.add_argument("--id-column", default=None, help="default: 'id' if present, else the row position")
+    p.add_argument(
+        "--keep-columns", default="", help="comma-separated passthrough columns, e.g. answer,category"
+    )
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--min-actors", type=int, default=1)
+    p.add_argument("--max-actors", type=int, default=2)
+    p.add_argument("--batch-tokens", type=int, default=BatchConfig.batch_tokens)
+    p.add_argument("--max-batch-size", type=int, default=BatchConfig.max_batch_size)
+    p.add_argument("--too-long", choices=TOO_LONG_POLICIES, default="truncate")
+    p.add_argument("--shard-rows", type=int, default=0, help="rows per shard (0: auto)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0)
+    p.add_argument("--threads-per-actor", type=int, default=0)
+    p.add_argument("--gpus-per-actor", type=float, default=1.0)
+    p.add_argument("--ray-address", default=None, help="default: ray.init() (running cluster, else local)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.min_actors < 1 or a.max_actors < a.min_actors:
+        p.error("need 1 <= --min-actors <= --max-actors")
+    return JobConfig(
+        artifact=a.artifact,
+        input=a.input,
+        output=a.output,
+        text_column=a.text_column,
+        id_column=a.id_column,
+        keep_columns=tuple(c.strip() for c in a.keep_columns.split(",") if c.strip()),
+        device=a.device,
+        min_actors=a.min_actors,
+        max_actors=a.max_actors,
+        batch_tokens=a.batch_tokens,
+        max_batch_size=a.max_batch_size,
+        too_long=a.too_long,
+        shard_rows=a.shard_rows,
+        cpus_per_actor=a.cpus_per_actor,
+        threads_per_actor=a.threads_per_actor,
+        gpus_per_actor=a.gpus_per_actor,
+        ray_address=a.ray_address,
+        progress=not a.no_progress,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: exit 0 on success (or nothing to do), 2 on wrong input."""
+    cfg = parse_args(argv)
+    try:
+        summary = run(cfg)
+    except EmbedderError as exc:
+        print(f"embed_corpus: error: {exc}", file=sys.stderr)
+        return 2
+    print(one_line(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

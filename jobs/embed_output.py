@@ -1,0 +1,76 @@
+"""Write one shard's embeddings and quarantine parquet files atomically (temp file + rename).
+
+Uses the contract's column and metadata names from jobs.embeddings_io. A re-executed shard (a
+retried task after a node died, or a resumed run) rewrites the same file names with the same
+content, so the output never holds a row twice.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.embeddings_io import DIMENSION_KEY, EMBEDDING, FINGERPRINT_KEY, NORMALIZED_KEY, embedding_array
+
+QUARANTINE_DIR = "quarantine"
+TMP_SUFFIX = ".tmp"
+
+
+def part_name(shard_id: str) -> str:
+    """File name of a shard's output, the same in the output and quarantine directories."""
+    return f"part-{shard_id}.parquet"
+
+
+def write_atomic(table: pa.Table, path: Path) -> Path:
+    """Write to a unique hidden temp file beside `path`, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden (leading dot) so readers globbing part-*.parquet never see a half-written file.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def embeddings_table(
+    ids: pa.Array, vectors: np.ndarray, passthrough: pa.Table, fingerprint: str, normalized: bool
+) -> pa.Table:
+    """id, embedding (fixed_size_list<float32>[dim]), passthrough columns, qm.* file metadata."""
+    columns = {"id": ids, EMBEDDING: embedding_array(vectors)}
+    for name in passthrough.column_names:
+        columns[name] = passthrough.column(name).combine_chunks()
+    metadata = {
+        FINGERPRINT_KEY: fingerprint.encode(),
+        DIMENSION_KEY: str(vectors.shape[1]).encode(),
+        NORMALIZED_KEY: b"true" if normalized else b"false",
+    }
+    return pa.table(columns).replace_schema_metadata(metadata)
+
+
+def write_shard_outputs(
+    output: Path, shard_id: str, embeddings: pa.Table | None, quarantine: pa.Table | None
+) -> tuple[Path | None, Path | None]:
+    """Quarantine first, embeddings last: the embeddings file appearing means the shard is whole."""
+    q_path = e_path = None
+    if quarantine is not None and quarantine.num_rows:
+        q_path = write_atomic(quarantine, output / QUARANTINE_DIR / part_name(shard_id))
+    if embeddings is not None and embeddings.num_rows:
+        e_path = write_atomic(embeddings, output / part_name(shard_id))
+    return e_path, q_path
+
+
+def remove_temp_files(output: Path) -> int:
+    """Delete temp files left by workers of a killed run; returns how many."""
+    count = 0
+    for directory in (output, output / QUARANTINE_DIR):
+        if directory.is_dir():
+            for tmp in directory.glob(f".part-*{TMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+                count += 1
+    return count

@@ -1,0 +1,122 @@
+"""Callable classes for Ray Data map_batches: thin holders of an Encoder that process whole shards.
+
+A batch here is a few shard descriptions (JSON), not corpus rows: each actor reads its shard's
+rows itself, so a shard's rows never cross the object store and are written by the one actor
+that embedded them, under a file name fixed by the shard id (idempotent on retry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from embedder import Encoder
+from embedder.config import BatchConfig
+from embedder.corpus import (
+    ColumnSpec,
+    Shard,
+    quarantine_table,
+    read_shard,
+    row_ids,
+    shard_from_dict,
+    split_rows,
+)
+from embedder.errors import ModelMismatch
+from jobs.embed_output import embeddings_table, write_shard_outputs
+from jobs.run_state import ShardStats
+
+TOO_LONG_POLICIES = ("truncate", "quarantine")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything an actor needs besides the shard: where to write, which columns, which policy."""
+
+    output: str
+    columns: ColumnSpec
+    too_long: str = "truncate"
+
+
+def shard_to_json(shard: Shard) -> str:
+    """Serialise a shard description for a Ray Data row."""
+    return json.dumps(dataclasses.asdict(shard))
+
+
+def shard_from_json(text: str) -> Shard:
+    """Inverse of shard_to_json."""
+    return shard_from_dict(json.loads(text))
+
+
+def process_shard(encoder: Encoder, shard: Shard, task: ShardTask) -> ShardStats:
+    """Read, judge, embed and write one shard; returns its counts."""
+    started = time.perf_counter()
+    cols = task.columns
+    table = read_shard(shard)  # all columns: quarantine keeps the original row
+    split = split_rows(table, shard, cols)
+    good, bad, reasons = split.good, list(split.bad), list(split.reasons)
+    texts = table.column(cols.text).take(pa.array(good, type=pa.int64())).to_pylist()
+    t_encode = time.perf_counter()
+    encoded = encoder.encode_detailed(texts, truncate=True)
+    encode_seconds = time.perf_counter() - t_encode
+    keep = np.ones(len(good), dtype=bool)
+    if task.too_long == "quarantine":
+        keep = ~encoded.truncated
+        for i in np.flatnonzero(encoded.truncated):
+            bad.append(int(good[i]))
+            reasons.append(f"too long: {encoded.token_counts[i]} tokens > max {encoder.max_seq_length}")
+    kept = good[keep]
+    embeddings = embeddings_table(
+        row_ids(table, shard, cols, kept),
+        encoded.vectors[keep],
+        table.select(list(cols.keep)).take(pa.array(kept, type=pa.int64())),
+        encoder.fingerprint,
+        encoder.artifact.manifest.normalize,
+    )
+    order = np.argsort(bad, kind="stable")  # quarantine rows in input order
+    quarantine = quarantine_table(table, np.asarray(bad, np.int64)[order], [reasons[i] for i in order])
+    write_shard_outputs(Path(task.output), shard.shard_id, embeddings, quarantine)
+    fed = np.minimum(encoded.token_counts[keep], encoder.max_seq_length)
+    return ShardStats(
+        shard_id=shard.shard_id,
+        rows_read=split.rows,
+        rows_embedded=int(keep.sum()),
+        rows_quarantined=len(bad),
+        rows_truncated=int(encoded.truncated[keep].sum()),
+        tokens=int(fed.sum()),
+        seconds=time.perf_counter() - started,
+        encode_seconds=encode_seconds,
+    )
+
+
+class EmbedShards:
+    """map_batches UDF: loads the artifact once per actor, verifies its fingerprint, embeds shards."""
+
+    def __init__(
+        self,
+        artifact: str,
+        fingerprint: str,
+        task: ShardTask,
+        providers: Sequence[str] = ("cpu",),
+        threads: int = 1,
+        batch: BatchConfig | None = None,
+    ) -> None:
+        # Encoder.load re-embeds the probe set, so a drifting runtime on this node refuses to start.
+        self.encoder = Encoder.load(artifact, providers=providers, threads=threads, batch=batch)
+        if self.encoder.fingerprint != fingerprint:
+            raise ModelMismatch(
+                f"artifact {artifact} on this node has fingerprint {self.encoder.fingerprint}, "
+                f"the driver planned the run with {fingerprint}"
+            )
+        self.task = task
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Process each shard in the batch; one stats row per shard."""
+        stats = [process_shard(self.encoder, shard_from_json(str(s)), self.task) for s in batch["spec"]]
+        return {f.name: np.array([getattr(s, f.name) for s in stats]) for f in dataclasses.fields(ShardStats)}
