@@ -91,19 +91,26 @@ def discover_inputs(spec: str | os.PathLike[str]) -> list[Path]:
     return sorted(files)
 
 
+def read_footer(path: Path) -> pq.FileMetaData:
+    """A parquet file's footer; CorpusError when the file is not parquet or cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head != PARQUET_MAGIC:
+            raise CorpusError(
+                f"{path} is not a parquet file (it does not start with the parquet magic bytes)"
+            )
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorpusError(f"{path} is not a readable parquet file: {exc}") from exc
+
+
 def inspect_inputs(files: Sequence[Path], columns: ColumnSpec) -> list[InputFile]:
     """Read every footer; raise CorpusError naming the first unreadable file or missing column."""
     out: list[InputFile] = []
     for f in files:
-        with open(f, "rb") as fh:
-            head = fh.read(4)
-        if head != PARQUET_MAGIC:
-            raise CorpusError(f"{f} is not a parquet file (it does not start with the parquet magic bytes)")
-        try:
-            meta = pq.read_metadata(f)
-            schema = meta.schema.to_arrow_schema()
-        except (OSError, pa.ArrowException) as exc:
-            raise CorpusError(f"{f} is not a readable parquet file: {exc}") from exc
+        meta = read_footer(f)
+        schema = meta.schema.to_arrow_schema()
         wanted = [columns.text, *([columns.id] if columns.id else []), *columns.keep]
         missing = [c for c in wanted if c not in schema.names]
         if missing:
@@ -139,7 +146,7 @@ def shard_from_dict(data: dict[str, Any]) -> Shard:
 
 def resolve_columns(first_file: Path, text: str, id_column: str | None, keep: Sequence[str]) -> ColumnSpec:
     """Pick the id column: the one named, else 'id' when present, else generated row positions."""
-    names = pq.read_schema(first_file).names
+    names = read_footer(first_file).schema.to_arrow_schema().names
     if id_column is None and "id" in names:
         id_column = "id"
     if "id" in keep and id_column != "id":

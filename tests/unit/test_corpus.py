@@ -1,7 +1,8 @@
-"""Corpus checks without Ray: discovery, schema errors, shard plans, duplicate ids, row verdicts, run state."""
+"""Corpus checks without Ray: discovery, schema errors, shards, duplicate ids, row verdicts, run state."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -51,11 +52,11 @@ def test_wrong_inputs_fail_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match="not a parquet file"):
         inspect_inputs([csv], ColumnSpec("question", None))
     f = write(tmp_path / "q.parquet", text=["hello"], id=[1.5])
-    with pytest.raises(CorpusError, match="no column.*'question'"):
+    with pytest.raises(CorpusError, match=r"no column.*'question'"):
         inspect_inputs([f], ColumnSpec("question", None))
     with pytest.raises(CorpusError, match="must be an integer or string"):
         inspect_inputs([f], ColumnSpec("text", "id"))
-    with pytest.raises(CorpusError, match="no column.*'answer'"):
+    with pytest.raises(CorpusError, match=r"no column.*'answer'"):
         inspect_inputs([f], ColumnSpec("text", None, ("answer",)))
 
 
@@ -77,7 +78,7 @@ def test_shards_cover_every_row_once_on_row_group_boundaries(tmp_path: Path) -> 
     for path, rows in ((str(f1.resolve()), 1050), (str(f2.resolve()), 2500)):
         mine = [s for s in shards if s.file == path]
         assert mine[0].start == 0 and mine[-1].stop == rows
-        assert all(a.stop == b.start for a, b in zip(mine, mine[1:], strict=False))
+        assert all(a.stop == b.start for a, b in itertools.pairwise(mine))
     assert all(s.start % 100 == 0 for s in shards if s.file == str(f1.resolve()))
     assert max(s.rows for s in shards) <= 400 and min(s.rows for s in shards) >= 50
     # Global row numbers run on across files, and reading a shard gives exactly its rows.
@@ -93,7 +94,8 @@ def test_duplicate_ids_keep_the_first_occurrence_across_files(tmp_path: Path) ->
     f2 = write(tmp_path / "b.parquet", question=list("efg"), id=["z", "y", None])
     inputs = inspect_inputs([f1, f2], ColumnSpec("question", "id"))
     positions, first = find_duplicate_ids(inputs, "id")
-    assert dict(zip(positions.tolist(), first.tolist(), strict=True)) == {2: 0, 5: 1}  # nulls are not duplicates
+    # Nulls are not duplicates of each other (they are quarantined as null ids instead).
+    assert dict(zip(positions.tolist(), first.tolist(), strict=True)) == {2: 0, 5: 1}
     shards = attach_duplicates(plan_shards(inputs, 256), positions, first)
     assert [s.duplicate_offsets for s in shards] == [(2,), (1,)]
 
@@ -171,7 +173,7 @@ def test_run_state_resumes_and_refuses_other_runs(tmp_path: Path) -> None:
     assert [s.shard_id for s in again.pending] == ["00000-0000000003"]
     again.record(ShardStats("00000-0000000003", 2, 2, 0, 0, 20))
     assert RunState.open(out, run_record("sha256:aaaa")).pending == []
-    with pytest.raises(RunConflict, match="made with artifact /a .*sha256:aaaa.*sha256:bbbb"):
+    with pytest.raises(RunConflict, match=r"made with artifact /a .*sha256:aaaa.*sha256:bbbb"):
         RunState.open(out, run_record("sha256:bbbb"))
     other = run_record("sha256:aaaa") | {"text_column": "answer"}
     with pytest.raises(RunConflict, match="different text_column"):
