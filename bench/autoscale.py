@@ -42,7 +42,6 @@ import pyarrow.parquet as pq
 import ray
 import requests
 from ray import serve
-from ray.data import ExecutionResources
 
 REPO = Path(__file__).resolve().parent.parent
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
@@ -62,11 +61,6 @@ class DataSettings:
     min_actors: int = 1
     max_actors: int = 4
     batch_size: int = 64
-    # Cap on what this job asks the cluster for: the pool plus two read/write tasks (= the
-    # three 2-CPU nodes of ray.worker.cpu), GPU 0. Without it Ray Data's cluster autoscaler
-    # requests plain {"CPU": 1} bundles (custom resources dropped), more than the CPU node type
-    # can hold, and the Ray autoscaler fills the rest with GPU nodes that do nothing.
-    cpu_limit: int = 6
     # Input files (= blocks): 12 lets 4 actors each work on several blocks, so the pool can use
     # new nodes as they arrive instead of one actor holding the whole corpus.
     blocks: int = 12
@@ -87,7 +81,7 @@ class ServeSettings:
     look_back_period_s: float = 5.0
     max_ongoing_requests: int = 8
     load_seconds: float = 60.0
-    calibration_levels: tuple[int, ...] = (1, 2, 4)
+    calibration_levels: tuple[int, ...] = (1, 2, 4, 8)
     calibration_seconds: float = 8.0
     texts_per_request: int = 8
 
@@ -204,8 +198,6 @@ class SyntheticWorkload:
         ids = make_corpus(corpus, data.rows, data.blocks)
         out = workdir / "embeddings"
         t0 = time.monotonic()
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.resource_limits = ExecutionResources.for_limits(cpu=data.cpu_limit, gpu=0)
         ds = ray.data.read_parquet(str(corpus))
         ds = ds.map_batches(
             SyntheticEncoderUDF,
@@ -249,6 +241,7 @@ class RealWorkload:
         cmd = [sys.executable, "-m", "jobs.embed_corpus", "--artifact", str(self.artifact)]
         cmd += ["--input", str(corpus), "--output", str(out), "--text-column", "question"]
         cmd += ["--min-actors", str(data.min_actors), "--max-actors", str(data.max_actors)]
+        cmd += ["--device", "cpu", "--no-progress"]
         t0 = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
         seconds = time.monotonic() - t0
@@ -260,11 +253,15 @@ class RealWorkload:
         return BulkResult(len(ids), len(got), len(set(got)), sorted(got) == ids, seconds, summary)
 
     def serve_app(self, settings: ServeSettings, autoscaling: dict[str, float] | None) -> Any:
-        """deployments.app.build_app with the Backbone's scaling replaced by ours."""
+        """deployments.app.build_app with the Backbone pinned to GPU nodes and scaled by us."""
         from deployments.app import build_app  # only present once the Serve app has landed
 
-        backbone: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": 1}
-        return build_app({"artifact": str(self.artifact), "backbone": backbone})
+        scale: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": 1}
+        # One Backbone per (fake) GPU node; num_cpus 1 fills that node, so the light stages
+        # (Ingress, Tokenizer, Pooling) go to a CPU node, as on the real cluster.
+        actor = {"num_cpus": 1, "resources": {"gpu_worker": 1}}
+        backbone = {**scale, "ray_actor_options": actor}
+        return build_app({"artifact": str(self.artifact), "deployments": {"Backbone": backbone}})
 
     def request_body(self, texts: list[str]) -> tuple[str, dict[str, Any]]:
         """TEI-style /embed body."""
