@@ -15,7 +15,7 @@ class Backbone(BatchedModel):
     """The ONNX session, batched by token budget across concurrent requests."""
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:
-        super().__init__(artifact_dir, session, "backbone")
+        super().__init__(artifact_dir, session)
         if self.pooled:
             raise ValueError("this artifact pools inside the graph: use topology 'fused'")
 

@@ -35,7 +35,7 @@ TOKEN_BUCKETS = [16.0, 64, 256, 1024, 2048, 4096, 8192, 16384]
 class BatchedModel:
     """Holds one onnxruntime session and batches queued TokenPacks into it."""
 
-    def __init__(self, artifact_dir: str, session: dict[str, Any] | None, deployment: str) -> None:
+    def __init__(self, artifact_dir: str, session: dict[str, Any] | None) -> None:
         self.artifact = Artifact.load(artifact_dir)
         self.model = CoreBackbone.from_artifact(
             self.artifact, from_mapping(SessionConfig, session, env_prefix="QM_SESSION_")
@@ -43,17 +43,14 @@ class BatchedModel:
         self.pooled = self.artifact.manifest.pooling_in_graph
         self.pad_token_id = self.artifact.manifest.pad_token_id
         self.tuning = BatchTuning()
-        tags = {"stage": deployment}
-        self._texts = Histogram("qm_batch_texts", "Texts per onnxruntime call", SIZE_BUCKETS, ("stage",))
+        self._texts = Histogram("qm_batch_texts", "Texts per onnxruntime call", SIZE_BUCKETS)
         self._tokens = Histogram(
-            "qm_batch_padded_tokens", "Padded tokens per onnxruntime call", TOKEN_BUCKETS, ("stage",)
+            "qm_batch_padded_tokens", "Padded tokens per onnxruntime call", TOKEN_BUCKETS
         )
         self._requests = Histogram(
-            "qm_batch_requests", "Requests merged into one backbone pass", SIZE_BUCKETS, ("stage",)
+            "qm_batch_requests", "Requests merged into one backbone pass", SIZE_BUCKETS
         )
-        self._calls = Counter("qm_model_calls", "onnxruntime calls", ("stage",))
-        for metric in (self._texts, self._tokens, self._requests, self._calls):
-            metric.set_default_tags(tags)
+        self._calls = Counter("qm_model_calls", "onnxruntime calls")
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
         """Apply user_config batching knobs without restarting the replica."""

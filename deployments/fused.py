@@ -17,7 +17,7 @@ class FusedEncoder(BatchedModel):
     """Tokenizer and pooled model in one place: the two-hop topology the benchmark compares with."""
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:
-        super().__init__(artifact_dir, session, "fused")
+        super().__init__(artifact_dir, session)
         if not self.pooled:
             raise ValueError("topology 'fused' needs an artifact exported with --pooling-in-graph")
         self.tokenizer = TextTokenizer.from_artifact(self.artifact)

@@ -6,8 +6,6 @@ any stage runs, so stages only ever see inputs they can process and a client's m
 reaches a replica as an exception.
 """
 
-from __future__ import annotations
-
 import asyncio
 import hmac
 import json
@@ -177,8 +175,13 @@ class Ingress:
     # ---- request plumbing ------------------------------------------------------------------
 
     async def _handle(
-        self, request: Request, route: str, work: Callable[[dict[str, Any]], Awaitable[Any]]
+        self,
+        request: Request,
+        route: str,
+        work: Callable[[dict[str, Any]], Awaitable[Any]],
+        body: bool = True,
     ) -> Response:
+        """Auth, in-flight limit, body limit, deadline, metrics and error mapping around `work`."""
         started = time.perf_counter()
         counted = False
         try:
@@ -191,10 +194,10 @@ class Ingress:
                 )
             self.in_flight += 1
             counted = True
-            body = await self._read_json(request)
+            payload = await self._read_json(request) if body else {}
             timeout = self._deadline(request)
             try:
-                result = await asyncio.wait_for(work(body), timeout)
+                result = await asyncio.wait_for(work(payload), timeout)
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"request did not finish within {timeout:g}s") from None
             response: Response = Response(json.dumps(result), media_type="application/json")
@@ -358,7 +361,7 @@ class Ingress:
                 },
             }
 
-        return await self._handle(request, "/info", work)
+        return await self._handle(request, "/info", work, body=False)
 
     @app.get("/")
     async def page(self) -> HTMLResponse:

@@ -1,0 +1,353 @@
+"""The HTTP service on a real Ray Serve instance (loopback only): endpoints, errors, hot swap, failover."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from embedder import Encoder
+from tests.serve.helpers import FAQ, publish_index
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MAX_INPUTS = 16
+MAX_BODY = 200_000
+MAX_IN_FLIGHT = 6
+LONG_TEXT = "refund policy details " * 200  # ~600 tokens, over the 256-token limit
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _artifact(request: pytest.FixtureRequest, name: str, fallback: str | None) -> Path | None:
+    path = REPO / "artifacts" / name
+    if (path / "manifest.json").is_file():
+        return path
+    return request.getfixturevalue(fallback) if fallback else None
+
+
+def _wait_ready(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        r = requests.get(url + "/ready", timeout=10)
+        if r.status_code == 200:
+            return
+        last = r.text
+        time.sleep(0.5)
+    raise AssertionError(f"service not ready after {timeout}s: {last}")
+
+
+class Service:
+    """Base URL of the running app plus what the tests compare against."""
+
+    def __init__(self, url: str, encoder: Encoder, index_root: Path, v1: str, fused_url: str | None) -> None:
+        self.url, self.encoder, self.index_root, self.v1, self.fused_url = (
+            url,
+            encoder,
+            index_root,
+            v1,
+            fused_url,
+        )
+
+    def post(
+        self, path: str, body: Any, headers: dict[str, str] | None = None, **kw: Any
+    ) -> requests.Response:
+        return requests.post(
+            self.url + path, json=body, headers={**AUTH, **(headers or {})}, timeout=60, **kw
+        )
+
+
+@pytest.fixture(scope="module")
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    artifact = _artifact(request, "minilm-fp32", "minilm_artifact")
+    assert artifact is not None
+    encoder = Encoder.load(artifact)
+    index_root = tmp_path_factory.mktemp("indexes") / "faq"
+    index_root.mkdir()
+    v1 = publish_index(index_root, encoder)
+    port = _free_port()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {
+        "artifact": str(artifact),
+        "index": str(index_root),
+        "api_key": KEY,
+        "poll_seconds": 0.3,
+        "serving": {"max_inputs": MAX_INPUTS, "max_body_bytes": MAX_BODY, "max_in_flight": MAX_IN_FLIGHT},
+        # Two pooling replicas so one can be killed while the other serves.
+        "deployments": {"Pooling": {"num_replicas": 2}},
+    }
+    serve.run(build_app(args), name="default", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    fused_url = None
+    fused = _artifact(request, "minilm-fused", None)
+    if fused is not None:
+        fused_args = {"artifact": str(fused), "topology": "fused", "api_key": KEY}
+        serve.run(build_app(fused_args), name="fused", route_prefix="/fused", blocking=False)
+        fused_url = url + "/fused"
+    try:
+        _wait_ready(url)
+        if fused_url:
+            _wait_ready(fused_url)
+        yield Service(url, encoder, index_root, v1, fused_url)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_health_ready_info_and_page(service: Service) -> None:
+    assert requests.get(service.url + "/health").json() == {"status": "ok"}
+    assert requests.get(service.url + "/ready").json()["model_fingerprint"] == service.encoder.fingerprint
+    info = requests.get(service.url + "/info", headers=AUTH).json()
+    assert info["topology"] == "graph" and info["dimension"] == 384 and info["precision"] == "fp32"
+    assert info["index"]["size"] == len(FAQ) and info["index"]["fingerprint"] == service.encoder.fingerprint
+    page = requests.get(service.url + "/")
+    assert page.status_code == 200 and "<form" in page.text and "/match" in page.text
+
+
+def test_openai_client_gets_the_offline_vectors(service: Service) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=service.url + "/v1", api_key=KEY)
+    texts = ["How do I reset my password?", "héllo wörld 🤖", LONG_TEXT]
+    want = service.encoder.encode(texts)
+    # The client asks for base64 by default and decodes it itself.
+    got = client.embeddings.create(model="minilm", input=texts)
+    vectors = np.array([d.embedding for d in got.data], dtype=np.float32)
+    assert float(np.abs(vectors - want).max()) <= 1e-5
+    assert [d.index for d in got.data] == [0, 1, 2]
+    counts = service.encoder.tokenizer.count_tokens(texts)
+    assert got.usage.prompt_tokens == int(np.minimum(counts, service.encoder.max_seq_length).sum())
+    floats = client.embeddings.create(model="minilm", input=texts[0], encoding_format="float")
+    assert float(np.abs(np.array(floats.data[0].embedding) - want[0]).max()) <= 1e-5
+    short = client.embeddings.create(model="minilm", input=texts[:2], dimensions=64)
+    cut = np.array([d.embedding for d in short.data], dtype=np.float32)
+    assert float(np.abs(cut - service.encoder.encode(texts[:2], dimensions=64)).max()) <= 1e-5
+
+
+def test_tei_embed(service: Service) -> None:
+    text = "Where is my order?"
+    r = service.post("/embed", {"inputs": text})
+    assert r.status_code == 200
+    assert float(np.abs(np.array(r.json()) - service.encoder.encode([text])).max()) <= 1e-5
+    raw = np.array(service.post("/embed", {"inputs": [text], "normalize": False}).json())
+    assert float(np.abs(raw - service.encoder.encode([text], normalize=False)).max()) <= 1e-4
+    assert abs(float(np.linalg.norm(raw)) - 1.0) > 1e-3  # really not normalised
+    assert service.post("/embed", {"inputs": [LONG_TEXT]}).status_code == 200  # truncate defaults to true
+
+
+def test_match_single_and_batch(service: Service) -> None:
+    r = service.post("/match", {"question": "I forgot my password, what now?"})
+    body = r.json()
+    assert (
+        r.status_code == 200
+        and body["index_version"]
+        and body["model_fingerprint"] == service.encoder.fingerprint
+    )
+    matches = body["matches"]
+    assert len(matches) == 5 and matches[0]["id"] == 1000 and matches[0]["answer"].startswith("Use")
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+    qs = ["where is my parcel?", "do you deliver abroad?"]
+    batch = service.post("/match", {"questions": qs, "top_k": 2}).json()
+    assert [x["question"] for x in batch["results"]] == qs
+    assert [x["matches"][0]["id"] for x in batch["results"]] == [1006, 1007]
+    assert all(len(x["matches"]) == 2 for x in batch["results"])
+    strict = service.post("/match", {"question": "password reset", "min_score": 0.5}).json()["matches"]
+    assert strict and all(m["score"] >= 0.5 for m in strict) and len(strict) < 5
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("/v1/embeddings", b"{not json", 400, "body"),
+        ("/v1/embeddings", [1, 2], 400, "body"),
+        ("/v1/embeddings", {"input": 123}, 422, "input"),
+        ("/v1/embeddings", {"input": [1, 2]}, 422, "input"),
+        ("/v1/embeddings", {"input": []}, 422, "input"),
+        ("/v1/embeddings", {"input": ""}, 400, "input"),
+        ("/v1/embeddings", {"input": ["ok", "   "]}, 400, "input[1]"),
+        ("/v1/embeddings", {"input": ["q"] * (MAX_INPUTS + 1)}, 422, "input"),
+        ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "dimensions"),
+        ("/v1/embeddings", {"input": "x", "dimensions": 1000}, 422, "dimensions"),
+        ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "encoding_format"),
+        ("/embed", {"inputs": ["fine", LONG_TEXT], "truncate": False}, 422, "inputs[1]"),
+        ("/embed", {"inputs": "x", "normalize": "yes"}, 422, "normalize"),
+        ("/match", {"question": "x", "top_k": 0}, 422, "top_k"),
+        ("/match", {"question": "x", "top_k": 101}, 422, "top_k"),
+        ("/match", {"question": "x", "questions": ["y"]}, 422, "question"),
+        ("/match", {}, 422, "question"),
+        ("/match", {"question": ""}, 400, "question"),
+        ("/match", {"question": "x", "min_score": "high"}, 422, "min_score"),
+        ("/match", {"question": LONG_TEXT, "truncate": False}, 422, "question"),
+    ],
+)
+def test_bad_requests_get_4xx_naming_the_field(
+    service: Service, path: str, body: Any, status: int, param: str
+) -> None:
+    if isinstance(body, bytes):
+        r = requests.post(service.url + path, data=body, headers={**AUTH, "Content-Type": "application/json"})
+    else:
+        r = service.post(path, body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == status and err["param"].startswith(param) and param.split("[")[0] in err["message"]
+    if isinstance(body, dict) and body.get("truncate") is False:
+        assert err["token_count"] > err["max_tokens"] == 256 and str(err["token_count"]) in err["message"]
+
+
+def test_auth_size_timeout_and_routing_errors(service: Service) -> None:
+    good = {"input": "hello"}
+    missing = requests.post(service.url + "/v1/embeddings", json=good)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    wrong = requests.post(service.url + "/v1/embeddings", json=good, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+    big = service.post("/v1/embeddings", {"input": "x" * (MAX_BODY + 10)})
+    assert big.status_code == 413 and big.json()["error"]["param"] == "body"
+    slow = service.post(
+        "/v1/embeddings", {"input": ["a long sentence to embed"] * 16}, {"X-Timeout-Seconds": "0.001"}
+    )
+    assert slow.status_code == 408 and slow.json()["error"]["type"] == "timeout_error"
+    missing_route = requests.get(service.url + "/nope")
+    assert missing_route.status_code == 404 and missing_route.json()["error"]["code"] == 404
+    # Still ready and still right after all of the above.
+    assert requests.get(service.url + "/ready").status_code == 200
+    assert service.post("/v1/embeddings", good).status_code == 200
+
+
+def test_overload_is_429_with_retry_after_never_5xx(service: Service) -> None:
+    body = {"input": ["a fairly long question about returns and refunds and shipping"] * MAX_INPUTS}
+    with cf.ThreadPoolExecutor(32) as pool:
+        responses = list(pool.map(lambda _: service.post("/v1/embeddings", body), range(48)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}, codes
+    assert 429 in codes and 200 in codes
+    refused = next(r for r in responses if r.status_code == 429)
+    assert int(refused.headers["Retry-After"]) >= 1 and refused.json()["error"]["type"] == "rate_limit_error"
+    assert requests.get(service.url + "/ready").status_code == 200
+
+
+class Loop:
+    """A bounded closed loop of /match requests from a few threads, recording every outcome."""
+
+    def __init__(self, service: Service, threads: int = 3) -> None:
+        self.service, self.stop = service, threading.Event()
+        self.outcomes: list[tuple[int, str | None]] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set() and len(self.outcomes) < 5000:
+            try:
+                r = self.service.post("/match", {"question": "where is my order?", "top_k": 1})
+                outcome = (r.status_code, r.json().get("index_version"))
+            except requests.RequestException as exc:
+                outcome = (0, str(exc))
+            with self._lock:
+                self.outcomes.append(outcome)
+
+    def __enter__(self) -> Loop:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+    def wait_for(self, predicate: Any, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.2)
+        raise AssertionError("condition not reached in time")
+
+
+def test_hot_swap_without_a_failed_request(service: Service) -> None:
+    answers = [(q, a + " (v2)") for q, a in FAQ]
+    with Loop(service) as loop:
+        loop.wait_for(lambda: len(loop.outcomes) >= 10)
+        v2 = publish_index(service.index_root, service.encoder, answers, tag="-v2")
+        loop.wait_for(lambda: any(v == v2 for _, v in loop.outcomes[-3:]))
+        # An index built with another model is refused; v2 keeps serving and /info says why.
+        bad = publish_index(
+            service.index_root, service.encoder, fingerprint="sha256:0000000000000000", tag="-bad"
+        )
+        loop.wait_for(
+            lambda: (
+                (requests.get(service.url + "/info", headers=AUTH).json()["index"]["refused"] or {}).get(
+                    "version"
+                )
+                == bad
+            )
+        )
+        seen_after_bad = len(loop.outcomes)
+        loop.wait_for(lambda: len(loop.outcomes) >= seen_after_bad + 10)
+    codes = {c for c, _ in loop.outcomes}
+    assert codes == {200}, [o for o in loop.outcomes if o[0] != 200][:5]
+    versions = [v for _, v in loop.outcomes]
+    assert set(versions) <= {service.v1, v2} and versions[-1] == v2
+    info = requests.get(service.url + "/info", headers=AUTH).json()["index"]
+    assert info["version"] == v2 and "sha256:0000000000000000" in info["refused"]["reason"]
+    top = service.post("/match", {"question": "where is my order?", "top_k": 1}).json()["matches"][0]
+    assert top["answer"].endswith("(v2)")
+
+
+def _pooling_replicas() -> set[str]:
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "#Pooling#" in a["name"]}
+
+
+def test_killed_replica_costs_a_handful_of_requests_and_is_replaced(service: Service) -> None:
+    import ray
+
+    before = _pooling_replicas()
+    assert len(before) == 2
+    victim = sorted(before)[0]
+    with Loop(service) as loop:
+        loop.wait_for(lambda: len(loop.outcomes) >= 10)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        loop.wait_for(
+            lambda: len(_pooling_replicas() - before) == 1 and victim not in _pooling_replicas(), 90
+        )
+        done = len(loop.outcomes)
+        loop.wait_for(lambda: len(loop.outcomes) >= done + 20)
+    failures = [o for o in loop.outcomes if o[0] != 200]
+    assert len(failures) <= 5, failures
+    assert requests.get(service.url + "/ready").status_code == 200
+
+
+def test_fused_topology_serves_the_same_vectors(service: Service) -> None:
+    if service.fused_url is None:
+        pytest.skip("no fused artifact at artifacts/minilm-fused (export with --pooling-in-graph)")
+    texts = ["How do I reset my password?", "¿Dónde está la estación?"]
+    r = requests.post(service.fused_url + "/v1/embeddings", json={"input": texts}, headers=AUTH)
+    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    assert float(np.abs(got - service.encoder.encode(texts)).max()) <= 1e-5
+    info = requests.get(service.fused_url + "/info", headers=AUTH).json()
+    assert info["topology"] == "fused" and info["index"] is None
+    bad = requests.post(service.fused_url + "/embed", json={"inputs": "x", "normalize": False}, headers=AUTH)
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "normalize"
