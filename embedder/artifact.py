@@ -65,7 +65,9 @@ class Manifest:
         """Parse manifest.json content, rejecting unknown format versions."""
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ArtifactError(f"manifest format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+            raise ArtifactError(
+                f"manifest format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["input_names"] = tuple(kwargs.get("input_names", ()))

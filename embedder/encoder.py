@@ -59,7 +59,9 @@ class Encoder:
                 device_id=session.device_id,
                 trt_fp16=session.trt_fp16,
             )
-        cfg = EncoderConfig(batch=batch or cfg.batch, session=session, verify_fingerprint=cfg.verify_fingerprint)
+        cfg = EncoderConfig(
+            batch=batch or cfg.batch, session=session, verify_fingerprint=cfg.verify_fingerprint
+        )
         return cls(Artifact.load(artifact_dir), cfg)
 
     @property
@@ -102,7 +104,9 @@ class Encoder:
             return Encoded(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
         fused = self.artifact.manifest.pooling_in_graph
         if fused and normalize is False and self.artifact.manifest.normalize:
-            raise InvalidInput("normalize=false is not available: this artifact normalises inside the graph", "normalize")
+            raise InvalidInput(
+                "normalize=false is not available: this artifact normalises inside the graph", "normalize"
+            )
         tokenized = self.tokenizer.tokenize(texts, truncate=truncate)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for indices in plan_batches(tokenized.lengths, self.config.batch):

@@ -48,7 +48,9 @@ def provider_list(config: SessionConfig, cache_dir: Path | None = None) -> list[
 def session_options(config: SessionConfig) -> ort.SessionOptions:
     """Thread count and graph optimisation level from the config."""
     if config.graph_optimization not in _OPT_LEVELS:
-        raise ValueError(f"graph_optimization must be one of {sorted(_OPT_LEVELS)}, got {config.graph_optimization!r}")
+        raise ValueError(
+            f"graph_optimization must be one of {sorted(_OPT_LEVELS)}, got {config.graph_optimization!r}"
+        )
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = config.threads
     opts.inter_op_num_threads = 1

@@ -65,7 +65,9 @@ class Tokenized:
             input_ids[row, :length] = self.ids[i]
             type_ids[row, :length] = self.type_ids[i]
             mask[row, :length] = 1
-        return TokenBatch(input_ids=input_ids, attention_mask=mask, token_type_ids=type_ids, positions=indices)
+        return TokenBatch(
+            input_ids=input_ids, attention_mask=mask, token_type_ids=type_ids, positions=indices
+        )
 
 
 class TextTokenizer:
@@ -110,10 +112,10 @@ class TextTokenizer:
                 field=where,
             )
         if len(too_long):
-            cut = self._truncating.encode_batch([prepared[i] for i in too_long])
-            for i, enc in zip(too_long, cut, strict=True):
-                ids[i] = np.asarray(enc.ids, dtype=np.int64)
-                type_ids[i] = np.asarray(enc.type_ids, dtype=np.int64)
+            cut = self._truncating.encode_batch([prepared[int(i)] for i in too_long])
+            for j, enc in zip(too_long.tolist(), cut, strict=True):
+                ids[j] = np.asarray(enc.ids, dtype=np.int64)
+                type_ids[j] = np.asarray(enc.type_ids, dtype=np.int64)
         truncated = counts > self.max_seq_length
         return Tokenized(ids, type_ids, counts, truncated, self.pad_token_id)
 

@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, type=Path, help="sentence-transformers model directory")
     parser.add_argument("--out", required=True, type=Path, help="artifact directory to create")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--pooling-in-graph", action="store_true", help="append pooling+normalisation to the graph")
+    parser.add_argument(
+        "--pooling-in-graph", action="store_true", help="append pooling+normalisation to the graph"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
     args = parser.parse_args(argv)
     request = ExportRequest(args.model, args.out, args.precision, args.pooling_in_graph, args.overwrite)
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     except EmbedderError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2
-    print(f"export: wrote {args.out} fingerprint={manifest.fingerprint} min_cosine={manifest.parity['min_cosine']:.6f}")
+    print(
+        f"export: wrote {args.out} fingerprint={manifest.fingerprint} min_cosine={manifest.parity['min_cosine']:.6f}"
+    )
     return 0
 
 

@@ -17,7 +17,9 @@ OPSET = 17
 class _Wrapper(torch.nn.Module):
     """Calls the HF model with keyword arguments (transformers 5.x rejects positional ones)."""
 
-    def __init__(self, model: torch.nn.Module, input_names: list[str], pooling: str | None, normalize: bool) -> None:
+    def __init__(
+        self, model: torch.nn.Module, input_names: list[str], pooling: str | None, normalize: bool
+    ) -> None:
         super().__init__()
         self.model = model
         self.input_names = input_names

@@ -26,5 +26,13 @@ def optimize(source: SourceModel, in_path: Path, out_path: Path, fp16: bool = Fa
         model.convert_float_to_float16(keep_io_types=True)
     model.save_model_to_file(str(out_path))
     ops = Counter(node.op_type for node in onnx.load(str(out_path), load_external_data=False).graph.node)
-    wanted = ("Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
+    wanted = (
+        "Attention",
+        "MultiHeadAttention",
+        "EmbedLayerNormalization",
+        "SkipLayerNormalization",
+        "BiasGelu",
+        "FastGelu",
+        "Gelu",
+    )
     return {op: ops[op] for op in wanted if ops[op]}

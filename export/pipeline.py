@@ -86,7 +86,9 @@ def run_export(req: ExportRequest, log: Any = print) -> Manifest:
     tmp.mkdir()
     try:
         manifest = _build(req, source, tmp, log)
-        manifest = dataclasses.replace(manifest, parity={**manifest.parity, "export_seconds": round(time.perf_counter() - started, 1)})
+        manifest = dataclasses.replace(
+            manifest, parity={**manifest.parity, "export_seconds": round(time.perf_counter() - started, 1)}
+        )
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -100,8 +102,10 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     input_names, pad_id = _write_tokenizer(source, tmp)
     (tmp / "1_Pooling").mkdir()
     (tmp / POOLING_FILE).write_text(json.dumps(source.pooling_config, indent=2), encoding="utf-8")
-    log(f"export: {source.architecture} dim={source.hidden_size} pooling={source.pooling} "
-        f"normalize={source.normalize} max_len={source.max_seq_length} -> {req.precision}")
+    log(
+        f"export: {source.architecture} dim={source.hidden_size} pooling={source.pooling} "
+        f"normalize={source.normalize} max_len={source.max_seq_length} -> {req.precision}"
+    )
     raw = tmp / "raw.onnx"
     output_name = export_onnx(source, raw, input_names, req.pooling_in_graph)
     fused = tmp / ("fp32.onnx" if req.precision == "int8" else MODEL_FILE)
@@ -156,8 +160,10 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     figures["fused_ops"] = fused_ops
     floor = req.min_cosine if req.min_cosine is not None else PARITY_MIN_COSINE[req.precision]
     figures["min_cosine_required"] = floor
-    log(f"export: parity vs sentence-transformers: min cosine {figures['min_cosine']:.6f}, "
-        f"max abs diff {figures['max_abs_diff']:.2e} over {figures['texts']} texts")
+    log(
+        f"export: parity vs sentence-transformers: min cosine {figures['min_cosine']:.6f}, "
+        f"max abs diff {figures['max_abs_diff']:.2e} over {figures['texts']} texts"
+    )
     if figures["min_cosine"] < floor:
         raise ExportError(
             f"parity check failed: min cosine {figures['min_cosine']:.6f} < {floor} for {req.precision} "

@@ -56,7 +56,9 @@ def pooling_mode(config: dict[str, Any]) -> str:
         }
         chosen = [k for k, v in flags.items() if v]
         if len(chosen) != 1:
-            raise ExportError(f"pooling config selects {chosen or 'no'} modes; exactly one of cls/mean/max/lasttoken is supported")
+            raise ExportError(
+                f"pooling config selects {chosen or 'no'} modes; exactly one of cls/mean/max/lasttoken is supported"
+            )
         mode = chosen[0]
     if mode not in {"mean", "cls", "max", "lasttoken"}:
         raise ExportError(f"pooling mode {mode!r} is not supported (mean, cls, max, lasttoken are)")

@@ -27,7 +27,7 @@ def parity_figures(reference: np.ndarray, ours: np.ndarray) -> dict[str, Any]:
     """min/mean cosine and max abs difference, the figures recorded in the manifest."""
     cos = cosine_rows(reference, ours)
     return {
-        "texts": int(len(cos)),
+        "texts": len(cos),
         "min_cosine": float(cos.min()),
         "mean_cosine": float(cos.mean()),
         "max_abs_diff": float(np.abs(reference - ours).max()),

@@ -40,7 +40,9 @@ def _reference(model_dir: Path, texts: list[str], mode: str, normalize: bool, ma
     return l2_normalize(vectors) if normalize else vectors
 
 
-@pytest.mark.parametrize(("mode", "normalize"), [("mean", True), ("cls", False), ("max", True), ("lasttoken", False)])
+@pytest.mark.parametrize(
+    ("mode", "normalize"), [("mean", True), ("cls", False), ("max", True), ("lasttoken", False)]
+)
 def test_artifact_equals_torch_plus_numpy_reference(tmp_path: Path, mode: str, normalize: bool) -> None:
     model_dir = make_tiny_st_model(tmp_path / "m", pooling=mode, normalize=normalize)
     artifact = export_tiny(model_dir, tmp_path / "a")
@@ -69,7 +71,9 @@ def test_tiny_batches_give_the_same_vectors_as_one_big_batch(tiny_artifact: Path
     from embedder.config import BatchConfig
 
     big = Encoder.load(tiny_artifact).encode(TEXTS * 5)
-    small = Encoder.load(tiny_artifact, batch=BatchConfig(batch_tokens=30, max_batch_size=2)).encode(TEXTS * 5)
+    small = Encoder.load(tiny_artifact, batch=BatchConfig(batch_tokens=30, max_batch_size=2)).encode(
+        TEXTS * 5
+    )
     assert np.abs(big - small).max() <= 1e-5
 
 
@@ -86,7 +90,9 @@ def test_empty_list_empty_string_and_too_long(tiny_artifact: Path) -> None:
     assert result.token_counts.tolist()[0] == 42
 
 
-def test_pooling_in_graph_gives_the_same_vectors(tiny_model_dir: Path, tiny_artifact: Path, tmp_path: Path) -> None:
+def test_pooling_in_graph_gives_the_same_vectors(
+    tiny_model_dir: Path, tiny_artifact: Path, tmp_path: Path
+) -> None:
     fused = export_tiny(tiny_model_dir, tmp_path / "fused", pooling_in_graph=True)
     a = Encoder.load(fused).encode(TEXTS)
     b = Encoder.load(tiny_artifact).encode(TEXTS)
@@ -161,17 +167,39 @@ def test_cli_exit_codes_and_messages(tiny_model_dir: Path, tiny_artifact: Path, 
     lines.write_text("how do i reset my password\nrefund\n如何重置我的密码\n", encoding="utf-8")
     out = tmp_path / "v.npy"
     ok = subprocess.run(
-        [sys.executable, "-m", "embedder", "encode", str(tiny_artifact), "--input", str(lines), "--output", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "embedder",
+            "encode",
+            str(tiny_artifact),
+            "--input",
+            str(lines),
+            "--output",
+            str(out),
+        ],
         capture_output=True,
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
     vectors = np.load(out)
-    expected = Encoder.load(tiny_artifact).encode(["how do i reset my password", "refund", "如何重置我的密码"])
+    expected = Encoder.load(tiny_artifact).encode(
+        ["how do i reset my password", "refund", "如何重置我的密码"]
+    )
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
     lines.write_text("ok\n\nafter blank\n", encoding="utf-8")
     blank = subprocess.run(
-        [sys.executable, "-m", "embedder", "encode", str(tiny_artifact), "--input", str(lines), "--output", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "embedder",
+            "encode",
+            str(tiny_artifact),
+            "--input",
+            str(lines),
+            "--output",
+            str(out),
+        ],
         capture_output=True,
         text=True,
     )

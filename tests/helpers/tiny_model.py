@@ -8,10 +8,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-_WORDS = (
-    "how do i reset my password what is the capital of france can return an item where order "
-    "refund shipping long take does it a to of and in for is on with this that"
-).split()
+_WORDS = ["how", "do", "i", "reset", "my", "password", "what", "is", "the", "capital", "of", "france", "can", "return", "an", "item", "where", "order", "refund", "shipping", "long", "take", "does", "it", "a", "to", "of", "and", "in", "for", "is", "on", "with", "this", "that"]
 # CJK characters: BERT's basic tokenizer splits each into its own token.
 _CJK = list("如何重置我的密码北京是中国首都吗订单什么时候发货东京")
 _PIECES = ["##s", "##ing", "##ed", "##er", "##ly"]
@@ -51,7 +48,9 @@ def make_tiny_st_model(
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        )
     (directory / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
     (directory / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}), encoding="utf-8"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from embedder.config import BatchConfig
-from embedder.tokenize import check_texts, plan_batches, text_problem
 from embedder.errors import EmptyInput, InvalidInput
+from embedder.tokenize import check_texts, plan_batches, text_problem
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,0 +1,95 @@
+"""Demo of the online service: start it, ask a few questions, print the matches, stop it.
+
+Run inside loopback-only on the project machine:
+    /work/shared/bin/loopback-only .venv/bin/python scripts/demo_serve.py \
+        --artifact artifacts/minilm-fp32 --index indexes/<name>
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_QUESTIONS = (
+    "How do I reset my password?",
+    "Where is my parcel?",
+    "Can I get my money back?",
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", required=True, help="exported model directory")
+    p.add_argument("--index", required=True, help="index root (indexes/<name>, holding CURRENT)")
+    p.add_argument("--topology", default="graph", choices=("graph", "fused"))
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--questions", nargs="*", default=list(DEFAULT_QUESTIONS))
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for /ready")
+    return p.parse_args(argv)
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    """Poll /ready until it answers 200 (raises with the last reason on timeout)."""
+    deadline, reason = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(url + "/ready", timeout=5)
+            if r.status_code == 200:
+                return
+            reason = r.json()["error"]["message"]
+        except requests.RequestException as exc:
+            reason = str(exc)
+        time.sleep(0.5)
+    raise SystemExit(f"service not ready after {timeout:.0f}s: {reason}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start, query, print, stop."""
+    args = parse_args(argv)
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    ray.init(
+        address="local", num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+        started = time.perf_counter()
+        serve.run(
+            build_app({"artifact": args.artifact, "index": args.index, "topology": args.topology}),
+            blocking=False,
+        )
+        url = f"http://127.0.0.1:{args.port}"
+        wait_ready(url, args.timeout)
+        info = requests.get(url + "/info", timeout=10).json()
+        print(
+            f"serving {info['model']} ({info['topology']}) index {info['index']['version']} "
+            f"({info['index']['size']} questions), ready in {time.perf_counter() - started:.1f}s at {url}"
+        )
+        r = requests.post(url + "/match", json={"questions": args.questions, "top_k": args.top_k}, timeout=60)
+        r.raise_for_status()
+        for result in r.json()["results"]:
+            print(f"\nQ: {result['question']}")
+            for m in result["matches"]:
+                answer = str(m.get("answer", ""))[:100]
+                print(f"  {m['score']:.3f}  [{m['id']}] {m.get('question', '')}\n         -> {answer}")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
