@@ -44,6 +44,6 @@ def test_autoscaling_config_is_accepted_by_serve() -> None:
     from ray.serve.config import AutoscalingConfig
 
     settings = ServeSettings()
-    config = AutoscalingConfig(**settings.autoscaling_config(2.0))
+    config = AutoscalingConfig.model_validate(settings.autoscaling_config(2.0))
     assert config.min_replicas <= config.max_replicas
     assert config.upscale_delay_s >= config.look_back_period_s
