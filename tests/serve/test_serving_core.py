@@ -1,0 +1,68 @@
+"""Ray-free serving helpers: compact hand-offs reproduce the encoder's vectors exactly."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedder import Encoder
+from embedder.config import BatchConfig
+from embedder.errors import EmptyInput, InputTooLong, TooManyInputs
+from embedder.serving import (
+    HiddenPack,
+    as_text_list,
+    check_lengths,
+    encode_base64,
+    pack_tokens,
+    pool_pack,
+    run_merged,
+    split_pack,
+)
+
+TEXTS = ["short", "a somewhat longer question about refunds and delivery", "mid length text here", "x"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_artifact: Path) -> Encoder:
+    return Encoder.load(tiny_artifact)
+
+
+def test_merged_requests_give_each_request_the_encoders_vectors(encoder: Encoder) -> None:
+    # Three "requests" merged into one backbone pass with a budget small enough to need several calls.
+    requests = [TEXTS[:1], TEXTS[1:3], TEXTS[3:]]
+    packs = [pack_tokens(encoder.tokenizer.tokenize(r)) for r in requests]
+    outs, calls = run_merged(packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False)
+    assert len(calls) > 1 and all(n <= 2 for n, _ in calls)
+    for texts, pack, out in zip(requests, packs, outs, strict=True):
+        vectors = pool_pack(encoder.pooler, HiddenPack(out, pack.lengths), None, None)
+        assert np.abs(vectors - encoder.encode(texts)).max() <= 1e-5
+
+
+def test_split_pack_respects_budget_and_keeps_order(encoder: Encoder) -> None:
+    pack = pack_tokens(encoder.tokenizer.tokenize(TEXTS))
+    pieces = split_pack(pack, 12)
+    assert all(p.tokens <= 12 or p.size == 1 for p in pieces)
+    assert np.array_equal(np.concatenate([p.ids for p in pieces]), pack.ids)
+    assert sum(p.size for p in pieces) == pack.size
+
+
+def test_request_checks_name_the_field() -> None:
+    assert as_text_list("one", "input", 4) == ["one"]
+    with pytest.raises(TooManyInputs) as many:
+        as_text_list(["a"] * 5, "input", 4)
+    assert many.value.field == "input"
+    with pytest.raises(EmptyInput) as empty:
+        as_text_list(["a", " "], "questions", 4)
+    assert empty.value.field == "questions[1]"
+    with pytest.raises(InputTooLong) as long:
+        check_lengths(np.array([3, 300]), 256, truncate=False, field="inputs")
+    assert long.value.token_count == 300 and long.value.field == "inputs[1]"
+    check_lengths(np.array([300]), 256, truncate=True, field="inputs")  # truncation allowed: no error
+
+
+def test_base64_is_openai_little_endian_float32() -> None:
+    v = np.array([0.5, -1.25, 3.0], dtype=np.float32)
+    assert np.array_equal(np.frombuffer(base64.b64decode(encode_base64(v)), dtype="<f4"), v)
