@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,8 @@ def main() -> None:
     a = p.parse_args()
     object_store = a.object_store_mb * 2**20
     results: dict[str, Any] = {"machine": machine_info(), "rows": a.rows, "artifact": a.artifact}
+    # The CPU is shared: record the load so a reader can tell a quiet run from a contended one.
+    results["load_average_at_start"] = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bulk-") as tmp:
         work = Path(tmp)
         corpus = work / "in"
@@ -172,10 +176,13 @@ def main() -> None:
         }
         if a.stream_rows:
             tiny = export_tiny_artifact(work)
-            results["streaming_memory"] = timed(
-                "stream", lambda: stream(tiny, work, a.stream_rows, object_store)
-            )
+            # Two sizes: bounded memory means the peak does not grow with the corpus.
+            sizes = (a.stream_rows // 4, a.stream_rows)
+            results["streaming_memory"] = [
+                timed(f"stream {n} rows", partial(stream, tiny, work, n, object_store)) for n in sizes
+            ]
         ray.shutdown()
+    results["load_average_at_end"] = os.getloadavg()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"[bulk] wrote {a.out}: plain/job = {results['plain_over_job']}")
