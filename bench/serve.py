@@ -289,11 +289,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = dict(zip(LEVELS, args.requests, strict=True))
     corpus = generate(args.corpus_rows, seed=0).to_pydict()
     queries = generate(64, seed=99).column("question").to_pylist()
-    index_root = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "corpus"
-    index_root.mkdir()
-    enc = Encoder.load(args.artifact)
-    publish_index(index_root, enc, list(zip(corpus["question"], corpus["answer"], strict=True)))
-    del enc
+    rows = list(zip(corpus["question"], corpus["answer"], strict=True))
+    roots: dict[str, Path] = {}
+    # An index belongs to the artifact that embedded it (the server refuses any other), so the
+    # fused artifact gets its own copy of the same corpus.
+    for tag, art in (("graph", args.artifact), ("fused", args.fused_artifact)):
+        if Path(art, "manifest.json").is_file():
+            roots[tag] = Path(tempfile.mkdtemp(prefix=f"bench-serve-{tag}-")) / "corpus"
+            roots[tag].mkdir()
+            publish_index(roots[tag], Encoder.load(art), rows)
+    index_root = roots["graph"]
     results: dict[str, Any] = {"machine": machine_info(), "load_avg_start": os.getloadavg(), "apps": {}}
     results["config"] = {
         "levels": LEVELS,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -39,12 +40,17 @@ from embedder.artifact import PROBE_MIN_COSINE, Artifact
 from embedder.errors import InvalidInput, ModelMismatch
 from embedder.probe import PROBE_TEXTS
 from embedder.serving import (
+    EmbedJob,
+    JobResult,
+    MicroBatcher,
     TokenPack,
     as_text_list,
     check_lengths,
+    cut_matches,
     encode_base64,
     finish_pooled,
     probe_agreement,
+    row_ranges,
     serving_config,
 )
 
@@ -95,11 +101,20 @@ class Ingress:
         self._probe_task: asyncio.Task[None] | None = None
         self._requests = Counter("qm_requests", "HTTP requests by route and status", ("route", "status"))  # type: ignore[arg-type]
         self._latency = Histogram("qm_request_latency_ms", "Request latency", LATENCY_BUCKETS_MS, ("route",))
+        self.batcher = MicroBatcher(
+            self._run_jobs,
+            self.config.batch_parallel,
+            self.config.batch_max_texts,
+            size=lambda job: len(job.texts),
+        )
         self._start_probe()
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
         """user_config: ServingConfig fields (limits, timeout, api_key) changed without a restart."""
         self.config = serving_config(config)
+        if hasattr(self, "batcher"):
+            self.batcher.max_parallel = self.config.batch_parallel
+            self.batcher.max_items = self.config.batch_max_texts
 
     # ---- readiness -------------------------------------------------------------------------
 
@@ -122,8 +137,7 @@ class Ingress:
                 await asyncio.sleep(self.config.probe_interval_s)
 
     async def _probe(self) -> None:
-        vectors, _ = await self._embed(list(PROBE_TEXTS), True, None, None, "probe")
-        served = await _resolve(vectors)
+        served = (await self._embed(list(PROBE_TEXTS), True, None, None, "probe")).need_vectors()
         floor = PROBE_MIN_COSINE.get(self.manifest.precision, 0.99999)
         agreement = probe_agreement(self.artifact.probe_vectors, served)
         if agreement < floor:
@@ -139,38 +153,93 @@ class Ingress:
 
     async def _embed(
         self, texts: list[str], truncate: bool, normalize: bool | None, dimensions: int | None, field: str
-    ) -> tuple[Any, TokenPack]:
-        """Vectors (a DeploymentResponse to chain, or an array) and the token pack."""
+    ) -> JobResult:
+        """Vectors for one request (through the micro-batcher, so concurrent requests share hops)."""
         if dimensions is not None and dimensions > self.manifest.dimension:
             raise InvalidInput(f"dimensions must be at most {self.manifest.dimension}", field="dimensions")
-        if self.topology == "graph":
-            assert self.tokenizer is not None and self.pooling is not None
-            pack: TokenPack = await self.tokenizer.remote(texts)
-            check_lengths(pack.token_counts, self.manifest.max_seq_length, truncate, field)
-            # Chained responses: hidden states go backbone -> pooling without being awaited here.
-            return self.pooling.remote(self.encoder.remote(pack), normalize, dimensions), pack
-        if normalize is False and self.manifest.normalize:
+        if self.topology == "fused" and normalize is False and self.manifest.normalize:
             raise InvalidInput(
                 "normalize=false is not available: the model normalises inside its graph", "normalize"
             )
-        vectors, pack = await self.encoder.remote(texts)
-        check_lengths(pack.token_counts, self.manifest.max_seq_length, truncate, field)
-        return finish_pooled(vectors, dimensions, self.manifest.normalize), pack
+        result: JobResult = await self.batcher.submit(EmbedJob(texts, truncate, normalize, dimensions, field))
+        return result
 
     async def _match(
         self, texts: list[str], top_k: int, min_score: float | None, truncate: bool
-    ) -> dict[str, Any]:
+    ) -> JobResult:
         if self.searcher is None:
             raise NotReady("this service was started without an index; /match is unavailable")
-        vectors, _ = await self._embed(
-            texts, truncate, None, None, "question" if len(texts) == 1 else "questions"
-        )
-        result = await self.searcher.search.remote(vectors, top_k, min_score)
-        if "error" in result:
-            if "field" in result:
-                raise InvalidInput(result["error"], field=result["field"])
-            raise NotReady(result["error"], retry_after=self.config.retry_after_s)
+        field = "question" if len(texts) == 1 else "questions"
+        job = EmbedJob(texts, truncate, None, None, field, top_k=top_k, min_score=min_score)
+        result: JobResult = await self.batcher.submit(job)
         return result
+
+    async def _run_jobs(self, jobs: list[EmbedJob]) -> list[JobResult | Exception]:
+        """One pass through the stages for a batch of requests; a bad job fails alone."""
+        texts = [t for job in jobs for t in job.texts]
+        ranges = row_ranges(jobs)
+        if self.topology == "graph":
+            assert self.tokenizer is not None and self.pooling is not None
+            pack: TokenPack = await self.tokenizer.remote(texts)
+            pooled = None
+        else:
+            pooled, pack = await self.encoder.remote(texts)
+        out: list[JobResult | Exception] = [Exception("not run")] * len(jobs)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for j, job in enumerate(jobs):
+            a, b = ranges[j]
+            try:
+                check_lengths(pack.token_counts[a:b], self.manifest.max_seq_length, job.truncate, job.field)
+            except InvalidInput as exc:
+                out[j] = exc
+                continue
+            groups.setdefault(job.group, []).append(j)
+        await asyncio.gather(
+            *(self._run_group(jobs, members, ranges, pack, pooled, out) for members in groups.values())
+        )
+        return out
+
+    async def _run_group(
+        self,
+        jobs: list[EmbedJob],
+        members: list[int],
+        ranges: list[tuple[int, int]],
+        pack: TokenPack,
+        pooled: np.ndarray | None,
+        out: list[JobResult | Exception],
+    ) -> None:
+        first = jobs[members[0]]
+        rows = np.concatenate([np.arange(*ranges[j]) for j in members])
+        if pooled is None:
+            assert self.pooling is not None
+            sub = pack.select(rows)
+            vectors: Any = self.pooling.remote(self.encoder.remote(sub), first.normalize, first.dimensions)
+        else:
+            vectors = finish_pooled(pooled[rows], first.dimensions, self.manifest.normalize)
+        matches, version = None, None
+        if first.top_k is not None:
+            assert self.searcher is not None
+            top_k = max(jobs[j].top_k or 1 for j in members)
+            result = await self.searcher.search.remote(vectors, top_k, None)
+            if "error" in result:
+                exc: Exception = NotReady(result["error"], retry_after=self.config.retry_after_s)
+                for j in members:
+                    out[j] = exc
+                return
+            matches, version, vectors = result["matches"], result["index_version"], None
+        else:
+            vectors = await _resolve(vectors)
+        start = 0
+        for j in members:
+            a, b = ranges[j]
+            n = b - a
+            job = jobs[j]
+            own = None
+            if matches is not None:
+                own = [cut_matches(m, job.top_k or 1, job.min_score) for m in matches[start : start + n]]
+            vec = None if vectors is None else vectors[start : start + n]
+            out[j] = JobResult(vec, own, version, pack.lengths[a:b])
+            start += n
 
     # ---- request plumbing ------------------------------------------------------------------
 
@@ -268,14 +337,14 @@ class Ingress:
         async def work(body: dict[str, Any]) -> dict[str, Any]:
             req: EmbeddingsRequest = self._parse(EmbeddingsRequest, body)
             texts = as_text_list(req.input, "input", self.config.max_inputs)
-            vectors, pack = await self._embed(texts, True, None, req.dimensions, "input")
-            vectors = await _resolve(vectors)
+            result = await self._embed(texts, True, None, req.dimensions, "input")
+            vectors = result.need_vectors()
             as_b64 = req.encoding_format == "base64"
             data = [
                 {"object": "embedding", "index": i, "embedding": encode_base64(v) if as_b64 else v.tolist()}
                 for i, v in enumerate(vectors)
             ]
-            tokens = int(pack.lengths.sum())
+            tokens = int(result.lengths.sum())
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
             return {"object": "list", "data": data, "model": self._model_name(), "usage": usage}
 
@@ -288,9 +357,9 @@ class Ingress:
         async def work(body: dict[str, Any]) -> list[list[float]]:
             req: EmbedRequest = self._parse(EmbedRequest, body)
             texts = as_text_list(req.inputs, "inputs", self.config.max_inputs)
-            vectors, _ = await self._embed(texts, req.truncate, req.normalize, req.dimensions, "inputs")
-            result: list[list[float]] = (await _resolve(vectors)).tolist()
-            return result
+            result = await self._embed(texts, req.truncate, req.normalize, req.dimensions, "inputs")
+            vectors: list[list[float]] = result.need_vectors().tolist()
+            return vectors
 
         return await self._handle(request, "/embed", work)
 
@@ -311,10 +380,10 @@ class Ingress:
             assert value is not None
             texts = as_text_list(value, "question" if single else "questions", self.config.max_inputs)
             result = await self._match(texts, req.top_k, req.min_score, req.truncate)
-            meta = {"index_version": result["index_version"], "model_fingerprint": self.fingerprint}
+            meta = {"index_version": result.index_version, "model_fingerprint": self.fingerprint}
             if single:
-                return {"matches": result["matches"][0], **meta}
-            pairs = zip(texts, result["matches"], strict=True)
+                return {"matches": result.need_matches()[0], **meta}
+            pairs = zip(texts, result.need_matches(), strict=True)
             return {"results": [{"question": q, "matches": m} for q, m in pairs], **meta}
 
         return await self._handle(request, "/match", work)

@@ -6,8 +6,9 @@ numbers (packing, padding, splitting, encoding) is testable without a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,10 @@ class ServingConfig:
     max_top_k: int = 100
     # Seconds between readiness probe attempts until the first one passes.
     probe_interval_s: float = 1.0
+    # Ingress micro-batching: chain passes in flight at once (2 lets one batch tokenize while
+    # the previous one is in the backbone) and texts merged into one pass.
+    batch_parallel: int = 2
+    batch_max_texts: int = 256
 
 
 def serving_config(data: dict[str, Any] | None) -> ServingConfig:
@@ -289,3 +294,117 @@ class BatchTuning:
 def batch_tuning(data: dict[str, Any] | None) -> BatchTuning:
     """BatchTuning from a user_config mapping, with QM_BACKBONE_<FIELD> environment overrides."""
     return from_mapping(BatchTuning, data, env_prefix="QM_BACKBONE_")
+
+
+class MicroBatcher:
+    """Runs concurrent jobs together: at once when idle, merged while earlier batches are in flight.
+
+    This is batching at the ingress hop: under load, one tokenizer / backbone / pooling / search
+    call serves many HTTP requests, so the per-call cost of each Serve hop is paid per batch, not
+    per request. At concurrency 1 nothing waits (no timer), unlike a fixed batch window.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[Any]], Awaitable[list[Any]]],
+        max_parallel: int,
+        max_items: int,
+        size: Callable[[Any], int] = lambda _job: 1,
+    ) -> None:
+        self._run = run
+        self.max_parallel = max_parallel
+        self.max_items = max_items
+        self._size = size
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._running = 0
+        self.batch_sizes: list[int] = []  # recent batch sizes (jobs), for metrics and tests
+
+    async def submit(self, job: Any) -> Any:
+        """Queue a job and wait for its result (an exception result is raised here)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((job, future))
+        self._kick()
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _kick(self) -> None:
+        while self._pending and self._running < self.max_parallel:
+            taken, used = 0, 0
+            for job, _ in self._pending:
+                n = self._size(job)
+                if taken and used + n > self.max_items:
+                    break
+                taken, used = taken + 1, used + n
+            batch, self._pending = self._pending[:taken], self._pending[taken:]
+            batch = [(j, f) for j, f in batch if not f.done()]  # drop requests that gave up
+            if not batch:
+                continue
+            self._running += 1
+            self.batch_sizes = [*self.batch_sizes[-99:], len(batch)]
+            asyncio.get_running_loop().create_task(self._go(batch))
+
+    async def _go(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            results: list[Any] = await self._run([job for job, _ in batch])
+        except Exception as exc:  # the whole batch failed: every job gets the error
+            results = [exc] * len(batch)
+        finally:
+            self._running -= 1
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        self._kick()
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One request's share of an ingress batch."""
+
+    texts: list[str]
+    truncate: bool
+    normalize: bool | None
+    dimensions: int | None
+    field: str
+    top_k: int | None = None  # None: vectors only; else search and keep this many
+    min_score: float | None = None
+
+    @property
+    def group(self) -> tuple[bool | None, int | None, bool]:
+        """Jobs with the same key share one pooling (and search) call."""
+        return (self.normalize, self.dimensions, self.top_k is not None)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Vectors (or matches) of one job plus its token counts."""
+
+    vectors: np.ndarray | None
+    matches: list[list[dict[str, Any]]] | None
+    index_version: str | None
+    lengths: np.ndarray
+
+    def need_vectors(self) -> np.ndarray:
+        """The vectors of an embedding job."""
+        assert self.vectors is not None, "an embedding job always carries vectors"
+        return self.vectors
+
+    def need_matches(self) -> list[list[dict[str, Any]]]:
+        """The matches of a search job."""
+        assert self.matches is not None, "a search job always carries matches"
+        return self.matches
+
+
+def row_ranges(jobs: Sequence[EmbedJob]) -> list[tuple[int, int]]:
+    """[start, end) of each job's texts in the batch's concatenated text list."""
+    out, start = [], 0
+    for job in jobs:
+        out.append((start, start + len(job.texts)))
+        start += len(job.texts)
+    return out
+
+
+def cut_matches(matches: list[dict[str, Any]], top_k: int, min_score: float | None) -> list[dict[str, Any]]:
+    """A job's own top_k and min_score applied to matches searched with the batch's largest top_k."""
+    return [m for m in matches[:top_k] if min_score is None or m["score"] >= min_score]

@@ -34,7 +34,9 @@ def test_merged_requests_give_each_request_the_encoders_vectors(encoder: Encoder
     # Three "requests" merged into one backbone pass with a budget small enough to need several calls.
     requests = [TEXTS[:1], TEXTS[1:3], TEXTS[3:]]
     packs = [pack_tokens(encoder.tokenizer.tokenize(r)) for r in requests]
-    outs, calls = run_merged(packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False)
+    outs, calls = run_merged(
+        packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False
+    )
     assert len(calls) > 1 and all(n <= 2 for n, _ in calls)
     for texts, pack, out in zip(requests, packs, outs, strict=True):
         vectors = pool_pack(encoder.pooler, HiddenPack(out, pack.lengths), None, None)
@@ -66,3 +68,27 @@ def test_request_checks_name_the_field() -> None:
 def test_base64_is_openai_little_endian_float32() -> None:
     v = np.array([0.5, -1.25, 3.0], dtype=np.float32)
     assert np.array_equal(np.frombuffer(base64.b64decode(encode_base64(v)), dtype="<f4"), v)
+
+
+def test_micro_batcher_merges_while_busy_and_isolates_failures() -> None:
+    import asyncio
+
+    from embedder.serving import MicroBatcher
+
+    seen: list[list[int]] = []
+
+    async def run(jobs: list[int]) -> list[object]:
+        seen.append(jobs)
+        await asyncio.sleep(0.01)  # a pass through the stages
+        return [ValueError(f"bad {j}") if j == 7 else j * 10 for j in jobs]
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(run, max_parallel=1, max_items=8)
+        calls = [batcher.submit(j) for j in range(20)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert [r for r in results if not isinstance(r, Exception)] == [j * 10 for j in range(20) if j != 7]
+    assert isinstance(results[7], ValueError)
+    assert seen[0] == [0]  # idle: the first job runs at once, no waiting for company
+    assert max(len(b) for b in seen) == 8 and len(seen) <= 4  # later ones merged up to max_items
