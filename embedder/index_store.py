@@ -113,7 +113,10 @@ def verify_version(path: Path) -> IndexManifest:
         manifest = IndexManifest.from_json((path / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (ValueError, TypeError) as exc:
         raise IndexInvalid(f"{path / MANIFEST_FILE} is unreadable: {exc}") from exc
-    rows = pq.read_metadata(path / METADATA_FILE).num_rows
+    try:
+        rows = pq.read_metadata(path / METADATA_FILE).num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise IndexInvalid(f"{path / METADATA_FILE} is unreadable: {exc}") from exc
     if rows != manifest.count:
         raise IndexInvalid(f"{path}: metadata has {rows} rows, manifest says {manifest.count}")
     return manifest

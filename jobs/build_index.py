@@ -1,0 +1,219 @@
+"""Embeddings parquet -> versioned FAISS index directory; flips CURRENT only after verifying.
+
+    python -m jobs.build_index --embeddings runs/emb --out indexes/faq [--factory auto|<faiss factory>]
+        [--metric ip|l2] [--shards N]
+    python -m jobs.build_index --out indexes/faq --rollback
+
+Two streaming passes keep memory bounded by one batch plus the samples: pass 1 writes
+metadata.parquet, checks ids and draws the training / recall samples; pass 2 adds vectors (here,
+or on Ray actors with --shards) and computes exact neighbours of the recall queries on the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedder import index_store
+from embedder.errors import EmbedderError, IndexInvalid
+from embedder.index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
+from embedder.index_store import IndexManifest
+from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
+
+K = 10  # recall@10 is what the manifest records
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A published index version."""
+
+    version: str
+    path: Path
+    manifest: IndexManifest
+
+    def summary(self) -> str:
+        """One line for logs."""
+        m = self.manifest
+        return (
+            f"CURRENT={self.version} {self.path}: {m.count} x {m.dimension} {m.factory} {m.metric} "
+            f"recall@10={m.recall_at_10:.4f} {m.search_params} {m.bytes_per_vector:.0f} B/vector "
+            f"built in {m.build_seconds:.1f}s"
+        )
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Row positions and vectors drawn in pass 1."""
+
+    train_rows: np.ndarray
+    train: np.ndarray
+    query_rows: np.ndarray
+    queries: np.ndarray
+
+
+def build(
+    embeddings: str | Path,
+    out: str | Path,
+    factory: str = "auto",
+    metric: str = "ip",
+    shards: int = 0,
+    cfg: IndexConfig | None = None,
+) -> BuildResult:
+    """Build a new version under `out` from an embeddings directory and make it CURRENT."""
+    cfg = cfg or IndexConfig()
+    started = time.perf_counter()
+    info = inspect_embeddings(embeddings)
+    # Shards merge inverted lists, so a sharded build is IVF even where auto would pick Flat.
+    kind = "ivf" if shards > 1 and info.count < cfg.compressed_min else "auto"
+    chosen = choose_factory(info.count, info.dimension, cfg, kind) if factory == "auto" else factory
+    index = VectorIndex.create(info.dimension, chosen, metric)
+    query_rows = sample_rows(info.count, cfg.recall_sample, cfg.seed + 1)
+    train_rows = sample_rows(info.count, index.train_rows(info.count, cfg), cfg.seed, exclude=query_rows)
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    version = index_store.new_version_name()
+    staged = index_store.staging_dir(out, version)
+    try:
+        samples = _pass_one(info, staged / index_store.METADATA_FILE, train_rows, query_rows, cfg)
+        index.train(samples.train)
+        if shards > 1:
+            from jobs.index_shards import add_sharded  # imports ray only when asked for
+
+            index, truth = add_sharded(index, info, samples.queries, K + 1, shards, cfg)
+        else:
+            truth = _add_local(index, info, samples.queries, cfg)
+        recall = tune_search(index, samples.queries, samples.query_rows, truth, cfg)
+        size = index.save(staged / index_store.INDEX_FILE)
+        manifest = IndexManifest(
+            factory=chosen,
+            metric=metric,
+            count=index.size,
+            dimension=index.dimension,
+            fingerprint=info.fingerprint,
+            recall_at_10=round(recall, 4),
+            bytes_per_vector=round(size / max(index.size, 1), 2),
+            build_seconds=round(time.perf_counter() - started, 2),
+            search_params=index.search_params,
+            id_type=info.id_type,
+            columns=info.passthrough,
+            source_summary=_source_summary(Path(embeddings)),
+            config=dataclasses.asdict(cfg),
+            shards=max(shards, 1),
+            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        path = index_store.publish(out, staged, version)
+    except BaseException:
+        index_store.discard(staged)  # CURRENT still names the previous, complete version
+        raise
+    return BuildResult(version=version, path=path, manifest=manifest)
+
+
+def _pass_one(
+    info: EmbeddingsInfo,
+    metadata_path: Path,
+    train_rows: np.ndarray,
+    query_rows: np.ndarray,
+    cfg: IndexConfig,
+) -> Samples:
+    """Write metadata.parquet, refuse duplicate ids, and gather the sampled vectors."""
+    wanted = np.union1d(train_rows, query_rows)
+    picked = np.empty((len(wanted), info.dimension), dtype=np.float32)
+    ids: list[pa.ChunkedArray] = []
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in read_embeddings(info, batch_rows=cfg.add_batch_rows):
+            assert batch.vectors is not None
+            table = batch.table.replace_schema_metadata(None)
+            if writer is None:
+                writer = pq.ParquetWriter(metadata_path, table.schema)
+            writer.write_table(table)
+            ids.append(table.column("id"))
+            lo, hi = np.searchsorted(wanted, [batch.first_row, batch.first_row + batch.size])
+            picked[lo:hi] = batch.vectors[wanted[lo:hi] - batch.first_row]
+    finally:
+        if writer is not None:
+            writer.close()
+    _refuse_duplicates(pa.chunked_array([c for col in ids for c in col.chunks]))
+    at = {row: i for i, row in enumerate(wanted.tolist())}
+    return Samples(
+        train_rows=train_rows,
+        train=picked[[at[r] for r in train_rows.tolist()]],
+        query_rows=query_rows,
+        queries=picked[[at[r] for r in query_rows.tolist()]],
+    )
+
+
+def _refuse_duplicates(ids: pa.ChunkedArray) -> None:
+    counts = pc.value_counts(ids)
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dupes):
+        examples = [d["values"] for d in dupes.to_pylist()[:5]]
+        raise IndexInvalid(f"{len(dupes)} duplicate id(s) in the embeddings, e.g. {examples}")
+
+
+def _add_local(index: VectorIndex, info: EmbeddingsInfo, queries: np.ndarray, cfg: IndexConfig) -> np.ndarray:
+    """Pass 2 on this machine: add every vector with its row id; exact neighbours on the way."""
+    exact = ExactKnn(queries, K + 1, index.metric)
+    for batch in read_embeddings(info, columns=[], batch_rows=cfg.add_batch_rows):
+        assert batch.vectors is not None
+        index.add(batch.vectors, np.arange(batch.first_row, batch.first_row + batch.size))
+        exact.update(batch.vectors, batch.first_row)
+    return exact.ids
+
+
+def _source_summary(embeddings: Path) -> dict | None:
+    path = embeddings / "_SUMMARY.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m jobs.build_index", description=__doc__.split("\n")[0])
+    p.add_argument("--embeddings", help="embeddings directory (part-*.parquet)")
+    p.add_argument("--out", required=True, help="index root, e.g. indexes/<name>")
+    p.add_argument("--factory", default="auto", help="'auto' or a FAISS factory string, e.g. IVF1024,Flat")
+    p.add_argument("--metric", default="ip", choices=["ip", "l2"])
+    p.add_argument("--shards", type=int, default=0, help="add vectors on N Ray actors, then merge")
+    p.add_argument("--rollback", action="store_true", help="point CURRENT at the previous version")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    try:
+        if args.rollback:
+            version = index_store.rollback(args.out)
+            print(f"rolled back {args.out}: CURRENT = {version}")
+            return 0
+        if not args.embeddings:
+            print("error: --embeddings is required unless --rollback", file=sys.stderr)
+            return 2
+        if args.shards > 1:
+            from jobs.index_shards import ensure_ray
+
+            ensure_ray()
+        result = build(args.embeddings, args.out, args.factory, args.metric, args.shards)
+    except EmbedderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Read and write the embeddings parquet contract (docs/contracts.md) with plain pyarrow.
+
+Writer: used by the embed job and by tests. Reader: streams row batches so an index build's
+memory stays bounded by one batch, whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedder.errors import IndexInvalid, ModelMismatch
+
+FINGERPRINT_KEY = b"qm.fingerprint"
+DIMENSION_KEY = b"qm.dimension"
+NORMALIZED_KEY = b"qm.normalized"
+EMBEDDING = "embedding"
+
+
+def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, dim) float32 -> fixed_size_list<float32>[dim] (not a tensor extension type)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+
+
+def write_embeddings_parquet(
+    path: str | os.PathLike[str],
+    ids: Sequence[Any] | np.ndarray,
+    vectors: np.ndarray,
+    columns: Mapping[str, Sequence[Any]] | None = None,
+    fingerprint: str = "",
+    normalized: bool = True,
+    row_group_rows: int = 65_536,
+) -> Path:
+    """Write one embeddings parquet file (id, embedding, passthrough columns, qm.* metadata)."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ValueError(f"vectors {vectors.shape} do not match {len(ids)} ids")
+    id_arr = pa.array(ids, type=pa.int64()) if _all_ints(ids) else pa.array([str(i) for i in ids])
+    arrays: dict[str, pa.Array] = {"id": id_arr, EMBEDDING: embedding_array(vectors)}
+    for name, values in (columns or {}).items():
+        arrays[name] = pa.array(values)
+    metadata = {
+        FINGERPRINT_KEY: fingerprint.encode(),
+        DIMENSION_KEY: str(vectors.shape[1]).encode(),
+        NORMALIZED_KEY: b"true" if normalized else b"false",
+    }
+    table = pa.table(arrays).replace_schema_metadata(metadata)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out, row_group_size=row_group_rows)
+    return out
+
+
+def _all_ints(ids: Sequence[Any] | np.ndarray) -> bool:
+    if isinstance(ids, np.ndarray):
+        return bool(np.issubdtype(ids.dtype, np.integer))
+    return all(isinstance(i, int | np.integer) for i in ids)
+
+
+@dataclass(frozen=True)
+class EmbeddingsInfo:
+    """What an embeddings directory holds, from parquet footers only (no data read)."""
+
+    files: tuple[Path, ...]
+    rows_per_file: tuple[int, ...]
+    dimension: int
+    fingerprint: str
+    normalized: bool
+    id_type: str  # "int64" | "string"
+    passthrough: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        """Total rows over all files."""
+        return sum(self.rows_per_file)
+
+    @property
+    def first_rows(self) -> tuple[int, ...]:
+        """Global row position of each file's first row (files in sorted order)."""
+        starts, total = [], 0
+        for rows in self.rows_per_file:
+            starts.append(total)
+            total += rows
+        return tuple(starts)
+
+
+def embedding_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The part-*.parquet files of an embeddings directory, sorted (quarantine/ excluded)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise IndexInvalid(f"embeddings directory {root} does not exist")
+    files = sorted(root.glob("part-*.parquet"))
+    if not files:
+        raise IndexInvalid(f"no embeddings files (part-*.parquet) in {root}")
+    return files
+
+
+def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
+    """Check every file's schema and metadata agree (fingerprint, dimension, columns) and summarise."""
+    files = embedding_files(directory)
+    fingerprints: dict[str, list[str]] = {}
+    first: tuple[int, str, tuple[str, ...], bool] | None = None
+    rows: list[int] = []
+    for f in files:
+        meta = pq.read_metadata(f)
+        schema = meta.schema.to_arrow_schema()
+        fp = (schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+        fingerprints.setdefault(fp, []).append(f.name)
+        shape = _file_shape(f, schema)
+        if first is None:
+            first = shape
+        elif shape[:3] != first[:3]:
+            raise IndexInvalid(
+                f"{f.name}: dimension/id type/columns {shape[:3]} differ from {files[0].name}'s {first[:3]}"
+            )
+        rows.append(meta.num_rows)
+    if len(fingerprints) > 1:
+        detail = "; ".join(f"{fp or '<none>'}: {', '.join(names[:3])}" for fp, names in fingerprints.items())
+        raise ModelMismatch(f"embeddings files come from different model artifacts ({detail})")
+    assert first is not None
+    dim, id_type, passthrough, normalized = first
+    return EmbeddingsInfo(
+        files=tuple(files),
+        rows_per_file=tuple(rows),
+        dimension=dim,
+        fingerprint=next(iter(fingerprints)),
+        normalized=normalized,
+        id_type=id_type,
+        passthrough=passthrough,
+    )
+
+
+def _file_shape(f: Path, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool]:
+    if "id" not in schema.names or EMBEDDING not in schema.names:
+        raise IndexInvalid(f"{f.name}: needs columns 'id' and '{EMBEDDING}', has {schema.names}")
+    emb = schema.field(EMBEDDING).type
+    if not pa.types.is_fixed_size_list(emb) or not pa.types.is_float32(emb.value_type):
+        raise IndexInvalid(f"{f.name}: '{EMBEDDING}' must be fixed_size_list<float32>, is {emb}")
+    id_t = schema.field("id").type
+    if pa.types.is_integer(id_t):
+        id_type = "int64"
+    elif pa.types.is_string(id_t) or pa.types.is_large_string(id_t):
+        id_type = "string"
+    else:
+        raise IndexInvalid(f"{f.name}: 'id' must be int64 or string, is {id_t}")
+    passthrough = tuple(n for n in schema.names if n not in ("id", EMBEDDING))
+    normalized = (schema.metadata or {}).get(NORMALIZED_KEY, b"true") == b"true"
+    return emb.list_size, id_type, passthrough, normalized
+
+
+@dataclass(frozen=True)
+class EmbeddingBatch:
+    """Consecutive rows of one file: global position of the first row, vectors, other columns."""
+
+    first_row: int
+    vectors: np.ndarray | None  # (n, dim) float32; None when the embedding column was not read
+    table: pa.Table  # id + passthrough columns (only those asked for)
+
+    @property
+    def size(self) -> int:
+        """Rows in the batch."""
+        return self.table.num_rows if self.vectors is None else len(self.vectors)
+
+
+def to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """fixed_size_list<float32>[dim] column -> (n, dim) float32 (flatten respects slices)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = arr.type.list_size
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def read_embeddings(
+    info: EmbeddingsInfo,
+    columns: Sequence[str] | None = None,
+    vectors: bool = True,
+    batch_rows: int = 65_536,
+    files: Sequence[int] | None = None,
+) -> Iterator[EmbeddingBatch]:
+    """Stream batches in global row order; `columns` = id/passthrough columns to keep (default all)."""
+    keep = ["id", *info.passthrough] if columns is None else list(columns)
+    read_cols = keep + ([EMBEDDING] if vectors else [])
+    for i in files if files is not None else range(len(info.files)):
+        position = info.first_rows[i]
+        for rb in pq.ParquetFile(info.files[i]).iter_batches(batch_size=batch_rows, columns=read_cols):
+            mat = to_matrix(rb.column(EMBEDDING)) if vectors else None
+            table = pa.Table.from_batches([rb]).select(keep)
+            yield EmbeddingBatch(first_row=position, vectors=mat, table=table)
+            position += rb.num_rows
