@@ -92,3 +92,19 @@ def test_micro_batcher_merges_while_busy_and_isolates_failures() -> None:
     assert isinstance(results[7], ValueError)
     assert seen[0] == [0]  # idle: the first job runs at once, no waiting for company
     assert max(len(b) for b in seen) == 8 and len(seen) <= 4  # later ones merged up to max_items
+
+
+def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from deployments.app import DEFAULTS, AppArgs
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "serve_config.yaml").read_text())
+    app = ServeDeploySchema.model_validate(raw).applications[0]
+    args = AppArgs.model_validate(app.args)
+    assert app.import_path == "deployments.app:build_app" and args.topology == "graph"
+    assert set(args.deployments) <= set(DEFAULTS)
+    graph = ("Ingress", "Tokenizer", "Backbone", "Pooling", "Searcher")
+    # The whole default graph must fit one 2-CPU node.
+    assert sum(DEFAULTS[d]["ray_actor_options"]["num_cpus"] for d in graph) <= 2.0
