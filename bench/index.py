@@ -71,6 +71,8 @@ def cpu_info() -> dict[str, Any]:
         "threads": faiss.omp_get_max_threads(),
         "faiss": faiss.__version__,
         "faiss_simd": faiss.get_compile_options(),
+        # Shared machine: a high load average means absolute times are inflated; ratios less so.
+        "load_average": os.getloadavg(),
     }
 
 

@@ -109,12 +109,15 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
     fingerprints: dict[str, list[str]] = {}
     first: tuple[int, str, tuple[str, ...], bool] | None = None
     rows: list[int] = []
-    for f in files:
-        meta = pq.read_metadata(f)
-        schema = meta.schema.to_arrow_schema()
-        fp = (schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+    schemas = [(f, pq.read_metadata(f)) for f in files]
+    for f, meta in schemas:
+        fp = (meta.schema.to_arrow_schema().metadata or {}).get(FINGERPRINT_KEY, b"").decode()
         fingerprints.setdefault(fp, []).append(f.name)
-        shape = _file_shape(f, schema)
+    if len(fingerprints) > 1:  # checked first: a different model is the root cause of any other mismatch
+        detail = "; ".join(f"{fp or '<none>'}: {', '.join(names[:3])}" for fp, names in fingerprints.items())
+        raise ModelMismatch(f"embeddings files come from different model artifacts ({detail})")
+    for f, meta in schemas:
+        shape = _file_shape(f, meta.schema.to_arrow_schema())
         if first is None:
             first = shape
         elif shape[:3] != first[:3]:
@@ -122,9 +125,6 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
                 f"{f.name}: dimension/id type/columns {shape[:3]} differ from {files[0].name}'s {first[:3]}"
             )
         rows.append(meta.num_rows)
-    if len(fingerprints) > 1:
-        detail = "; ".join(f"{fp or '<none>'}: {', '.join(names[:3])}" for fp, names in fingerprints.items())
-        raise ModelMismatch(f"embeddings files come from different model artifacts ({detail})")
     assert first is not None
     dim, id_type, passthrough, normalized = first
     return EmbeddingsInfo(
@@ -151,6 +151,9 @@ def _file_shape(f: Path, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], 
         id_type = "string"
     else:
         raise IndexInvalid(f"{f.name}: 'id' must be int64 or string, is {id_t}")
+    declared = (schema.metadata or {}).get(DIMENSION_KEY)
+    if declared is not None and int(declared) != emb.list_size:
+        raise IndexInvalid(f"{f.name}: qm.dimension says {int(declared)}, embeddings have {emb.list_size}")
     passthrough = tuple(n for n in schema.names if n not in ("id", EMBEDDING))
     normalized = (schema.metadata or {}).get(NORMALIZED_KEY, b"true") == b"true"
     return emb.list_size, id_type, passthrough, normalized
