@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 DEFAULT_QUESTIONS = (
     "How do I reset my password?",
-    "Where is my parcel?",
-    "Can I get my money back?",
+    "How long does delivery to Canada take?",
+    "Can I send my headphones back for a refund?",
+    "Is the backpack back in stock soon?",
 )
 
 
