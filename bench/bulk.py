@@ -114,12 +114,12 @@ class PeakMemory:
 
 def stream(tiny_artifact: str, work: Path, rows: int, object_store: int) -> dict[str, Any]:
     """Peak memory while `rows` rows (several object stores' worth) go through the job."""
-    corpus = work / "stream-in"
+    corpus, out = work / f"stream-in-{rows}", work / f"stream-out-{rows}"
     write_corpus(corpus, rows, files=4, seed=7, row_group_rows=20_000)
     input_bytes = sum(pq.read_table(p).nbytes for p in corpus.glob("*.parquet"))
     with PeakMemory() as mem:
-        result = job(tiny_artifact, corpus, work / "stream-out", 2, 1, keep_columns=("answer", "category"))
-    output_bytes = sum(pq.read_table(p).nbytes for p in (work / "stream-out").glob("part-*.parquet"))
+        result = job(tiny_artifact, corpus, out, 2, 1, keep_columns=("answer", "category"))
+    output_bytes = sum(pq.read_table(p).nbytes for p in out.glob("part-*.parquet"))
     return result | {
         "object_store_bytes": object_store,
         "input_bytes_in_memory": input_bytes,
