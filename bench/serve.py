@@ -273,6 +273,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--corpus-rows", type=int, default=2000)
     p.add_argument("--requests", type=int, nargs=3, default=[60, 200, 400], help="requests at c=1, 8, 32")
     p.add_argument("--apps", nargs="*", default=["noop", "graph", "fused"])
+    p.add_argument(
+        "--session-threads", type=int, default=None, help="onnxruntime intra-op threads (0 = all cores)"
+    )
     p.add_argument("--out", default="bench/results/serve.json")
     return p.parse_args(argv)
 
@@ -312,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    session = {} if args.session_threads is None else {"threads": args.session_threads}
+    results["config"]["session"] = session
     # Ray starts workers at nice 15; on this shared machine that starves every replica behind
     # other people's nice-0 processes while the in-process baseline runs at nice 0. A serving node
     # runs nothing else, so nice 0 is the representative setting (recorded in the JSON).
@@ -324,9 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         apps: dict[str, Any] = {
             "noop": lambda: noop_app_graph(),
-            "graph": lambda: build_app({"artifact": args.artifact, "index": str(index_root)}),
+            "graph": lambda: build_app(
+                {"artifact": args.artifact, "index": str(index_root), "session": session}
+            ),
             "fused": lambda: build_app(
-                {"artifact": args.fused_artifact, "index": str(index_root), "topology": "fused"}
+                {
+                    "artifact": args.fused_artifact,
+                    "index": str(roots["fused"]),
+                    "topology": "fused",
+                    "session": session,
+                }
             ),
         }
         for name in args.apps:

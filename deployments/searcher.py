@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+import faiss
 import numpy as np
 from ray import serve
 
@@ -28,7 +29,10 @@ log = logging.getLogger("ray.serve")
 class Searcher:
     """FAISS index plus metadata of one version at a time."""
 
-    def __init__(self, index_root: str, fingerprint: str) -> None:
+    def __init__(self, index_root: str, fingerprint: str, threads: int = 1) -> None:
+        # One OpenMP thread by default: a request searches a handful of queries, where extra
+        # threads only add wake-up cost and spin on cores the model replica needs.
+        faiss.omp_set_num_threads(threads)
         self.root = index_root
         self.fingerprint = fingerprint
         self.live: CoreSearcher | None = None
