@@ -12,6 +12,7 @@ store streams through the job (tiny model, so it takes seconds per 100k rows).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import tempfile
@@ -132,9 +133,9 @@ def stream(tiny_artifact: str, work: Path, rows: int, object_store: int) -> dict
 
 def export_tiny_artifact(work: Path) -> str:
     """A tiny random BERT artifact for the streaming run (needs the export extra: torch)."""
-    from tests.helpers.tiny_model import export_tiny, make_tiny_st_model
-
-    return str(export_tiny(make_tiny_st_model(work / "tiny-model"), work / "tiny-artifact"))
+    # Imported by name: the builder lives with the tests, and bench must not type-check test code.
+    tiny = importlib.import_module("tests.helpers.tiny_model")
+    return str(tiny.export_tiny(tiny.make_tiny_st_model(work / "tiny-model"), work / "tiny-artifact"))
 
 
 def timed(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
