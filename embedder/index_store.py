@@ -77,8 +77,14 @@ class LoadedIndex:
 
 
 def new_version_name() -> str:
-    """A sortable, unique version name (UTC time, then a random suffix)."""
-    return time.strftime("v%Y%m%dT%H%M%S", time.gmtime()) + f"-{uuid.uuid4().hex[:6]}"
+    """A sortable, unique version name: UTC time to the microsecond, then a random suffix.
+
+    Microseconds matter: list_versions sorts by name and rollback goes to the previous one, so two
+    builds within the same second must still sort in build order.
+    """
+    now = time.time_ns() // 1000
+    stamp = time.strftime("v%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000)) + f"{now % 1_000_000:06d}"
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 def staging_dir(root: str | os.PathLike[str], version: str) -> Path:
