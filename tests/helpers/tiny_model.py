@@ -8,7 +8,43 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-_WORDS = ["how", "do", "i", "reset", "my", "password", "what", "is", "the", "capital", "of", "france", "can", "return", "an", "item", "where", "order", "refund", "shipping", "long", "take", "does", "it", "a", "to", "of", "and", "in", "for", "is", "on", "with", "this", "that"]
+_WORDS = [
+    "how",
+    "do",
+    "i",
+    "reset",
+    "my",
+    "password",
+    "what",
+    "is",
+    "the",
+    "capital",
+    "of",
+    "france",
+    "can",
+    "return",
+    "an",
+    "item",
+    "where",
+    "order",
+    "refund",
+    "shipping",
+    "long",
+    "take",
+    "does",
+    "it",
+    "a",
+    "to",
+    "of",
+    "and",
+    "in",
+    "for",
+    "is",
+    "on",
+    "with",
+    "this",
+    "that",
+]
 # CJK characters: BERT's basic tokenizer splits each into its own token.
 _CJK = list("如何重置我的密码北京是中国首都吗订单什么时候发货东京")
 _PIECES = ["##s", "##ing", "##ed", "##er", "##ly"]
