@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -42,6 +41,8 @@ import pyarrow.parquet as pq
 import ray
 import requests
 from ray import serve
+
+from bench.machine import read_cpuinfo
 
 REPO = Path(__file__).resolve().parent.parent
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
@@ -520,13 +521,7 @@ def serve_phase(rec: Recorder, workload: Workload, settings: ServeSettings) -> d
 
 def cpu_info() -> dict[str, Any]:
     """CPU model and the SIMD flags that change encoder speed (recorded in every bench JSON)."""
-    model, flags = platform.processor(), set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+    model, flags = read_cpuinfo()
     wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni"]
     return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from bench.machine import read_cpuinfo
 from embedder.index import IndexConfig, build_index, choose_factory
 
 
@@ -55,15 +55,7 @@ def clustered_vectors(
 
 def cpu_info() -> dict[str, Any]:
     """CPU model, SIMD flags that matter to FAISS, thread count, FAISS build."""
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    model, flags = read_cpuinfo()
     simd = sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "f16c")))
     return {
         "model": model,

@@ -9,18 +9,24 @@ from typing import Any
 _FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c")
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count and relevant flags (read from /proc/cpuinfo when present)."""
+def read_cpuinfo() -> tuple[str, set[str]]:
+    """CPU model name and flag set from /proc/cpuinfo (platform.processor() and no flags elsewhere)."""
     model, flags = platform.processor() or "unknown", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name") and model in ("unknown", "", platform.processor()):
+                if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
                 elif line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    return model, flags
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and relevant flags (read from /proc/cpuinfo when present)."""
+    model, flags = read_cpuinfo()
     import onnxruntime
 
     return {
