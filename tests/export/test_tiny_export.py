@@ -166,21 +166,18 @@ def test_cli_exit_codes_and_messages(tiny_model_dir: Path, tiny_artifact: Path, 
     lines = tmp_path / "lines.txt"
     lines.write_text("how do i reset my password\nrefund\n如何重置我的密码\n", encoding="utf-8")
     out = tmp_path / "v.npy"
-    ok = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "embedder",
-            "encode",
-            str(tiny_artifact),
-            "--input",
-            str(lines),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    encode_cmd = [
+        sys.executable,
+        "-m",
+        "embedder",
+        "encode",
+        str(tiny_artifact),
+        "--input",
+        str(lines),
+        "--output",
+        str(out),
+    ]
+    ok = subprocess.run(encode_cmd, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     vectors = np.load(out)
     expected = Encoder.load(tiny_artifact).encode(
@@ -188,19 +185,5 @@ def test_cli_exit_codes_and_messages(tiny_model_dir: Path, tiny_artifact: Path, 
     )
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
     lines.write_text("ok\n\nafter blank\n", encoding="utf-8")
-    blank = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "embedder",
-            "encode",
-            str(tiny_artifact),
-            "--input",
-            str(lines),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    blank = subprocess.run(encode_cmd, capture_output=True, text=True)
     assert blank.returncode == 2 and "input[1]" in blank.stderr
