@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 
 from embedder.artifact import PROBE_MIN_COSINE, Artifact
 from embedder.backbone import Backbone
-from embedder.config import BatchConfig, EncoderConfig, SessionConfig
+from embedder.config import BatchConfig, EncoderConfig
 from embedder.errors import InvalidInput, ModelMismatch
 from embedder.pooler import Pooler
 from embedder.pooling import truncate_dims
@@ -51,17 +52,11 @@ class Encoder:
         """Load an artifact directory; raises ArtifactError / ModelMismatch / ProviderUnavailable."""
         cfg = config or EncoderConfig()
         session = cfg.session
-        if providers is not None or threads is not None:
-            session = SessionConfig(
-                providers=tuple(providers) if providers is not None else session.providers,
-                threads=threads if threads is not None else session.threads,
-                graph_optimization=session.graph_optimization,
-                device_id=session.device_id,
-                trt_fp16=session.trt_fp16,
-            )
-        cfg = EncoderConfig(
-            batch=batch or cfg.batch, session=session, verify_fingerprint=cfg.verify_fingerprint
-        )
+        if providers is not None:
+            session = dataclasses.replace(session, providers=tuple(providers))
+        if threads is not None:
+            session = dataclasses.replace(session, threads=threads)
+        cfg = dataclasses.replace(cfg, batch=batch or cfg.batch, session=session)
         return cls(Artifact.load(artifact_dir), cfg)
 
     @property
