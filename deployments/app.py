@@ -1,8 +1,13 @@
 """Typed application builder: `serve run deployments.app:build_app artifact=<dir> index=<indexes/name>`.
 
-Topology "graph" (default): Ingress -> Tokenizer -> Backbone -> Pooling -> Searcher, each stage
-scaled on its own (tokenizer and search on CPU nodes, backbone on GPU nodes).
-Topology "fused": Ingress -> FusedEncoder (tokenizer + model with pooling in the graph) -> Searcher.
+Topologies (all serve the same HTTP contract from service/):
+- "inline" (the CPU default): each Ingress replica runs tokenizer, model, pooling and search in
+  process; scale with Ingress replicas. No hop between stages: on CPU every hop costs CPU time
+  that the model needs (measured in bench/results/serve.json).
+- "graph" (the GPU default): Ingress -> Tokenizer -> Backbone -> Pooling -> Searcher, each stage
+  scaled on its own (tokenizer and search on CPU nodes, backbone on GPU nodes).
+- "fused": Ingress (tokenizer) -> FusedEncoder (model with pooling in the graph) -> Searcher.
+"auto" picks inline without GPUs and graph with them.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from embedder.artifact import Artifact
 # with Retry-After (backpressure_config) instead of an ever-growing queue.
 _BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
 DEFAULTS: dict[str, dict[str, Any]] = {
-    # Above ServingConfig.max_in_flight (128), so the ingress answers 429 itself, with our body.
+    # Above ServingConfig.max_in_flight, so the service answers 429 itself, with its own body.
     "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25},
-                "max_ongoing_requests": 256, "max_queued_requests": 256},
+                "max_ongoing_requests": 320, "max_queued_requests": 256},
     "Tokenizer": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2},
                   "max_ongoing_requests": 64, "max_queued_requests": 512},
     # One replica per node's worth of cores; max_ongoing_requests must cover a full batch of
@@ -55,14 +60,15 @@ class AppArgs(BaseModel):
 
     artifact: str
     index: str | None = None
-    topology: Literal["graph", "fused"] = "graph"
+    topology: Literal["auto", "inline", "graph", "fused"] = "auto"
     # Bearer key for the API routes; empty = no auth (QM_SERVE_API_KEY also sets it).
     api_key: str = ""
     # ServingConfig fields (limits, timeouts); user_config of the ingress.
     serving: dict[str, Any] = Field(default_factory=dict)
     # SessionConfig fields for the onnxruntime session (providers, threads).
     session: dict[str, Any] = Field(default_factory=dict)
-    # BatchTuning fields; user_config of the backbone (change at runtime with `serve deploy`).
+    # SchedulerConfig fields (pass_tokens, batch: {batch_tokens, max_batch_size}); user_config of
+    # the model deployment (change at runtime with `serve deploy`).
     batching: dict[str, Any] = Field(default_factory=dict)
     # Pin an index version (null follows CURRENT) and how often CURRENT is checked.
     index_version: str | None = None
@@ -95,38 +101,68 @@ def _dep(cls: Any) -> Deployment:
     return cast(Deployment, cls)
 
 
+def resolve_topology(args: AppArgs) -> str:
+    """ "auto": inline on CPU (fastest measured there), graph when replicas get GPUs."""
+    if args.topology != "auto":
+        return args.topology
+    return "graph" if args.num_gpus > 0 else "inline"
+
+
 def build_app(raw: dict[str, Any]) -> Application:
     """Build the Serve application from `serve run` / serve_config.yaml args."""
     args = AppArgs.model_validate(raw)
     artifact_dir = str(Path(args.artifact).resolve())
     artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
     serving = {**args.serving, **({"api_key": args.api_key} if args.api_key else {})}
-    session = args.session or None
-    searcher = None
-    if args.index:
-        searcher = (
+    topology = resolve_topology(args)
+    index_root = str(Path(args.index).resolve()) if args.index else None
+    common = {"serving": serving, "model_name": args.model_name}
+    if topology == "inline":
+        opts = deployment_options("Ingress", args)
+        # The model runs inside the ingress: it reserves what a model replica would.
+        actor = {"num_cpus": 1.0, **({"num_gpus": args.num_gpus} if args.num_gpus else {})}
+        opts["ray_actor_options"] = {
+            **actor,
+            **args.deployments.get("Ingress", {}).get("ray_actor_options", {}),
+        }
+        inline = {
+            "index": index_root,
+            "session": args.session or None,
+            "batching": args.batching or None,
+            "poll_seconds": args.poll_seconds,
+            "index_version": args.index_version,
+        }
+        return (
+            _dep(Ingress)
+            .options(**opts, user_config=serving)
+            .bind(artifact_dir, "inline", inline=inline, **common)
+        )
+    handles: dict[str, Any] = {}
+    if index_root:
+        handles["searcher"] = (
             _dep(Searcher)
             .options(
                 **deployment_options("Searcher", args),
                 user_config={"index_version": args.index_version, "poll_seconds": args.poll_seconds},
             )
-            .bind(str(Path(args.index).resolve()), artifact.fingerprint)
+            .bind(index_root, artifact.fingerprint)
         )
-    common = {"serving": serving, "model_name": args.model_name, "searcher": searcher}
-    if args.topology == "fused":
-        encoder = (
+    session = args.session or None
+    if topology == "fused":
+        handles["encoder"] = (
             _dep(FusedEncoder)
             .options(**deployment_options("FusedEncoder", args), user_config=args.batching)
             .bind(artifact_dir, session)
         )
-        ingress = _dep(Ingress).options(**deployment_options("Ingress", args), user_config=serving)
-        return ingress.bind(artifact_dir, "fused", encoder, **common)
-    tokenizer = _dep(Tokenizer).options(**deployment_options("Tokenizer", args)).bind(artifact_dir)
-    backbone = (
-        _dep(Backbone)
-        .options(**deployment_options("Backbone", args), user_config=args.batching)
-        .bind(artifact_dir, session)
-    )
-    pooling = _dep(Pooling).options(**deployment_options("Pooling", args)).bind(artifact_dir)
+    else:
+        handles["tokenizer"] = (
+            _dep(Tokenizer).options(**deployment_options("Tokenizer", args)).bind(artifact_dir)
+        )
+        handles["backbone"] = (
+            _dep(Backbone)
+            .options(**deployment_options("Backbone", args), user_config=args.batching)
+            .bind(artifact_dir, session)
+        )
+        handles["pooling"] = _dep(Pooling).options(**deployment_options("Pooling", args)).bind(artifact_dir)
     ingress = _dep(Ingress).options(**deployment_options("Ingress", args), user_config=serving)
-    return ingress.bind(artifact_dir, "graph", backbone, tokenizer=tokenizer, pooling=pooling, **common)
+    return ingress.bind(artifact_dir, topology, handles=handles, **common)

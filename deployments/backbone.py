@@ -7,17 +7,17 @@ from typing import Any
 from ray import serve
 
 from deployments.batching import BatchedModel
-from embedder.serving import HiddenPack, TokenPack
+from embedder.handoff import HiddenPack, TokenPack
 
 
 @serve.deployment
 class Backbone(BatchedModel):
-    """The ONNX session, batched by token budget across concurrent requests."""
+    """The ONNX session, shared fairly by concurrent requests."""
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:
         super().__init__(artifact_dir, session)
         if self.pooled:
-            raise ValueError("this artifact pools inside the graph: use topology 'fused'")
+            raise ValueError("this artifact pools inside the graph: use topology 'fused' or 'inline'")
 
     async def __call__(self, pack: TokenPack) -> HiddenPack:
         """Hidden states of one request's texts, unpadded."""

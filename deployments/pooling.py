@@ -6,8 +6,8 @@ import numpy as np
 from ray import serve
 
 from embedder.artifact import Artifact
+from embedder.handoff import HiddenPack, pool_pack
 from embedder.pooler import Pooler
-from embedder.serving import HiddenPack, pool_pack
 
 
 @serve.deployment

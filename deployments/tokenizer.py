@@ -5,17 +5,25 @@ from __future__ import annotations
 from ray import serve
 
 from embedder.artifact import Artifact
-from embedder.serving import TokenPack, pack_tokens
+from embedder.handoff import TokenPack
 from embedder.tokenize import TextTokenizer
+from service.inprocess import LocalTokenizer
+from service.stages import TokenSpan
 
 
 @serve.deployment
 class Tokenizer:
-    """Holds the artifact's tokenizer; always truncates (the ingress refuses over-long texts itself)."""
+    """Holds the artifact's tokenizer; always truncates (the service refuses over-long texts itself)."""
 
     def __init__(self, artifact_dir: str) -> None:
-        self.tokenizer = TextTokenizer.from_artifact(Artifact.load(artifact_dir, verify_files=False))
+        self.local = LocalTokenizer(
+            TextTokenizer.from_artifact(Artifact.load(artifact_dir, verify_files=False))
+        )
 
-    def __call__(self, texts: list[str]) -> TokenPack:
-        """Token ids for texts the ingress already validated."""
-        return pack_tokens(self.tokenizer.tokenize(texts, truncate=True))
+    async def __call__(self, texts: list[str]) -> TokenPack:
+        """Token ids for texts the service already validated."""
+        return await self.local.tokenize(texts)
+
+    async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
+        """Tokens with offsets (POST /tokenize)."""
+        return await self.local.explain(texts, add_special_tokens)

@@ -37,8 +37,13 @@ class SessionConfig:
     # Ordered preference: "tensorrt", "cuda", "cpu". A GPU provider that fails to load is an
     # error (onnxruntime would otherwise fall back to CPU silently).
     providers: tuple[str, ...] = ("cpu",)
-    # Intra-op threads; 0 lets onnxruntime use one per physical core.
+    # Intra-op threads; 0 lets onnxruntime use one per physical core. Never 0 where several
+    # replicas share a node: each would pin one thread per core onto the same cores.
     threads: int = 0
+    # Let idle intra-op threads spin-wait for the next op. Faster when the session owns its
+    # cores; set false where the session shares cores with other work (HTTP proxy, ingress,
+    # other replicas): spinning threads then burn the CPU the others need.
+    allow_spinning: bool = True
     # "disable" | "basic" | "extended" | "all". "all" re-fuses at load; artifacts are pre-fused anyway.
     graph_optimization: str = "all"
     # CUDA device ordinal for cuda/tensorrt providers.

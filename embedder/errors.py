@@ -50,3 +50,11 @@ class IndexInvalid(EmbedderError):
 
 class ExportError(EmbedderError):
     """Export refused or failed (not a sentence-transformers dir, unsupported architecture, parity)."""
+
+
+class TooManyTokens(InvalidInput):
+    """One request carries more tokens than the configured per-request maximum."""
+
+
+class IndexUnavailable(EmbedderError):
+    """No index version is loaded (none published yet, or every candidate was refused)."""

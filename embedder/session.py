@@ -55,6 +55,7 @@ def session_options(config: SessionConfig) -> ort.SessionOptions:
     opts.intra_op_num_threads = config.threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
     opts.log_severity_level = 3  # keep provider-fallback warnings out of logs; we check providers ourselves
     return opts
 

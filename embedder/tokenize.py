@@ -119,6 +119,30 @@ class TextTokenizer:
         truncated = counts > self.max_seq_length
         return Tokenized(ids, type_ids, counts, truncated, self.pad_token_id)
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to vocab_size - 1."""
+        return int(self._full.get_vocab_size())
+
+    def explain(
+        self, texts: Sequence[str], add_special_tokens: bool = True
+    ) -> list[list[tuple[int, str, bool, int, int]]]:
+        """Per text: (id, token's text in the input, special?, start, stop) with character offsets."""
+        check_texts(texts, "inputs")
+        prepared = [t.lower() for t in texts] if self.lower_case else list(texts)
+        out = []
+        for text, enc in zip(
+            texts, self._truncating.encode_batch(prepared, add_special_tokens=add_special_tokens), strict=True
+        ):
+            row = []
+            for tid, (start, stop), special in zip(
+                enc.ids, enc.offsets, enc.special_tokens_mask, strict=True
+            ):
+                piece = (self._full.id_to_token(tid) or "") if special else text[start:stop]
+                row.append((int(tid), piece, bool(special), start, stop))
+            out.append(row)
+        return out
+
     def count_tokens(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text before truncation, special tokens included."""
         prepared = [t.lower() for t in texts] if self.lower_case else list(texts)

@@ -1,0 +1,91 @@
+"""Stages over Serve handles: the staged graph and the fused topology (see service/stages.py).
+
+Each call is one handle hop; domain exceptions raised in a replica arrive here as the same
+exception types (Ray re-raises them as subclasses), so the service's error map applies unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from ray.serve.handle import DeploymentHandle
+
+from embedder.errors import IndexUnavailable
+from embedder.handoff import TokenPack, finish_pooled
+from service.inprocess import LocalTokenizer
+from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
+
+
+class _Search:
+    searcher: DeploymentHandle | None
+
+    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
+        """Top-k matches from the Searcher deployment."""
+        if self.searcher is None:
+            raise IndexUnavailable("this service was started without an index; /match is unavailable")
+        result: SearchResult = await self.searcher.search.remote(vectors, top_k)
+        return result
+
+    async def index_status(self) -> dict[str, Any] | None:
+        """The Searcher's live version, or None without one."""
+        if self.searcher is None:
+            return None
+        status: dict[str, Any] = await self.searcher.info.remote()
+        return status
+
+
+class GraphStages(_Search):
+    """Tokenizer -> Backbone -> Pooling -> Searcher, each its own deployment (GPU default)."""
+
+    topology = "graph"
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        tokenizer: DeploymentHandle,
+        backbone: DeploymentHandle,
+        pooling: DeploymentHandle,
+        searcher: DeploymentHandle | None,
+    ) -> None:
+        self.model = model
+        self.tokenizer, self.backbone, self.pooling, self.searcher = tokenizer, backbone, pooling, searcher
+
+    async def tokenize(self, texts: list[str]) -> TokenPack:
+        """Token ids from the Tokenizer deployment."""
+        pack: TokenPack = await self.tokenizer.remote(texts)
+        return pack
+
+    async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
+        """Tokens with offsets from the Tokenizer deployment."""
+        spans: list[list[TokenSpan]] = await self.tokenizer.explain.remote(texts, add_special_tokens)
+        return spans
+
+    async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+        """Backbone, then Pooling (the hidden states go replica to replica, not through here)."""
+        vectors: np.ndarray = await self.pooling.remote(
+            self.backbone.remote(pack), options.normalize, options.dimensions
+        )
+        return vectors
+
+
+class FusedStages(LocalTokenizer, _Search):
+    """Tokenizer in the ingress, model with pooling in its graph in one deployment, Searcher."""
+
+    topology = "fused"
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        local: LocalTokenizer,
+        encoder: DeploymentHandle,
+        searcher: DeploymentHandle | None,
+    ) -> None:
+        super().__init__(local.tokenizer)
+        self.model = model
+        self.encoder, self.searcher = encoder, searcher
+
+    async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+        """Pooled vectors from the FusedEncoder, then the dimension cut."""
+        pooled: np.ndarray = await self.encoder.remote(pack)
+        return finish_pooled(pooled, options.dimensions, self.model.normalize)

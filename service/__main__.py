@@ -1,0 +1,63 @@
+"""Single-box mode: the whole service in one process, no Ray (`python -m service --artifact ... --index ...`).
+
+The same FastAPI app and HTTP contract as the Serve deployment, with in-process stages. Useful on
+one machine, in tests of real HTTP clients, and as the speed reference of bench.serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import uvicorn
+
+from embedder.config import SessionConfig, from_mapping
+from service.config import serving_config
+from service.core import EmbedService
+from service.http import create_app
+from service.inprocess import InProcessStages
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", required=True, help="exported model directory")
+    p.add_argument(
+        "--index", default=None, help="index root (indexes/<name>, holding CURRENT); omit for embeddings only"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="onnxruntime intra-op threads (default: QM_SESSION_THREADS or one per core)",
+    )
+    p.add_argument(
+        "--api-key", default=None, help="Bearer key for the API routes (default: QM_SERVE_API_KEY)"
+    )
+    p.add_argument(
+        "--model-name", default="", help="name reported as 'model' (default: artifact directory name)"
+    )
+    return p.parse_args(argv)
+
+
+def build(args: argparse.Namespace) -> EmbedService:
+    """The service of the command-line options."""
+    session = from_mapping(
+        SessionConfig,
+        {"threads": args.threads} if args.threads is not None else None,
+        env_prefix="QM_SESSION_",
+    )
+    stages = InProcessStages(args.artifact, args.index, session=session, model_name=args.model_name)
+    return EmbedService(stages, serving_config({"api_key": args.api_key} if args.api_key else None))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve until interrupted."""
+    args = parse_args(argv)
+    uvicorn.run(create_app(build(args)), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

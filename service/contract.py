@@ -1,0 +1,192 @@
+"""Request and response bodies of every route: OpenAI embeddings and models, TEI /embed and
+/tokenize, /match, /info, /ready. These models are both the validation and the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+TokenIds = list[StrictInt]
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored (clients add their own, e.g. OpenAI's "user"); known fields
+    # are strictly typed so a number is never silently taken for a string.
+    model_config = ConfigDict(extra="ignore")
+
+
+class EmbeddingsRequest(_Request):
+    """POST /v1/embeddings (OpenAI). `input` may also be token ids of *this model's* tokenizer."""
+
+    input: StrictStr | list[StrictStr] | TokenIds | list[TokenIds] = Field(
+        description="A text, a list of texts, a list of token ids, or a list of token-id lists "
+        "(ids of this model's own tokenizer, see POST /tokenize; not OpenAI's cl100k ids).",
+        examples=["How do I reset my password?"],
+    )
+    model: StrictStr | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = Field(
+        default=None, ge=1, description="Cut vectors to this many dimensions."
+    )
+    user: StrictStr | None = None
+
+
+class EmbeddingItem(BaseModel):
+    """One vector in an OpenAI response."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    """Token usage (tokens the model saw, after truncation)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    """OpenAI embeddings response."""
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """One entry of GET /v1/models."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "qmatch"
+
+
+class ModelList(BaseModel):
+    """GET /v1/models (OpenAI)."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class EmbedRequest(_Request):
+    """POST /embed (text-embeddings-inference)."""
+
+    inputs: StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+    normalize: StrictBool = True
+    truncate: StrictBool = True
+    dimensions: StrictInt | None = Field(default=None, ge=1)
+
+
+class TokenizeRequest(_Request):
+    """POST /tokenize (text-embeddings-inference)."""
+
+    inputs: StrictStr | list[StrictStr]
+    add_special_tokens: StrictBool = True
+
+
+class SimpleToken(BaseModel):
+    """One token as TEI's /tokenize reports it (start/stop are character offsets)."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class MatchRequest(_Request):
+    """POST /match: one `question` or a list of `questions`."""
+
+    question: StrictStr | None = Field(default=None, examples=["I forgot my password"])
+    questions: list[StrictStr] | None = None
+    top_k: StrictInt = Field(default=5, description="Matches per question, 1..max_top_k (see /info).")
+    min_score: StrictFloat | StrictInt | None = Field(default=None, description="Drop matches scoring below.")
+    truncate: StrictBool = True
+
+
+class MatchItem(BaseModel):
+    """A stored question: its id, similarity score and the stored columns (question, answer, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int | str
+    score: float
+
+
+class MatchResponse(BaseModel):
+    """/match for one question."""
+
+    matches: list[MatchItem]
+    index_version: str
+    model_fingerprint: str
+
+
+class MatchResult(BaseModel):
+    """One question's matches in a batch /match."""
+
+    question: str
+    matches: list[MatchItem]
+
+
+class MatchBatchResponse(BaseModel):
+    """/match for several questions."""
+
+    results: list[MatchResult]
+    index_version: str
+    model_fingerprint: str
+
+
+class HealthResponse(BaseModel):
+    """GET /health."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    """GET /ready when ready."""
+
+    ready: bool
+    model_fingerprint: str
+
+
+class InfoResponse(BaseModel):
+    """GET /info: model, topology, index, limits."""
+
+    model: str
+    model_fingerprint: str
+    dimension: int
+    max_seq_length: int
+    precision: str
+    pooling: str
+    normalize: bool
+    topology: str
+    ready: bool
+    not_ready_reason: str | None
+    index: dict[str, Any] | None
+    limits: dict[str, Any]
+
+
+class OpenAIErrorDetail(BaseModel):
+    """The inner error object."""
+
+    message: str
+    type: str
+    param: str | None
+    code: int
+
+
+class OpenAIError(BaseModel):
+    """Error body of the OpenAI-style routes (/v1/*, /match, /info, /ready)."""
+
+    error: OpenAIErrorDetail
+
+
+class TEIError(BaseModel):
+    """Error body of the TEI routes (/embed, /tokenize)."""
+
+    error: str
+    error_type: str

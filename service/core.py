@@ -1,0 +1,241 @@
+"""EmbedService: requests in, typed results out, through any `Stages`.
+
+Each request is validated on its own (texts, token ids, counts, lengths, token budget) before
+it can share any merged call with other requests, so one client's bad input never fails
+another's request. Stages merge requests internally (model scheduler, micro-batcher) and re-run
+members alone if a merged call fails anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedder.errors import (
+    IndexUnavailable,
+    InputTooLong,
+    InvalidInput,
+    ModelMismatch,
+    TooManyInputs,
+    TooManyTokens,
+)
+from embedder.handoff import TokenPack
+from embedder.probe import PROBE_TEXTS
+from embedder.tokenize import check_texts
+from service.admission import Admission
+from service.config import ServingConfig
+from service.errors import NotReady
+from service.stages import EmbedOptions, Match, Stages, TokenSpan
+
+Inputs = str | list[str] | list[int] | list[list[int]]
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Vectors of one request and the tokens the model saw."""
+
+    vectors: np.ndarray
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Matches per question and the index version that answered."""
+
+    matches: list[list[Match]]
+    index_version: str
+
+
+class EmbedService:
+    """The service's behaviour, independent of HTTP and of where the stages run."""
+
+    def __init__(self, stages: Stages, config: ServingConfig) -> None:
+        self.stages = stages
+        self.model = stages.model
+        self.config = config
+        self.admission = Admission(config.max_in_flight, config.max_queued_tokens, config.retry_after_s)
+        self.ready = False
+        self.not_ready_reason = "readiness probe has not run yet"
+        self._probe_task: asyncio.Task[None] | None = None
+
+    def reconfigure(self, config: ServingConfig) -> None:
+        """Apply new limits without dropping requests in flight."""
+        self.config = config
+        self.admission.max_in_flight = config.max_in_flight
+        self.admission.max_queued_tokens = config.max_queued_tokens
+        self.admission.retry_after_s = config.retry_after_s
+
+    # ---- requests --------------------------------------------------------------------------
+
+    async def embed(
+        self, inputs: Inputs, field: str, truncate: bool = True, options: EmbedOptions | None = None
+    ) -> Embedded:
+        """Vectors for one request's texts or token ids, in input order."""
+        options = options or EmbedOptions()
+        self._check_options(options)
+        pack = await self._pack(inputs, field, truncate)
+        with self.admission.tokens(pack.tokens):
+            vectors = await self.stages.encode(pack, options)
+        return Embedded(vectors, pack.tokens)
+
+    async def match(
+        self, questions: list[str], top_k: int, min_score: float | None, field: str, truncate: bool = True
+    ) -> Matched:
+        """Stored questions closest to each question, best first."""
+        if not 1 <= top_k <= self.config.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.config.max_top_k}", field="top_k")
+        if min_score is not None and not math.isfinite(min_score):
+            raise InvalidInput("min_score must be a finite number", field="min_score")
+        pack = await self._pack(questions, field, truncate)
+        with self.admission.tokens(pack.tokens):
+            vectors = await self.stages.encode(pack, EmbedOptions())
+        result = await self.stages.search(vectors, top_k)
+        if min_score is not None:
+            kept = [[m for m in row if m.score >= min_score] for row in result.matches]
+            return Matched(kept, result.index_version)
+        return Matched(result.matches, result.index_version)
+
+    async def tokenize(self, inputs: str | list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
+        """Tokens of each text with offsets (TEI /tokenize)."""
+        texts = self._texts(inputs, "inputs")
+        return await self.stages.explain(texts, add_special_tokens)
+
+    # ---- validation ------------------------------------------------------------------------
+
+    def _check_options(self, options: EmbedOptions) -> None:
+        if options.dimensions is not None and not 1 <= options.dimensions <= self.model.dimension:
+            raise InvalidInput(f"dimensions must be between 1 and {self.model.dimension}", field="dimensions")
+        if options.normalize is False and self.model.pooling_in_graph and self.model.normalize:
+            raise InvalidInput(
+                "normalize=false is not available: the model normalises inside its graph", field="normalize"
+            )
+
+    def _texts(self, inputs: str | Sequence[str], field: str) -> list[str]:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        self._check_count(len(texts), field)
+        check_texts(texts, field)
+        if isinstance(inputs, str) and len(texts) == 1:
+            return texts
+        return texts
+
+    def _check_count(self, n: int, field: str) -> None:
+        if n == 0:
+            raise InvalidInput(f"{field}: must contain at least one input", field=field)
+        if n > self.config.max_inputs:
+            raise TooManyInputs(
+                f"{field}: {n} inputs; at most {self.config.max_inputs} per request", field=field
+            )
+
+    async def _pack(self, inputs: Inputs, field: str, truncate: bool) -> TokenPack:
+        """Validate one request's inputs and turn them into a TokenPack (tokenizing texts)."""
+        if isinstance(inputs, list) and inputs and not isinstance(inputs[0], str):
+            pack = self._pack_ids(inputs, field, truncate)  # type: ignore[arg-type]
+        else:
+            texts = self._texts(inputs, field)  # type: ignore[arg-type]
+            pack = await self.stages.tokenize(texts)
+            if not truncate:
+                check_lengths(
+                    pack.token_counts, self.model.max_seq_length, field, single=isinstance(inputs, str)
+                )
+        if pack.tokens > self.config.max_request_tokens:
+            raise TooManyTokens(
+                f"{field}: {pack.tokens} tokens in one request; at most {self.config.max_request_tokens} "
+                "(split the request)",
+                field=field,
+            )
+        return pack
+
+    def _pack_ids(self, inputs: list[int] | list[list[int]], field: str, truncate: bool) -> TokenPack:
+        rows: list[list[int]] = [inputs] if isinstance(inputs[0], int) else inputs  # type: ignore[list-item]
+        self._check_count(len(rows), field)
+        limit, vocab = self.model.max_seq_length, self.model.vocab_size
+        for i, ids in enumerate(rows):
+            where = f"{field}[{i}]" if len(rows) > 1 else field
+            if not ids:
+                raise InvalidInput(f"{where}: an empty list of token ids", field=where)
+            bad = next((t for t in ids if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise InvalidInput(
+                    f"{where}: token id {bad} is outside this model's vocabulary (0..{vocab - 1})",
+                    field=where,
+                )
+            if len(ids) > limit and not truncate:
+                raise InputTooLong(
+                    f"{where} has {len(ids)} tokens; the model accepts at most {limit} (send truncate=true to cut it)",
+                    token_count=len(ids),
+                    max_tokens=limit,
+                    field=where,
+                )
+        counts = np.array([len(r) for r in rows], np.int64)
+        kept = [r[:limit] for r in rows]
+        return TokenPack(
+            ids=np.fromiter((t for r in kept for t in r), np.int32, count=int(sum(map(len, kept)))),
+            type_ids=None,
+            lengths=np.array([len(r) for r in kept], np.int32),
+            token_counts=counts,
+        )
+
+    # ---- readiness -------------------------------------------------------------------------
+
+    def start_probe(self) -> None:
+        """Start the readiness probe loop (idempotent; needs a running event loop)."""
+        if self._probe_task is None or (self._probe_task.done() and not self.ready):
+            with contextlib.suppress(RuntimeError):
+                self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_ready())
+
+    async def _probe_until_ready(self) -> None:
+        while not self.ready:
+            try:
+                await self.probe()
+                self.ready, self.not_ready_reason = True, ""
+            except Exception as exc:  # any failure just means "not ready yet"; keep the reason
+                self.not_ready_reason = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(self.config.probe_interval_s)
+
+    async def probe(self) -> None:
+        """Embed the probe set through the stages, compare with the artifact; search once if indexed."""
+        pack = await self.stages.tokenize(list(PROBE_TEXTS))
+        served = await self.stages.encode(pack, EmbedOptions())
+        agreement = probe_agreement(self.model.probe_vectors, served)
+        if agreement < self.model.probe_min_cosine:
+            raise ModelMismatch(
+                f"probe vectors through the stages agree to cosine {agreement:.6f} < {self.model.probe_min_cosine}"
+            )
+        if await self.stages.index_status() is not None:
+            try:
+                result = await self.stages.search(served[:1], 1)
+            except IndexUnavailable as exc:
+                raise NotReady(str(exc)) from None
+            if result.fingerprint != self.model.fingerprint:
+                raise ModelMismatch(
+                    f"index fingerprint {result.fingerprint} != model {self.model.fingerprint}"
+                )
+
+
+def check_lengths(token_counts: np.ndarray, max_tokens: int, field: str, single: bool) -> None:
+    """Raise InputTooLong (with the token count) for the first text over max length."""
+    over = np.flatnonzero(np.asarray(token_counts) > max_tokens)
+    if len(over):
+        i = int(over[0])
+        where = field if single else f"{field}[{i}]"
+        raise InputTooLong(
+            f"{where} has {int(token_counts[i])} tokens; the model accepts at most {max_tokens} "
+            "(send truncate=true to cut it)",
+            token_count=int(token_counts[i]),
+            max_tokens=max_tokens,
+            field=where,
+        )
+
+
+def probe_agreement(stored: np.ndarray, served: np.ndarray) -> float:
+    """Lowest row-wise cosine between the artifact's probe vectors and the ones the stages returned."""
+    if stored.shape != served.shape:
+        raise ModelMismatch(f"probe vectors have shape {stored.shape}, the stages gave {served.shape}")
+    a = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
+    b = served / np.maximum(np.linalg.norm(served, axis=1, keepdims=True), 1e-12)
+    return float(np.einsum("ij,ij->i", a, b).min()) if len(a) else 1.0

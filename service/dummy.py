@@ -1,0 +1,143 @@
+"""Dummy stages: a tiny deterministic "model" in numpy behind the real scheduler and pooling.
+
+For tests of the HTTP contract that need no artifact and no Ray: vectors are a fixed function of
+the text (same text, same vector; similar words, similar vectors), so matching behaves like a real
+model. The word POISON maps to a token id whose model call raises, to test that a failing merged
+call fails only the request that carried it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any
+
+import numpy as np
+
+from embedder.config import BatchConfig
+from embedder.errors import IndexUnavailable
+from embedder.handoff import HiddenPack, TokenPack
+from embedder.pooler import Pooler
+from embedder.probe import PROBE_TEXTS
+from embedder.types import HiddenStates, TokenBatch
+from service.scheduler import ModelScheduler, SchedulerConfig
+from service.stages import EmbedOptions, Match, ModelInfo, SearchResult, TokenSpan
+
+CLS, SEP, PAD, POISON_ID = 1, 2, 0, 13
+POISON = "\N{COLLISION SYMBOL}"
+VOCAB, DIM, MAX_LEN = 1000, 16, 16
+
+
+def _word_id(word: str) -> int:
+    return POISON_ID if word == POISON else 20 + zlib.crc32(word.lower().encode()) % (VOCAB - 20)
+
+
+class DummyStages:
+    """Whitespace tokenizer + random embedding table + mean pooling + exact search over a list."""
+
+    topology = "dummy"
+
+    def __init__(self, stored: list[dict[str, Any]] | None = None, delay_s: float = 0.0) -> None:
+        rng = np.random.default_rng(0)
+        self.table = rng.standard_normal((VOCAB, DIM)).astype(np.float32)
+        self.delay_s = delay_s  # seconds each model call takes, to test deadlines and fairness
+        self.model_calls: list[int] = []  # texts per model call
+        self.scheduler = ModelScheduler(
+            self._forward, PAD, pooled=False, config=SchedulerConfig(pass_tokens=64, batch=BatchConfig(64, 8))
+        )
+        self.pooler = Pooler("mean", normalize=True)
+        probe = self._vectors_now(list(PROBE_TEXTS))
+        self.model = ModelInfo(
+            name="dummy",
+            fingerprint="sha256:dummy",
+            dimension=DIM,
+            max_seq_length=MAX_LEN,
+            precision="fp32",
+            pooling="mean",
+            normalize=True,
+            pooling_in_graph=False,
+            vocab_size=VOCAB,
+            probe_vectors=probe,
+        )
+        self.stored = stored
+        self.version = "v1"
+        if stored is not None:
+            self.stored_vectors = self._vectors_now([s["question"] for s in stored])
+
+    def _forward(self, batch: TokenBatch) -> HiddenStates:
+        if (batch.input_ids == POISON_ID).any():
+            raise ValueError("dummy model cannot run token 13")
+        if self.delay_s:
+            import time
+
+            time.sleep(self.delay_s)
+        self.model_calls.append(batch.size)
+        return HiddenStates(self.table[batch.input_ids], batch.attention_mask, batch.positions)
+
+    def _pack(self, texts: list[str]) -> TokenPack:
+        full = [[CLS, *(_word_id(w) for w in t.split()), SEP] for t in texts]
+        kept = [ids if len(ids) <= MAX_LEN else [*ids[: MAX_LEN - 1], SEP] for ids in full]
+        return TokenPack(
+            ids=np.array([i for ids in kept for i in ids], np.int32),
+            type_ids=None,
+            lengths=np.array([len(k) for k in kept], np.int32),
+            token_counts=np.array([len(f) for f in full], np.int64),
+        )
+
+    def _vectors_now(self, texts: list[str]) -> np.ndarray:
+        pack = self._pack(texts)
+        hidden = HiddenPack(self.table[pack.ids], pack.lengths)
+        return self.pooler(hidden.to_hidden_states()).embeddings
+
+    async def tokenize(self, texts: list[str]) -> TokenPack:
+        """Whitespace tokens, truncated to MAX_LEN."""
+        return self._pack(texts)
+
+    async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
+        """Words with offsets."""
+        out = []
+        for text in texts:
+            row = [TokenSpan(CLS, "[CLS]", True, 0, 0)] if add_special_tokens else []
+            pos = 0
+            for word in text.split():
+                start = text.index(word, pos)
+                pos = start + len(word)
+                row.append(TokenSpan(_word_id(word), word, False, start, pos))
+            if add_special_tokens:
+                row.append(TokenSpan(SEP, "[SEP]", True, len(text), len(text)))
+            out.append(row)
+        return out
+
+    async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+        """Mean-pooled vectors through the real scheduler and pooling."""
+        hidden = await self.scheduler.submit(pack)
+        vectors = self.pooler(
+            HiddenPack(hidden, pack.lengths).to_hidden_states(), options.normalize, options.dimensions
+        )
+        return vectors.embeddings
+
+    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
+        """Exact inner-product search over the stored questions."""
+        await asyncio.sleep(0)
+        if self.stored is None:
+            raise IndexUnavailable("this service was started without an index; /match is unavailable")
+        scores = vectors @ self.stored_vectors.T
+        order = np.argsort(-scores, axis=1)[:, :top_k]
+        matches = [
+            [
+                Match(
+                    self.stored[j]["id"],
+                    float(scores[i, j]),
+                    {k: v for k, v in self.stored[j].items() if k != "id"},
+                )
+                for j in row
+            ]
+            for i, row in enumerate(order)
+        ]
+        return SearchResult(matches, self.version, self.model.fingerprint)
+
+    async def index_status(self) -> dict[str, Any] | None:
+        """A fixed in-memory 'index'."""
+        if self.stored is None:
+            return None
+        return {"name": "dummy", "version": self.version, "size": len(self.stored), "refused": None}

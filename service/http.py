@@ -1,0 +1,323 @@
+"""The FastAPI app: routes wired to an EmbedService. Transport only; behaviour lives in core.py.
+
+Every API route goes through `_serve`: auth, body read (size cap and deadline, before any slot
+is taken), strict JSON, request-model validation, the in-flight slot, the request deadline and
+the one error map in the route's style. Bodies are read by hand (not by FastAPI) so slow or
+malformed bodies are refused cheaply; the request models are still declared on each route so
+/openapi.json and /docs describe the real API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import math
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pydantic
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from embedder.errors import InvalidInput
+from service import contract as c
+from service.body import parse_json_object, read_body
+from service.core import EmbedService
+from service.errors import (
+    MalformedBody,
+    NotReady,
+    RequestTimeout,
+    Style,
+    Unauthorized,
+    error_payload,
+    openai_body,
+)
+from service.stages import EmbedOptions
+
+PAGE = Path(__file__).with_name("page.html")
+M = TypeVar("M", bound=pydantic.BaseModel)
+RequestObserver = Callable[[str, int, float], None]
+
+
+class JSON(Response):
+    """orjson response: numpy arrays serialise without a Python float per element."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _body_doc(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _errors_doc(style: Style) -> dict[int | str, dict[str, Any]]:
+    model = c.TEIError if style == "tei" else c.OpenAIError
+    codes = (400, 401, 408, 413, 422, 429, 503) + ((424,) if style == "tei" else (500,))
+    return {code: {"model": model} for code in codes}
+
+
+def _to_field(exc: pydantic.ValidationError) -> InvalidInput:
+    """A pydantic error as InvalidInput naming the first bad field (e.g. 'input[2]')."""
+    first = exc.errors()[0]
+    parts: list[str] = []
+    for item in first["loc"]:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not parts:
+            parts.append(str(item))
+        # later string parts are union branch names ('str', 'list[str]'): not part of the path
+    field = "".join(parts) or "body"
+    return InvalidInput(f"{field}: {first['msg']}", field=field)
+
+
+def create_app(service: EmbedService, observe: RequestObserver | None = None) -> FastAPI:
+    """The HTTP app for one EmbedService (used as-is in single-box mode and inside Serve)."""
+    app = FastAPI(
+        title="qmatch",
+        version="1",
+        summary="Question matching and embeddings: OpenAI- and TEI-compatible routes plus /match.",
+    )
+    request_models = (c.EmbeddingsRequest, c.EmbedRequest, c.TokenizeRequest, c.MatchRequest)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in request_models:
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _routing_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        # 404 / 405 from routing get the same body shape as everything else.
+        return JSON(
+            openai_body(exc.status_code, "invalid_request_error", str(exc.detail), None), exc.status_code
+        )
+
+    def check_key(request: Request) -> None:
+        key = service.config.api_key
+        if not key:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise Unauthorized(
+                "missing or wrong API key (send 'Authorization: Bearer <key>')", param="authorization"
+            )
+
+    def deadline(request: Request) -> float:
+        asked = request.headers.get("x-timeout-seconds")
+        if asked is None:
+            return service.config.request_timeout_s
+        try:
+            value = float(asked)
+        except ValueError:
+            raise MalformedBody("X-Timeout-Seconds must be a number", param="X-Timeout-Seconds") from None
+        if not math.isfinite(value) or value <= 0:
+            raise MalformedBody("X-Timeout-Seconds must be positive", param="X-Timeout-Seconds")
+        return min(value, service.config.request_timeout_s)
+
+    async def serve(
+        request: Request,
+        route: str,
+        style: Style,
+        model: type[M] | None,
+        work: Callable[[Any], Awaitable[Any]],
+    ) -> Response:
+        started = time.perf_counter()
+        service.start_probe()
+        try:
+            check_key(request)
+            parsed: Any = None
+            if model is not None:
+                cfg = service.config
+                raw = await read_body(
+                    request.stream(),
+                    request.headers.get("content-length"),
+                    cfg.max_body_bytes,
+                    cfg.body_timeout_s,
+                )
+                try:
+                    parsed = model.model_validate(parse_json_object(raw))
+                except pydantic.ValidationError as exc:
+                    raise _to_field(exc) from None
+            timeout = deadline(request)
+            with service.admission.request():
+                try:
+                    result = await asyncio.wait_for(work(parsed), timeout)
+                except asyncio.TimeoutError:
+                    raise RequestTimeout(f"request did not finish within {timeout:g}s") from None
+            response: Response = JSON(result)
+        except Exception as exc:
+            status, body, headers = error_payload(exc, style)
+            response = JSON(body, status, headers=headers)
+        if observe is not None:
+            observe(route, response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.post(
+        "/v1/embeddings",
+        response_model=c.EmbeddingsResponse,
+        responses=_errors_doc("openai"),
+        openapi_extra=_body_doc(c.EmbeddingsRequest),
+        tags=["OpenAI"],
+    )
+    async def embeddings(request: Request) -> Response:
+        """OpenAI-compatible embeddings (the `openai` client and LangChain work unchanged)."""
+
+        async def work(req: c.EmbeddingsRequest) -> dict[str, Any]:
+            out = await service.embed(req.input, "input", True, EmbedOptions(dimensions=req.dimensions))
+            b64 = req.encoding_format == "base64"
+            data = [
+                {"object": "embedding", "index": i, "embedding": _b64(v) if b64 else v}
+                for i, v in enumerate(out.vectors)
+            ]
+            usage = {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens}
+            return {"object": "list", "data": data, "model": service.model.name, "usage": usage}
+
+        return await serve(request, "/v1/embeddings", "openai", c.EmbeddingsRequest, work)
+
+    @app.get("/v1/models", response_model=c.ModelList, responses=_errors_doc("openai"), tags=["OpenAI"])
+    async def models(request: Request) -> Response:
+        """The one model this service serves (OpenAI shape)."""
+
+        async def work(_: None) -> dict[str, Any]:
+            card = {"id": service.model.name, "object": "model", "created": 0, "owned_by": "qmatch"}
+            return {"object": "list", "data": [card]}
+
+        return await serve(request, "/v1/models", "openai", None, work)
+
+    @app.post(
+        "/embed",
+        response_model=list[list[float]],
+        responses=_errors_doc("tei"),
+        openapi_extra=_body_doc(c.EmbedRequest),
+        tags=["TEI"],
+    )
+    async def embed(request: Request) -> Response:
+        """text-embeddings-inference-style embeddings: a list of vectors."""
+
+        async def work(req: c.EmbedRequest) -> np.ndarray:
+            options = EmbedOptions(normalize=req.normalize, dimensions=req.dimensions)
+            return (await service.embed(req.inputs, "inputs", req.truncate, options)).vectors
+
+        return await serve(request, "/embed", "tei", c.EmbedRequest, work)
+
+    @app.post(
+        "/tokenize",
+        response_model=list[list[c.SimpleToken]],
+        responses=_errors_doc("tei"),
+        openapi_extra=_body_doc(c.TokenizeRequest),
+        tags=["TEI"],
+    )
+    async def tokenize(request: Request) -> Response:
+        """How the model's tokenizer cuts each text (TEI shape; ids usable as /v1/embeddings input)."""
+
+        async def work(req: c.TokenizeRequest) -> list[list[dict[str, Any]]]:
+            spans = await service.tokenize(req.inputs, req.add_special_tokens)
+            return [[vars(s) for s in row] for row in spans]
+
+        return await serve(request, "/tokenize", "tei", c.TokenizeRequest, work)
+
+    @app.post(
+        "/match",
+        response_model=c.MatchResponse | c.MatchBatchResponse,
+        responses=_errors_doc("openai"),
+        openapi_extra=_body_doc(c.MatchRequest),
+        tags=["Matching"],
+    )
+    async def match(request: Request) -> Response:
+        """Stored questions closest to `question` (or to each of `questions`), with their answers."""
+
+        async def work(req: c.MatchRequest) -> dict[str, Any]:
+            if (req.question is None) == (req.questions is None):
+                raise InvalidInput("send exactly one of 'question' or 'questions'", field="question")
+            single = req.question is not None
+            texts = [req.question] if single else list(req.questions or [])
+            field = "question" if single else "questions"
+            found = await service.match(texts, req.top_k, req.min_score, field, req.truncate)  # type: ignore[arg-type]
+            meta = {"index_version": found.index_version, "model_fingerprint": service.model.fingerprint}
+            rows = [[m.as_dict() for m in row] for row in found.matches]
+            if single:
+                return {"matches": rows[0], **meta}
+            return {
+                "results": [{"question": q, "matches": m} for q, m in zip(texts, rows, strict=True)],
+                **meta,
+            }
+
+        return await serve(request, "/match", "openai", c.MatchRequest, work)
+
+    @app.get("/health", response_model=c.HealthResponse, tags=["Status"])
+    async def health() -> dict[str, str]:
+        """The process is up (says nothing about the model)."""
+        service.start_probe()
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready", response_model=c.ReadyResponse, responses={503: {"model": c.OpenAIError}}, tags=["Status"]
+    )
+    async def ready() -> Response:
+        """200 once a probe went through every stage and matched the fingerprint, else 503."""
+        service.start_probe()
+        if service.ready:
+            return JSON({"ready": True, "model_fingerprint": service.model.fingerprint})
+        status, body, headers = error_payload(
+            NotReady(f"not ready: {service.not_ready_reason}", retry_after=service.config.retry_after_s),
+            "openai",
+        )
+        return JSON(body, status, headers=headers)
+
+    @app.get("/info", response_model=c.InfoResponse, responses=_errors_doc("openai"), tags=["Status"])
+    async def info(request: Request) -> Response:
+        """Model, topology, index version and size (and why an index was refused), limits."""
+
+        async def work(_: None) -> dict[str, Any]:
+            m, cfg = service.model, service.config
+            return {
+                "model": m.name,
+                "model_fingerprint": m.fingerprint,
+                "dimension": m.dimension,
+                "max_seq_length": m.max_seq_length,
+                "precision": m.precision,
+                "pooling": m.pooling,
+                "normalize": m.normalize,
+                "topology": service.stages.topology,
+                "ready": service.ready,
+                "not_ready_reason": None if service.ready else service.not_ready_reason,
+                "index": await service.stages.index_status(),
+                "limits": {
+                    "max_inputs": cfg.max_inputs,
+                    "max_request_tokens": cfg.max_request_tokens,
+                    "max_body_bytes": cfg.max_body_bytes,
+                    "max_top_k": cfg.max_top_k,
+                    "request_timeout_s": cfg.request_timeout_s,
+                },
+            }
+
+        return await serve(request, "/info", "openai", None, work)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """A small page to type a question and see its matches."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    return app
+
+
+def _b64(vector: np.ndarray) -> str:
+    """OpenAI's base64 encoding: little-endian float32 bytes."""
+    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")

@@ -1,0 +1,120 @@
+"""The live index version, followed from CURRENT and hot-swapped in place (Ray-free).
+
+A background thread looks at `indexes/<name>/CURRENT` (or a pinned version). A new version is
+opened beside the live one and swapped in with one reference assignment, so searches in flight
+finish on the version they started with and none fails. A version built with another model
+(fingerprint mismatch) or a broken one is refused: the old one keeps serving and `status()` says why.
+Used by the in-process stages and by the Searcher deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedder import index_store
+from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
+from embedder.search import Searcher
+from service.stages import Match, SearchResult
+
+log = logging.getLogger("qmatch.index")
+
+
+class IndexFollower:
+    """Holds the live Searcher of one index root and follows its CURRENT pointer."""
+
+    def __init__(self, root: str, fingerprint: str, poll_s: float = 2.0, pinned: str | None = None) -> None:
+        self.root = root
+        self.fingerprint = fingerprint
+        # Seconds between looks at CURRENT: a stat and a small read, cheap enough to do often.
+        self.poll_s = poll_s
+        self.pinned = pinned
+        self.live: Searcher | None = None
+        self.refused: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._follow, name="index-follower", daemon=True)
+        self._thread.start()
+
+    def configure(self, pinned: str | None, poll_s: float | None) -> None:
+        """Pin a version (None follows CURRENT) and set the poll interval."""
+        self.pinned = pinned or None
+        if poll_s is not None:
+            if poll_s <= 0:
+                raise ValueError(f"poll_seconds must be > 0, got {poll_s}")
+            self.poll_s = poll_s
+        self.refresh()
+
+    def close(self) -> None:
+        """Stop following."""
+        self._stop.set()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:  # the follower must survive anything a bad directory throws at it
+                log.exception("index follower: refresh failed; keeping the live version")
+
+    def refresh(self) -> None:
+        """Load the wanted version if it differs from the live one (and was not refused already)."""
+        with self._lock:
+            wanted = self.pinned or index_store.current_version(self.root)
+            live = self.live.version if self.live is not None else None
+            if wanted is None or wanted == live:
+                return
+            if self.refused is not None and self.refused.get("version") == wanted:
+                return
+            started = time.perf_counter()
+            try:
+                fresh = Searcher.open(self.root, version=wanted, expected_fingerprint=self.fingerprint)
+            except (ModelMismatch, IndexInvalid, OSError) as exc:
+                self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
+                log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
+                return
+            self.live = fresh  # one assignment: in-flight searches keep the object they hold
+            self.refused = None
+            log.info("index version %s live (%.2fs to load)", wanted, time.perf_counter() - started)
+
+    def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
+        """Top-k matches per vector from the live version."""
+        live = self.live
+        if live is None:
+            raise IndexUnavailable(self._unavailable())
+        rows = live.search(vectors, top_k=top_k)
+        matches = [[Match(m.pop("id"), m.pop("score"), m) for m in row] for row in rows]
+        return SearchResult(matches, live.version, live.fingerprint)
+
+    def status(self) -> dict[str, Any]:
+        """Live version, size, factory and the last refusal (no server paths)."""
+        live = self.live
+        out: dict[str, Any] = {"name": Path(self.root).name, "pinned": self.pinned, "refused": self.refused}
+        if live is None:
+            out.update(version=None, error=self._unavailable())
+            return out
+        out.update(
+            version=live.version,
+            size=live.size,
+            dimension=live.dimension,
+            fingerprint=live.fingerprint,
+            factory=live.manifest.factory,
+        )
+        return out
+
+    def _unavailable(self) -> str:
+        if self.refused is not None:
+            return f"no index loaded: version {self.refused['version']} refused: {self.refused['reason']}"
+        return f"no index loaded for '{Path(self.root).name}' (no CURRENT version yet)"
+
+
+def _public(message: str, root: str) -> str:
+    """A refusal reason without the server's directory layout."""
+    return message.replace(str(Path(root).resolve()), f"<{Path(root).name}>").replace(
+        root, f"<{Path(root).name}>"
+    )

@@ -1,0 +1,115 @@
+"""In-process stages: tokenizer, onnxruntime model, pooling and FAISS search in this process.
+
+This is the single-box mode (`python -m service`), the speed reference of bench.serve, and the
+"inline" Serve topology, where each ingress replica is a whole pipeline and Serve spreads
+requests over replicas: on CPU it has no hop to pay between stages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from embedder.artifact import PROBE_MIN_COSINE, Artifact
+from embedder.backbone import Backbone
+from embedder.config import SessionConfig
+from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
+from embedder.pooler import Pooler
+from embedder.tokenize import TextTokenizer
+from service.index_follower import IndexFollower
+from service.scheduler import ModelScheduler, PassObserver, SchedulerConfig
+from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
+
+# Tokenizing this many texts takes long enough (~0.1 ms a text) to move off the event loop.
+THREAD_TOKENIZE_AT = 64
+
+
+def model_info(artifact: Artifact, tokenizer: TextTokenizer, name: str = "") -> ModelInfo:
+    """What the service needs to know about an artifact."""
+    m = artifact.manifest
+    return ModelInfo(
+        # The manifest's source_model is often a local path; the artifact directory names the model.
+        name=name or artifact.path.name,
+        fingerprint=artifact.fingerprint,
+        dimension=m.dimension,
+        max_seq_length=m.max_seq_length,
+        precision=m.precision,
+        pooling=m.pooling,
+        normalize=m.normalize,
+        pooling_in_graph=m.pooling_in_graph,
+        vocab_size=tokenizer.vocab_size,
+        probe_vectors=artifact.probe_vectors,
+        probe_min_cosine=PROBE_MIN_COSINE.get(m.precision, 0.99999),
+    )
+
+
+class LocalTokenizer:
+    """The artifact's tokenizer as an async stage (the part every topology can run locally)."""
+
+    def __init__(self, tokenizer: TextTokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    async def tokenize(self, texts: list[str]) -> TokenPack:
+        """Token ids truncated to max length, counts before truncation."""
+        if len(texts) >= THREAD_TOKENIZE_AT:
+            return await asyncio.to_thread(self._pack, texts)
+        return self._pack(texts)
+
+    def _pack(self, texts: list[str]) -> TokenPack:
+        return pack_tokens(self.tokenizer.tokenize(texts, truncate=True))
+
+    async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
+        """Tokens with offsets."""
+        rows = self.tokenizer.explain(texts, add_special_tokens)
+        return [[TokenSpan(*t) for t in row] for row in rows]
+
+
+class InProcessStages(LocalTokenizer):
+    """Every stage in this process; the model runs through the fair ModelScheduler."""
+
+    topology = "inline"
+
+    def __init__(
+        self,
+        artifact_dir: str,
+        index_root: str | None = None,
+        session: SessionConfig | None = None,
+        scheduler: SchedulerConfig | None = None,
+        model_name: str = "",
+        poll_s: float = 2.0,
+        index_version: str | None = None,
+        on_pass: PassObserver | None = None,
+    ) -> None:
+        self.artifact = Artifact.load(artifact_dir)
+        super().__init__(TextTokenizer.from_artifact(self.artifact))
+        self.model = model_info(self.artifact, self.tokenizer, model_name)
+        self.backbone = Backbone.from_artifact(self.artifact, session or SessionConfig())
+        self.pooler = Pooler.from_artifact(self.artifact)
+        pooled = self.model.pooling_in_graph
+        forward = self.backbone.run_pooled if pooled else self.backbone.run
+        pad = self.artifact.manifest.pad_token_id
+        self.scheduler = ModelScheduler(forward, pad, pooled, scheduler, on_pass)
+        self.index = (
+            IndexFollower(index_root, self.model.fingerprint, poll_s, index_version) if index_root else None
+        )
+
+    async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+        """Sentence vectors: model pass (shared with other requests), then this request's pooling."""
+        out = await self.scheduler.submit(pack)
+        if self.model.pooling_in_graph:
+            return finish_pooled(out, options.dimensions, self.model.normalize)
+        return pool_pack(self.pooler, HiddenPack(out, pack.lengths), options.normalize, options.dimensions)
+
+    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
+        """FAISS search on the live version (fast for the handful of queries a request has)."""
+        from embedder.errors import IndexUnavailable
+
+        if self.index is None:
+            raise IndexUnavailable("this service was started without an index; /match is unavailable")
+        return self.index.search(vectors, top_k)
+
+    async def index_status(self) -> dict[str, Any] | None:
+        """Live index version and size, or None without an index."""
+        return None if self.index is None else self.index.status()

@@ -1,0 +1,164 @@
+"""Fair, token-budgeted model scheduling: many requests' texts share each model pass.
+
+One worker runs passes back to back. Each pass takes texts round-robin from the queued
+requests (one text of each request in turn) until the pass's real-token budget is full, then
+the core planner sorts them by length and cuts padded onnxruntime calls. So:
+- at concurrency 1 a request runs at once (no batching window);
+- under load, passes fill with many requests' texts (one model call serves many requests);
+- a one-text request waits for at most the pass in progress, however many large requests are
+  queued (TEI-style token budget instead of first-come-first-served);
+- a request whose caller gave up (timeout, disconnect) is dropped before its next pass;
+- a pass that raises is re-run request by request, so only the culprit gets the error.
+The model call runs in a worker thread (onnxruntime releases the GIL), so the event loop keeps
+reading requests while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embedder.config import BatchConfig
+from embedder.handoff import TokenPack, run_merged
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How requests are merged into model passes."""
+
+    # Real tokens per pass, across requests. The pass is then cut into onnxruntime calls of
+    # `batch` (the core's measured best on CPU: 1,024 padded tokens, 16 texts). 2,048 keeps a
+    # pass under ~0.4 s on 2 CPU cores, which bounds how long a newly arrived request waits.
+    # On a GPU raise both (e.g. pass_tokens 32768, batch_tokens 16384, max_batch_size 256).
+    pass_tokens: int = 2048
+    batch: BatchConfig = field(default_factory=BatchConfig)
+
+    def __post_init__(self) -> None:
+        if self.pass_tokens < 1:
+            raise ValueError(f"SchedulerConfig.pass_tokens must be >= 1, got {self.pass_tokens}")
+        if self.batch.batch_tokens < 1 or self.batch.max_batch_size < 1:
+            raise ValueError(f"SchedulerConfig.batch must have positive limits, got {self.batch}")
+
+
+@dataclass
+class _Queued:
+    pack: TokenPack
+    future: asyncio.Future[np.ndarray]
+    done_texts: int = 0
+    parts: list[np.ndarray] = field(default_factory=list)
+
+
+PassObserver = Callable[[int, list[tuple[int, int]]], None]
+
+
+class ModelScheduler:
+    """Queues TokenPacks and runs them through `forward` in fair, token-budgeted passes."""
+
+    def __init__(
+        self,
+        forward: Callable[[Any], Any],
+        pad_token_id: int,
+        pooled: bool,
+        config: SchedulerConfig | None = None,
+        on_pass: PassObserver | None = None,
+    ) -> None:
+        self._forward = forward
+        self._pad = pad_token_id
+        self._pooled = pooled
+        self.config = config or SchedulerConfig()
+        self._on_pass = on_pass
+        self._queue: list[_Queued] = []
+        self._worker: asyncio.Task[None] | None = None
+        self.passes = 0
+        self.queued_tokens = 0
+
+    async def submit(self, pack: TokenPack) -> np.ndarray:
+        """Per-token vectors (total_tokens, d), or pooled (n, d) when the model pools, in pack order."""
+        loop = asyncio.get_running_loop()
+        item = _Queued(pack, loop.create_future())
+        if pack.size == 0:
+            return np.zeros((0, 0), np.float32)
+        self._queue.append(item)
+        self.queued_tokens += pack.tokens
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work())
+        try:
+            return await item.future
+        finally:
+            if not item.future.done():  # caller cancelled: stop spending model time on it
+                item.future.cancel()
+
+    async def _work(self) -> None:
+        while True:
+            self._queue = [q for q in self._queue if not q.future.done() or self._forget(q)]
+            if not self._queue:
+                return
+            chosen = self._choose()
+            await self._run_pass(chosen)
+
+    def _forget(self, q: _Queued) -> bool:
+        self.queued_tokens -= int(q.pack.lengths[q.done_texts :].sum())
+        return False
+
+    def _choose(self) -> list[tuple[_Queued, np.ndarray]]:
+        """Round-robin one text of each request in turn until the pass's token budget is full."""
+        budget = self.config.pass_tokens
+        taken: dict[int, list[int]] = {}
+        cursor = {i: q.done_texts for i, q in enumerate(self._queue)}
+        used, progressed = 0, True
+        while progressed:
+            progressed = False
+            for i, q in enumerate(self._queue):
+                row = cursor[i]
+                if row >= q.pack.size:
+                    continue
+                n = int(q.pack.lengths[row])
+                if used and used + n > budget:
+                    progressed = False
+                    break
+                taken.setdefault(i, []).append(row)
+                cursor[i] = row + 1
+                used += n
+                progressed = True
+        return [(self._queue[i], np.asarray(rows, np.int64)) for i, rows in taken.items()]
+
+    async def _run_pass(self, chosen: list[tuple[_Queued, np.ndarray]]) -> None:
+        packs = [q.pack.select(rows) for q, rows in chosen]
+        try:
+            outs, calls = await asyncio.to_thread(self._run_packs, packs)
+        except Exception as exc:
+            if len(chosen) == 1:
+                self._fail(chosen[0][0], exc)
+                return
+            # A merged pass failed: re-run each member alone so only the culprit fails.
+            log.warning(
+                "model pass over %d requests failed (%s); re-running them one by one", len(chosen), exc
+            )
+            for q, rows in chosen:
+                await self._run_pass([(q, rows)])
+            return
+        self.passes += 1
+        if self._on_pass is not None:
+            self._on_pass(len(chosen), calls)
+        for (q, rows), out in zip(chosen, outs, strict=True):
+            q.parts.append(out)
+            q.done_texts += len(rows)
+            self.queued_tokens -= int(q.pack.lengths[rows].sum())
+            if q.done_texts == q.pack.size and not q.future.done():
+                q.future.set_result(q.parts[0] if len(q.parts) == 1 else np.concatenate(q.parts))
+
+    def _run_packs(self, packs: list[TokenPack]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+        return run_merged(packs, self._pad, self.config.batch, self._forward, self._pooled)
+
+    def _fail(self, q: _Queued, exc: BaseException) -> None:
+        self.queued_tokens -= int(q.pack.lengths[q.done_texts :].sum())
+        q.done_texts = q.pack.size
+        if not q.future.done():
+            q.future.set_exception(exc)

@@ -1,0 +1,101 @@
+"""The `Stages` protocol every topology implements, and the typed values that cross it.
+
+An EmbedService only ever talks to a Stages: tokenize texts, encode a TokenPack, search
+vectors. The in-process, Serve-graph, Serve-fused and dummy implementations are interchangeable,
+so the HTTP contract is tested once (with the dummy) and holds for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from embedder.handoff import TokenPack
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the service needs to know about the model it serves (from the artifact manifest)."""
+
+    name: str
+    fingerprint: str
+    dimension: int
+    max_seq_length: int
+    precision: str
+    pooling: str
+    normalize: bool
+    pooling_in_graph: bool
+    vocab_size: int
+    # Vectors of embedder.probe.PROBE_TEXTS stored in the artifact; /ready compares against them.
+    probe_vectors: np.ndarray = field(repr=False, compare=False)
+    probe_min_cosine: float = 0.99999
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Per-request pooling options."""
+
+    normalize: bool | None = None  # None: the artifact's own setting
+    dimensions: int | None = None  # None: full dimension
+
+
+@dataclass(frozen=True)
+class Match:
+    """One stored question found for a query."""
+
+    id: int | str
+    score: float
+    fields: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form: id, score, then the stored columns."""
+        return {"id": self.id, "score": self.score, **self.fields}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Matches per query, best first, and which index version answered."""
+
+    matches: list[list[Match]]
+    index_version: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token of /tokenize."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
+
+
+class Stages(Protocol):
+    """Tokenize -> encode -> search, however and wherever they run."""
+
+    model: ModelInfo
+    topology: str
+
+    async def tokenize(self, texts: list[str]) -> TokenPack:
+        """Token ids (truncated to max length) plus counts before truncation."""
+        ...
+
+    async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
+        """Tokens with their text and character offsets (POST /tokenize)."""
+        ...
+
+    async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+        """(n, d') float32 sentence vectors in pack order."""
+        ...
+
+    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
+        """Top-k matches per vector from the live index; raises IndexUnavailable without one."""
+        ...
+
+    async def index_status(self) -> dict[str, Any] | None:
+        """Live index version, size, last refusal; None when the service has no index."""
+        ...
