@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embedder import index_store
+from embedder.config import ConfigError, from_mapping
 from embedder.errors import EmbedderError, IndexInvalid
 from embedder.index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
 from embedder.index_store import IndexManifest
@@ -182,7 +183,11 @@ def _source_summary(embeddings: Path) -> dict | None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m jobs.build_index", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.build_index",
+        description=__doc__.split("\n")[0],
+        epilog="Index tunables (embedder.index.IndexConfig) come from QM_INDEX_<FIELD>, e.g. QM_INDEX_NPROBE=16.",
+    )
     p.add_argument("--embeddings", help="embeddings directory (part-*.parquet)")
     p.add_argument("--out", required=True, help="index root, e.g. indexes/<name>")
     p.add_argument("--factory", default="auto", help="'auto' or a FAISS factory string, e.g. IVF1024,Flat")
@@ -203,12 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.embeddings:
             print("error: --embeddings is required unless --rollback", file=sys.stderr)
             return 2
+        cfg = from_mapping(IndexConfig, None, "QM_INDEX_")  # e.g. QM_INDEX_TARGET_RECALL=0.98
         if args.shards > 1:
             from jobs.index_shards import ensure_ray
 
             ensure_ray()
-        result = build(args.embeddings, args.out, args.factory, args.metric, args.shards)
-    except EmbedderError as exc:
+        result = build(args.embeddings, args.out, args.factory, args.metric, args.shards, cfg)
+    except (EmbedderError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.summary())

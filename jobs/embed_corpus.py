@@ -23,7 +23,7 @@ import ray
 from tqdm import tqdm
 
 from embedder.artifact import Artifact
-from embedder.config import BatchConfig
+from embedder.config import BatchConfig, ConfigError, check_field, from_mapping
 from embedder.corpus import (
     ColumnSpec,
     Shard,
@@ -69,6 +69,25 @@ class JobConfig:
     gpus_per_actor: float = 1.0
     ray_address: str | None = None  # None: ray.init() default (the running cluster, else a local one)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_field(self, "device", self.device in ("cpu", "gpu"), "must be 'cpu' or 'gpu'")
+        check_field(
+            self, "too_long", self.too_long in TOO_LONG_POLICIES, f"must be one of {TOO_LONG_POLICIES}"
+        )
+        check_field(self, "min_actors", self.min_actors >= 1, "must be >= 1")
+        check_field(
+            self,
+            "max_actors",
+            self.max_actors >= self.min_actors,
+            f"must be >= min_actors ({self.min_actors})",
+        )
+        for name in ("batch_tokens", "max_batch_size"):
+            check_field(self, name, getattr(self, name) >= 1, "must be >= 1")
+        for name in ("shard_rows", "threads_per_actor"):
+            check_field(self, name, getattr(self, name) >= 0, "must be >= 0 (0: automatic)")
+        for name in ("cpus_per_actor", "gpus_per_actor"):
+            check_field(self, name, getattr(self, name) > 0, "must be > 0")
 
 
 def actor_threads(cfg: JobConfig) -> int:
@@ -275,53 +294,42 @@ def one_line(summary: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
-    """CLI flags -> JobConfig."""
-    p = argparse.ArgumentParser(prog="python -m jobs.embed_corpus", description=__doc__.splitlines()[0])
+    """CLI flags -> JobConfig: flags given win over QM_JOB_<FIELD> environment variables, which win over defaults."""
+    # Defaults are the JobConfig field defaults (shown in --help); unset flags stay out of the namespace
+    # so that from_mapping can tell a flag given explicitly from an environment override.
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.embed_corpus",
+        description=__doc__.splitlines()[0],
+        epilog="Any setting can also come from QM_JOB_<FIELD> (e.g. QM_JOB_MAX_ACTORS=4); flags win.",
+        argument_default=argparse.SUPPRESS,
+    )
     p.add_argument("--artifact", required=True, help="exported model directory")
     p.add_argument("--input", required=True, help="parquet file, directory or glob")
     p.add_argument(
         "--output", required=True, help="output directory (part-*.parquet, quarantine/, _SUMMARY.json)"
     )
-    p.add_argument("--text-column", default="question")
-    p.add_argument("--id-column", default=None, help="default: 'id' if present, else the row position")
-    p.add_argument(
-        "--keep-columns", default="", help="comma-separated passthrough columns, e.g. answer,category"
-    )
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--min-actors", type=int, default=1)
-    p.add_argument("--max-actors", type=int, default=2)
-    p.add_argument("--batch-tokens", type=int, default=BatchConfig.batch_tokens)
-    p.add_argument("--max-batch-size", type=int, default=BatchConfig.max_batch_size)
-    p.add_argument("--too-long", choices=TOO_LONG_POLICIES, default="truncate")
-    p.add_argument("--shard-rows", type=int, default=0, help="rows per shard (0: auto)")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0)
-    p.add_argument("--threads-per-actor", type=int, default=0)
-    p.add_argument("--gpus-per-actor", type=float, default=1.0)
-    p.add_argument("--ray-address", default=None, help="default: ray.init() (running cluster, else local)")
+    p.add_argument("--text-column", help="default: question")
+    p.add_argument("--id-column", help="default: 'id' if present, else the row position")
+    p.add_argument("--keep-columns", help="comma-separated passthrough columns, e.g. answer,category")
+    p.add_argument("--device", choices=("cpu", "gpu"), help="default: cpu")
+    p.add_argument("--min-actors", type=int, help="default: 1")
+    p.add_argument("--max-actors", type=int, help="default: 2")
+    p.add_argument("--batch-tokens", type=int, help=f"default: {BatchConfig.batch_tokens}")
+    p.add_argument("--max-batch-size", type=int, help=f"default: {BatchConfig.max_batch_size}")
+    p.add_argument("--too-long", choices=TOO_LONG_POLICIES, help="default: truncate")
+    p.add_argument("--shard-rows", type=int, help="rows per shard (default 0: auto)")
+    p.add_argument("--cpus-per-actor", type=float, help="default: 1.0")
+    p.add_argument("--threads-per-actor", type=int, help="default 0: the actor's CPUs")
+    p.add_argument("--gpus-per-actor", type=float, help="default: 1.0")
+    p.add_argument("--ray-address", help="default: ray.init() (running cluster, else local)")
     p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    if a.min_actors < 1 or a.max_actors < a.min_actors:
-        p.error("need 1 <= --min-actors <= --max-actors")
-    return JobConfig(
-        artifact=a.artifact,
-        input=a.input,
-        output=a.output,
-        text_column=a.text_column,
-        id_column=a.id_column,
-        keep_columns=tuple(c.strip() for c in a.keep_columns.split(",") if c.strip()),
-        device=a.device,
-        min_actors=a.min_actors,
-        max_actors=a.max_actors,
-        batch_tokens=a.batch_tokens,
-        max_batch_size=a.max_batch_size,
-        too_long=a.too_long,
-        shard_rows=a.shard_rows,
-        cpus_per_actor=a.cpus_per_actor,
-        threads_per_actor=a.threads_per_actor,
-        gpus_per_actor=a.gpus_per_actor,
-        ray_address=a.ray_address,
-        progress=not a.no_progress,
-    )
+    given = vars(p.parse_args(argv))
+    if given.pop("no_progress", False):
+        given["progress"] = False
+    try:
+        return from_mapping(JobConfig, None, "QM_JOB_", overrides=given, overrides_from="command line")
+    except ConfigError as exc:
+        p.error(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedder.errors import (
+    EmptyInput,
     IndexUnavailable,
     InputTooLong,
     InvalidInput,
@@ -26,7 +27,7 @@ from embedder.errors import (
 )
 from embedder.handoff import TokenPack
 from embedder.probe import PROBE_TEXTS
-from embedder.tokenize import check_texts
+from embedder.tokenize import check_texts, text_problem
 from service.admission import Admission
 from service.config import ServingConfig
 from service.errors import NotReady
@@ -84,7 +85,7 @@ class EmbedService:
         return Embedded(vectors, pack.tokens)
 
     async def match(
-        self, questions: list[str], top_k: int, min_score: float | None, field: str, truncate: bool = True
+        self, questions: str | list[str], top_k: int, min_score: float | None, field: str, truncate: bool = True
     ) -> Matched:
         """Stored questions closest to each question, best first."""
         if not 1 <= top_k <= self.config.max_top_k:
@@ -116,11 +117,14 @@ class EmbedService:
             )
 
     def _texts(self, inputs: str | Sequence[str], field: str) -> list[str]:
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if isinstance(inputs, str):
+            problem = text_problem(inputs)
+            if problem is not None:
+                raise EmptyInput(f"{field}: {problem}", field=field)
+            return [inputs]
+        texts = list(inputs)
         self._check_count(len(texts), field)
         check_texts(texts, field)
-        if isinstance(inputs, str) and len(texts) == 1:
-            return texts
         return texts
 
     def _check_count(self, n: int, field: str) -> None:

@@ -249,7 +249,8 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
             single = req.question is not None
             texts = [req.question] if single else list(req.questions or [])
             field = "question" if single else "questions"
-            found = await service.match(texts, req.top_k, req.min_score, field, req.truncate)  # type: ignore[arg-type]
+            asked = req.question if req.question is not None else texts
+            found = await service.match(asked, req.top_k, req.min_score, field, req.truncate)
             meta = {"index_version": found.index_version, "model_fingerprint": service.model.fingerprint}
             rows = [[m.as_dict() for m in row] for row in found.matches]
             if single:

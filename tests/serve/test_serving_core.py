@@ -1,8 +1,8 @@
-"""Ray-free serving helpers: compact hand-offs reproduce the encoder's vectors exactly."""
+"""Ray-free serving pieces: compact hand-offs and the fair model scheduler reproduce the encoder exactly."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +10,10 @@ import pytest
 
 from embedder import Encoder
 from embedder.config import BatchConfig
-from embedder.errors import EmptyInput, InputTooLong, TooManyInputs
-from embedder.serving import (
-    HiddenPack,
-    as_text_list,
-    check_lengths,
-    encode_base64,
-    pack_tokens,
-    pool_pack,
-    run_merged,
-    split_pack,
-)
+from embedder.handoff import HiddenPack, pack_tokens, pool_pack, run_merged, split_pack
+from embedder.types import HiddenStates, TokenBatch
+from service.scheduler import ModelScheduler, SchedulerConfig
+from service.stages import EmbedOptions
 
 TEXTS = ["short", "a somewhat longer question about refunds and delivery", "mid length text here", "x"]
 
@@ -34,9 +27,7 @@ def test_merged_requests_give_each_request_the_encoders_vectors(encoder: Encoder
     # Three "requests" merged into one backbone pass with a budget small enough to need several calls.
     requests = [TEXTS[:1], TEXTS[1:3], TEXTS[3:]]
     packs = [pack_tokens(encoder.tokenizer.tokenize(r)) for r in requests]
-    outs, calls = run_merged(
-        packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False
-    )
+    outs, calls = run_merged(packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False)
     assert len(calls) > 1 and all(n <= 2 for n, _ in calls)
     for texts, pack, out in zip(requests, packs, outs, strict=True):
         vectors = pool_pack(encoder.pooler, HiddenPack(out, pack.lengths), None, None)
@@ -51,60 +42,99 @@ def test_split_pack_respects_budget_and_keeps_order(encoder: Encoder) -> None:
     assert sum(p.size for p in pieces) == pack.size
 
 
-def test_request_checks_name_the_field() -> None:
-    assert as_text_list("one", "input", 4) == ["one"]
-    with pytest.raises(TooManyInputs) as many:
-        as_text_list(["a"] * 5, "input", 4)
-    assert many.value.field == "input"
-    with pytest.raises(EmptyInput) as empty:
-        as_text_list(["a", " "], "questions", 4)
-    assert empty.value.field == "questions[1]"
-    with pytest.raises(InputTooLong) as long:
-        check_lengths(np.array([3, 300]), 256, truncate=False, field="inputs")
-    assert long.value.token_count == 300 and long.value.field == "inputs[1]"
-    check_lengths(np.array([300]), 256, truncate=True, field="inputs")  # truncation allowed: no error
+def test_in_process_stages_give_the_encoders_vectors_under_concurrency(tiny_artifact: Path, encoder: Encoder) -> None:
+    from service.inprocess import InProcessStages
+
+    stages = InProcessStages(str(tiny_artifact), scheduler=SchedulerConfig(pass_tokens=40, batch=BatchConfig(24, 3)))
+    requests = [TEXTS, TEXTS[1:2], [TEXTS[3]] * 5, TEXTS[::-1]]
+
+    async def main() -> list[np.ndarray]:
+        packs = [await stages.tokenize(r) for r in requests]
+        opts = [EmbedOptions(), EmbedOptions(), EmbedOptions(dimensions=8), EmbedOptions(normalize=False)]
+        return await asyncio.gather(*(stages.encode(p, o) for p, o in zip(packs, opts, strict=True)))
+
+    got = asyncio.run(main())
+    assert np.abs(got[0] - encoder.encode(TEXTS)).max() <= 1e-5
+    assert np.abs(got[1] - encoder.encode(TEXTS[1:2])).max() <= 1e-5
+    assert np.abs(got[2] - encoder.encode([TEXTS[3]] * 5, dimensions=8)).max() <= 1e-5
+    assert np.abs(got[3] - encoder.encode(TEXTS[::-1], normalize=False)).max() <= 1e-4
+    assert stages.scheduler.passes < 4 + 4  # requests shared passes
 
 
-def test_base64_is_openai_little_endian_float32() -> None:
-    v = np.array([0.5, -1.25, 3.0], dtype=np.float32)
-    assert np.array_equal(np.frombuffer(base64.b64decode(encode_base64(v)), dtype="<f4"), v)
+class CountingModel:
+    """Identity-ish numpy model that records which texts (first token id) each call saw."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def __call__(self, batch: TokenBatch) -> HiddenStates:
+        self.calls.append(batch.input_ids[:, 0].tolist())
+        hidden = np.repeat(batch.input_ids[:, :, None].astype(np.float32), 2, axis=2)
+        return HiddenStates(hidden, batch.attention_mask, batch.positions)
 
 
-def test_micro_batcher_merges_while_busy_and_isolates_failures() -> None:
-    import asyncio
+def _pack(first_ids: list[int], length: int) -> object:
+    from embedder.handoff import TokenPack
 
-    from embedder.serving import MicroBatcher
+    ids = np.concatenate([np.full(length, i, np.int32) for i in first_ids])
+    lengths = np.full(len(first_ids), length, np.int32)
+    return TokenPack(ids, None, lengths, lengths.astype(np.int64))
 
-    seen: list[list[int]] = []
 
-    async def run(jobs: list[int]) -> list[object]:
-        seen.append(jobs)
-        await asyncio.sleep(0.01)  # a pass through the stages
-        return [ValueError(f"bad {j}") if j == 7 else j * 10 for j in jobs]
+def test_scheduler_serves_a_small_request_within_one_pass_of_a_large_one() -> None:
+    model = CountingModel()
+    sched = ModelScheduler(model, 0, pooled=False, config=SchedulerConfig(pass_tokens=40, batch=BatchConfig(40, 4)))
+    big = _pack(list(range(100, 140)), 10)  # 40 texts, 400 tokens: ten passes
+    small = _pack([7], 10)
 
-    async def main() -> list[object]:
-        batcher = MicroBatcher(run, max_parallel=1, max_items=8)
-        calls = [batcher.submit(j) for j in range(20)]
-        return await asyncio.gather(*calls, return_exceptions=True)
+    async def main() -> tuple[int, int]:
+        big_task = asyncio.create_task(sched.submit(big))  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # the big one is queued and its first pass starts
+        out = await sched.submit(small)  # type: ignore[arg-type]
+        passes_for_small = sched.passes
+        assert np.array_equal(out[:, 0], np.full(10, 7.0))
+        await big_task
+        return passes_for_small, sched.passes
 
-    results = asyncio.run(main())
-    assert [r for r in results if not isinstance(r, Exception)] == [j * 10 for j in range(20) if j != 7]
-    assert isinstance(results[7], ValueError)
-    assert seen[0] == [0]  # idle: the first job runs at once, no waiting for company
-    assert max(len(b) for b in seen) == 8 and len(seen) <= 4  # later ones merged up to max_items
+    for_small, total = asyncio.run(main())
+    assert for_small <= 2 and total >= 10  # the small one did not wait behind the big one
+    flat = [t for call in model.calls for t in call]
+    assert sorted(flat) == sorted([*range(100, 140), 7])  # every text ran exactly once
+
+
+def test_scheduler_drops_a_cancelled_request() -> None:
+    model = CountingModel()
+    sched = ModelScheduler(model, 0, pooled=False, config=SchedulerConfig(pass_tokens=20, batch=BatchConfig(20, 2)))
+    big = _pack(list(range(100, 140)), 10)
+
+    async def main() -> None:
+        task = asyncio.create_task(sched.submit(big))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        while sched.passes < 2:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert (await sched.submit(_pack([5], 10)))[0, 0] == 5.0  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    ran = [t for call in model.calls for t in call]
+    assert len(ran) < 20 and 5 in ran and sched.queued_tokens == 0
 
 
 def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from deployments.app import DEFAULTS, AppArgs
+    from deployments.app import DEFAULTS, AppArgs, resolve_topology
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "serve_config.yaml").read_text())
     app = ServeDeploySchema.model_validate(raw).applications[0]
     args = AppArgs.model_validate(app.args)
-    assert app.import_path == "deployments.app:build_app" and args.topology == "graph"
+    assert app.import_path == "deployments.app:build_app" and resolve_topology(args) == "inline"
+    assert resolve_topology(args.model_copy(update={"num_gpus": 1.0})) == "graph"
+    assert args.session.get("threads", 0) > 0 and args.session.get("allow_spinning") is False  # never 0 threads
     assert set(args.deployments) <= set(DEFAULTS)
     graph = ("Ingress", "Tokenizer", "Backbone", "Pooling", "Searcher")
-    # The whole default graph must fit one 2-CPU node.
+    # The whole staged graph must fit one 2-CPU node.
     assert sum(DEFAULTS[d]["ray_actor_options"]["num_cpus"] for d in graph) <= 2.0
