@@ -247,9 +247,9 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
             if (req.question is None) == (req.questions is None):
                 raise InvalidInput("send exactly one of 'question' or 'questions'", field="question")
             single = req.question is not None
-            texts = [req.question] if single else list(req.questions or [])
+            asked: str | list[str] = req.question if req.question is not None else list(req.questions or [])
+            texts = [asked] if isinstance(asked, str) else asked
             field = "question" if single else "questions"
-            asked = req.question if req.question is not None else texts
             found = await service.match(asked, req.top_k, req.min_score, field, req.truncate)
             meta = {"index_version": found.index_version, "model_fingerprint": service.model.fingerprint}
             rows = [[m.as_dict() for m in row] for row in found.matches]

@@ -93,13 +93,24 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         "artifact": str(artifact),
         "index": str(index_root),
         "api_key": KEY,
+        "topology": "graph",
         "poll_seconds": 0.3,
+        "session": {"threads": 1, "allow_spinning": False},
         "serving": {"max_inputs": MAX_INPUTS, "max_body_bytes": MAX_BODY, "max_in_flight": MAX_IN_FLIGHT},
         # Two pooling replicas so one can be killed while the other serves.
         "deployments": {"Pooling": {"num_replicas": 2}},
     }
     serve.run(build_app(args), name="default", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
+    # The CPU default: the whole pipeline inside each ingress replica.
+    inline_args = {
+        "artifact": str(artifact),
+        "index": str(index_root),
+        "api_key": KEY,
+        "poll_seconds": 0.3,
+        "session": {"threads": 1, "allow_spinning": False},
+    }
+    serve.run(build_app(inline_args), name="inline", route_prefix="/inline", blocking=False)
     fused_url = None
     fused = _artifact(request, "minilm-fused", None)
     if fused is not None:
@@ -108,6 +119,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         fused_url = url + "/fused"
     try:
         _wait_ready(url)
+        _wait_ready(url + "/inline")
         if fused_url:
             _wait_ready(fused_url)
         yield Service(url, encoder, index_root, v1, fused_url)
@@ -183,7 +195,9 @@ def test_match_single_and_batch(service: Service) -> None:
         ("/v1/embeddings", b"{not json", 400, "body"),
         ("/v1/embeddings", [1, 2], 400, "body"),
         ("/v1/embeddings", {"input": 123}, 422, "input"),
-        ("/v1/embeddings", {"input": [1, 2]}, 422, "input"),
+        ("/v1/embeddings", {"input": [1.5, 2]}, 422, "input"),
+        ("/v1/embeddings", b'{"input": ["ok", "a \\ud800"]}', 400, "input[1]"),
+        ("/v1/embeddings", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body"),
         ("/v1/embeddings", {"input": []}, 422, "input"),
         ("/v1/embeddings", {"input": ""}, 400, "input"),
         ("/v1/embeddings", {"input": ["ok", "   "]}, 400, "input[1]"),
@@ -191,8 +205,6 @@ def test_match_single_and_batch(service: Service) -> None:
         ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "dimensions"),
         ("/v1/embeddings", {"input": "x", "dimensions": 1000}, 422, "dimensions"),
         ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "encoding_format"),
-        ("/embed", {"inputs": ["fine", LONG_TEXT], "truncate": False}, 422, "inputs[1]"),
-        ("/embed", {"inputs": "x", "normalize": "yes"}, 422, "normalize"),
         ("/match", {"question": "x", "top_k": 0}, 422, "top_k"),
         ("/match", {"question": "x", "top_k": 101}, 422, "top_k"),
         ("/match", {"question": "x", "questions": ["y"]}, 422, "question"),
@@ -211,7 +223,7 @@ def test_bad_requests_get_4xx_naming_the_field(
         r = service.post(path, body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
-    assert err["code"] == status and err["param"].startswith(param) and param.split("[")[0] in err["message"]
+    assert err["code"] == status and err["param"] == param and param.split("[")[0] in err["message"]
     if isinstance(body, dict) and body.get("truncate") is False:
         assert err["token_count"] > err["max_tokens"] == 256 and str(err["token_count"]) in err["message"]
 
@@ -350,4 +362,57 @@ def test_fused_topology_serves_the_same_vectors(service: Service) -> None:
     info = requests.get(service.fused_url + "/info", headers=AUTH).json()
     assert info["topology"] == "fused" and info["index"] is None
     bad = requests.post(service.fused_url + "/embed", json={"inputs": "x", "normalize": False}, headers=AUTH)
-    assert bad.status_code == 422 and bad.json()["error"]["param"] == "normalize"
+    assert (
+        bad.status_code == 422
+        and bad.json()["error_type"] == "Validation"
+        and "normalize" in bad.json()["error"]
+    )
+
+
+def test_tei_errors_keep_tei_shape(service: Service) -> None:
+    long = service.post("/embed", {"inputs": ["fine", LONG_TEXT], "truncate": False})
+    assert (
+        long.status_code == 413
+        and long.json()["error_type"] == "Validation"
+        and "inputs[1]" in long.json()["error"]
+    )
+    wrong = service.post("/embed", {"inputs": "x", "normalize": "yes"})
+    assert wrong.status_code == 422 and "normalize" in wrong.json()["error"]
+
+
+def test_a_poisoned_request_never_fails_its_neighbours(service: Service) -> None:
+    """Lone surrogates and deep nesting sent among good requests: only the bad ones fail, with 400."""
+    good = {"input": ["where is my order?", "how do I return an item?"]}
+    bad = b'{"input": ["fine", "a \\ud800 b"]}'
+
+    def send(i: int) -> tuple[bool, int]:
+        if i % 4 == 0:
+            r = requests.post(
+                service.url + "/v1/embeddings",
+                data=bad,
+                headers={**AUTH, "Content-Type": "application/json"},
+                timeout=60,
+            )
+            return False, r.status_code
+        return True, service.post("/v1/embeddings", good).status_code
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(send, range(40)))
+    assert {code for ok, code in outcomes if ok} == {200}
+    assert {code for ok, code in outcomes if not ok} == {400}
+    assert requests.get(service.url + "/ready").status_code == 200
+
+
+def test_inline_topology_serves_the_same_contract(service: Service) -> None:
+    base = service.url + "/inline"
+    texts = ["How do I reset my password?", "¿Dónde está la estación?"]
+    r = requests.post(base + "/v1/embeddings", json={"input": texts}, headers=AUTH, timeout=60)
+    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    assert float(np.abs(got - service.encoder.encode(texts)).max()) <= 1e-5
+    match = requests.post(
+        base + "/match", json={"question": "I forgot my password, what now?"}, headers=AUTH, timeout=60
+    )
+    assert match.json()["matches"][0]["answer"].startswith("Use")
+    info = requests.get(base + "/info", headers=AUTH).json()
+    assert info["topology"] == "inline" and info["index"]["size"] == len(FAQ)
+    assert "/tmp" not in str(info) and str(service.index_root) not in str(info)

@@ -27,7 +27,9 @@ def test_merged_requests_give_each_request_the_encoders_vectors(encoder: Encoder
     # Three "requests" merged into one backbone pass with a budget small enough to need several calls.
     requests = [TEXTS[:1], TEXTS[1:3], TEXTS[3:]]
     packs = [pack_tokens(encoder.tokenizer.tokenize(r)) for r in requests]
-    outs, calls = run_merged(packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False)
+    outs, calls = run_merged(
+        packs, 0, BatchConfig(batch_tokens=24, max_batch_size=2), encoder.backbone.run, False
+    )
     assert len(calls) > 1 and all(n <= 2 for n, _ in calls)
     for texts, pack, out in zip(requests, packs, outs, strict=True):
         vectors = pool_pack(encoder.pooler, HiddenPack(out, pack.lengths), None, None)
@@ -42,10 +44,14 @@ def test_split_pack_respects_budget_and_keeps_order(encoder: Encoder) -> None:
     assert sum(p.size for p in pieces) == pack.size
 
 
-def test_in_process_stages_give_the_encoders_vectors_under_concurrency(tiny_artifact: Path, encoder: Encoder) -> None:
+def test_in_process_stages_give_the_encoders_vectors_under_concurrency(
+    tiny_artifact: Path, encoder: Encoder
+) -> None:
     from service.inprocess import InProcessStages
 
-    stages = InProcessStages(str(tiny_artifact), scheduler=SchedulerConfig(pass_tokens=40, batch=BatchConfig(24, 3)))
+    stages = InProcessStages(
+        str(tiny_artifact), scheduler=SchedulerConfig(pass_tokens=40, batch=BatchConfig(24, 3))
+    )
     requests = [TEXTS, TEXTS[1:2], [TEXTS[3]] * 5, TEXTS[::-1]]
 
     async def main() -> list[np.ndarray]:
@@ -83,7 +89,9 @@ def _pack(first_ids: list[int], length: int) -> object:
 
 def test_scheduler_serves_a_small_request_within_one_pass_of_a_large_one() -> None:
     model = CountingModel()
-    sched = ModelScheduler(model, 0, pooled=False, config=SchedulerConfig(pass_tokens=40, batch=BatchConfig(40, 4)))
+    sched = ModelScheduler(
+        model, 0, pooled=False, config=SchedulerConfig(pass_tokens=40, batch=BatchConfig(40, 4))
+    )
     big = _pack(list(range(100, 140)), 10)  # 40 texts, 400 tokens: ten passes
     small = _pack([7], 10)
 
@@ -104,7 +112,9 @@ def test_scheduler_serves_a_small_request_within_one_pass_of_a_large_one() -> No
 
 def test_scheduler_drops_a_cancelled_request() -> None:
     model = CountingModel()
-    sched = ModelScheduler(model, 0, pooled=False, config=SchedulerConfig(pass_tokens=20, batch=BatchConfig(20, 2)))
+    sched = ModelScheduler(
+        model, 0, pooled=False, config=SchedulerConfig(pass_tokens=20, batch=BatchConfig(20, 2))
+    )
     big = _pack(list(range(100, 140)), 10)
 
     async def main() -> None:
@@ -133,7 +143,9 @@ def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
     args = AppArgs.model_validate(app.args)
     assert app.import_path == "deployments.app:build_app" and resolve_topology(args) == "inline"
     assert resolve_topology(args.model_copy(update={"num_gpus": 1.0})) == "graph"
-    assert args.session.get("threads", 0) > 0 and args.session.get("allow_spinning") is False  # never 0 threads
+    assert (
+        args.session.get("threads", 0) > 0 and args.session.get("allow_spinning") is False
+    )  # never 0 threads
     assert set(args.deployments) <= set(DEFAULTS)
     graph = ("Ingress", "Tokenizer", "Backbone", "Pooling", "Searcher")
     # The whole staged graph must fit one 2-CPU node.

@@ -56,7 +56,9 @@ def test_embeddings_openai_shape_float_and_base64(client: TestClient) -> None:
     floats = np.array([d["embedding"] for d in body["data"]], np.float32)
     assert floats.shape == (2, 16) and np.allclose(np.linalg.norm(floats, axis=1), 1, atol=1e-5)
     assert body["usage"] == {"prompt_tokens": 6 + 3, "total_tokens": 9}  # [CLS] words [SEP]
-    b64 = post(client, "/v1/embeddings", {"input": ["where is my order", "hello"], "encoding_format": "base64"})
+    b64 = post(
+        client, "/v1/embeddings", {"input": ["where is my order", "hello"], "encoding_format": "base64"}
+    )
     decoded = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in b64.json()["data"]])
     assert np.array_equal(decoded, floats)
     # Same text alone or beside others: the same vector (batching never changes a vector).
@@ -107,8 +109,10 @@ def test_tei_embed_and_its_error_shape(client: TestClient) -> None:
 def test_match_single_batch_min_score(client: TestClient) -> None:
     r = post(client, "/match", {"question": "reset my password", "top_k": 2})
     body = r.json()
-    assert r.status_code == 200 and body["index_version"] == "v1" and body["model_fingerprint"] == "sha256:dummy"
-    assert [m["id"] for m in body["matches"]][0] == 1 and len(body["matches"]) == 2
+    assert (
+        r.status_code == 200 and body["index_version"] == "v1" and body["model_fingerprint"] == "sha256:dummy"
+    )
+    assert body["matches"][0]["id"] == 1 and len(body["matches"]) == 2
     assert body["matches"][0]["answer"] == "Use Forgot password."
     batch = post(client, "/match", {"questions": ["where is my order", "return an item"], "top_k": 1}).json()
     assert [(x["question"], x["matches"][0]["id"]) for x in batch["results"]] == [
@@ -151,7 +155,9 @@ def test_match_single_batch_min_score(client: TestClient) -> None:
         ("/match", {"question": "w " * 40, "truncate": False}, 422, "question"),
     ],
 )
-def test_client_mistakes_get_a_precise_4xx(client: TestClient, path: str, body: Any, status: int, param: str) -> None:
+def test_client_mistakes_get_a_precise_4xx(
+    client: TestClient, path: str, body: Any, status: int, param: str
+) -> None:
     if isinstance(body, bytes):
         r = client.post(path, content=body, headers={**AUTH, "Content-Type": "application/json"})
     else:
@@ -259,7 +265,10 @@ def test_token_budget_refuses_with_429_and_small_requests_are_not_starved() -> N
     responses = run_concurrently(service, [big, big, big, small])
     codes = [r.status_code for r in responses]
     assert codes[:2] == [200, 200] and codes[2] == 429, codes and codes[3] == 200
-    assert int(responses[2].headers["Retry-After"]) >= 1 and responses[2].json()["error"]["type"] == "rate_limit_error"
+    assert (
+        int(responses[2].headers["Retry-After"]) >= 1
+        and responses[2].json()["error"]["type"] == "rate_limit_error"
+    )
 
 
 def test_in_flight_limit_is_429() -> None:

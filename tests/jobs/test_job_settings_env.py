@@ -1,0 +1,78 @@
+"""Job settings from the environment: QM_INDEX_* for build_index, QM_JOB_* for embed_corpus (no Ray started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embedder.errors import IndexInvalid
+from embedder.index import IndexConfig
+from jobs import build_index
+from jobs.embed_corpus import JobConfig, parse_args
+
+
+def test_build_index_takes_index_config_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[IndexConfig | None] = []
+
+    def fake_build(*args: Any) -> Any:
+        seen.append(args[5])
+        raise IndexInvalid("stop here")
+
+    monkeypatch.setattr(build_index, "build", fake_build)
+    monkeypatch.setenv("QM_INDEX_NPROBE", "16")
+    monkeypatch.setenv("QM_INDEX_TARGET_RECALL", "0.99")
+    assert build_index.main(["--embeddings", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert seen == [IndexConfig(nprobe=16, target_recall=0.99)]
+
+
+def test_build_index_reports_a_bad_environment_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("QM_INDEX_NPROBE", "many")
+    assert build_index.main(["--embeddings", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "QM_INDEX_NPROBE='many'" in capsys.readouterr().err
+
+
+REQUIRED = ["--artifact", "a", "--input", "i", "--output", "o"]
+
+
+def test_job_config_flags_win_over_environment_which_wins_over_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert parse_args(REQUIRED) == JobConfig("a", "i", "o")
+    monkeypatch.setenv("QM_JOB_MAX_ACTORS", "4")
+    monkeypatch.setenv("QM_JOB_KEEP_COLUMNS", "answer,category")
+    monkeypatch.setenv("QM_JOB_PROGRESS", "off")
+    monkeypatch.setenv("QM_JOB_ID_COLUMN", "none")
+    cfg = parse_args(REQUIRED)
+    assert (cfg.max_actors, cfg.keep_columns, cfg.progress, cfg.id_column) == (
+        4,
+        ("answer", "category"),
+        False,
+        None,
+    )
+    cfg = parse_args([*REQUIRED, "--max-actors", "3", "--keep-columns", "answer", "--id-column", "qid"])
+    assert (cfg.max_actors, cfg.keep_columns, cfg.id_column) == (3, ("answer",), "qid")
+    monkeypatch.setenv("QM_JOB_ARTIFACT", "from-env")
+    assert parse_args(REQUIRED).artifact == "a"
+
+
+def test_job_config_bad_values_exit_with_the_source(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QM_JOB_MIN_ACTORS", "x")
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(REQUIRED)
+    assert exit_.value.code == 2
+    assert "environment variable QM_JOB_MIN_ACTORS='x': expected an integer" in capsys.readouterr().err
+    monkeypatch.delenv("QM_JOB_MIN_ACTORS")
+    with pytest.raises(SystemExit):
+        parse_args([*REQUIRED, "--min-actors", "3"])
+    assert "JobConfig.max_actors=2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([*REQUIRED, "--min-actors", "0"])
+    assert "JobConfig.min_actors=0 (from command line): must be >= 1" in capsys.readouterr().err

@@ -1,0 +1,36 @@
+"""The README's API table names exactly the routes, methods and request bodies of /openapi.json."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from service.config import ServingConfig
+from service.core import EmbedService
+from service.dummy import DummyStages
+from service.http import create_app
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_routes() -> set[tuple[str, str, str | None]]:
+    text = README.read_text(encoding="utf-8")
+    table = text.split("<!-- api-routes:start", 1)[1].split("<!-- api-routes:end -->", 1)[0]
+    rows = set()
+    for line in table.splitlines():
+        m = re.match(r"\| (GET|POST) \| `([^`]+)` \| (?:`(\w+)`|–)", line)
+        if m:
+            rows.add((m.group(1), m.group(2), m.group(3)))
+    return rows
+
+
+def test_readme_api_table_matches_openapi() -> None:
+    spec = TestClient(create_app(EmbedService(DummyStages(), ServingConfig()))).get("/openapi.json").json()
+    documented = set()
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            documented.add((method.upper(), path, ref["$ref"].rsplit("/", 1)[1] if "$ref" in ref else None))
+    assert readme_routes() == documented
