@@ -239,7 +239,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=2, help="onnxruntime intra-op threads, baseline and apps alike"
     )
-    p.add_argument("--out", default="bench/results/serve.json")
+    p.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="Ray Serve's direct ingress behind its bundled HAProxy instead of the Python HTTP proxy",
+    )
+    p.add_argument(
+        "--out", default=None, help="default bench/results/serve.json (serve-haproxy.json with --haproxy)"
+    )
     return p.parse_args(argv)
 
 
@@ -282,6 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     niceness = "RAY_worker_niceness"  # a raylet setting, spelled as Ray spells it
     os.environ.setdefault(niceness, "0")
     results["config"]["ray_worker_niceness"] = os.environ[niceness]
+    if args.haproxy:
+        # Cluster-wide Serve settings: replicas serve HTTP themselves and HAProxy (C) routes to
+        # them, so no request passes through the Python proxy actor.
+        os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    results["config"]["http_ingress"] = "haproxy+direct" if args.haproxy else "python proxy"
     # num_cpus=2: the real node's size, so the apps' reservations are what fits.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     common = {"artifact": args.artifact, "index": str(index_root), "session": session}
@@ -333,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["summary"]["machine_was_busy"] = busy
     if busy:
         print("WARNING: load average above 2.5 on a 2-core machine: figures are unreliable")
-    out = Path(args.out)
+    out = Path(
+        args.out or ("bench/results/serve-haproxy.json" if args.haproxy else "bench/results/serve.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results["summary"], indent=2))

@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact", required=True, help="exported model directory")
     p.add_argument("--index", required=True, help="index root (indexes/<name>, holding CURRENT)")
-    p.add_argument("--topology", default="graph", choices=("graph", "fused"))
+    p.add_argument("--topology", default="auto", choices=("auto", "inline", "graph", "fused"))
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--questions", nargs="*", default=list(DEFAULT_QUESTIONS))

@@ -85,7 +85,12 @@ class EmbedService:
         return Embedded(vectors, pack.tokens)
 
     async def match(
-        self, questions: str | list[str], top_k: int, min_score: float | None, field: str, truncate: bool = True
+        self,
+        questions: str | list[str],
+        top_k: int,
+        min_score: float | None,
+        field: str,
+        truncate: bool = True,
     ) -> Matched:
         """Stored questions closest to each question, best first."""
         if not 1 <= top_k <= self.config.max_top_k:
