@@ -297,11 +297,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["config"]["http_ingress"] = "haproxy+direct" if args.haproxy else "python proxy"
     # num_cpus=2: the real node's size, so the apps' reservations are what fits.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    common = {"artifact": args.artifact, "index": str(index_root), "session": session}
+    common = {"artifact": args.artifact, "index": str(index_root)}
     apps: dict[str, Any] = {
         "noop": lambda: noop_app_graph(),
+        # The CPU default: two 1-thread passes side by side (deployments/app.py INLINE_CPU_*).
         "inline": lambda: build_app({**common, "topology": "inline"}),
-        "graph": lambda: build_app({**common, "topology": "graph"}),
+        # The same pipeline with one 2-thread pass at a time, for comparison.
+        "inline-1x2": lambda: build_app(
+            {**common, "topology": "inline", "session": session, "batching": {"workers": 1}}
+        ),
+        "graph": lambda: build_app({**common, "topology": "graph", "session": session}),
     }
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -101,6 +101,15 @@ def _dep(cls: Any) -> Deployment:
     return cast(Deployment, cls)
 
 
+# The inline topology on CPU: two passes side by side on single-threaded sessions (one session,
+# two worker threads) instead of one pass on a two-threaded session. Measured on a 2-core node
+# with HAProxy ingress: ~13% more throughput at 16 clients, because the HTTP path shares the
+# cores and a two-threaded op waits for its straggler thread. Reserves the 2 cores it uses.
+INLINE_CPU_SESSION = {"threads": 1, "allow_spinning": False}
+INLINE_CPU_BATCHING = {"workers": 2}
+INLINE_CPU_NUM_CPUS = 2.0
+
+
 def resolve_topology(args: AppArgs) -> str:
     """ "auto": inline on CPU (fastest measured there), graph when replicas get GPUs."""
     if args.topology != "auto":

@@ -150,17 +150,32 @@ class TextTokenizer:
 
 
 def plan_batches(lengths: np.ndarray, config: BatchConfig) -> list[np.ndarray]:
-    """Group text indices into batches: sorted by token count, cut by token budget and max size.
+    """Group text indices into batches: sorted by token count, then cut where padding costs more than a call.
 
     Sorting by tokens (not characters) keeps padding near zero, which was worth 3.5-4x on CPU.
+    The sorted list is then cut into contiguous batches that minimise padded tokens plus
+    `call_overhead_tokens` per onnxruntime call (exact dynamic programme), within the token
+    budget and max batch size. For a long, globally sorted list this is the greedy "fill each
+    batch" plan; for a small mixed-length set (a serving pass) it splits where lengths jump
+    instead of padding everything to the longest text.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
+    widths = np.maximum(lengths[order], 1)  # descending: a batch's first text is its width
+    n = len(order)
+    overhead = config.call_overhead_tokens
+    best = np.zeros(n + 1, dtype=np.float64)  # best[i]: cost of planning texts i..n-1
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        width = int(widths[i])
+        fit = max(1, min(config.max_batch_size, config.batch_tokens // width, n - i))
+        sizes = np.arange(1, fit + 1)
+        costs = sizes * width + overhead + best[i + sizes]
+        k = int(np.argmin(costs))  # ties go to the smaller batch; equal cost either way
+        best[i], cut[i] = costs[k], i + k + 1
     batches: list[np.ndarray] = []
     start = 0
-    while start < len(order):
-        width = max(int(lengths[order[start]]), 1)  # longest first: the batch's padded width
-        fit = max(1, min(config.max_batch_size, config.batch_tokens // width))
-        batches.append(order[start : start + fit])
-        start += fit
+    while start < n:
+        batches.append(order[start : cut[start]])
+        start = int(cut[start])
     return batches

@@ -10,7 +10,10 @@ the core planner sorts them by length and cuts padded onnxruntime calls. So:
 - a request whose caller gave up (timeout, disconnect) is dropped before its next pass;
 - a pass that raises is re-run request by request, so only the culprit gets the error.
 The model call runs in a worker thread (onnxruntime releases the GIL), so the event loop keeps
-reading requests while the model computes.
+reading requests while the model computes. With `workers` > 1, that many passes run at once,
+each on its own thread (one onnxruntime session accepts concurrent runs): on a small CPU node,
+two single-threaded passes side by side beat one two-threaded pass once other work (HTTP,
+tokenizing) shares the cores, because no op waits for a straggler thread.
 """
 
 from __future__ import annotations
@@ -39,20 +42,27 @@ class SchedulerConfig:
     # On a GPU raise both (e.g. pass_tokens 32768, batch_tokens 16384, max_batch_size 256).
     pass_tokens: int = 2048
     batch: BatchConfig = field(default_factory=BatchConfig)
+    # Passes run at once. 1 with a multi-threaded session; on CPU nodes shared with the HTTP
+    # path, `workers` = cores with a 1-thread session was faster (bench/results/serve-haproxy.json).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.pass_tokens < 1:
             raise ValueError(f"SchedulerConfig.pass_tokens must be >= 1, got {self.pass_tokens}")
-        if self.batch.batch_tokens < 1 or self.batch.max_batch_size < 1:
-            raise ValueError(f"SchedulerConfig.batch must have positive limits, got {self.batch}")
+        if self.workers < 1:
+            raise ValueError(f"SchedulerConfig.workers must be >= 1, got {self.workers}")
 
 
 @dataclass
 class _Queued:
     pack: TokenPack
     future: asyncio.Future[np.ndarray]
-    done_texts: int = 0
-    parts: list[np.ndarray] = field(default_factory=list)
+    claimed: int = 0  # texts handed to a pass (done or in flight)
+    done: int = 0  # texts whose vectors are back
+    parts: dict[int, np.ndarray] = field(default_factory=dict)  # first row of a pass -> its output
+
+    def remaining_tokens(self) -> int:
+        return int(self.pack.lengths[self.claimed :].sum())
 
 
 PassObserver = Callable[[int, list[tuple[int, int]]], None]
@@ -75,20 +85,25 @@ class ModelScheduler:
         self.config = config or SchedulerConfig()
         self._on_pass = on_pass
         self._queue: list[_Queued] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
         self.passes = 0
-        self.queued_tokens = 0
+
+    @property
+    def queued_tokens(self) -> int:
+        """Real tokens waiting for a pass (not yet handed to one)."""
+        return sum(q.remaining_tokens() for q in self._queue if not q.future.done())
 
     async def submit(self, pack: TokenPack) -> np.ndarray:
         """Per-token vectors (total_tokens, d), or pooled (n, d) when the model pools, in pack order."""
-        loop = asyncio.get_running_loop()
-        item = _Queued(pack, loop.create_future())
         if pack.size == 0:
             return np.zeros((0, 0), np.float32)
+        loop = asyncio.get_running_loop()
+        item = _Queued(pack, loop.create_future())
         self._queue.append(item)
-        self.queued_tokens += pack.tokens
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._work())
+        while len(self._workers) < self.config.workers:
+            task = loop.create_task(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
         try:
             return await item.future
         finally:
@@ -97,34 +112,28 @@ class ModelScheduler:
 
     async def _work(self) -> None:
         while True:
-            self._queue = [q for q in self._queue if not q.future.done() or self._forget(q)]
+            # Requests fully claimed or given up leave the queue; their passes finish elsewhere.
+            self._queue = [q for q in self._queue if not q.future.done() and q.claimed < q.pack.size]
             if not self._queue:
                 return
-            chosen = self._choose()
-            await self._run_pass(chosen)
-
-    def _forget(self, q: _Queued) -> bool:
-        self.queued_tokens -= int(q.pack.lengths[q.done_texts :].sum())
-        return False
+            await self._run_pass(self._choose())
 
     def _choose(self) -> list[tuple[_Queued, np.ndarray]]:
         """Round-robin one text of each request in turn until the pass's token budget is full."""
         budget = self.config.pass_tokens
         taken: dict[int, list[int]] = {}
-        cursor = {i: q.done_texts for i, q in enumerate(self._queue)}
         used, progressed = 0, True
         while progressed:
             progressed = False
             for i, q in enumerate(self._queue):
-                row = cursor[i]
-                if row >= q.pack.size:
+                if q.claimed >= q.pack.size:
                     continue
-                n = int(q.pack.lengths[row])
+                n = int(q.pack.lengths[q.claimed])
                 if used and used + n > budget:
                     progressed = False
                     break
-                taken.setdefault(i, []).append(row)
-                cursor[i] = row + 1
+                taken.setdefault(i, []).append(q.claimed)
+                q.claimed += 1
                 used += n
                 progressed = True
         return [(self._queue[i], np.asarray(rows, np.int64)) for i, rows in taken.items()]
@@ -148,17 +157,16 @@ class ModelScheduler:
         if self._on_pass is not None:
             self._on_pass(len(chosen), calls)
         for (q, rows), out in zip(chosen, outs, strict=True):
-            q.parts.append(out)
-            q.done_texts += len(rows)
-            self.queued_tokens -= int(q.pack.lengths[rows].sum())
-            if q.done_texts == q.pack.size and not q.future.done():
-                q.future.set_result(q.parts[0] if len(q.parts) == 1 else np.concatenate(q.parts))
+            q.parts[int(rows[0])] = out
+            q.done += len(rows)
+            if q.done == q.pack.size and not q.future.done():
+                parts = [q.parts[k] for k in sorted(q.parts)]
+                q.future.set_result(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
     def _run_packs(self, packs: list[TokenPack]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
         return run_merged(packs, self._pad, self.config.batch, self._forward, self._pooled)
 
     def _fail(self, q: _Queued, exc: BaseException) -> None:
-        self.queued_tokens -= int(q.pack.lengths[q.done_texts :].sum())
-        q.done_texts = q.pack.size
+        q.claimed = q.pack.size  # nothing more of it is run
         if not q.future.done():
             q.future.set_exception(exc)

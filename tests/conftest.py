@@ -44,3 +44,13 @@ def minilm_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("minilm") / "fp32"
     run_export(ExportRequest(model_dir=minilm_dir, out_dir=out), log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def minilm_fused_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 exported with pooling and normalisation inside the graph (topology 'fused')."""
+    from export.pipeline import ExportRequest, run_export
+
+    out = tmp_path_factory.mktemp("minilm") / "fused"
+    run_export(ExportRequest(model_dir=minilm_dir, out_dir=out, pooling_in_graph=True), log=lambda *_: None)
+    return out

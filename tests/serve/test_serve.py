@@ -87,7 +87,8 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     index_root.mkdir()
     v1 = publish_index(index_root, encoder)
     port = _free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # Logical CPUs for three apps (graph 2.05, inline 2.0, fused 1.25); reservations, not cores.
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {
         "artifact": str(artifact),
@@ -112,7 +113,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     }
     serve.run(build_app(inline_args), name="inline", route_prefix="/inline", blocking=False)
     fused_url = None
-    fused = _artifact(request, "minilm-fused", None)
+    fused = _artifact(request, "minilm-fused", "minilm_fused_artifact")
     if fused is not None:
         fused_args = {"artifact": str(fused), "topology": "fused", "api_key": KEY}
         serve.run(build_app(fused_args), name="fused", route_prefix="/fused", blocking=False)

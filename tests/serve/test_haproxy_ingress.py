@@ -1,0 +1,84 @@
+"""The recommended production ingress: Serve's direct ingress behind its bundled HAProxy.
+
+With RAY_SERVE_ENABLE_DIRECT_INGRESS=1 and RAY_SERVE_ENABLE_HA_PROXY=1 (as cluster.yaml starts
+every node) ingress replicas run their own HTTP server and HAProxy routes to them; the Python
+proxy actor is not in the path. This starts its own small cluster with those settings and checks
+that the inline topology answers the same contract through it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from embedder import Encoder
+from tests.serve.helpers import publish_index
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def haproxy_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    root = tmp_path_factory.mktemp("haproxy-index") / "faq"
+    root.mkdir()
+    publish_index(root, Encoder.load(tiny_artifact))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    saved = {k: os.environ.get(k) for k in ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")}
+    os.environ.update({k: "1" for k in saved})  # read by the controller and replicas this cluster starts
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app({"artifact": str(tiny_artifact), "index": str(root), "session": {"threads": 1}})
+        serve.run(app, name="haproxy", route_prefix="/", blocking=False)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(url + "/ready", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass  # HAProxy not listening yet
+            assert time.monotonic() < deadline, "not ready through HAProxy within 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_inline_app_answers_through_haproxy(haproxy_url: str, tiny_artifact: Path) -> None:
+    encoder = Encoder.load(tiny_artifact)
+    texts = ["How do I reset my password?", "Where is my order?"]
+    r = requests.post(haproxy_url + "/v1/embeddings", json={"input": texts}, timeout=30)
+    got = np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+    assert r.status_code == 200 and float(np.abs(got - encoder.encode(texts)).max()) <= 1e-5
+    match = requests.post(
+        haproxy_url + "/match", json={"question": "Where is my order?", "top_k": 1}, timeout=30
+    )
+    assert match.json()["matches"][0]["question"] == "Where is my order?"
+    bad = requests.post(
+        haproxy_url + "/v1/embeddings",
+        data=b'{"input": "\\ud800"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input"
+    assert requests.get(haproxy_url + "/info", timeout=10).json()["topology"] == "inline"
