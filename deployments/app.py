@@ -73,6 +73,10 @@ class AppArgs(BaseModel):
     # Pin an index version (null follows CURRENT) and how often CURRENT is checked.
     index_version: str | None = None
     poll_seconds: float = 2.0
+    # FAISS OpenMP threads of the search stage. 1: a request searches a handful of queries,
+    # where more threads only add wake-up cost and spin on cores the model needs. Raise for
+    # large IVF/HNSW indexes answering big `questions` batches.
+    search_threads: int = Field(default=1, ge=1)
     # GPUs for each backbone replica (0 on CPU nodes); with >0, also set session.providers.
     num_gpus: float = 0.0
     # Name reported in responses ("model"); defaults to the artifact directory name.
@@ -140,6 +144,7 @@ def build_app(raw: dict[str, Any]) -> Application:
             "batching": args.batching or None,
             "poll_seconds": args.poll_seconds,
             "index_version": args.index_version,
+            "search_threads": args.search_threads,
         }
         return (
             _dep(Ingress)
@@ -154,7 +159,7 @@ def build_app(raw: dict[str, Any]) -> Application:
                 **deployment_options("Searcher", args),
                 user_config={"index_version": args.index_version, "poll_seconds": args.poll_seconds},
             )
-            .bind(index_root, artifact.fingerprint)
+            .bind(index_root, artifact.fingerprint, args.search_threads)
         )
     session = args.session or None
     if topology == "fused":

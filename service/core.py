@@ -30,7 +30,7 @@ from embedder.probe import PROBE_TEXTS
 from embedder.tokenize import check_texts, text_problem
 from service.admission import Admission
 from service.config import ServingConfig
-from service.errors import NotReady
+from service.errors import NotReady, public_message
 from service.stages import EmbedOptions, Match, Stages, TokenSpan
 
 Inputs = str | list[str] | list[int] | list[list[int]]
@@ -203,7 +203,8 @@ class EmbedService:
                 await self.probe()
                 self.ready, self.not_ready_reason = True, ""
             except Exception as exc:  # any failure just means "not ready yet"; keep the reason
-                self.not_ready_reason = f"{type(exc).__name__}: {exc}"
+                # Shown by /ready and /info: never a server path.
+                self.not_ready_reason = f"{type(exc).__name__}: {public_message(exc, 503)}"
                 await asyncio.sleep(self.config.probe_interval_s)
 
     async def probe(self) -> None:

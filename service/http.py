@@ -1,6 +1,6 @@
 """The FastAPI app: routes wired to an EmbedService. Transport only; behaviour lives in core.py.
 
-Every API route goes through `_serve`: auth, body read (size cap and deadline, before any slot
+Every API route goes through `serve`: auth, body read (size cap and deadline, before any slot
 is taken), strict JSON, request-model validation, the in-flight slot, the request deadline and
 the one error map in the route's style. Bodies are read by hand (not by FastAPI) so slow or
 malformed bodies are refused cheaply; the request models are still declared on each route so
@@ -13,7 +13,6 @@ import asyncio
 import base64
 import hmac
 import math
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +42,6 @@ from service.stages import EmbedOptions
 
 PAGE = Path(__file__).with_name("page.html")
 M = TypeVar("M", bound=pydantic.BaseModel)
-RequestObserver = Callable[[str, int, float], None]
 
 
 class JSON(Response):
@@ -80,7 +78,7 @@ def _to_field(exc: pydantic.ValidationError) -> InvalidInput:
     return InvalidInput(f"{field}: {first['msg']}", field=field)
 
 
-def create_app(service: EmbedService, observe: RequestObserver | None = None) -> FastAPI:
+def create_app(service: EmbedService) -> FastAPI:
     """The HTTP app for one EmbedService (used as-is in single-box mode and inside Serve)."""
     app = FastAPI(
         title="qmatch",
@@ -133,12 +131,10 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
 
     async def serve(
         request: Request,
-        route: str,
         style: Style,
         model: type[M] | None,
         work: Callable[[Any], Awaitable[Any]],
     ) -> Response:
-        started = time.perf_counter()
         service.start_probe()
         try:
             check_key(request)
@@ -165,8 +161,6 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
         except Exception as exc:
             status, body, headers = error_payload(exc, style)
             response = JSON(body, status, headers=headers)
-        if observe is not None:
-            observe(route, response.status_code, time.perf_counter() - started)
         return response
 
     @app.post(
@@ -189,7 +183,7 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
             usage = {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens}
             return {"object": "list", "data": data, "model": service.model.name, "usage": usage}
 
-        return await serve(request, "/v1/embeddings", "openai", c.EmbeddingsRequest, work)
+        return await serve(request, "openai", c.EmbeddingsRequest, work)
 
     @app.get("/v1/models", response_model=c.ModelList, responses=_errors_doc("openai"), tags=["OpenAI"])
     async def models(request: Request) -> Response:
@@ -199,7 +193,7 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
             card = {"id": service.model.name, "object": "model", "created": 0, "owned_by": "qmatch"}
             return {"object": "list", "data": [card]}
 
-        return await serve(request, "/v1/models", "openai", None, work)
+        return await serve(request, "openai", None, work)
 
     @app.post(
         "/embed",
@@ -215,7 +209,7 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
             options = EmbedOptions(normalize=req.normalize, dimensions=req.dimensions)
             return (await service.embed(req.inputs, "inputs", req.truncate, options)).vectors
 
-        return await serve(request, "/embed", "tei", c.EmbedRequest, work)
+        return await serve(request, "tei", c.EmbedRequest, work)
 
     @app.post(
         "/tokenize",
@@ -231,7 +225,7 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
             spans = await service.tokenize(req.inputs, req.add_special_tokens)
             return [[vars(s) for s in row] for row in spans]
 
-        return await serve(request, "/tokenize", "tei", c.TokenizeRequest, work)
+        return await serve(request, "tei", c.TokenizeRequest, work)
 
     @app.post(
         "/match",
@@ -260,7 +254,7 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
                 **meta,
             }
 
-        return await serve(request, "/match", "openai", c.MatchRequest, work)
+        return await serve(request, "openai", c.MatchRequest, work)
 
     @app.get("/health", response_model=c.HealthResponse, tags=["Status"])
     async def health() -> dict[str, str]:
@@ -309,7 +303,7 @@ def create_app(service: EmbedService, observe: RequestObserver | None = None) ->
                 },
             }
 
-        return await serve(request, "/info", "openai", None, work)
+        return await serve(request, "openai", None, work)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
