@@ -1,13 +1,14 @@
 """Serve benchmark: the online path against the in-process Encoder (+ Searcher), same texts, same run.
 
     ../shared/bin/loopback-only .venv/bin/python -m bench.serve [--artifact artifacts/minilm-fp32] \
-        [--apps noop inline graph] [--rounds 3]
+        [--apps noop inline graph] [--rounds 5] [--haproxy]
 
-It deploys every app at once (each under its own route prefix), then for `--rounds` rounds
+For `--rounds` rounds, and for each app in turn within a round, it deploys the app alone,
 measures the in-process baseline (Encoder.encode of the same texts, and encode + search of one
-question) and, right after it, each app in turn: `/v1/embeddings` (one FAQ text, question +
-answer, per request) at concurrency 1, 4, 16 and 32, and `/match` at concurrency 1. Ratios are taken per round against the baseline of that round and
-reported as median and spread (machines here are noisy: absolute times mean little). Load
+question), then the app, then deletes it. Each app is measured with `/v1/embeddings` (one FAQ
+text, question + answer, per request) at concurrency 1, 4, 16 and 32, and `/match` at
+concurrency 1. Ratios are taken per round against the baseline of that round and reported as
+median and spread (machines here are noisy: absolute times mean little). Load
 average and CPU steal are recorded at start and end. Writes bench/results/serve.json.
 """
 
@@ -295,9 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     results["config"]["http_ingress"] = "haproxy+direct" if args.haproxy else "python proxy"
-    # Logical CPUs for every app at once (reservations, not cores: only the app being measured
-    # computes; the others sit idle with spinning off).
-    ray.init(address="local", num_cpus=2 * len(args.apps) + 1, include_dashboard=False, log_to_driver=False)
+    # num_cpus=2: the real node's size, so the apps' reservations are what fits.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     common = {"artifact": args.artifact, "index": str(index_root)}
     apps: dict[str, Any] = {
         "noop": lambda: noop_app_graph(),
@@ -311,27 +311,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # Every app is deployed at once under its own prefix, so each round measures the
-        # baseline and then every app back to back: slow drifts of a shared machine hit all alike.
-        for name in args.apps:
-            started = time.perf_counter()
-            serve.run(apps[name](), name=name, route_prefix=f"/{name}", blocking=False)
-            wait_ready(f"{url}/{name}")
-            results["apps"][name] = {"deploy_ready_s": round(time.perf_counter() - started, 1), "rounds": []}
+        # Each round deploys each app alone, measures the baseline right before it, then the app,
+        # then deletes it: apps alternate within every round (slow drifts of a shared machine hit
+        # all alike) and no idle app's background work weighs on the one being measured.
         for r in range(args.rounds):
-            base = baseline.measure(texts, questions)
             for name in args.apps:
-                app = measure_app(f"{url}/{name}", texts, questions, counts)
-                results["apps"][name]["rounds"].append({"baseline": base, "app": app})
+                started = time.perf_counter()
+                serve.run(apps[name](), name=name, route_prefix="/", blocking=False)
+                wait_ready(url)
+                entry = results["apps"].setdefault(name, {"deploy_ready_s": [], "rounds": []})
+                entry["deploy_ready_s"].append(round(time.perf_counter() - started, 1))
+                base = baseline.measure(texts, questions)
+                app = measure_app(url, texts, questions, counts)
+                entry["rounds"].append({"baseline": base, "app": app})
+                entry["replica_rss_mb"] = replica_rss()
+                serve.delete(name)
                 print(f"round {r} {name:10s} baseline {base['texts_per_s']:.1f} texts/s, match p50 "
                       f"{base['match_single']['p50_ms']:.1f} ms | app " + ", ".join(
                           f"c{row['concurrency']} {row['req_per_s']:.1f}/s" for row in app["embeddings"])
                       + f", match p50 {app['match_single']['p50_ms']:.1f} ms", flush=True)  # fmt: skip
-        rss = replica_rss()
-        for name in args.apps:
-            results["apps"][name]["replica_rss_mb"] = {
-                k: v for k, v in rss.items() if k.startswith(f"{name}:")
-            }
     finally:
         serve.shutdown()
         ray.shutdown()
