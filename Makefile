@@ -17,7 +17,7 @@ $(VENV_STAMP): pyproject.toml
 install: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 test-fast: $(VENV_STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
