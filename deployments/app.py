@@ -116,6 +116,28 @@ INLINE_CPU_BATCHING = {"workers": 2}
 INLINE_CPU_NUM_CPUS = 2.0
 
 
+def inline_options(args: AppArgs, index_root: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ingress deployment options and in-process stage settings of the inline topology.
+
+    Without GPUs, the INLINE_CPU_* layout applies unless the args set session / batching / the
+    Ingress's ray_actor_options themselves.
+    """
+    opts = deployment_options("Ingress", args)
+    gpu = {"num_gpus": args.num_gpus} if args.num_gpus else {}
+    # The model runs inside the ingress: it reserves what a model replica would.
+    actor = {"num_cpus": 1.0 if gpu else INLINE_CPU_NUM_CPUS, **gpu}
+    opts["ray_actor_options"] = {**actor, **args.deployments.get("Ingress", {}).get("ray_actor_options", {})}
+    inline = {
+        "index": index_root,
+        "session": args.session or (None if gpu else INLINE_CPU_SESSION),
+        "batching": args.batching or (None if gpu else INLINE_CPU_BATCHING),
+        "poll_seconds": args.poll_seconds,
+        "index_version": args.index_version,
+        "search_threads": args.search_threads,
+    }
+    return opts, inline
+
+
 def resolve_topology(args: AppArgs) -> str:
     """ "auto": inline on CPU (fastest measured there), graph when replicas get GPUs."""
     if args.topology != "auto":
@@ -133,21 +155,7 @@ def build_app(raw: dict[str, Any]) -> Application:
     index_root = str(Path(args.index).resolve()) if args.index else None
     common = {"serving": serving, "model_name": args.model_name}
     if topology == "inline":
-        opts = deployment_options("Ingress", args)
-        # The model runs inside the ingress: it reserves what a model replica would.
-        actor = {"num_cpus": 1.0, **({"num_gpus": args.num_gpus} if args.num_gpus else {})}
-        opts["ray_actor_options"] = {
-            **actor,
-            **args.deployments.get("Ingress", {}).get("ray_actor_options", {}),
-        }
-        inline = {
-            "index": index_root,
-            "session": args.session or None,
-            "batching": args.batching or None,
-            "poll_seconds": args.poll_seconds,
-            "index_version": args.index_version,
-            "search_threads": args.search_threads,
-        }
+        opts, inline = inline_options(args, index_root)
         return (
             _dep(Ingress)
             .options(**opts, user_config=serving)

@@ -15,6 +15,7 @@ import numpy as np
 from embedder.artifact import PROBE_MIN_COSINE, Artifact
 from embedder.backbone import Backbone
 from embedder.config import SessionConfig
+from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
 from embedder.pooler import Pooler
 from embedder.tokenize import TextTokenizer
@@ -104,8 +105,6 @@ class InProcessStages(LocalTokenizer):
 
     async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
         """FAISS search on the live version (fast for the handful of queries a request has)."""
-        from embedder.errors import IndexUnavailable
-
         if self.index is None:
             raise IndexUnavailable("this service was started without an index; /match is unavailable")
         return self.index.search(vectors, top_k)

@@ -150,3 +150,17 @@ def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
     graph = ("Ingress", "Tokenizer", "Backbone", "Pooling", "Searcher")
     # The whole staged graph must fit one 2-CPU node.
     assert sum(DEFAULTS[d]["ray_actor_options"]["num_cpus"] for d in graph) <= 2.0
+
+
+def test_inline_on_cpu_gets_its_measured_layout_unless_told_otherwise() -> None:
+    from deployments.app import INLINE_CPU_BATCHING, INLINE_CPU_SESSION, AppArgs, inline_options
+
+    opts, inline = inline_options(AppArgs(artifact="a"), None)
+    assert inline["session"] == INLINE_CPU_SESSION and inline["batching"] == INLINE_CPU_BATCHING
+    workers, threads = INLINE_CPU_BATCHING["workers"], INLINE_CPU_SESSION["threads"]
+    assert opts["ray_actor_options"]["num_cpus"] >= workers * threads  # reserves the cores it uses
+    own = AppArgs(artifact="a", session={"threads": 2}, batching={"workers": 1})
+    assert inline_options(own, None)[1]["session"] == {"threads": 2}
+    assert inline_options(own, None)[1]["batching"] == {"workers": 1}
+    gpu_opts, gpu_inline = inline_options(AppArgs(artifact="a", num_gpus=1), None)
+    assert gpu_inline["session"] is None and gpu_opts["ray_actor_options"]["num_gpus"] == 1
