@@ -80,9 +80,7 @@ class EmbedService:
         options = options or EmbedOptions()
         self._check_options(options)
         pack = await self._pack(inputs, field, truncate)
-        with self.admission.tokens(pack.tokens):
-            vectors = await self.stages.encode(pack, options)
-        return Embedded(vectors, pack.tokens)
+        return Embedded(await self._encode(pack, options), pack.tokens)
 
     async def match(
         self,
@@ -98,13 +96,17 @@ class EmbedService:
         if min_score is not None and not math.isfinite(min_score):
             raise InvalidInput("min_score must be a finite number", field="min_score")
         pack = await self._pack(questions, field, truncate)
-        with self.admission.tokens(pack.tokens):
-            vectors = await self.stages.encode(pack, EmbedOptions())
+        vectors = await self._encode(pack, EmbedOptions())
         result = await self.stages.search(vectors, top_k)
         if min_score is not None:
             kept = [[m for m in row if m.score >= min_score] for row in result.matches]
             return Matched(kept, result.index_version)
         return Matched(result.matches, result.index_version)
+
+    async def _encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+        """Vectors of a validated pack, holding its tokens of the model-queue budget meanwhile."""
+        with self.admission.tokens(pack.tokens):
+            return await self.stages.encode(pack, options)
 
     async def tokenize(self, inputs: str | list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
         """Tokens of each text with offsets (TEI /tokenize)."""
