@@ -107,10 +107,10 @@ def _dep(cls: Any) -> Deployment:
 
 # The inline topology on CPU: two passes side by side on single-threaded sessions (one session,
 # two worker threads) instead of one pass on a two-threaded session, so no op waits for a
-# straggler thread while the HTTP path shares the cores. On a 2-core node with HAProxy ingress:
-# +13% throughput at 16 clients in two alternating pairs of runs (py-spy session, quiet machine);
-# within noise in bench/results/serve-haproxy.json (busy machine; "inline-1x2" is the other
-# layout). Reserves the 2 cores it uses.
+# straggler thread while the HTTP path shares the cores. On a 2-core node with HAProxy ingress
+# (bench/results/serve-haproxy.json, "inline-1x2" is the other layout): 0.74 / 0.76 / 0.67 of
+# in-process throughput at 4 / 16 / 32 clients against 0.66 / 0.70 / 0.66; single-question p50
+# 20.5 ms against 15.2 ms. Reserves the 2 cores it uses.
 INLINE_CPU_SESSION = {"threads": 1, "allow_spinning": False}
 INLINE_CPU_BATCHING = {"workers": 2}
 INLINE_CPU_NUM_CPUS = 2.0
