@@ -13,7 +13,6 @@ Topologies (all serve the same HTTP contract from service/):
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +25,7 @@ from deployments.ingress import Ingress
 from deployments.pooling import Pooling
 from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
+from embedder import storage
 from embedder.artifact import Artifact
 
 # Per-deployment defaults, chosen for a 2-CPU node: logical CPUs add up to 1.85, so the whole
@@ -148,11 +148,11 @@ def resolve_topology(args: AppArgs) -> str:
 def build_app(raw: dict[str, Any]) -> Application:
     """Build the Serve application from `serve run` / serve_config.yaml args."""
     args = AppArgs.model_validate(raw)
-    artifact_dir = str(Path(args.artifact).resolve())
+    artifact_dir = storage.resolve(args.artifact).uri  # local paths made absolute; URIs kept
     artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
     serving = {**args.serving, **({"api_key": args.api_key} if args.api_key else {})}
     topology = resolve_topology(args)
-    index_root = str(Path(args.index).resolve()) if args.index else None
+    index_root = storage.resolve(args.index).uri if args.index else None
     common = {"serving": serving, "model_name": args.model_name}
     if topology == "inline":
         opts, inline = inline_options(args, index_root)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from embedder import storage
+from embedder.cache import fetch_dir, safe_key
 from embedder.errors import ArtifactError, ModelMismatch
 
 FORMAT_VERSION = 1
@@ -129,8 +131,17 @@ class Artifact:
 
     @classmethod
     def load(cls, path: str | Path, verify_files: bool = True) -> Artifact:
-        """Read and check an artifact directory; raise ArtifactError / ModelMismatch with the reason."""
-        directory = Path(path)
+        """Read and check an artifact directory or URI; raise ArtifactError / ModelMismatch with the reason.
+
+        A URI (s3://, gs://, ...) is fetched into the node-local cache keyed by its fingerprint and
+        verified there (a corrupt or half-written cached copy is fetched again).
+        """
+        if storage.is_uri(path) and storage.is_remote(str(path)):
+            return cls._load_dir(fetch_artifact(str(path)), verify_files=True)
+        return cls._load_dir(Path(storage.resolve(path).path), verify_files)
+
+    @classmethod
+    def _load_dir(cls, directory: Path, verify_files: bool) -> Artifact:
         if not directory.is_dir():
             raise ArtifactError(f"artifact directory {directory} does not exist")
         missing = [n for n in (*FINGERPRINTED_FILES, MANIFEST_FILE) if not (directory / n).is_file()]
@@ -150,3 +161,23 @@ class Artifact:
                 )
         probe = np.load(directory / PROBE_FILE)
         return cls(path=directory, manifest=manifest, probe_vectors=probe)
+
+
+def fetch_artifact(uri: str) -> Path:
+    """A verified local copy of a remote artifact, cached under artifacts/<fingerprint>."""
+    loc = storage.resolve(uri)
+    try:
+        data = storage.read_json(loc.child(MANIFEST_FILE))
+    except storage.StorageError as exc:
+        raise ArtifactError(f"artifact {uri}: cannot read {MANIFEST_FILE} ({exc})") from None
+    expected = str(data.get("fingerprint", ""))
+    if not expected:
+        raise ArtifactError(f"artifact {uri}: {MANIFEST_FILE} has no fingerprint")
+
+    def verify(directory: Path) -> None:
+        # Hashes every defining file: a truncated or corrupted cached copy fails here.
+        loaded = Artifact._load_dir(directory, verify_files=True)
+        if loaded.fingerprint != expected:
+            raise ModelMismatch(f"{directory} holds {loaded.fingerprint}, expected {expected}")
+
+    return fetch_dir(loc, f"artifacts/{safe_key(expected)}", verify, log=lambda _m: None)

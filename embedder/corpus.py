@@ -6,6 +6,7 @@ inputs fail fast) and inside its actors (to read one shard and split good rows f
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Sequence
@@ -16,8 +17,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from embedder import storage
 from embedder.errors import EmbedderError
 from embedder.tokenize import text_problem
 
@@ -72,41 +75,62 @@ class ColumnSpec:
     keep: tuple[str, ...] = field(default_factory=tuple)
 
 
-def discover_inputs(spec: str | os.PathLike[str]) -> list[Path]:
-    """Parquet files named by a file, a directory (recursive) or a glob; sorted; raises CorpusError."""
-    path = Path(spec)
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
+def discover_inputs(spec: str | os.PathLike[str]) -> list[str]:
+    """Parquet files (as paths or URIs) named by a file, a directory / prefix (recursive) or a glob.
+
+    Sorted; raises CorpusError when nothing matches, StorageError when the place cannot be listed.
+    """
+    loc = storage.resolve(spec)
+    kind = storage.info(loc).type
+    if kind == pafs.FileType.File:
+        return [loc.uri]
+    if kind == pafs.FileType.Directory:
+        root = loc.path.rstrip("/") + "/"
         # Hidden and underscore files are writer bookkeeping (_SUCCESS, .crc), as Spark/Ray Data treat them.
-        files = [
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        found = [
+            storage.located(loc, f.path).uri
+            for f in storage.list_files(loc)
+            if not any(part.startswith((".", "_")) for part in f.path[len(root) :].split("/"))
         ]
+    elif loc.is_local:
+        found = sorted(p for p in glob.glob(loc.path, recursive=True) if Path(p).is_file())
     else:
-        files = [Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file()]
-    if not files:
+        found = _glob_remote(loc)
+    if not found:
         raise CorpusError(f"no input files found at {spec!s} (a parquet file, a directory or a glob)")
-    return sorted(files)
+    return sorted(found)
 
 
-def read_footer(path: Path) -> pq.FileMetaData:
+def _glob_remote(loc: storage.Location) -> list[str]:
+    """Object stores cannot glob: list below the pattern's fixed prefix and match names."""
+    pattern = loc.path
+    fixed = pattern[: min((pattern.find(c) for c in "*?[" if c in pattern), default=len(pattern))]
+    base = storage.located(loc, fixed.rsplit("/", 1)[0])
+    return [
+        storage.located(loc, f.path).uri
+        for f in storage.list_files(base)
+        if fnmatch.fnmatchcase(f.path, pattern)
+    ]
+
+
+def read_footer(path: str) -> pq.FileMetaData:
     """A parquet file's footer; CorpusError when the file is not parquet or cannot be read."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
+        head = storage.read_range(path, 0, 4)
         if head != PARQUET_MAGIC:
             raise CorpusError(
                 f"{path} is not a parquet file (it does not start with the parquet magic bytes)"
             )
-        return pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as exc:
+        return storage.parquet_file(path).metadata
+    except storage.StorageError as exc:
         raise CorpusError(f"{path} is not a readable parquet file: {exc}") from exc
 
 
-def inspect_inputs(files: Sequence[Path], columns: ColumnSpec) -> list[InputFile]:
-    """Read every footer; raise CorpusError naming the first unreadable file or missing column."""
+TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+
+
+def inspect_inputs(files: Sequence[str], columns: ColumnSpec) -> list[InputFile]:
+    """Read every footer; raise CorpusError naming the first unreadable file or wrong column."""
     out: list[InputFile] = []
     for f in files:
         meta = read_footer(f)
@@ -117,17 +141,19 @@ def inspect_inputs(files: Sequence[Path], columns: ColumnSpec) -> list[InputFile
             raise CorpusError(
                 f"{f} has no column(s) {', '.join(map(repr, missing))}; its columns are {schema.names}"
             )
+        text_type = schema.field(columns.text).type
+        if not any(check(text_type) for check in TEXT_TYPES):
+            # Caught here, before any work: a binary or numeric column would otherwise run the whole
+            # job and quarantine every row.
+            raise CorpusError(f"{f}: text column {columns.text!r} must be a string column, is {text_type}")
         if columns.id:
             id_type = schema.field(columns.id).type
-            if not (
-                pa.types.is_integer(id_type)
-                or pa.types.is_string(id_type)
-                or pa.types.is_large_string(id_type)
-            ):
+            if not (pa.types.is_integer(id_type) or any(check(id_type) for check in TEXT_TYPES)):
                 raise CorpusError(f"{f}: id column {columns.id!r} must be an integer or string, is {id_type}")
-        stat = f.stat()
+        stat = storage.info(f)
         rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        out.append(InputFile(str(f.resolve()), meta.num_rows, rg_rows, stat.st_size, stat.st_mtime_ns))
+        mtime_ns = int(stat.mtime_ns) if stat.mtime_ns is not None else 0
+        out.append(InputFile(storage.resolve(f).uri, meta.num_rows, rg_rows, int(stat.size or 0), mtime_ns))
     return out
 
 
@@ -144,7 +170,7 @@ def shard_from_dict(data: dict[str, Any]) -> Shard:
     )
 
 
-def resolve_columns(first_file: Path, text: str, id_column: str | None, keep: Sequence[str]) -> ColumnSpec:
+def resolve_columns(first_file: str, text: str, id_column: str | None, keep: Sequence[str]) -> ColumnSpec:
     """Pick the id column: the one named, else 'id' when present, else generated row positions."""
     names = read_footer(first_file).schema.to_arrow_schema().names
     if id_column is None and "id" in names:
@@ -187,7 +213,7 @@ def find_duplicate_ids(inputs: Sequence[InputFile], id_column: str) -> tuple[np.
     A pre-pass over the id column only (cheap next to embedding), so every worker knows, without a
     shuffle, which of its rows are later duplicates; the first occurrence in file/row order wins.
     """
-    chunks = [pq.read_table(f.path, columns=[id_column]).column(0) for f in inputs]
+    chunks = [storage.read_parquet(f.path, columns=[id_column]).column(0) for f in inputs]
     if not chunks or sum(len(c) for c in chunks) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     types = {c.type for c in chunks}
@@ -225,7 +251,7 @@ def attach_duplicates(shards: Sequence[Shard], positions: np.ndarray, first: np.
 
 def read_shard(shard: Shard, columns: Sequence[str] | None = None) -> pa.Table:
     """Rows [start, stop) of the shard's file, reading only the row groups that hold them."""
-    pf = pq.ParquetFile(shard.file)
+    pf = storage.parquet_file(shard.file)
     groups, first_row_of_first_group, position = [], None, 0
     for i in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(i).num_rows
@@ -234,7 +260,10 @@ def read_shard(shard: Shard, columns: Sequence[str] | None = None) -> pa.Table:
             if first_row_of_first_group is None:
                 first_row_of_first_group = position
         position += n
-    table = pf.read_row_groups(groups, columns=list(columns) if columns is not None else None)
+    # A footer can be valid while data pages are corrupt (bad compression, truncated pages): that
+    # surfaces here, as one StorageError naming the file and the rows, never a raw OSError.
+    with storage.errors_named(f"{shard.file} (rows {shard.start}-{shard.stop})", "read"):
+        table = pf.read_row_groups(groups, columns=list(columns) if columns is not None else None)
     return table.slice(shard.start - (first_row_of_first_group or 0), shard.rows)
 
 

@@ -1,8 +1,17 @@
-"""Versioned index directories: indexes/<name>/<version>/{index.faiss, metadata.parquet, manifest.json}.
+"""Versioned index directories: <root>/<version>/{index.faiss, metadata.parquet, manifest.json}.
 
-A version is written under a hidden temp directory, verified, then renamed into place; only then
-does `CURRENT` change (temp file + os.replace), so a reader never sees a half-written version and
-a failed build leaves the live index untouched.
+The root is a local path or a URI (s3://, gs://, ...); all file access goes through embedder.storage.
+A version is assembled and verified in a local staging directory first. Publishing it:
+
+- local disk: the staging directory (a hidden sibling) is renamed into place in one step;
+- object store (no rename): the files are uploaded with manifest.json LAST; a version without its
+  manifest is not a version (`list_versions` and `open_version` ignore / refuse it), so readers
+  never see half of one.
+
+Only then does `CURRENT` change: one small file replaced atomically (local: temp + os.replace;
+object store: a single PUT). The manifest records every file's size and sha256, so a node-local
+cached copy of a remote version (embedder.cache) that is truncated or corrupt is detected and
+fetched again. A failed build leaves the live index untouched.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,6 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedder import storage
+from embedder.cache import fetch_dir, file_digest, root_key
 from embedder.errors import IndexInvalid
 from embedder.index import VectorIndex
 
@@ -50,6 +62,8 @@ class IndexManifest:
     shards: int = 1
     created_at: str = ""
     format_version: int = FORMAT_VERSION
+    # name -> {"size": bytes, "sha256": hex}, filled in by publish(); {} in versions built before it.
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialised manifest."""
@@ -70,7 +84,7 @@ class LoadedIndex:
     """One opened index version: FAISS index, manifest, metadata table (row i = FAISS id i)."""
 
     version: str
-    path: Path
+    path: Path  # local directory (a node-local cached copy for remote roots)
     index: VectorIndex
     manifest: IndexManifest
     metadata: pa.Table
@@ -88,70 +102,106 @@ def new_version_name() -> str:
 
 
 def staging_dir(root: str | os.PathLike[str], version: str) -> Path:
-    """Hidden directory where a version is assembled before it is published."""
-    path = Path(root) / f".staging-{version}"
+    """Local directory where a version is assembled before it is published.
+
+    Beside the versions for a local root (so publishing is one rename); a local temp directory
+    for a remote root.
+    """
+    loc = storage.resolve(root)
+    if not loc.is_local:
+        return Path(tempfile.mkdtemp(prefix=f"qm-staging-{version}-"))
+    path = Path(loc.path) / f".staging-{version}"
     path.mkdir(parents=True, exist_ok=False)
     return path
 
 
 def list_versions(root: str | os.PathLike[str]) -> list[str]:
-    """Published versions, oldest first (hidden staging directories are not versions)."""
-    base = Path(root)
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Published versions, oldest first (staging directories and manifest-less uploads are not versions)."""
+    loc = storage.resolve(root)
+    names = [n for n in storage.list_dirs(loc) if not n.startswith(".")]
+    if loc.is_local:
+        return names
+    return [n for n in names if storage.is_file(loc.child(n, MANIFEST_FILE))]
 
 
 def current_version(root: str | os.PathLike[str]) -> str | None:
     """The live version named by CURRENT, or None if nothing was published yet."""
-    path = Path(root) / CURRENT
-    if not path.exists():
+    loc = storage.resolve(root).child(CURRENT)
+    if not storage.is_file(loc):
         return None
-    return path.read_text(encoding="utf-8").strip() or None
+    return storage.read_text(loc).strip() or None
 
 
-def verify_version(path: Path) -> IndexManifest:
-    """Check a version directory is complete and self-consistent; returns its manifest."""
-    missing = [f for f in (INDEX_FILE, METADATA_FILE, MANIFEST_FILE) if not (path / f).is_file()]
+def verify_version(path: str | os.PathLike[str] | storage.Location, digests: bool = False) -> IndexManifest:
+    """Check a version directory is complete and self-consistent; returns its manifest.
+
+    Sizes recorded in the manifest are always checked; `digests` also hashes every file (done on
+    downloaded copies, where truncation or corruption is possible).
+    """
+    loc = storage.resolve(path)
+    listed = {f.base_name: f for f in storage.list_files(loc, recursive=False)}
+    missing = [f for f in (INDEX_FILE, METADATA_FILE, MANIFEST_FILE) if f not in listed]
     if missing:
-        raise IndexInvalid(f"index version {path} is incomplete: missing {missing}")
+        raise IndexInvalid(f"index version {loc} is incomplete: missing {missing}")
     try:
-        manifest = IndexManifest.from_json((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = IndexManifest.from_json(storage.read_text(loc.child(MANIFEST_FILE)))
     except (ValueError, TypeError) as exc:
-        raise IndexInvalid(f"{path / MANIFEST_FILE} is unreadable: {exc}") from exc
+        raise IndexInvalid(f"{loc.child(MANIFEST_FILE)} is unreadable: {exc}") from exc
+    for name, expected in manifest.files.items():
+        got = listed.get(name)
+        if got is None or got.size != expected.get("size"):
+            raise IndexInvalid(
+                f"{loc.child(name)}: {got.size if got else 'missing'} bytes, manifest says {expected.get('size')}"
+            )
+        if digests and loc.is_local and file_digest(Path(loc.path) / name) != expected.get("sha256"):
+            raise IndexInvalid(f"{loc.child(name)}: content does not match the manifest's sha256")
     try:
-        rows = pq.read_metadata(path / METADATA_FILE).num_rows
-    except (OSError, pa.ArrowException) as exc:
-        raise IndexInvalid(f"{path / METADATA_FILE} is unreadable: {exc}") from exc
+        rows = storage.parquet_file(loc.child(METADATA_FILE)).metadata.num_rows
+    except storage.StorageError as exc:
+        raise IndexInvalid(f"{loc.child(METADATA_FILE)} is unreadable: {exc}") from exc
     if rows != manifest.count:
-        raise IndexInvalid(f"{path}: metadata has {rows} rows, manifest says {manifest.count}")
+        raise IndexInvalid(f"{loc}: metadata has {rows} rows, manifest says {manifest.count}")
     return manifest
 
 
-def publish(root: str | os.PathLike[str], staged: Path, version: str, make_current: bool = True) -> Path:
-    """Verify a staged version, rename it into place, then (optionally) point CURRENT at it."""
-    manifest = verify_version(staged)
+def _record_files(staged: Path) -> IndexManifest:
+    """Add each file's size and sha256 to the staged manifest (the commit record of the version)."""
+    manifest = IndexManifest.from_json((staged / MANIFEST_FILE).read_text(encoding="utf-8"))
+    files = {
+        name: {"size": (staged / name).stat().st_size, "sha256": file_digest(staged / name)}
+        for name in (INDEX_FILE, METADATA_FILE)
+    }
+    manifest = dataclasses.replace(manifest, files=files)
+    (staged / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def publish(
+    root: str | os.PathLike[str], staged: Path, version: str, make_current: bool = True
+) -> storage.Location:
+    """Verify a staged version, put it in place (rename, or upload with the manifest last), then CURRENT."""
+    verify_version(staged)
+    manifest = _record_files(staged)
     loaded = _open(staged, version, manifest)  # the index file must load and agree with the manifest
     del loaded
-    final = Path(root) / version
-    os.replace(staged, final)
-    _fsync_dir(Path(root))
+    base = storage.resolve(root)
+    final = base.child(version)
+    if base.is_local:
+        os.replace(staged, final.path)
+        storage.fsync_dir(Path(base.path))
+    else:
+        storage.upload_dir(staged, final, last=[MANIFEST_FILE])
+        discard(staged)
     if make_current:
         set_current(root, version)
     return final
 
 
 def set_current(root: str | os.PathLike[str], version: str) -> None:
-    """Atomically point CURRENT at a complete version."""
-    base = Path(root)
-    verify_version(base / version)
-    tmp = base / f".{CURRENT}.{uuid.uuid4().hex}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(version + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, base / CURRENT)
-    _fsync_dir(base)
+    """Point CURRENT at a complete version (one atomic write: rename locally, one PUT remotely)."""
+    base = storage.resolve(root)
+    verify_version(base.child(version))
+    storage.write_text(base.child(CURRENT), version + "\n")
 
 
 def rollback(root: str | os.PathLike[str]) -> str:
@@ -159,9 +209,10 @@ def rollback(root: str | os.PathLike[str]) -> str:
     live = current_version(root)
     if live is None:
         raise IndexInvalid(f"{root}: no CURRENT version to roll back from")
+    base = storage.resolve(root)
     for candidate in reversed([v for v in list_versions(root) if v < live]):
         try:
-            verify_version(Path(root) / candidate)
+            verify_version(base.child(candidate))
         except IndexInvalid:
             continue  # skip a damaged old version rather than going live on it
         set_current(root, candidate)
@@ -170,16 +221,36 @@ def rollback(root: str | os.PathLike[str]) -> str:
 
 
 def discard(staged: Path) -> None:
-    """Remove a staging directory after a failed build."""
+    """Remove a staging directory after a failed build (or after uploading it)."""
     shutil.rmtree(staged, ignore_errors=True)
 
 
 def open_version(root: str | os.PathLike[str], version: str) -> LoadedIndex:
-    """Load one version (index, manifest, metadata), refusing missing or incomplete ones."""
-    path = Path(root) / version
-    if not path.is_dir():
-        raise IndexInvalid(f"index version {path} does not exist")
-    return _open(path, version, verify_version(path))
+    """Load one version (index, manifest, metadata), refusing missing or incomplete ones.
+
+    A remote version is fetched into the node-local cache first (verified by size and sha256).
+    """
+    base = storage.resolve(root)
+    remote = base.child(version)
+    if base.is_local:
+        path = Path(remote.path)
+        if not path.is_dir():
+            raise IndexInvalid(f"index version {path} does not exist")
+        return _open(path, version, verify_version(path))
+    if not storage.is_file(remote.child(MANIFEST_FILE)):
+        raise IndexInvalid(f"index version {remote} does not exist (or its upload is not complete)")
+    verify_version(remote)
+    local = fetch_dir(
+        remote,
+        f"indexes/{root_key(base.uri)}/{version}",
+        _verify_download,
+        log=lambda _m: None,
+    )
+    return _open(local, version, verify_version(local))
+
+
+def _verify_download(path: Path) -> None:
+    verify_version(path, digests=True)
 
 
 def open_current(root: str | os.PathLike[str]) -> LoadedIndex:
@@ -199,12 +270,3 @@ def _open(path: Path, version: str, manifest: IndexManifest) -> LoadedIndex:
         )
     metadata = pq.read_table(path / METADATA_FILE)
     return LoadedIndex(version=version, path=path, index=index, manifest=manifest, metadata=metadata)
-
-
-def _fsync_dir(path: Path) -> None:
-    # The rename is durable only once the directory entry is flushed.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

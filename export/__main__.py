@@ -1,4 +1,4 @@
-"""python -m export --model <st dir> --out <artifact dir> [--precision fp32|fp16|int8] [--pooling-in-graph]"""
+"""python -m export --model <st dir> --out <artifact dir or URI> [--precision fp32|fp16|int8] [--pooling-in-graph]"""
 
 from __future__ import annotations
 
@@ -7,23 +7,26 @@ import sys
 from pathlib import Path
 
 from embedder.errors import EmbedderError
-from export.pipeline import PRECISIONS, ExportRequest, run_export
+from export.pipeline import PRECISIONS, ExportRequest
+from export.remote import export_to
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exit code 0 on success, 2 on a refused or failed export."""
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("--model", required=True, type=Path, help="sentence-transformers model directory")
-    parser.add_argument("--out", required=True, type=Path, help="artifact directory to create")
+    parser.add_argument(
+        "--out", required=True, help="artifact directory or URI (s3://bucket/artifacts/minilm) to create"
+    )
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument(
         "--pooling-in-graph", action="store_true", help="append pooling+normalisation to the graph"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
     args = parser.parse_args(argv)
-    request = ExportRequest(args.model, args.out, args.precision, args.pooling_in_graph, args.overwrite)
+    request = ExportRequest(args.model, Path(), args.precision, args.pooling_in_graph, args.overwrite)
     try:
-        manifest = run_export(request)
+        manifest = export_to(request, args.out)
     except EmbedderError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2

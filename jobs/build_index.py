@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embedder import index_store
+from embedder import index_store, storage
 from embedder.config import ConfigError, from_mapping
 from embedder.errors import EmbedderError, IndexInvalid
 from embedder.index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
@@ -40,7 +39,7 @@ class BuildResult:
     """A published index version."""
 
     version: str
-    path: Path
+    path: str  # local path or URI of the published version
     manifest: IndexManifest
 
     def summary(self) -> str:
@@ -82,7 +81,8 @@ def build(
     query_rows = sample_rows(info.count, cfg.recall_sample, cfg.seed + 1)
     train_rows = sample_rows(info.count, index.train_rows(info.count, cfg), cfg.seed, exclude=query_rows)
 
-    Path(out).mkdir(parents=True, exist_ok=True)
+    storage.check_bucket(out)
+    storage.make_dirs(out)
     version = index_store.new_version_name()
     staged = index_store.staging_dir(out, version)
     try:
@@ -108,13 +108,13 @@ def build(
             search_params=index.search_params,
             id_type=info.id_type,
             columns=info.passthrough,
-            source_summary=_source_summary(Path(embeddings)),
+            source_summary=_source_summary(embeddings),
             config=dataclasses.asdict(cfg),
             shards=max(shards, 1),
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-        path = index_store.publish(out, staged, version)
+        path = index_store.publish(out, staged, version).uri
     except BaseException:
         index_store.discard(staged)  # CURRENT still names the previous, complete version
         raise
@@ -174,11 +174,12 @@ def _add_local(index: VectorIndex, info: EmbeddingsInfo, queries: np.ndarray, cf
     return exact.ids
 
 
-def _source_summary(embeddings: Path) -> dict | None:
-    path = embeddings / "_SUMMARY.json"
-    if not path.is_file():
+def _source_summary(embeddings: str | Path) -> dict | None:
+    path = storage.resolve(embeddings).child("_SUMMARY.json")
+    if not storage.is_file(path):
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    summary: dict = storage.read_json(path)
+    return summary
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,27 +1,27 @@
 """Embed a parquet corpus with Ray Data: `python -m jobs.embed_corpus --artifact A --input I --output O`.
 
-Streaming over deterministic shards (file, row range): an actor pool whose actors each hold one
-Encoder reads a shard, quarantines bad rows, embeds the rest and renames the shard's part file
-into place; the driver journals finished shards. Rerunning the same command resumes; a retried
-shard rewrites the same file, so every good row lands in the output exactly once.
+A, I and O are local paths or URIs (s3://, gs://, ...). Streaming over deterministic shards (file,
+row range): an actor pool whose actors each hold one Encoder reads a shard, quarantines bad rows,
+embeds the rest and writes the shard's part file under a name fixed by the shard (one
+all-or-nothing write); the driver then commits the shard with a marker object. Rerunning the same
+command resumes; a retried shard rewrites the same file, so every good row lands in the output
+exactly once. A lease on the output refuses a second run on it while the first is alive.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import ray
 from tqdm import tqdm
 
+from embedder import storage
 from embedder.artifact import Artifact
 from embedder.config import BatchConfig, ConfigError, check_field, from_mapping
 from embedder.corpus import (
@@ -37,7 +37,7 @@ from embedder.corpus import (
 )
 from embedder.errors import EmbedderError
 from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
-from jobs.run_state import RunState, ShardStats, write_json_atomic
+from jobs.run_state import Lease, RunState, ShardStats
 from jobs.udfs import TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 
 
@@ -111,7 +111,7 @@ def map_batches_kwargs(cfg: JobConfig, fingerprint: str, task: ShardTask) -> dic
         "batch_format": "numpy",
         "num_cpus": cfg.cpus_per_actor,
         "fn_constructor_kwargs": {
-            "artifact": str(Path(cfg.artifact).resolve()),
+            "artifact": artifact_ref(cfg.artifact),
             "fingerprint": fingerprint,
             "task": task,
             # A GPU provider that fails to load is an error in the session factory, never a silent CPU run.
@@ -125,6 +125,11 @@ def map_batches_kwargs(cfg: JobConfig, fingerprint: str, task: ShardTask) -> dic
     return kwargs
 
 
+def artifact_ref(spec: str) -> str:
+    """How workers name the artifact: a URI as given, a local path made absolute."""
+    return storage.resolve(spec).uri
+
+
 @dataclass
 class Prepared:
     """What the driver knows before any work: artifact, columns, run state, shards to do."""
@@ -135,8 +140,14 @@ class Prepared:
     normalized: bool
 
 
-def prepare(cfg: JobConfig) -> Prepared:
-    """All fail-fast checks (artifact, inputs, columns, output directory) without Ray."""
+def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease | None = None) -> Prepared:
+    """All fail-fast checks (artifact, inputs, columns, output) without Ray, then the run state.
+
+    Nothing is written to the output until every check passed; then the lease is taken (when
+    given) and the run state opened.
+    """
+    output = output or storage.resolve(cfg.output)
+    storage.check_bucket(output)
     if cfg.too_long not in TOO_LONG_POLICIES:
         raise EmbedderError(f"--too-long must be one of {TOO_LONG_POLICIES}, got {cfg.too_long!r}")
     if cfg.device not in ("cpu", "gpu"):
@@ -148,7 +159,7 @@ def prepare(cfg: JobConfig) -> Prepared:
     total = sum(f.rows for f in inputs)
     shards = plan_shards(inputs, cfg.shard_rows or auto_shard_rows(total, cfg.max_actors))
     run = {
-        "artifact": str(Path(cfg.artifact).resolve()),
+        "artifact": artifact_ref(cfg.artifact),
         "fingerprint": artifact.fingerprint,
         "inputs": [f.signature() for f in inputs],
         "text_column": columns.text,
@@ -158,17 +169,28 @@ def prepare(cfg: JobConfig) -> Prepared:
         "shards": [dataclasses.asdict(s) for s in shards],
         "config": dataclasses.asdict(cfg),
     }
-    state = RunState.open(Path(cfg.output), run)
+    if lease is not None:
+        lease.acquire()  # a second run on this output stops here, before touching anything
+    state = RunState.open(output, run)
     return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize)
 
 
 def run(cfg: JobConfig) -> dict[str, Any]:
     """Run (or resume, or confirm) an embedding job; returns the summary dict."""
     started = time.perf_counter()
-    prep = prepare(cfg)
+    output = storage.resolve(cfg.output)
+    lease = Lease(output)
+    try:
+        return _run_leased(cfg, output, lease, started)
+    finally:
+        lease.release()
+
+
+def _run_leased(cfg: JobConfig, output: storage.Location, lease: Lease, started: float) -> dict[str, Any]:
+    prep = prepare(cfg, output, lease)
     state = prep.state
     if state.complete:
-        summary: dict[str, Any] = json.loads(state.summary_path.read_text(encoding="utf-8"))
+        summary: dict[str, Any] = storage.read_json(state.summary_path)
         summary["already_complete"] = True
         return summary
     pending = state.pending
@@ -177,18 +199,18 @@ def run(cfg: JobConfig) -> dict[str, Any]:
     if pending:
         if prep.columns.id is not None:
             # Duplicates are judged over the whole corpus, so resumed shards agree with finished ones.
-            inputs = [Path(p[0]) for p in state.run["inputs"]]
+            inputs = [str(p[0]) for p in state.run["inputs"]]
             positions, first = find_duplicate_ids(inspect_inputs(inputs, prep.columns), prep.columns.id)
             pending = attach_duplicates(pending, positions, first)
-        run_shards(cfg, prep, pending)
+        run_shards(cfg, prep, pending, lease)
     verify_output(state)
     ran_now = {s.shard_id for s in pending}
     summary = make_summary(cfg, state, time.perf_counter() - started, ran_now, resumed)
-    write_json_atomic(state.summary_path, summary)
+    storage.write_json(state.summary_path, summary)
     return summary
 
 
-def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard]) -> None:
+def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease) -> None:
     """Stream the pending shards through the actor pool, journaling each as it finishes."""
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False)
@@ -198,16 +220,41 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard]) -> None:
         )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
-    task = ShardTask(output=str(prep.state.output), columns=prep.columns, too_long=cfg.too_long)
+    task = ShardTask(output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long)
     items = ray.data.from_items([{"spec": shard_to_json(s)} for s in shards], override_num_blocks=len(shards))
     ds = items.map_batches(EmbedShards, **map_batches_kwargs(cfg, prep.fingerprint, task))
     with tqdm(
         total=sum(s.rows for s in shards), unit="rows", disable=not cfg.progress, file=sys.stderr
     ) as bar:
-        for row in ds.iter_rows():
-            stats = stats_from_row(row)
-            prep.state.record(stats)
-            bar.update(stats.rows_read)
+        try:
+            for row in ds.iter_rows():
+                stats = stats_from_row(row)
+                lease.check()  # never commit after another run took the output over
+                prep.state.record(stats)
+                bar.update(stats.rows_read)
+        except Exception as exc:
+            # A worker's clear error (unreadable shard, disk full, missing bucket) arrives wrapped
+            # in Ray's task errors; surface the original one line, not the remote traceback.
+            cause = embedder_cause(exc)
+            if cause is None or cause is exc:
+                raise
+            raise cause from None
+
+
+def embedder_cause(exc: BaseException) -> EmbedderError | None:
+    """The project error a remote failure carries (Ray wraps it in task / user-code exceptions)."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
+        if isinstance(current, EmbedderError) and not isinstance(current, ray.exceptions.RayError):
+            return current
+        stack.extend([cause, current.__cause__, current.__context__])
+    return None
 
 
 def stats_from_row(row: dict[str, Any]) -> ShardStats:
@@ -232,7 +279,11 @@ def verify_output(state: RunState) -> None:
             f"{len(state.pending)} shard(s) did not finish: {[s.shard_id for s in state.pending][:5]}"
         )
     expected = {part_name(s.shard_id): s.rows_embedded for s in state.done.values() if s.rows_embedded}
-    found = {p.name: pq.read_metadata(p).num_rows for p in state.output.glob("part-*.parquet")}
+    found = {
+        f.base_name: storage.parquet_file(storage.located(state.output, f.path)).metadata.num_rows
+        for f in storage.list_files(state.output, recursive=False)
+        if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
+    }
     if found != expected:
         extra = sorted(set(found) - set(expected))[:5]
         missing = sorted(set(expected) - set(found))[:5]
@@ -265,8 +316,8 @@ def make_summary(
         "resumed": resumed,
         "fingerprint": state.run["fingerprint"],
         "artifact": state.run["artifact"],
-        "output": str(state.output),
-        "quarantine": str(state.output / QUARANTINE_DIR),
+        "output": state.output.uri,
+        "quarantine": state.output.child(QUARANTINE_DIR).uri,
         "config": dataclasses.asdict(cfg),
     }
 

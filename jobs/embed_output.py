@@ -1,20 +1,18 @@
-"""Write one shard's embeddings and quarantine parquet files atomically (temp file + rename).
+"""Write one shard's embeddings and quarantine parquet files, each all-or-nothing (embedder.storage).
 
 Uses the contract's column and metadata names from jobs.embeddings_io. A re-executed shard (a
 retried task after a node died, or a resumed run) rewrites the same file names with the same
-content, so the output never holds a row twice.
+content, so the output never holds a row twice, on local disk or an object store.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from embedder import storage
 from jobs.embeddings_io import DIMENSION_KEY, EMBEDDING, FINGERPRINT_KEY, NORMALIZED_KEY, embedding_array
 
 QUARANTINE_DIR = "quarantine"
@@ -24,18 +22,6 @@ TMP_SUFFIX = ".tmp"
 def part_name(shard_id: str) -> str:
     """File name of a shard's output, the same in the output and quarantine directories."""
     return f"part-{shard_id}.parquet"
-
-
-def write_atomic(table: pa.Table, path: Path) -> Path:
-    """Write to a unique hidden temp file beside `path`, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden (leading dot) so readers globbing part-*.parquet never see a half-written file.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def embeddings_table(
@@ -54,21 +40,26 @@ def embeddings_table(
 
 
 def write_shard_outputs(
-    output: Path, shard_id: str, embeddings: pa.Table | None, quarantine: pa.Table | None
-) -> tuple[Path | None, Path | None]:
+    output: storage.Location, shard_id: str, embeddings: pa.Table | None, quarantine: pa.Table | None
+) -> tuple[storage.Location | None, storage.Location | None]:
     """Quarantine first, embeddings last: the embeddings file appearing means the shard is whole."""
     q_path = e_path = None
     if quarantine is not None and quarantine.num_rows:
-        q_path = write_atomic(quarantine, output / QUARANTINE_DIR / part_name(shard_id))
+        q_path = storage.write_parquet(output.child(QUARANTINE_DIR, part_name(shard_id)), quarantine)
     if embeddings is not None and embeddings.num_rows:
-        e_path = write_atomic(embeddings, output / part_name(shard_id))
+        e_path = storage.write_parquet(output.child(part_name(shard_id)), embeddings)
     return e_path, q_path
 
 
-def remove_temp_files(output: Path) -> int:
-    """Delete temp files left by workers of a killed run; returns how many."""
+def remove_temp_files(output: storage.Location) -> int:
+    """Delete local temp files left by workers of a killed run; returns how many.
+
+    Object stores need nothing here: an upload that was cut off never becomes an object.
+    """
+    if not output.is_local:
+        return 0
     count = 0
-    for directory in (output, output / QUARANTINE_DIR):
+    for directory in (Path(output.path), Path(output.path) / QUARANTINE_DIR):
         if directory.is_dir():
             for tmp in directory.glob(f".part-*{TMP_SUFFIX}"):
                 tmp.unlink(missing_ok=True)

@@ -6,16 +6,16 @@ memory stays bounded by one batch, whatever the corpus size.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from embedder import storage
 from embedder.errors import IndexInvalid, ModelMismatch
 
 FINGERPRINT_KEY = b"qm.fingerprint"
@@ -38,7 +38,7 @@ def write_embeddings_parquet(
     fingerprint: str = "",
     normalized: bool = True,
     row_group_rows: int = 65_536,
-) -> Path:
+) -> str:
     """Write one embeddings parquet file (id, embedding, passthrough columns, qm.* metadata)."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or len(vectors) != len(ids):
@@ -53,10 +53,7 @@ def write_embeddings_parquet(
         NORMALIZED_KEY: b"true" if normalized else b"false",
     }
     table = pa.table(arrays).replace_schema_metadata(metadata)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out, row_group_size=row_group_rows)
-    return out
+    return storage.write_parquet(path, table, row_group_size=row_group_rows).uri
 
 
 def _all_ints(ids: Sequence[Any] | np.ndarray) -> bool:
@@ -69,7 +66,7 @@ def _all_ints(ids: Sequence[Any] | np.ndarray) -> bool:
 class EmbeddingsInfo:
     """What an embeddings directory holds, from parquet footers only (no data read)."""
 
-    files: tuple[Path, ...]
+    files: tuple[str, ...]  # paths or URIs
     rows_per_file: tuple[int, ...]
     dimension: int
     fingerprint: str
@@ -92,15 +89,23 @@ class EmbeddingsInfo:
         return tuple(starts)
 
 
-def embedding_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The part-*.parquet files of an embeddings directory, sorted (quarantine/ excluded)."""
-    root = Path(directory)
-    if not root.is_dir():
+def embedding_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The part-*.parquet files (paths or URIs) of an embeddings directory, sorted (quarantine/ excluded)."""
+    root = storage.resolve(directory)
+    if not storage.is_dir(root):
         raise IndexInvalid(f"embeddings directory {root} does not exist")
-    files = sorted(root.glob("part-*.parquet"))
+    files = [
+        storage.located(root, f.path).uri
+        for f in storage.list_files(root, recursive=False)
+        if fnmatch.fnmatchcase(f.base_name, "part-*.parquet")
+    ]
     if not files:
         raise IndexInvalid(f"no embeddings files (part-*.parquet) in {root}")
     return files
+
+
+def _name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
@@ -109,10 +114,10 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
     fingerprints: dict[str, list[str]] = {}
     first: tuple[int, str, tuple[str, ...], bool] | None = None
     rows: list[int] = []
-    schemas = [(f, pq.read_metadata(f)) for f in files]
+    schemas = [(f, storage.parquet_file(f).metadata) for f in files]
     for f, meta in schemas:
         fp = (meta.schema.to_arrow_schema().metadata or {}).get(FINGERPRINT_KEY, b"").decode()
-        fingerprints.setdefault(fp, []).append(f.name)
+        fingerprints.setdefault(fp, []).append(_name(f))
     if len(fingerprints) > 1:  # checked first: a different model is the root cause of any other mismatch
         detail = "; ".join(f"{fp or '<none>'}: {', '.join(names[:3])}" for fp, names in fingerprints.items())
         raise ModelMismatch(f"embeddings files come from different model artifacts ({detail})")
@@ -122,7 +127,7 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
             first = shape
         elif shape[:3] != first[:3]:
             raise IndexInvalid(
-                f"{f.name}: dimension/id type/columns {shape[:3]} differ from {files[0].name}'s {first[:3]}"
+                f"{_name(f)}: dimension/id type/columns {shape[:3]} differ from {_name(files[0])}'s {first[:3]}"
             )
         rows.append(meta.num_rows)
     assert first is not None
@@ -138,22 +143,22 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
     )
 
 
-def _file_shape(f: Path, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool]:
+def _file_shape(f: str, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool]:
     if "id" not in schema.names or EMBEDDING not in schema.names:
-        raise IndexInvalid(f"{f.name}: needs columns 'id' and '{EMBEDDING}', has {schema.names}")
+        raise IndexInvalid(f"{_name(f)}: needs columns 'id' and '{EMBEDDING}', has {schema.names}")
     emb = schema.field(EMBEDDING).type
     if not pa.types.is_fixed_size_list(emb) or not pa.types.is_float32(emb.value_type):
-        raise IndexInvalid(f"{f.name}: '{EMBEDDING}' must be fixed_size_list<float32>, is {emb}")
+        raise IndexInvalid(f"{_name(f)}: '{EMBEDDING}' must be fixed_size_list<float32>, is {emb}")
     id_t = schema.field("id").type
     if pa.types.is_integer(id_t):
         id_type = "int64"
     elif pa.types.is_string(id_t) or pa.types.is_large_string(id_t):
         id_type = "string"
     else:
-        raise IndexInvalid(f"{f.name}: 'id' must be int64 or string, is {id_t}")
+        raise IndexInvalid(f"{_name(f)}: 'id' must be int64 or string, is {id_t}")
     declared = (schema.metadata or {}).get(DIMENSION_KEY)
     if declared is not None and int(declared) != emb.list_size:
-        raise IndexInvalid(f"{f.name}: qm.dimension says {int(declared)}, embeddings have {emb.list_size}")
+        raise IndexInvalid(f"{_name(f)}: qm.dimension says {int(declared)}, embeddings have {emb.list_size}")
     passthrough = tuple(n for n in schema.names if n not in ("id", EMBEDDING))
     normalized = (schema.metadata or {}).get(NORMALIZED_KEY, b"true") == b"true"
     return emb.list_size, id_type, passthrough, normalized
@@ -192,7 +197,7 @@ def read_embeddings(
     read_cols = keep + ([EMBEDDING] if vectors else [])
     for i in files if files is not None else range(len(info.files)):
         position = info.first_rows[i]
-        for rb in pq.ParquetFile(info.files[i]).iter_batches(batch_size=batch_rows, columns=read_cols):
+        for rb in storage.parquet_file(info.files[i]).iter_batches(batch_size=batch_rows, columns=read_cols):
             mat = to_matrix(rb.column(EMBEDDING)) if vectors else None
             table = pa.Table.from_batches([rb]).select(keep)
             yield EmbeddingBatch(first_row=position, vectors=mat, table=table)

@@ -12,12 +12,11 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from embedder import Encoder
+from embedder import Encoder, storage
 from embedder.config import BatchConfig
 from embedder.corpus import (
     ColumnSpec,
@@ -39,7 +38,7 @@ TOO_LONG_POLICIES = ("truncate", "quarantine")
 class ShardTask:
     """Everything an actor needs besides the shard: where to write, which columns, which policy."""
 
-    output: str
+    output: str  # local path or URI
     columns: ColumnSpec
     too_long: str = "truncate"
 
@@ -81,7 +80,7 @@ def process_shard(encoder: Encoder, shard: Shard, task: ShardTask) -> ShardStats
     )
     order = np.argsort(bad, kind="stable")  # quarantine rows in input order
     quarantine = quarantine_table(table, np.asarray(bad, np.int64)[order], [reasons[i] for i in order])
-    write_shard_outputs(Path(task.output), shard.shard_id, embeddings, quarantine)
+    write_shard_outputs(storage.resolve(task.output), shard.shard_id, embeddings, quarantine)
     fed = np.minimum(encoded.token_counts[keep], encoder.max_seq_length)
     return ShardStats(
         shard_id=shard.shard_id,

@@ -20,6 +20,7 @@ import numpy as np
 from embedder import index_store
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
 from embedder.search import Searcher
+from embedder.storage import StorageError
 from service.stages import Match, SearchResult
 
 log = logging.getLogger("qmatch.index")
@@ -74,7 +75,7 @@ class IndexFollower:
             started = time.perf_counter()
             try:
                 fresh = Searcher.open(self.root, version=wanted, expected_fingerprint=self.fingerprint)
-            except (ModelMismatch, IndexInvalid, OSError) as exc:
+            except (ModelMismatch, IndexInvalid, StorageError, OSError) as exc:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
                 return

@@ -115,14 +115,14 @@ def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_too_long_and_non_string_rows_go_to_quarantine(
+def test_too_long_null_and_blank_rows_go_to_quarantine(
     local_ray: None, tiny_artifact: Path, tmp_path: Path
 ) -> None:
     src = tmp_path / "in"
     src.mkdir()
     long_text = "how do i reset my password " * 20
     pq.write_table(pa.table({"question": ["what is the capital of france", long_text]}), src / "a.parquet")
-    pq.write_table(pa.table({"question": pa.array([7, 8], pa.int64())}), src / "b.parquet")
+    pq.write_table(pa.table({"question": pa.array([None, "  "], pa.string())}), src / "b.parquet")
     out = tmp_path / "out"
     summary = run(JobConfig(str(tiny_artifact), str(src), str(out), too_long="quarantine", progress=False))
     assert (summary["rows_read"], summary["rows_embedded"], summary["rows_quarantined"]) == (4, 1, 3)
@@ -134,7 +134,7 @@ def test_too_long_and_non_string_rows_go_to_quarantine(
     )
     reasons = quarantine.column("reason").to_pylist()
     assert reasons[0].startswith("too long: ") and reasons[0].endswith("tokens > max 24")
-    assert reasons[1:] == ["text is not a string (int)"] * 2
+    assert reasons[1:] == ["null text", "empty or whitespace-only text"]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from embedder.corpus import (
     row_ids,
     split_rows,
 )
-from jobs.run_state import DONE_FILE, RunConflict, RunState, ShardStats
+from embedder import storage
+from jobs.run_state import DONE_DIR, RunConflict, RunState, ShardStats
 
 
 def write(path: Path, row_group_size: int | None = None, **columns: list[object]) -> Path:
@@ -39,9 +40,9 @@ def test_discovery_accepts_file_directory_and_glob(tmp_path: Path) -> None:
     b = write(tmp_path / "d" / "sub" / "b.parquet", question=["y"])
     (tmp_path / "d" / "_SUCCESS").write_text("")
     (tmp_path / "d" / ".a.parquet.crc").write_text("")
-    assert discover_inputs(a) == [a]
-    assert discover_inputs(tmp_path / "d") == [a, b]
-    assert discover_inputs(str(tmp_path / "d" / "**" / "*.parquet")) == [a, b]
+    assert discover_inputs(a) == [str(a)]
+    assert discover_inputs(tmp_path / "d") == [str(a), str(b)]
+    assert discover_inputs(str(tmp_path / "d" / "**" / "*.parquet")) == [str(a), str(b)]
     with pytest.raises(CorpusError, match="no input files"):
         discover_inputs(tmp_path / "nothing-*.parquet")
 
@@ -127,13 +128,21 @@ def test_row_verdicts_name_each_reason_and_keep_the_original_row(tmp_path: Path)
     assert row_ids(table, shard, cols, split.good).to_pylist() == [1, 9]
 
 
-def test_non_string_text_is_quarantined_not_fatal(tmp_path: Path) -> None:
-    f = write(tmp_path / "a.parquet", question=[1, 2, None])
+def test_text_column_of_another_type_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A binary or numeric text column would quarantine every row after a full run: refuse it up front."""
+    for name, values in (("ints", [1, 2, None]), ("bytes", [b"how do I reset", b"x", None])):
+        f = write(tmp_path / f"{name}.parquet", question=values)
+        with pytest.raises(CorpusError, match=rf"{name}.parquet: text column 'question' must be a string"):
+            inspect_inputs([str(f)], ColumnSpec("question", None))
+
+
+def test_null_text_is_quarantined_not_fatal(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.parquet", question=["ok", None, " "])
     cols = ColumnSpec("question", None)
-    (shard,) = plan_shards(inspect_inputs([f], cols), 256)
+    (shard,) = plan_shards(inspect_inputs([str(f)], cols), 256)
     split = split_rows(read_shard(shard), shard, cols)
-    assert split.good.tolist() == []
-    assert split.reasons == ["text is not a string (int)", "text is not a string (int)", "null text"]
+    assert split.good.tolist() == [0]
+    assert split.reasons == ["null text", "empty or whitespace-only text"]
 
 
 def test_generated_ids_are_global_row_positions(tmp_path: Path) -> None:
@@ -163,24 +172,24 @@ def run_record(fingerprint: str) -> dict[str, object]:
 
 def test_run_state_resumes_and_refuses_other_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    state = RunState.open(out, run_record("sha256:aaaa"))
+    state = RunState.open(storage.resolve(out), run_record("sha256:aaaa"))
     assert [s.shard_id for s in state.pending] == ["00000-0000000000", "00000-0000000003"]
     state.record(ShardStats("00000-0000000000", 3, 3, 0, 0, 30))
-    # A torn line from a driver killed mid-append is ignored, and later appends still parse.
-    with open(out / DONE_FILE, "a") as fh:
-        fh.write('{"shard_id": "00000-00000')
-    again = RunState.open(out, run_record("sha256:aaaa"))
+    # A damaged marker (written by something other than our all-or-nothing write) is ignored:
+    # that shard runs again instead of being trusted.
+    (out / DONE_DIR / "00000-0000000003.json").write_text('{"shard_id": "00000-00000')
+    again = RunState.open(storage.resolve(out), run_record("sha256:aaaa"))
     assert [s.shard_id for s in again.pending] == ["00000-0000000003"]
     again.record(ShardStats("00000-0000000003", 2, 2, 0, 0, 20))
-    assert RunState.open(out, run_record("sha256:aaaa")).pending == []
+    assert RunState.open(storage.resolve(out), run_record("sha256:aaaa")).pending == []
     with pytest.raises(RunConflict, match=r"made with artifact /a .*sha256:aaaa.*sha256:bbbb"):
-        RunState.open(out, run_record("sha256:bbbb"))
+        RunState.open(storage.resolve(out), run_record("sha256:bbbb"))
     other = run_record("sha256:aaaa") | {"text_column": "answer"}
     with pytest.raises(RunConflict, match="different text_column"):
-        RunState.open(out, other)
+        RunState.open(storage.resolve(out), other)
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "notes.txt").write_text("mine")
     with pytest.raises(RunConflict, match="not empty"):
-        RunState.open(stray, run_record("sha256:aaaa"))
+        RunState.open(storage.resolve(stray), run_record("sha256:aaaa"))
     assert json.loads((out / "_RUN.json").read_text())["fingerprint"] == "sha256:aaaa"
