@@ -1,8 +1,9 @@
 """Autoscaling on a local fake multi-node Ray cluster: worker nodes and Serve replicas over time.
 
-Run inside loopback-only (it starts its own head and every process it starts ends with it):
+On the project's CI machine Ray must run inside the loopback wrapper (it starts its own head and
+every process it starts ends with it); on your own machine no wrapper is needed, drop the prefix:
 
-    /work/shared/bin/loopback-only .venv/bin/python -m bench.autoscale
+    ../shared/bin/loopback-only .venv/bin/python -m bench.autoscale
 
 Phase "data": a Ray Data job whose actor pool needs more CPU than the head holds (the head has
 CPU 0, as in cluster.yaml) -> worker nodes are added, the job writes every row exactly once,

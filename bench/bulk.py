@@ -1,6 +1,9 @@
 """Bulk embedding: the Ray Data job vs a plain in-process Encoder loop, same parquet, same cores, one run.
 
-    /work/shared/bin/loopback-only .venv/bin/python -m bench.bulk [--rows 20000] [--stream-rows 600000]
+    ../shared/bin/loopback-only .venv/bin/python -m bench.bulk [--rows 20000] [--stream-rows 600000]
+
+(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
+namespace with loopback networking only; on your own machine no wrapper is needed.)
 
 Writes bench/results/bulk.json: rows/s of the plain loop (measured before and after the job runs,
 so drift from other load shows), of the job with 1 actor (2 onnxruntime threads) and 2 actors

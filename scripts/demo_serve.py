@@ -1,8 +1,9 @@
 """Demo of the online service: start it, ask a few questions, print the matches, stop it.
 
-Run inside loopback-only on the project machine:
-    /work/shared/bin/loopback-only .venv/bin/python scripts/demo_serve.py \
+On the project's CI machine Ray must run inside the loopback wrapper:
+    ../shared/bin/loopback-only .venv/bin/python scripts/demo_serve.py \
         --artifact artifacts/minilm-fp32 --index indexes/<name>
+On your own machine no wrapper is needed: drop the ../shared/bin/loopback-only prefix.
 """
 
 from __future__ import annotations
