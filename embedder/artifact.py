@@ -113,6 +113,8 @@ class Artifact:
     path: Path
     manifest: Manifest
     probe_vectors: np.ndarray
+    # Where the artifact was loaded from when that is a URI (path is then the node-local cache).
+    origin: str = ""
 
     @property
     def model_path(self) -> Path:
@@ -137,7 +139,8 @@ class Artifact:
         verified there (a corrupt or half-written cached copy is fetched again).
         """
         if storage.is_uri(path) and storage.is_remote(str(path)):
-            return cls._load_dir(fetch_artifact(str(path)), verify_files=True)
+            loaded = cls._load_dir(fetch_artifact(str(path)), verify_files=True)
+            return dataclasses.replace(loaded, origin=storage.resolve(path).uri)
         return cls._load_dir(Path(storage.resolve(path).path), verify_files)
 
     @classmethod

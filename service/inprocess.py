@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from embedder import storage
 from embedder.artifact import PROBE_MIN_COSINE, Artifact
 from embedder.backbone import Backbone
 from embedder.config import SessionConfig
@@ -32,7 +33,7 @@ def model_info(artifact: Artifact, tokenizer: TextTokenizer, name: str = "") -> 
     m = artifact.manifest
     return ModelInfo(
         # The manifest's source_model is often a local path; the artifact directory names the model.
-        name=name or artifact.path.name,
+        name=name or (storage.resolve(artifact.origin).name if artifact.origin else artifact.path.name),
         fingerprint=artifact.fingerprint,
         dimension=m.dimension,
         max_seq_length=m.max_seq_length,
