@@ -154,7 +154,8 @@ def resolve(spec: str | os.PathLike[str] | Location) -> Location:
 
 def _explain(exc: BaseException, uri: str) -> str:
     """A one-line reason for a storage failure, in the user's terms."""
-    text = str(exc)
+    # Printable only: a corrupt file's bytes can end up inside the library's message.
+    text = "".join(c if c.isprintable() or c == "\n" else "?" for c in str(exc))
     if "Unrecognized filesystem type" in text:
         scheme = uri.split("://", 1)[0]
         return (

@@ -38,7 +38,7 @@ from embedder.corpus import (
 from embedder.errors import EmbedderError
 from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
 from jobs.run_state import Lease, RunState, ShardStats
-from jobs.udfs import TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
+from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,10 @@ def map_batches_kwargs(cfg: JobConfig, fingerprint: str, task: ShardTask) -> dic
     if gpu:
         kwargs["num_gpus"] = cfg.gpus_per_actor
     return kwargs
+
+
+class ShardsFailed(EmbedderError):
+    """Some shards met an error (unreadable input, storage fault); the others were committed."""
 
 
 def artifact_ref(spec: str) -> str:
@@ -226,12 +230,16 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease
     with tqdm(
         total=sum(s.rows for s in shards), unit="rows", disable=not cfg.progress, file=sys.stderr
     ) as bar:
+        failures: list[str] = []
         try:
             for row in ds.iter_rows():
                 stats = stats_from_row(row)
+                bar.update(stats.rows_read)
+                if row[ERROR_FIELD]:
+                    failures.append(f"shard {stats.shard_id}: {row[ERROR_FIELD]}")
+                    continue  # not committed: a rerun does it again
                 lease.check()  # never commit after another run took the output over
                 prep.state.record(stats)
-                bar.update(stats.rows_read)
         except Exception as exc:
             # A worker's clear error (unreadable shard, disk full, missing bucket) arrives wrapped
             # in Ray's task errors; surface the original one line, not the remote traceback.
@@ -239,6 +247,12 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease
             if cause is None or cause is exc:
                 raise
             raise cause from None
+    if failures:
+        more = f" (and {len(failures) - 1} more failed shard(s))" if len(failures) > 1 else ""
+        raise ShardsFailed(
+            f"{failures[0]}{more}; the {len(prep.state.done)} finished shards are kept: rerun the same "
+            "command to resume once the cause is fixed"
+        )
 
 
 def embedder_cause(exc: BaseException) -> EmbedderError | None:

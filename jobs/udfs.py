@@ -27,11 +27,12 @@ from embedder.corpus import (
     shard_from_dict,
     split_rows,
 )
-from embedder.errors import ModelMismatch
+from embedder.errors import EmbedderError, ModelMismatch
 from jobs.embed_output import embeddings_table, write_shard_outputs
 from jobs.run_state import ShardStats
 
 TOO_LONG_POLICIES = ("truncate", "quarantine")
+ERROR_FIELD = "error"  # per-shard result column: "" when the shard succeeded, else the reason
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,22 @@ class EmbedShards:
         self.task = task
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Process each shard in the batch; one stats row per shard."""
-        stats = [process_shard(self.encoder, shard_from_json(str(s)), self.task) for s in batch["spec"]]
-        return {f.name: np.array([getattr(s, f.name) for s in stats]) for f in dataclasses.fields(ShardStats)}
+        """Process each shard in the batch; one stats row per shard, with `error` set when it failed.
+
+        A shard that meets a clear project error (unreadable data pages, disk full, storage
+        unreachable) is reported as data, not raised: a raised error reaches the driver wrapped in
+        Ray's exceptions with only a remote traceback, while this keeps the one-line message, and
+        the other shards of the run still finish and commit, so a rerun has less to do.
+        """
+        stats, errors = [], []
+        for spec in batch["spec"]:
+            shard = shard_from_json(str(spec))
+            try:
+                stats.append(process_shard(self.encoder, shard, self.task))
+                errors.append("")
+            except EmbedderError as exc:
+                stats.append(ShardStats(shard.shard_id, shard.rows, 0, 0, 0, 0))
+                errors.append(str(exc) or type(exc).__name__)
+        out = {f.name: np.array([getattr(s, f.name) for s in stats]) for f in dataclasses.fields(ShardStats)}
+        out[ERROR_FIELD] = np.array(errors, dtype=object)
+        return out
