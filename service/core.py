@@ -98,6 +98,8 @@ class EmbedService:
         pack = await self._pack(questions, field, truncate)
         vectors = await self._encode(pack, EmbedOptions())
         result = await self.stages.search(vectors, top_k)
+        if min_score is None:
+            min_score = result.default_min_score  # the index version's stored threshold, if any
         if min_score is not None:
             kept = [[m for m in row if m.score >= min_score] for row in result.matches]
             return Matched(kept, result.index_version)

@@ -21,6 +21,7 @@ from embedder import index_store
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
 from embedder.search import Searcher
 from embedder.storage import StorageError
+from embedder.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
 from service.stages import Match, SearchResult
 
 log = logging.getLogger("qmatch.index")
@@ -37,6 +38,8 @@ class IndexFollower:
         self.pinned = pinned
         self.live: Searcher | None = None
         self.refused: dict[str, Any] | None = None
+        # (version, its default /match min_score from thresholds.json): one tuple, swapped whole.
+        self.min_score: tuple[str | None, DefaultMinScore] = (None, NO_DEFAULT)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.refresh()
@@ -68,6 +71,8 @@ class IndexFollower:
         with self._lock:
             wanted = self.pinned or index_store.current_version(self.root)
             live = self.live.version if self.live is not None else None
+            if wanted is not None and wanted == live and self.live is not None:
+                self._refresh_min_score(self.live, inherit=False)  # a threshold stored since it went live
             if wanted is None or wanted == live:
                 return
             if self.refused is not None and self.refused.get("version") == wanted:
@@ -79,6 +84,7 @@ class IndexFollower:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
                 return
+            self._refresh_min_score(fresh, inherit=True)  # before the swap: never a version without it
             self.live = fresh  # one assignment: in-flight searches keep the object they hold
             self.refused = None
             log.info("index version %s live (%.2fs to load)", wanted, time.perf_counter() - started)
@@ -90,7 +96,28 @@ class IndexFollower:
             raise IndexUnavailable(self._unavailable())
         rows = live.search(vectors, top_k=top_k)
         matches = [[Match(m.pop("id"), m.pop("score"), m) for m in row] for row in rows]
-        return SearchResult(matches, live.version, live.fingerprint)
+        version, default = self.min_score
+        return SearchResult(
+            matches, live.version, live.fingerprint, default.value if version == live.version else None
+        )
+
+    def _refresh_min_score(self, searcher: Searcher, inherit: bool) -> None:
+        """The version's default /match min_score (embedder/thresholds.py); a bad file means none."""
+        version, current = self.min_score
+        args = (self.root, searcher.version, searcher.fingerprint, searcher.manifest.metric)
+        try:
+            if inherit or version != searcher.version:
+                found = default_min_score(*args)  # its own thresholds.json, else an older version's
+            else:
+                found = default_min_score(*args, inherit=False)  # polled: own file new or changed?
+                if found.from_version is None:
+                    if current.from_version != searcher.version:
+                        return  # still no own file: the inherited value (or none) stands
+                    found = default_min_score(*args)  # its own file went away: inherit again
+        except (StorageError, OSError) as exc:
+            log.warning("thresholds of index version %s unreadable: %s", searcher.version, exc)
+            found = NO_DEFAULT
+        self.min_score = (searcher.version, found)
 
     def status(self) -> dict[str, Any]:
         """Live version, size, factory and the last refusal (no server paths)."""
@@ -106,6 +133,9 @@ class IndexFollower:
             fingerprint=live.fingerprint,
             factory=live.manifest.factory,
         )
+        version, default = self.min_score
+        if version == live.version:
+            out.update(default_min_score=default.value, default_min_score_from=default.from_version)
         return out
 
     def _unavailable(self) -> str:

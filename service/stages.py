@@ -61,6 +61,8 @@ class SearchResult:
     matches: list[list[Match]]
     index_version: str
     fingerprint: str
+    # min_score /match applies when a request gives none (the version's thresholds.json), or None.
+    default_min_score: float | None = None
 
 
 @dataclass(frozen=True)

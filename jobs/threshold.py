@@ -1,0 +1,249 @@
+"""Choose a match threshold from labelled pairs: `python -m jobs.threshold --pairs P (--artifact A | --embeddings E)`.
+
+    python -m jobs.threshold --pairs labelled.parquet --artifact artifacts/minilm-fp32 \\
+        [--target-precision 0.95] [--index indexes/faq [--index-version V]] [--output report.json]
+
+P is parquet or CSV (a name ending in .csv) with `text_a, text_b, label` (scored with the
+Encoder of --artifact) or `id_a, id_b, label` (scored from the stored vectors of --embeddings);
+label is 1 for a true match, 0 otherwise. Prints precision and recall over thresholds and the
+lowest threshold whose precision reaches the target; --output writes the same as JSON. With
+--index the threshold becomes that index version's default /match min_score
+(`<root>/<version>/thresholds.json`, see embedder/thresholds.py), refused when the index was
+built with another model. No Ray. Exit 0: a threshold reaches the target; 1: none does (nothing
+stored); 2: wrong input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from embedder import index_store, storage
+from embedder.encoder import Encoder, cosine_rows
+from embedder.errors import EmbedderError, IndexInvalid, InvalidInput
+from embedder.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
+from jobs.embeddings_io import inspect_embeddings, read_embeddings
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Labelled pairs with their cosine scores, and the model that produced them."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    fingerprint: str
+    source: str
+
+
+def read_pairs(spec: str) -> pa.Table:
+    """A labelled-pairs table from parquet, or CSV when the name ends in .csv."""
+    loc = storage.resolve(spec)
+    if not storage.is_file(loc):
+        raise InvalidInput(f"labelled pairs {loc} not found", field="pairs")
+    if loc.name.lower().endswith(".csv"):
+        try:
+            return pacsv.read_csv(io.BytesIO(storage.read_bytes(loc)))
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(
+                f"{loc} is not readable CSV: {str(exc).splitlines()[0]}", field="pairs"
+            ) from None
+    return storage.read_parquet(loc)
+
+
+def labels_of(pairs: pa.Table) -> np.ndarray:
+    """The label column as bools; InvalidInput for nulls or values other than 0/1."""
+    if "label" not in pairs.column_names:
+        raise InvalidInput(
+            f"the pairs need a 'label' column (1 match, 0 not); they have {pairs.column_names}"
+        )
+    col = pairs.column("label")
+    if col.null_count:
+        raise InvalidInput(f"{col.null_count} pair(s) without a label", field="label")
+    if not (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)):
+        raise InvalidInput(f"label must be 1/0 (integers or booleans), is {col.type}", field="label")
+    values = col.to_numpy(zero_copy_only=False)
+    if col.type != pa.bool_() and not np.isin(values, (0, 1)).all():
+        raise InvalidInput("label must be 1 (a match) or 0 (not a match)", field="label")
+    return values.astype(bool)
+
+
+def texts_of(pairs: pa.Table, name: str) -> list[str]:
+    """One text column; InvalidInput naming the first row with no usable text."""
+    values = pairs.column(name).to_pylist()
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or not v.strip():
+            raise InvalidInput(f"row {i}: {name} is empty or not text", field=name)
+    return values
+
+
+def score_texts(pairs: pa.Table, artifact: str, threads: int) -> Scored:
+    """Cosine of the two texts' vectors from the artifact's Encoder."""
+    encoder = Encoder.load(artifact, threads=threads)
+    a = encoder.encode(texts_of(pairs, "text_a"))
+    b = encoder.encode(texts_of(pairs, "text_b"))
+    return Scored(cosine_rows(a, b).astype(np.float32), labels_of(pairs), encoder.fingerprint, "texts")
+
+
+def score_ids(pairs: pa.Table, embeddings: str) -> Scored:
+    """Cosine of the two ids' stored vectors (one streaming pass over the embeddings)."""
+    info = inspect_embeddings(embeddings)
+    target = pa.int64() if info.id_type == "int64" else pa.string()
+    try:
+        id_a = pairs.column("id_a").cast(target).combine_chunks()
+        id_b = pairs.column("id_b").cast(target).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(f"id_a / id_b do not convert to the embeddings' id type {target}: {exc}") from None
+    wanted = pc.unique(pa.concat_arrays([id_a, id_b]).drop_null())
+    vectors = np.zeros((len(wanted), info.dimension), dtype=np.float32)
+    seen = np.zeros(len(wanted), dtype=bool)
+    for batch in read_embeddings(info, columns=["id"]):
+        assert batch.vectors is not None
+        at = pc.index_in(batch.table.column("id"), value_set=wanted)
+        rows = np.flatnonzero(pc.is_valid(at).to_numpy(zero_copy_only=False))
+        where = pc.drop_null(at).to_numpy().astype(np.int64)
+        vectors[where] = batch.vectors[rows]
+        seen[where] = True
+    pa_pos = pc.index_in(id_a, value_set=wanted)
+    pb_pos = pc.index_in(id_b, value_set=wanted)
+    missing = [wanted[i].as_py() for i in np.flatnonzero(~seen)[:5]]
+    if pa_pos.null_count or pb_pos.null_count or missing:
+        raise InvalidInput(
+            f"ids not in the embeddings (or null), e.g. {missing or 'null ids'}: every pair needs both vectors",
+            field="id_a",
+        )
+    a = vectors[pa_pos.to_numpy(zero_copy_only=False)]
+    b = vectors[pb_pos.to_numpy(zero_copy_only=False)]
+    return Scored(cosine_rows(a, b).astype(np.float32), labels_of(pairs), info.fingerprint, "ids")
+
+
+def grid(step: float) -> list[float]:
+    """Table thresholds: step, 2*step, ... up to 1.0 (rounded to avoid 0.30000000000000004)."""
+    return [round(t, 6) for t in np.arange(step, 1.0 + step / 2, step).tolist()]
+
+
+def report(scored: Scored, target: float, step: float) -> dict[str, Any]:
+    """Everything printed and written: the table, the chosen threshold, the counts."""
+    chosen = lowest_threshold(scored.scores, scored.labels, target)
+    thresholds = grid(step) + ([chosen.threshold] if chosen is not None else [])
+    curve = precision_recall(scored.scores, scored.labels)
+    return {
+        "pairs": len(scored.scores),
+        "positives": int(scored.labels.sum()),
+        "fingerprint": scored.fingerprint,
+        "scored_from": scored.source,
+        "target_precision": target,
+        "chosen": chosen.as_dict() if chosen is not None else None,
+        "best_precision": max((p.precision or 0.0) for p in curve),
+        "table": [p.as_dict() for p in table(scored.scores, scored.labels, thresholds)],
+    }
+
+
+def format_table(rep: dict[str, Any]) -> str:
+    """The report as text."""
+    lines = [
+        f"{'threshold':>10} {'precision':>9} {'recall':>7} {'predicted':>9} {'tp':>6} {'fp':>6} {'fn':>6}"
+    ]
+    for p in rep["table"]:
+        precision = "-" if p["precision"] is None else f"{p['precision']:.4f}"
+        lines.append(
+            f"{p['threshold']:>10.4f} {precision:>9} {p['recall']:>7.4f} {p['predicted']:>9} "
+            f"{p['true_positives']:>6} {p['false_positives']:>6} {p['false_negatives']:>6}"
+        )
+    chosen = rep["chosen"]
+    if chosen is None:
+        lines.append(
+            f"no threshold reaches precision {rep['target_precision']} "
+            f"(best {rep['best_precision']:.4f}) over {rep['pairs']} pairs"
+        )
+    else:
+        lines.append(
+            f"lowest threshold with precision >= {rep['target_precision']}: {chosen['threshold']:.6f} "
+            f"(precision {chosen['precision']:.4f}, recall {chosen['recall']:.4f}, {rep['pairs']} pairs)"
+        )
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"threshold: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = _Parser(prog="python -m jobs.threshold", description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", required=True, help="labelled pairs: parquet, or CSV (*.csv)")
+    p.add_argument("--artifact", help="score text_a/text_b with this model artifact")
+    p.add_argument("--embeddings", help="score id_a/id_b from this embeddings directory")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--step", type=float, default=0.05, help="table thresholds every STEP")
+    p.add_argument("--index", help="index root: store the threshold as its version's default min_score")
+    p.add_argument("--index-version", help="default: CURRENT")
+    p.add_argument("--output", help="write the report as JSON here (path or URI)")
+    p.add_argument("--threads", type=int, default=0, help="encoder threads (0: one per core)")
+    args = p.parse_args(argv)
+    if not 0.0 < args.target_precision <= 1.0:
+        p.error(f"--target-precision must be in (0, 1], got {args.target_precision}")
+    if not 0.0 < args.step <= 1.0:
+        p.error(f"--step must be in (0, 1], got {args.step}")
+    return args
+
+
+def score(args: argparse.Namespace) -> Scored:
+    """Scores by texts (with --artifact) or by ids (with --embeddings), whichever the file has."""
+    pairs = read_pairs(args.pairs)
+    names = set(pairs.column_names)
+    if {"text_a", "text_b"} <= names and args.artifact:
+        return score_texts(pairs, args.artifact, args.threads)
+    if {"id_a", "id_b"} <= names and args.embeddings:
+        return score_ids(pairs, args.embeddings)
+    raise InvalidInput(
+        f"need text_a, text_b, label with --artifact, or id_a, id_b, label with --embeddings; "
+        f"the pairs have {sorted(names)}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: 0 threshold found (and stored with --index), 1 none reaches the target, 2 bad input."""
+    args = parse_args(argv)
+    try:
+        version = None
+        if args.index:  # checked before scoring: a missing index should not cost a model run
+            version = args.index_version or index_store.current_version(args.index)
+            if version is None:
+                raise IndexInvalid(f"{args.index}: no CURRENT index version (pass --index-version)")
+            index_store.verify_version(storage.resolve(args.index).child(version))
+        scored = score(args)
+        rep = report(scored, args.target_precision, args.step)
+        print(format_table(rep))
+        chosen = rep["chosen"]
+        if chosen is not None and args.index and version is not None:
+            rep["stored"] = write_thresholds(
+                args.index,
+                version,
+                Point(**chosen),
+                args.target_precision,
+                scored.fingerprint,
+                storage.resolve(args.pairs).uri,
+                rep["pairs"],
+            )
+            print(f"stored as the default min_score of {args.index} version {version}")
+        if args.output:
+            storage.write_json(args.output, rep)
+    except EmbedderError as exc:
+        print(f"threshold: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if rep["chosen"] is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
