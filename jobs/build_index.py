@@ -34,6 +34,10 @@ from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddin
 K = 10  # recall@10 is what the manifest records
 
 
+class RecallBelowTarget(IndexInvalid):
+    """The built index misses too many true neighbours to be published."""
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """A published index version."""
@@ -95,6 +99,13 @@ def build(
         else:
             truth = _add_local(index, info, samples.queries, cfg)
         recall = tune_search(index, samples.queries, samples.query_rows, truth, cfg)
+        if recall < cfg.target_recall:
+            # The gate: a version that cannot find the true neighbours is never published.
+            raise RecallBelowTarget(
+                f"{chosen} reached recall@10 {recall:.4f} < target {cfg.target_recall} on "
+                f"{len(samples.query_rows)} held-out queries, even at {index.search_params}; not published "
+                "(CURRENT unchanged). Use a less compressed --factory, or QM_INDEX_TARGET_RECALL to accept less."
+            )
         size = index.save(staged / index_store.INDEX_FILE)
         manifest = IndexManifest(
             factory=chosen,

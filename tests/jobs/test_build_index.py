@@ -98,6 +98,20 @@ def test_rollback_and_refusals_leave_current_alone(tmp_path: Path, vectors: np.n
     assert Searcher.open(out).manifest.metric == "ip"
 
 
+def test_a_version_below_the_recall_target_is_never_published(
+    tmp_path: Path, vectors: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emb, out = tmp_path / "emb", tmp_path / "idx"
+    write_corpus(emb, vectors, files=1)
+    assert build_index.main(["--embeddings", str(emb), "--out", str(out), "--factory", "Flat"]) == 0
+    live = index_store.current_version(out)
+    # 4-byte PQ codes of 48-dim clustered vectors cannot rank the true top 10 well enough.
+    assert build_index.main(["--embeddings", str(emb), "--out", str(out), "--factory", "PQ4x4"]) == 2
+    err = capsys.readouterr().err
+    assert "recall@10" in err and "< target 0.95" in err and "not published" in err
+    assert index_store.current_version(out) == live and index_store.list_versions(out) == [live]
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     ray = pytest.importorskip("ray")

@@ -1,0 +1,74 @@
+"""The index store on an S3 server: versions appear whole or not at all, CURRENT is one object,
+rollback works, and a node's cached copy that went bad is fetched again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.index import clustered_vectors
+from embedder import index_store, storage
+from embedder.errors import IndexInvalid
+from embedder.search import Searcher
+from jobs import build_index
+from jobs.embeddings_io import write_embeddings_parquet
+from tests.storage.s3_server import S3Server, patched_env, s3_server
+
+FP = "sha256:bbbbbbbbbbbbbbbb"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server, patched_env(server.env):
+        server.create_bucket("idx")
+        yield server
+
+
+@pytest.fixture()
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QM_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server, cache: Path) -> None:
+    vectors = clustered_vectors(1_500, 32, seed=3)
+    emb = "s3://idx/emb/run1"
+    write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(1_500)), vectors, fingerprint=FP)
+    root = "s3://idx/indexes/faq"
+    first = build_index.build(emb, root, factory="Flat")
+    second = build_index.build(emb, root, factory="IVF16,Flat")
+    assert index_store.list_versions(root) == [first.version, second.version]
+    assert storage.read_text(f"{root}/CURRENT").strip() == second.version
+
+    # An upload cut off before its manifest (a crashed publisher) is not a version.
+    storage.write_bytes(f"{root}/v99999999T000000000000-crash/index.faiss", b"partial")
+    assert index_store.list_versions(root) == [first.version, second.version]
+    with pytest.raises(IndexInvalid, match="not complete"):
+        index_store.open_version(root, "v99999999T000000000000-crash")
+
+    hits = Searcher.open(root, expected_fingerprint=FP).search(vectors[[5, 700]], top_k=1)
+    assert [h[0]["id"] for h in hits] == [5, 700]
+    assert index_store.rollback(root) == first.version
+    assert Searcher.open(root).manifest.factory == "Flat"
+
+
+def test_a_corrupt_cached_version_is_fetched_again(s3: S3Server, cache: Path) -> None:
+    vectors = clustered_vectors(800, 16, seed=4)
+    emb = "s3://idx/emb/run2"
+    write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(800)), vectors, fingerprint=FP)
+    root = "s3://idx/indexes/cache-test"
+    built = build_index.build(emb, root, factory="Flat")
+    loaded = index_store.open_current(root)
+    cached_index = loaded.path / index_store.INDEX_FILE
+    assert cached_index.is_file() and str(loaded.path).startswith(str(cache))
+    data = bytearray(cached_index.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, different content
+    cached_index.write_bytes(bytes(data))
+    again = index_store.open_current(root)
+    assert again.version == built.version
+    assert again.path == loaded.path and cached_index.read_bytes() != bytes(data)
+    hits = again.index.search(vectors[[3]], 1)
+    assert int(np.asarray(hits[1]).ravel()[0]) == 3
