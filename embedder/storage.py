@@ -250,8 +250,10 @@ def read_bytes(spec: str | os.PathLike[str] | Location) -> bytes:
     loc = resolve(spec)
 
     def read() -> bytes:
-        with loc.fs.open_input_stream(loc.path) as fh:
-            return bytes(fh.read())
+        # One sized read of a random-access file: S3's input *stream* reads in small pieces and
+        # was measured ~80x slower for a 90 MB model (22 s vs 0.26 s against the same server).
+        with loc.fs.open_input_file(loc.path) as fh:
+            return bytes(fh.read_at(fh.size(), 0))
 
     with errors_named(loc, "read"):
         return _retry(read, loc.uri)
