@@ -51,6 +51,10 @@ class IndexConfig:
     max_ef_search: int = 1024
     # Recall@10 the tuned index must reach on a sample of the corpus' own vectors.
     target_recall: float = 0.95
+    # `build_index --update` may widen nprobe / efSearch to at most this many times the current
+    # version's value to keep target_recall; needing more means the trained quantizer no longer
+    # fits the data (drift), and the update retrains from scratch instead of slowing every search.
+    update_max_widen: int = 2
     # Queries for the recall check: 1000 gives a +-0.7% standard error on recall@10.
     recall_sample: int = 1000
     # Rows per add() call: bounded memory while adding; large enough to amortise FAISS overhead.
@@ -310,10 +314,24 @@ def recall_at_k(index: VectorIndex, vectors: np.ndarray, sample: np.ndarray | in
 
 
 def tune_search(
-    index: VectorIndex, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, cfg: IndexConfig
+    index: VectorIndex,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    truth: np.ndarray,
+    cfg: IndexConfig,
+    start_at: int | None = None,
+    stop_at: int | None = None,
 ) -> float:
-    """Widen nprobe / efSearch (doubling) until recall@10 >= cfg.target_recall; returns the recall reached."""
+    """Widen nprobe / efSearch (doubling) until recall@10 >= cfg.target_recall; returns the recall reached.
+
+    `start_at` / `stop_at` replace the starting value and lower the cap (an update starts from the
+    live version's setting and may only widen it so far).
+    """
     knob, start, cap = _knob(index, cfg)
+    if start_at is not None:
+        start = min(max(int(start_at), 1), cap)
+    if stop_at is not None:
+        cap = max(min(int(stop_at), cap), start)
     if knob is None:
         return recall_from_truth(index, queries, query_ids, truth)
     value = start
@@ -327,6 +345,11 @@ def tune_search(
         if recall >= cfg.target_recall or value >= cap:
             return recall
         value = min(2 * value, cap)
+
+
+def search_knob(index: VectorIndex) -> str | None:
+    """The runtime parameter tuning widens for this index: "nprobe", "efSearch", or None (exact)."""
+    return _knob(index, IndexConfig())[0]
 
 
 def _knob(index: VectorIndex, cfg: IndexConfig) -> tuple[str | None, int, int]:

@@ -40,6 +40,9 @@ METADATA_FILE = "metadata.parquet"
 MANIFEST_FILE = "manifest.json"
 CURRENT = "CURRENT"
 FORMAT_VERSION = 1
+# Hidden metadata.parquet column: a 16-byte hash of each row's vector, so `build_index --update`
+# can tell unchanged rows from changed ones without the vectors. Never returned by searches.
+VECTOR_HASH = "qm_vector_hash"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class IndexManifest:
     format_version: int = FORMAT_VERSION
     # name -> {"size": bytes, "sha256": hex}, filled in by publish(); {} in versions built before it.
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How `build_index --update` made this version: {"mode": "update" | "rebuild" | "retrain",
+    # "reason", "from_version", row counts}; None for a plain build.
+    update: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """Serialised manifest."""
@@ -268,5 +274,14 @@ def _open(path: Path, version: str, manifest: IndexManifest) -> LoadedIndex:
             f"{path}: index holds {index.size} x {index.dimension}, "
             f"manifest says {manifest.count} x {manifest.dimension}"
         )
-    metadata = pq.read_table(path / METADATA_FILE)
+    names = pq.read_schema(path / METADATA_FILE).names
+    metadata = pq.read_table(path / METADATA_FILE, columns=[n for n in names if n != VECTOR_HASH])
     return LoadedIndex(version=version, path=path, index=index, manifest=manifest, metadata=metadata)
+
+
+def read_vector_hashes(loaded: LoadedIndex) -> pa.Table | None:
+    """`id` and VECTOR_HASH of every row (row i = FAISS id i); None for versions built without them."""
+    path = loaded.path / METADATA_FILE
+    if VECTOR_HASH not in pq.read_schema(path).names:
+        return None
+    return pq.read_table(path, columns=["id", VECTOR_HASH])

@@ -3,6 +3,7 @@
     python -m jobs.build_index --embeddings runs/emb --out indexes/faq [--factory auto|<faiss factory>]
         [--metric ip|l2] [--shards N]
     python -m jobs.build_index --out indexes/faq --rollback
+    python -m jobs.build_index --embeddings runs/emb2 --out indexes/faq --update   (jobs/index_update.py)
 
 Two streaming passes keep memory bounded by one batch plus the samples: pass 1 writes
 metadata.parquet, checks ids and draws the training / recall samples; pass 2 adds vectors (here,
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +32,13 @@ from embedder.config import ConfigError, from_mapping
 from embedder.errors import EmbedderError, IndexInvalid
 from embedder.index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
 from embedder.index_store import IndexManifest
-from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
+from jobs.embeddings_io import (
+    HASH_BYTES,
+    EmbeddingsInfo,
+    hashes_to_arrow,
+    inspect_embeddings,
+    read_embeddings,
+)
 
 K = 10  # recall@10 is what the manifest records
 
@@ -64,6 +73,19 @@ class Samples:
     train: np.ndarray
     query_rows: np.ndarray
     queries: np.ndarray
+    ids: pa.ChunkedArray  # every row's id, in row order
+    vector_hashes: np.ndarray  # (n,) S16, every row's vector hash (index_store.VECTOR_HASH)
+
+
+def vector_hashes(vectors: np.ndarray) -> np.ndarray:
+    """(n,) S16: BLAKE2b-128 of each row's float32 bytes (equal hashes = bit-identical vectors)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    width = v.shape[1] * 4
+    raw = v.data.cast("B")
+    out = np.empty(len(v), dtype=f"S{HASH_BYTES}")
+    for i in range(len(v)):
+        out[i] = hashlib.blake2b(raw[i * width : (i + 1) * width], digest_size=HASH_BYTES).digest()
+    return out
 
 
 def build(
@@ -73,8 +95,12 @@ def build(
     metric: str = "ip",
     shards: int = 0,
     cfg: IndexConfig | None = None,
+    update_note: dict[str, Any] | None = None,
 ) -> BuildResult:
-    """Build a new version under `out` from an embeddings directory and make it CURRENT."""
+    """Build a new version under `out` from an embeddings directory and make it CURRENT.
+
+    `update_note`: recorded as the manifest's `update` when `--update` fell back to this full build.
+    """
     cfg = cfg or IndexConfig()
     started = time.perf_counter()
     info = inspect_embeddings(embeddings)
@@ -123,6 +149,7 @@ def build(
             config=dataclasses.asdict(cfg),
             shards=max(shards, 1),
             created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            update=update_note,
         )
         (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         path = index_store.publish(out, staged, version).uri
@@ -139,15 +166,19 @@ def _pass_one(
     query_rows: np.ndarray,
     cfg: IndexConfig,
 ) -> Samples:
-    """Write metadata.parquet, refuse duplicate ids, and gather the sampled vectors."""
+    """Write metadata.parquet (with each row's vector hash), refuse duplicate ids, gather the samples."""
     wanted = np.union1d(train_rows, query_rows)
     picked = np.empty((len(wanted), info.dimension), dtype=np.float32)
     ids: list[pa.ChunkedArray] = []
+    hashes: list[np.ndarray] = []
     writer: pq.ParquetWriter | None = None
     try:
         for batch in read_embeddings(info, batch_rows=cfg.add_batch_rows):
             assert batch.vectors is not None
-            table = batch.table.replace_schema_metadata(None)
+            hashes.append(vector_hashes(batch.vectors))
+            table = batch.table.replace_schema_metadata(None).append_column(
+                index_store.VECTOR_HASH, hashes_to_arrow(hashes[-1])
+            )
             if writer is None:
                 writer = pq.ParquetWriter(metadata_path, table.schema)
             writer.write_table(table)
@@ -157,13 +188,16 @@ def _pass_one(
     finally:
         if writer is not None:
             writer.close()
-    _refuse_duplicates(pa.chunked_array([c for col in ids for c in col.chunks]))
+    all_ids = pa.chunked_array([c for col in ids for c in col.chunks])
+    _refuse_duplicates(all_ids)
     at = {row: i for i, row in enumerate(wanted.tolist())}
     return Samples(
         train_rows=train_rows,
         train=picked[[at[r] for r in train_rows.tolist()]],
         query_rows=query_rows,
         queries=picked[[at[r] for r in query_rows.tolist()]],
+        ids=all_ids,
+        vector_hashes=np.concatenate(hashes) if hashes else np.zeros(0, f"S{HASH_BYTES}"),
     )
 
 
@@ -202,10 +236,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--embeddings", help="embeddings directory (part-*.parquet)")
     p.add_argument("--out", required=True, help="index root, e.g. indexes/<name>")
-    p.add_argument("--factory", default="auto", help="'auto' or a FAISS factory string, e.g. IVF1024,Flat")
-    p.add_argument("--metric", default="ip", choices=["ip", "l2"])
+    p.add_argument(
+        "--factory",
+        help="'auto' (default) or a FAISS factory string, e.g. IVF1024,Flat; with --update: the live version's",
+    )
+    p.add_argument("--metric", choices=["ip", "l2"], help="default ip; with --update: the live version's")
     p.add_argument("--shards", type=int, default=0, help="add vectors on N Ray actors, then merge")
     p.add_argument("--rollback", action="store_true", help="point CURRENT at the previous version")
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="next version from CURRENT: reuse its trained index, add new/changed rows, remove deleted ids",
+    )
     return p.parse_args(argv)
 
 
@@ -225,11 +267,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jobs.index_shards import ensure_ray
 
             ensure_ray()
-        result = build(args.embeddings, args.out, args.factory, args.metric, args.shards, cfg)
+        if args.update:
+            from jobs.index_update import update
+
+            line = update(args.embeddings, args.out, args.factory, args.metric, args.shards, cfg).summary()
+        else:
+            factory, metric = args.factory or "auto", args.metric or "ip"
+            line = build(args.embeddings, args.out, factory, metric, args.shards, cfg).summary()
     except (EmbedderError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(result.summary())
+    print(line)
     return 0
 
 

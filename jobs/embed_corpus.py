@@ -6,6 +6,10 @@ embeds the rest and writes the shard's part file under a name fixed by the shard
 all-or-nothing write); the driver then commits the shard with a marker object. Rerunning the same
 command resumes; a retried shard rewrites the same file, so every good row lands in the output
 exactly once. A lease on the output refuses a second run on it while the first is alive.
+
+`--previous P` makes the run incremental (jobs/incremental.py): rows whose exact text was embedded
+in the complete earlier run P with the same artifact take P's vector, only new or changed texts go
+through the model, and the output is still a complete, self-contained run of the current input.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import ray
 from tqdm import tqdm
 
@@ -37,7 +42,9 @@ from embedder.corpus import (
 )
 from embedder.errors import EmbedderError
 from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
-from jobs.run_state import Lease, RunState, ShardStats
+from jobs.embeddings_io import RESERVED_COLUMNS
+from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
+from jobs.run_state import RUN_FILE, SUMMARY_FILE, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 
 
@@ -69,6 +76,8 @@ class JobConfig:
     gpus_per_actor: float = 1.0
     ray_address: str | None = None  # None: ray.init() default (the running cluster, else a local one)
     progress: bool = True
+    # An earlier complete output of the same artifact: reuse its vectors for unchanged texts.
+    previous: str | None = None
 
     def __post_init__(self) -> None:
         check_field(self, "device", self.device in ("cpu", "gpu"), "must be 'cpu' or 'gpu'")
@@ -95,7 +104,9 @@ def actor_threads(cfg: JobConfig) -> int:
     return cfg.threads_per_actor or max(1, int(cfg.cpus_per_actor))
 
 
-def map_batches_kwargs(cfg: JobConfig, fingerprint: str, task: ShardTask) -> dict[str, Any]:
+def map_batches_kwargs(
+    cfg: JobConfig, fingerprint: str, task: ShardTask, reuse: Any = None
+) -> dict[str, Any]:
     """map_batches arguments for the encode stage: actor pool, resources, providers per device."""
     gpu = cfg.device == "gpu"
     kwargs: dict[str, Any] = {
@@ -118,6 +129,7 @@ def map_batches_kwargs(cfg: JobConfig, fingerprint: str, task: ShardTask) -> dic
             "providers": ("cuda",) if gpu else ("cpu",),
             "threads": actor_threads(cfg),
             "batch": BatchConfig(batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size),
+            "reuse": reuse,  # incremental runs: object ref of the ReuseIndex
         },
     }
     if gpu:
@@ -142,6 +154,7 @@ class Prepared:
     columns: ColumnSpec
     state: RunState
     normalized: bool
+    previous: PreviousRun | None = None
 
 
 def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease | None = None) -> Prepared:
@@ -159,7 +172,24 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
     artifact = Artifact.load(cfg.artifact)  # verifies file hashes against the manifest fingerprint
     files = discover_inputs(cfg.input)
     columns = resolve_columns(files[0], cfg.text_column, cfg.id_column, cfg.keep_columns)
+    reserved = [c for c in columns.keep if c in RESERVED_COLUMNS]
+    if reserved:
+        raise EmbedderError(f"--keep-columns {reserved} clash with output columns {list(RESERVED_COLUMNS)}")
     inputs = inspect_inputs(files, columns)
+    previous, previous_identity = None, None
+    if cfg.previous:
+        previous_identity = finished_with(output, cfg.previous)
+        if previous_identity is None:
+            # Checked and read (ids and text hashes only) before anything is written to the output.
+            previous = open_previous(
+                cfg.previous,
+                output,
+                artifact.fingerprint,
+                artifact_ref(cfg.artifact),
+                id_type(files[0], columns),
+                columns.id,
+            )
+            previous_identity = previous.identity()
     total = sum(f.rows for f in inputs)
     shards = plan_shards(inputs, cfg.shard_rows or auto_shard_rows(total, cfg.max_actors))
     run = {
@@ -172,11 +202,35 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
         "too_long": cfg.too_long,
         "shards": [dataclasses.asdict(s) for s in shards],
         "config": dataclasses.asdict(cfg),
+        "previous": previous_identity,
     }
     if lease is not None:
         lease.acquire()  # a second run on this output stops here, before touching anything
     state = RunState.open(output, run)
-    return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize)
+    return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize, previous)
+
+
+def finished_with(output: storage.Location, previous: str) -> dict[str, Any] | None:
+    """The recorded --previous identity when `output` already holds a complete run made from it.
+
+    Rerunning a finished incremental run is a no-op that says so, even after its previous output
+    was deleted (the new output is self-contained); the rest of the identity is still checked.
+    """
+    run_file = output.child(RUN_FILE)
+    if not (storage.is_file(run_file) and storage.is_file(output.child(SUMMARY_FILE))):
+        return None
+    recorded = storage.read_json(run_file).get("previous")
+    if isinstance(recorded, dict) and recorded.get("output") == storage.resolve(previous).uri:
+        return recorded
+    return None
+
+
+def id_type(first_file: str, columns: ColumnSpec) -> str:
+    """The output's id type, as jobs.embeddings_io names it: generated row positions are int64."""
+    if columns.id is None:
+        return "int64"
+    field = storage.parquet_file(first_file).schema_arrow.field(columns.id)
+    return "int64" if pa.types.is_integer(field.type) else "string"
 
 
 def run(cfg: JobConfig) -> dict[str, Any]:
@@ -210,6 +264,8 @@ def _run_leased(cfg: JobConfig, output: storage.Location, lease: Lease, started:
     verify_output(state)
     ran_now = {s.shard_id for s in pending}
     summary = make_summary(cfg, state, time.perf_counter() - started, ran_now, resumed)
+    if prep.previous is not None:
+        summary.update(changes_since(prep.previous, state))
     storage.write_json(state.summary_path, summary)
     return summary
 
@@ -225,8 +281,10 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
     task = ShardTask(output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long)
+    # One copy of the lookup in the object store, shared by every actor on a node (24 B/previous row).
+    reuse = ray.put(prep.previous.reuse_index()) if prep.previous is not None else None
     items = ray.data.from_items([{"spec": shard_to_json(s)} for s in shards], override_num_blocks=len(shards))
-    ds = items.map_batches(EmbedShards, **map_batches_kwargs(cfg, prep.fingerprint, task))
+    ds = items.map_batches(EmbedShards, **map_batches_kwargs(cfg, prep.fingerprint, task, reuse))
     with tqdm(
         total=sum(s.rows for s in shards), unit="rows", disable=not cfg.progress, file=sys.stderr
     ) as bar:
@@ -283,6 +341,8 @@ def stats_from_row(row: dict[str, Any]) -> ShardStats:
         seconds=float(row["seconds"]),
         tokenize_seconds=float(row["tokenize_seconds"]),
         encode_seconds=float(row["encode_seconds"]),
+        rows_reused=int(row["rows_reused"]),
+        reuse_seconds=float(row["reuse_seconds"]),
     )
 
 
@@ -307,6 +367,17 @@ def verify_output(state: RunState) -> None:
         )
 
 
+def changes_since(previous: PreviousRun, state: RunState) -> dict[str, Any]:
+    """Summary fields of an incremental run: ids removed / changed / added since the previous run."""
+    files = [
+        storage.located(state.output, f.path).uri
+        for f in storage.list_files(state.output, recursive=False)
+        if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
+    ]
+    current, _ = read_ids_and_keys(files, f"output {state.output}")
+    return {"previous": previous.location.uri, "previous_rows": previous.rows, **previous.diff(current)}
+
+
 def make_summary(
     cfg: JobConfig, state: RunState, wall: float, ran_now: set[str], resumed: bool
 ) -> dict[str, Any]:
@@ -314,9 +385,19 @@ def make_summary(
     done = list(state.done.values())
     ran = [s for s in done if s.shard_id in ran_now]
     embedded_now = sum(s.rows_embedded for s in ran)
+    reused = sum(s.rows_reused for s in done)
     return {
         "rows_read": sum(s.rows_read for s in done),
         "rows_embedded": sum(s.rows_embedded for s in done),
+        # Of rows_embedded: vectors copied from --previous, and rows that went through the model.
+        "rows_reused": reused,
+        "rows_embedded_new": sum(s.rows_embedded for s in done) - reused,
+        # Set by changes_since for incremental runs (ids compared with the previous output).
+        "previous": None,
+        "previous_rows": None,
+        "rows_removed": None,
+        "rows_changed": None,
+        "rows_added": None,
         "rows_quarantined": sum(s.rows_quarantined for s in done),
         "rows_truncated": sum(s.rows_truncated for s in done),
         "tokens": sum(s.tokens for s in done),
@@ -324,6 +405,7 @@ def make_summary(
         "rows_per_second": round(embedded_now / wall, 1) if wall > 0 else 0.0,
         "rows_embedded_this_run": embedded_now,
         "encode_seconds": round(sum(s.encode_seconds for s in ran), 3),
+        "reuse_seconds": round(sum(s.reuse_seconds for s in ran), 3),
         "shard_seconds": round(sum(s.seconds for s in ran), 3),
         "shards": len(state.shards),
         "shards_this_run": len(ran_now),
@@ -349,10 +431,17 @@ def one_line(summary: dict[str, Any]) -> str:
         if summary["resumed"]
         else ""
     )
+    incremental = (
+        f", {summary['rows_reused']} reused and {summary['rows_embedded_new']} through the model "
+        f"(vs {summary['previous']}: {summary['rows_added']} added, {summary['rows_changed']} changed, "
+        f"{summary['rows_removed']} removed)"
+        if summary.get("previous")
+        else ""
+    )
     return (
         f"embedded {summary['rows_embedded']} of {summary['rows_read']} rows "
         f"({summary['rows_quarantined']} quarantined, {summary['rows_truncated']} truncated, "
-        f"{summary['tokens']} tokens) "
+        f"{summary['tokens']} tokens){incremental} "
         f"in {summary['wall_seconds']:.1f} s, {summary['rows_per_second']:.0f} rows/s{resumed} "
         f"-> {summary['output']} [{summary['fingerprint']}]"
     )
@@ -387,6 +476,10 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     p.add_argument("--threads-per-actor", type=int, help="default 0: the actor's CPUs")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1.0")
     p.add_argument("--ray-address", help="default: ray.init() (running cluster, else local)")
+    p.add_argument(
+        "--previous",
+        help="an earlier complete output of the same artifact: reuse its vectors for unchanged texts",
+    )
     p.add_argument("--no-progress", action="store_true")
     given = vars(p.parse_args(argv))
     if given.pop("no_progress", False):

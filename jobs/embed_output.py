@@ -13,7 +13,15 @@ import numpy as np
 import pyarrow as pa
 
 from embedder import storage
-from jobs.embeddings_io import DIMENSION_KEY, EMBEDDING, FINGERPRINT_KEY, NORMALIZED_KEY, embedding_array
+from jobs.embeddings_io import (
+    DIMENSION_KEY,
+    EMBEDDING,
+    FINGERPRINT_KEY,
+    NORMALIZED_KEY,
+    TEXT_HASH,
+    embedding_array,
+    hashes_to_arrow,
+)
 
 QUARANTINE_DIR = "quarantine"
 TMP_SUFFIX = ".tmp"
@@ -25,12 +33,19 @@ def part_name(shard_id: str) -> str:
 
 
 def embeddings_table(
-    ids: pa.Array, vectors: np.ndarray, passthrough: pa.Table, fingerprint: str, normalized: bool
+    ids: pa.Array,
+    vectors: np.ndarray,
+    passthrough: pa.Table,
+    fingerprint: str,
+    normalized: bool,
+    text_hashes: np.ndarray | None = None,
 ) -> pa.Table:
-    """id, embedding (fixed_size_list<float32>[dim]), passthrough columns, qm.* file metadata."""
+    """id, embedding (fixed_size_list<float32>[dim]), passthrough columns, qm_text_hash, qm.* file metadata."""
     columns = {"id": ids, EMBEDDING: embedding_array(vectors)}
     for name in passthrough.column_names:
         columns[name] = passthrough.column(name).combine_chunks()
+    if text_hashes is not None:
+        columns[TEXT_HASH] = hashes_to_arrow(text_hashes)
     metadata = {
         FINGERPRINT_KEY: fingerprint.encode(),
         DIMENSION_KEY: str(vectors.shape[1]).encode(),

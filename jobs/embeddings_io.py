@@ -22,12 +22,36 @@ FINGERPRINT_KEY = b"qm.fingerprint"
 DIMENSION_KEY = b"qm.dimension"
 NORMALIZED_KEY = b"qm.normalized"
 EMBEDDING = "embedding"
+# Hash of the exact text each vector was made from, with the artifact fingerprint (16 bytes,
+# jobs/incremental.py): lets a later run reuse the vector. Bookkeeping, not a passthrough column.
+TEXT_HASH = "qm_text_hash"
+HASH_BYTES = 16
+RESERVED_COLUMNS = ("id", EMBEDDING, TEXT_HASH)
 
 
 def embedding_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
     """(n, dim) float32 -> fixed_size_list<float32>[dim] (not a tensor extension type)."""
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+
+
+def hashes_to_arrow(keys: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """(n,) S16 hashes -> fixed_size_binary(16) (one buffer copy, no per-row objects)."""
+    keys = np.ascontiguousarray(keys, dtype=f"S{HASH_BYTES}")
+    data = pa.py_buffer(keys.tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(HASH_BYTES), len(keys), [None, data])
+
+
+def hashes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """fixed_size_binary(16) column (no nulls) -> (n,) S16 array."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_fixed_size_binary(arr.type) or arr.type.byte_width != HASH_BYTES or arr.null_count:
+        raise IndexInvalid(
+            f"'{TEXT_HASH}' must be fixed_size_binary({HASH_BYTES}) without nulls, is {arr.type}"
+        )
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)
+    start = arr.offset * HASH_BYTES
+    return raw[start : start + len(arr) * HASH_BYTES].view(f"S{HASH_BYTES}").copy()
 
 
 def write_embeddings_parquet(
@@ -73,6 +97,7 @@ class EmbeddingsInfo:
     normalized: bool
     id_type: str  # "int64" | "string"
     passthrough: tuple[str, ...]
+    text_hash: bool = False  # the files carry TEXT_HASH (written by jobs.embed_corpus)
 
     @property
     def count(self) -> int:
@@ -112,7 +137,7 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
     """Check every file's schema and metadata agree (fingerprint, dimension, columns) and summarise."""
     files = embedding_files(directory)
     fingerprints: dict[str, list[str]] = {}
-    first: tuple[int, str, tuple[str, ...], bool] | None = None
+    first: tuple[int, str, tuple[str, ...], bool, bool] | None = None
     rows: list[int] = []
     schemas = [(f, storage.parquet_file(f).metadata) for f in files]
     for f, meta in schemas:
@@ -125,13 +150,14 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
         shape = _file_shape(f, meta.schema.to_arrow_schema())
         if first is None:
             first = shape
-        elif shape[:3] != first[:3]:
+        elif shape[:3] != first[:3] or shape[4] != first[4]:
             raise IndexInvalid(
-                f"{_name(f)}: dimension/id type/columns {shape[:3]} differ from {_name(files[0])}'s {first[:3]}"
+                f"{_name(f)}: dimension/id type/columns {shape[:3]} (text hash {shape[4]}) differ from "
+                f"{_name(files[0])}'s {first[:3]} (text hash {first[4]})"
             )
         rows.append(meta.num_rows)
     assert first is not None
-    dim, id_type, passthrough, normalized = first
+    dim, id_type, passthrough, normalized, text_hash = first
     return EmbeddingsInfo(
         files=tuple(files),
         rows_per_file=tuple(rows),
@@ -140,10 +166,11 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
         normalized=normalized,
         id_type=id_type,
         passthrough=passthrough,
+        text_hash=text_hash,
     )
 
 
-def _file_shape(f: str, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool]:
+def _file_shape(f: str, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool, bool]:
     if "id" not in schema.names or EMBEDDING not in schema.names:
         raise IndexInvalid(f"{_name(f)}: needs columns 'id' and '{EMBEDDING}', has {schema.names}")
     emb = schema.field(EMBEDDING).type
@@ -159,9 +186,9 @@ def _file_shape(f: str, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], b
     declared = (schema.metadata or {}).get(DIMENSION_KEY)
     if declared is not None and int(declared) != emb.list_size:
         raise IndexInvalid(f"{_name(f)}: qm.dimension says {int(declared)}, embeddings have {emb.list_size}")
-    passthrough = tuple(n for n in schema.names if n not in ("id", EMBEDDING))
+    passthrough = tuple(n for n in schema.names if n not in RESERVED_COLUMNS)
     normalized = (schema.metadata or {}).get(NORMALIZED_KEY, b"true") == b"true"
-    return emb.list_size, id_type, passthrough, normalized
+    return emb.list_size, id_type, passthrough, normalized, TEXT_HASH in schema.names
 
 
 @dataclass(frozen=True)

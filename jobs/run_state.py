@@ -35,7 +35,16 @@ DONE_DIR = "_done"
 LEASE_FILE = "_LEASE.json"
 SUMMARY_FILE = "_SUMMARY.json"
 # Fields of _RUN.json that must match for a rerun to resume rather than refuse.
-IDENTITY_FIELDS = ("fingerprint", "inputs", "text_column", "id_column", "keep_columns", "too_long")
+# "previous" (the --previous output an incremental run reuses vectors from) is absent/None in full runs.
+IDENTITY_FIELDS = (
+    "fingerprint",
+    "inputs",
+    "text_column",
+    "id_column",
+    "keep_columns",
+    "too_long",
+    "previous",
+)
 LEASE_TTL_SECONDS = float(os.environ.get("QM_JOB_LEASE_TTL_SECONDS", "60"))
 
 
@@ -56,6 +65,10 @@ class ShardStats:
     seconds: float = 0.0
     tokenize_seconds: float = 0.0
     encode_seconds: float = 0.0
+    # Incremental runs: embedded rows whose vector was copied from the previous run, and the time
+    # spent looking them up and reading them (markers written before these existed read as 0).
+    rows_reused: int = 0
+    reuse_seconds: float = 0.0
 
 
 def done_marker(output: storage.Location, shard_id: str) -> storage.Location:
@@ -217,6 +230,15 @@ class Lease:
         held = _read_lease(self.path)
         if held is not None and held.get("run_id") == self.run_id:
             storage.delete_file(self.path)
+
+
+def live_lease(output: storage.Location) -> dict[str, Any] | None:
+    """The lease record of a run still working on `output`, or None (no lease, or an expired one)."""
+    path = output.child(LEASE_FILE)
+    if not storage.is_file(path):
+        return None
+    held = _read_lease(path)
+    return held if held is not None and _alive(held) else None
 
 
 def _read_lease(path: storage.Location) -> dict[str, Any] | None:
