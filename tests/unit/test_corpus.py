@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from embedder import storage
 from embedder.corpus import (
     ColumnSpec,
     CorpusError,
@@ -25,7 +26,6 @@ from embedder.corpus import (
     row_ids,
     split_rows,
 )
-from embedder import storage
 from jobs.run_state import DONE_DIR, RunConflict, RunState, ShardStats
 
 
