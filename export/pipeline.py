@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,21 @@ from embedder.config import EncoderConfig
 from embedder.encoder import Encoder
 from embedder.errors import ExportError
 from embedder.probe import PROBE_TEXTS
+from embedder.tokenize import TextTokenizer
 from export.onnx_export import OPSET, export_onnx, load_tokenizer
 from export.optimize import optimize
-from export.quantize import tune_int8
+from export.quantize import CALIBRATION_TEXTS, Int8Scheme, calibrate, quantize
 from export.source import SourceModel, hash_weights, read_source
 from export.texts import PARITY_TEXTS
-from export.verify import PARITY_MIN_COSINE, parity_figures, reference_vectors
+from export.verify import (
+    BATCH_MIN_COSINE,
+    PARITY_MIN_COSINE,
+    batch_independence,
+    parity_figures,
+    reference_vectors,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_TARGET = 0.98
 _INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -133,33 +140,23 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     reference = reference_vectors(source.path, PARITY_TEXTS)
     empty_probe = np.zeros((0, source.hidden_size), np.float32)
 
-    def min_cosine_of(model_file: Path) -> float:
-        if model_file != tmp / MODEL_FILE:
-            shutil.copyfile(model_file, tmp / MODEL_FILE)
-        encoder = _encoder_for(tmp, manifest, empty_probe)
-        return float(parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))["min_cosine"])
-
     if req.precision == "int8":
-        quantized = tmp / "int8.onnx"
-        scheme, score = tune_int8(fused, quantized, min_cosine_of, target=INT8_TARGET)
-        shutil.copyfile(quantized, tmp / MODEL_FILE)
-        quantized.unlink()
-        fused.unlink()
-        manifest = dataclasses.replace(
-            manifest,
-            quantization={
-                "method": "dynamic, per-channel int8 weights, reduce_range on attention-output projections",
-                "fp32_nodes": list(scheme.fp32_nodes),
-                "reduce_range_weights": len(scheme.reduce_range_weights),
-                "achieved_min_cosine": score,
-                **scheme.notes,
-            },
-        )
+        manifest = _quantize_int8(tmp, fused, manifest, log)
     encoder = _encoder_for(tmp, manifest, empty_probe)
     figures = parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))
     figures["fused_ops"] = fused_ops
     floor = req.min_cosine if req.min_cosine is not None else PARITY_MIN_COSINE[req.precision]
     figures["min_cosine_required"] = floor
+    if req.precision == "int8":
+        # Static scales: a text's vector must not depend on its batch companions (padding included).
+        figures.update(batch_independence(encoder, PARITY_TEXTS))
+        figures["batch_min_cosine_required"] = BATCH_MIN_COSINE
+        log(f"export: int8 alone vs in one padded batch: min cosine {figures['batch_min_cosine']:.7f}")
+        if figures["batch_min_cosine"] < BATCH_MIN_COSINE:
+            raise ExportError(
+                f"int8 vectors depend on their batch: min cosine {figures['batch_min_cosine']:.6f} between a "
+                f"text alone and in a batch (< {BATCH_MIN_COSINE}); no artifact written"
+            )
     log(
         f"export: parity vs sentence-transformers: min cosine {figures['min_cosine']:.6f}, "
         f"max abs diff {figures['max_abs_diff']:.2e} over {figures['texts']} texts"
@@ -172,3 +169,41 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     np.save(tmp / PROBE_FILE, encoder.encode(list(PROBE_TEXTS)))
     manifest = dataclasses.replace(manifest, parity=figures)
     return dataclasses.replace(manifest, fingerprint=compute_fingerprint(tmp, manifest))
+
+
+def _quantize_int8(tmp: Path, fused: Path, manifest: Manifest, log: Any) -> Manifest:
+    """Calibrate on CALIBRATION_TEXTS (one text per run: no padding), write static int8 as the model."""
+    tokenizer = TextTokenizer.from_artifact(
+        Artifact(path=tmp, manifest=manifest, probe_vectors=np.zeros((0, manifest.dimension), np.float32))
+    )
+    tokenized = tokenizer.tokenize(list(CALIBRATION_TEXTS))
+
+    def feeds() -> Iterator[dict[str, np.ndarray]]:
+        for i in range(len(CALIBRATION_TEXTS)):
+            batch = tokenized.batch(np.array([i]))
+            available = {
+                "input_ids": batch.input_ids,
+                "attention_mask": batch.attention_mask,
+                "token_type_ids": batch.token_type_ids,
+            }
+            yield {name: available[name] for name in manifest.input_names}
+
+    ranges = calibrate(fused, feeds())
+    scheme = Int8Scheme()
+    done = quantize(fused, tmp / MODEL_FILE, ranges, scheme)
+    fused.unlink()
+    log(
+        f"export: static int8, {sum(done['quantized_nodes'].values())} nodes, calibrated on {len(CALIBRATION_TEXTS)} texts"
+    )
+    return dataclasses.replace(
+        manifest,
+        quantization={
+            "method": "static int8: per-channel activation scales from calibration folded into per-column "
+            "weight scales; fp32 for outlier channels of FFN-output inputs; 7-bit weights (exact u8s8 on AVX2)",
+            "batch_independent": True,
+            "calibration_texts": len(CALIBRATION_TEXTS),
+            "calibration_tokens": next(iter(ranges.values())).tokens if ranges else 0,
+            **scheme.describe(),
+            **done,
+        },
+    )
