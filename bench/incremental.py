@@ -236,7 +236,7 @@ def main() -> None:
         }
         ray.shutdown()
         results["index"] = index_phase(a.rows, a.changed, a.added, a.deleted, a.index_dim, work)
-    results["load_at_end"] = load_snapshot()
+    results["load_at_end"] = load_snapshot(own_load=2.0)
     warn_if_busy(results["load_at_end"], "end")
     results["busy"] = results["load_at_start"]["busy"] or results["load_at_end"]["busy"]
     ratios = [r["full_over_incremental"] for r in rounds]

@@ -81,7 +81,7 @@ def main() -> None:
             )
         ray.shutdown()
     ratios = [r["ratio"] for r in rounds]
-    end_load = load_snapshot()
+    end_load = load_snapshot(own_load=2.0)
     warn_if_busy(end_load, "end")
     result = {
         "command": f"python -m bench.storage --rows {args.rows} --rounds {args.rounds}",
