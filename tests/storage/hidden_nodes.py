@@ -5,11 +5,16 @@ in-process with no CPUs, so no actor, task or replica can run beside the driver'
 worker node is a separate `ray start --address ... --block`, launched through
 `unshare --mount --propagation private` with fresh, empty tmpfs mounts over:
 
-- /tmp: where pytest keeps every test's data (corpus, artifact copies, outputs) and where the
-  head keeps its session directory. The worker gets its own /tmp/ray/session_* (Ray names the
-  session after the head's, but the directory and its sockets are private to the node);
+- pytest's base temp directory, where every test keeps its data (corpus, artifact copies,
+  outputs);
+- /tmp/ray, where the head keeps its session directory. The worker gets its own
+  /tmp/ray/session_* (Ray names the session after the head's, but the directory and its sockets
+  are private to the node), and its model/index cache (QM_CACHE_DIR=/tmp/ray/qm-cache);
 - the repo's artifacts/, data/, runs/ and indexes/ folders (the shipped model and sample corpus);
-- ~/.cache (so no node sees another's model or index cache; QM_CACHE_DIR points into /tmp).
+- ~/.cache (so no node sees another's caches).
+
+Not all of /tmp: the checkout and its venv may live there (CI clones into /tmp), and the node
+must still run the code, as every real node has it installed.
 
 All nodes share the loopback network namespace, so they reach the head, each other and the S3
 server on 127.0.0.1, exactly as separate machines would over a network. The code (the venv and
@@ -31,6 +36,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 HIDDEN_REPO_DIRS = ("artifacts", "data", "runs", "indexes")
+WORKER_CACHE = "/tmp/ray/qm-cache"  # inside the worker's private /tmp/ray
 
 
 @dataclass
@@ -46,6 +52,7 @@ class HiddenDiskCluster:
     """Head in this process (0 CPUs) plus worker nodes that each see only their own private /tmp."""
 
     env: dict[str, str]
+    hide: tuple[Path, ...] = ()  # directories of the driver the worker nodes must not see
     nodes: list[HiddenNode] = field(default_factory=list)
     address: str = ""
 
@@ -59,20 +66,15 @@ class HiddenDiskCluster:
         import ray
 
         before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        mounts = ["mount -t tmpfs tmpfs /tmp"]
-        for name in HIDDEN_REPO_DIRS:
-            if (REPO / name).is_dir():
-                mounts.append(f"mount -t tmpfs tmpfs {shlex.quote(str(REPO / name))}")
-        cache = Path.home() / ".cache"
-        if cache.is_dir():
-            mounts.append(f"mount -t tmpfs tmpfs {shlex.quote(str(cache))}")
+        hidden = [*self.hide, Path("/tmp/ray"), *(REPO / n for n in HIDDEN_REPO_DIRS), Path.home() / ".cache"]
+        mounts = [f"mount -t tmpfs tmpfs {shlex.quote(str(d))}" for d in hidden if d.is_dir()]
         ray_bin = Path(sys.executable).with_name("ray")
         start = (
             f"exec {shlex.quote(str(ray_bin))} start --address={self.address} --num-cpus={num_cpus} "
             f"--object-store-memory={100 * 2**20} --block"
         )
         script = " && ".join([*mounts, start])
-        env = {**os.environ, **self.env, "QM_CACHE_DIR": "/tmp/qm-cache"}
+        env = {**os.environ, **self.env, "QM_CACHE_DIR": WORKER_CACHE}
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script],
             env=env,

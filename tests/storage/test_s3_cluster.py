@@ -26,7 +26,7 @@ import requests
 
 from embedder import Encoder, storage
 from embedder.artifact import Artifact
-from tests.storage.hidden_nodes import HiddenDiskCluster
+from tests.storage.hidden_nodes import WORKER_CACHE, HiddenDiskCluster
 from tests.storage.s3_server import S3Server, free_port, patched_env, s3_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -44,13 +44,16 @@ def s3() -> Iterator[S3Server]:
 
 
 @pytest.fixture(scope="module")
-def cluster(s3: S3Server) -> Iterator[HiddenDiskCluster]:
-    c = HiddenDiskCluster(env=s3.env)
+def cluster(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiddenDiskCluster]:
+    # Hide pytest's whole temp root (all tests' data) from the worker nodes.
+    c = HiddenDiskCluster(env=s3.env, hide=(tmp_path_factory.getbasetemp().parent,))
     c.start()
-    for _ in range(2):
-        c.add_node(num_cpus=1)
-    yield c
-    c.shutdown()
+    try:
+        for _ in range(2):
+            c.add_node(num_cpus=1)
+        yield c
+    finally:
+        c.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +155,7 @@ def test_export_to_s3_and_a_worker_loads_and_recovers_a_corrupt_cache(
 
     first, second, cached = ray.get(load_twice.remote(uri), timeout=180)
     assert first == second == manifest.fingerprint
-    assert cached.startswith("/tmp/qm-cache/artifacts/")  # the node's own private cache
+    assert cached.startswith(f"{WORKER_CACHE}/artifacts/")  # the node's own private cache
 
 
 def test_embed_s3_to_s3_with_a_worker_node_killed_mid_job(
