@@ -19,19 +19,18 @@ import importlib
 import json
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow.parquet as pq
 import ray
 
 from bench.corpus_gen import write_corpus
 from bench.machine import machine_info
+from bench.peak_memory import PeakMemory
 from embedder import Encoder
 from jobs.embed_corpus import JobConfig, run
 
@@ -89,39 +88,12 @@ def job(artifact: str, corpus: Path, out: Path, actors: int, threads: int, **ext
     return {k: s[k] for k in keys} | {"actors": actors, "threads_per_actor": threads}
 
 
-class PeakMemory:
-    """Samples the RSS of every process in this run's namespace (driver, raylet, actors) in a thread."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.interval, self.peak_total, self.peak_actor, self._stop = interval, 0, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = actor = 0
-            for p in psutil.process_iter(["memory_info", "cmdline"]):
-                rss = p.info["memory_info"].rss if p.info["memory_info"] else 0
-                total += rss
-                if "MapWorker" in " ".join(p.info["cmdline"] or []):
-                    actor = max(actor, rss)
-            self.peak_total, self.peak_actor = max(self.peak_total, total), max(self.peak_actor, actor)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def stream(tiny_artifact: str, work: Path, rows: int, object_store: int) -> dict[str, Any]:
     """Peak memory while `rows` rows (several object stores' worth) go through the job."""
     corpus, out = work / f"stream-in-{rows}", work / f"stream-out-{rows}"
     write_corpus(corpus, rows, files=4, seed=7, row_group_rows=20_000)
     input_bytes = sum(pq.read_table(p).nbytes for p in corpus.glob("*.parquet"))
-    with PeakMemory() as mem:
+    with PeakMemory("MapWorker") as mem:
         result = job(tiny_artifact, corpus, out, 2, 1, keep_columns=("answer", "category"))
     output_bytes = sum(pq.read_table(p).nbytes for p in out.glob("part-*.parquet"))
     return result | {

@@ -26,19 +26,18 @@ import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pyarrow as pa
 
 from bench.corpus_gen import PREFIXES, groups
 from bench.index import clustered_vectors
 from bench.machine import machine_info
+from bench.peak_memory import PeakMemory
 from embedder import storage
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.find_duplicates import GROUPS_FILE, DedupConfig, run
@@ -89,34 +88,6 @@ def synthetic(n: int, dim: int = 384, seed: int = 0) -> tuple[np.ndarray, list[s
     return out[order], [texts[i] for i in order.tolist()], cluster[order]
 
 
-class PeakMemory:
-    """RSS summed over every visible process, and the largest search actor, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval, self.total, self.actor = interval, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = actor = 0
-            for p in psutil.process_iter(["memory_info", "cmdline"]):
-                rss = p.info["memory_info"].rss if p.info["memory_info"] else 0
-                total += rss
-                if "NearSearcher" in " ".join(p.info["cmdline"] or []):
-                    actor = max(actor, rss)
-            self.total, self.actor = max(self.total, total), max(self.actor, actor)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def one_size(n: int, dim: int, work: Path, args: argparse.Namespace, factory: str) -> dict[str, Any]:
     """Generate, write, run the job, measure."""
     t = time.perf_counter()
@@ -142,7 +113,7 @@ def one_size(n: int, dim: int, work: Path, args: argparse.Namespace, factory: st
         build_cpus=args.build_cpus,
         progress=False,
     )
-    with PeakMemory() as mem:
+    with PeakMemory("NearSearcher", interval=0.25) as mem:
         summary = run(cfg)
     groups_table = storage.read_parquet(out / GROUPS_FILE, columns=["member_ids"])
     pure = [len(set(cluster[m].tolist())) == 1 for m in groups_table.column(0).to_pylist()]
@@ -152,8 +123,8 @@ def one_size(n: int, dim: int, work: Path, args: argparse.Namespace, factory: st
         "wall_seconds": summary["wall_seconds"],
         "rows_per_second": round(n / summary["wall_seconds"], 1),
         "stage_seconds": summary["stage_seconds"],
-        "peak_rss_all_processes_bytes": mem.total,
-        "peak_rss_one_search_actor_bytes": mem.actor,
+        "peak_rss_all_processes_bytes": mem.peak_total,
+        "peak_rss_one_search_actor_bytes": mem.peak_actor,
         "exact_pairs": summary["exact_pairs"],
         "near_pairs": summary["near_pairs"],
         "pairs": summary["pairs"],
