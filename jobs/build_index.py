@@ -132,31 +132,62 @@ def build(
                 f"{len(samples.query_rows)} held-out queries, even at {index.search_params}; not published "
                 "(CURRENT unchanged). Use a less compressed --factory, or QM_INDEX_TARGET_RECALL to accept less."
             )
-        size = index.save(staged / index_store.INDEX_FILE)
-        manifest = IndexManifest(
+        manifest = save_version(
+            staged,
+            index,
+            info,
             factory=chosen,
             metric=metric,
-            count=index.size,
-            dimension=index.dimension,
-            fingerprint=info.fingerprint,
-            recall_at_10=round(recall, 4),
-            bytes_per_vector=round(size / max(index.size, 1), 2),
-            build_seconds=round(time.perf_counter() - started, 2),
-            search_params=index.search_params,
-            id_type=info.id_type,
-            columns=info.passthrough,
-            source_summary=_source_summary(embeddings),
-            config=dataclasses.asdict(cfg),
+            recall=recall,
+            started=started,
+            embeddings=embeddings,
+            cfg=cfg,
             shards=max(shards, 1),
-            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             update=update_note,
         )
-        (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         path = index_store.publish(out, staged, version).uri
     except BaseException:
         index_store.discard(staged)  # CURRENT still names the previous, complete version
         raise
     return BuildResult(version=version, path=path, manifest=manifest)
+
+
+def save_version(
+    staged: Path,
+    index: VectorIndex,
+    info: EmbeddingsInfo,
+    *,
+    factory: str,
+    metric: str,
+    recall: float,
+    started: float,
+    embeddings: str | Path,
+    cfg: IndexConfig,
+    shards: int,
+    update: dict[str, Any] | None,
+) -> IndexManifest:
+    """Write index.faiss and manifest.json into a staged version (full builds and updates alike)."""
+    size = index.save(staged / index_store.INDEX_FILE)
+    manifest = IndexManifest(
+        factory=factory,
+        metric=metric,
+        count=index.size,
+        dimension=index.dimension,
+        fingerprint=info.fingerprint,
+        recall_at_10=round(recall, 4),
+        bytes_per_vector=round(size / max(index.size, 1), 2),
+        build_seconds=round(time.perf_counter() - started, 2),
+        search_params=index.search_params,
+        id_type=info.id_type,
+        columns=info.passthrough,
+        source_summary=_source_summary(embeddings),
+        config=dataclasses.asdict(cfg),
+        shards=shards,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        update=update,
+    )
+    (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
 
 
 def _pass_one(

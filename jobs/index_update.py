@@ -30,7 +30,6 @@ the update started from.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +50,8 @@ from embedder.index import (
     search_knob,
     tune_search,
 )
-from embedder.index_store import IndexManifest, LoadedIndex
-from jobs.build_index import BuildResult, K, _pass_one, _source_summary, build
+from embedder.index_store import LoadedIndex
+from jobs.build_index import BuildResult, K, _pass_one, build, save_version
 from jobs.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 
 
@@ -265,27 +264,20 @@ def _update(
                 "retrain",
                 diff.counts(),
             )
-        size = index.save(staged / index_store.INDEX_FILE)
         note = {"mode": "update", "reason": "", "from_version": loaded.version, **diff.counts()}
-        manifest = IndexManifest(
+        manifest = save_version(
+            staged,
+            index,
+            info,
             factory=m.factory,
             metric=m.metric,
-            count=index.size,
-            dimension=index.dimension,
-            fingerprint=info.fingerprint,
-            recall_at_10=round(recall, 4),
-            bytes_per_vector=round(size / max(index.size, 1), 2),
-            build_seconds=round(time.perf_counter() - started, 2),
-            search_params=index.search_params,
-            id_type=info.id_type,
-            columns=info.passthrough,
-            source_summary=_source_summary(embeddings),
-            config=dataclasses.asdict(cfg),
+            recall=recall,
+            started=started,
+            embeddings=embeddings,
+            cfg=cfg,
             shards=m.shards,
-            created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             update=note,
         )
-        (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         path = index_store.publish(out, staged, version).uri
     except BaseException:
         index_store.discard(staged)
