@@ -85,7 +85,12 @@ class ModelScheduler:
         self.config = config or SchedulerConfig()
         self._on_pass = on_pass
         self._queue: list[_Queued] = []
+        # Strong references to the worker tasks (the loop keeps only weak ones) and, separately,
+        # how many are still looping. The count drops inside `_work` itself, in the same step
+        # that decides to stop: a done-callback would run a loop iteration later, and a request
+        # submitted in between would find a "worker" that has already left and wait forever.
         self._workers: set[asyncio.Task[None]] = set()
+        self._running = 0
         self.passes = 0
 
     @property
@@ -100,7 +105,8 @@ class ModelScheduler:
         loop = asyncio.get_running_loop()
         item = _Queued(pack, loop.create_future())
         self._queue.append(item)
-        while len(self._workers) < self.config.workers:
+        while self._running < self.config.workers:
+            self._running += 1
             task = loop.create_task(self._work())
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
@@ -111,12 +117,15 @@ class ModelScheduler:
                 item.future.cancel()
 
     async def _work(self) -> None:
-        while True:
-            # Requests fully claimed or given up leave the queue; their passes finish elsewhere.
-            self._queue = [q for q in self._queue if not q.future.done() and q.claimed < q.pack.size]
-            if not self._queue:
-                return
-            await self._run_pass(self._choose())
+        try:
+            while True:
+                # Requests fully claimed or given up leave the queue; their passes finish elsewhere.
+                self._queue = [q for q in self._queue if not q.future.done() and q.claimed < q.pack.size]
+                if not self._queue:
+                    return
+                await self._run_pass(self._choose())
+        finally:
+            self._running -= 1
 
     def _choose(self) -> list[tuple[_Queued, np.ndarray]]:
         """Round-robin one text of each request in turn until the pass's token budget is full."""

@@ -125,11 +125,30 @@ def test_scheduler_drops_a_cancelled_request() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert (await sched.submit(_pack([5], 10)))[0, 0] == 5.0  # type: ignore[arg-type]
+        async with asyncio.timeout(10):  # a lost wake-up must fail here, not hang the suite
+            assert (await sched.submit(_pack([5], 10)))[0, 0] == 5.0  # type: ignore[arg-type]
 
     asyncio.run(main())
     ran = [t for call in model.calls for t in call]
     assert len(ran) < 20 and 5 in ran and sched.queued_tokens == 0
+
+
+def test_scheduler_serves_a_request_submitted_as_its_worker_stops() -> None:
+    # A caller that submits again as soon as its first answer is back reaches the scheduler
+    # in the same loop iteration in which the worker finds the queue empty and stops. That
+    # request must start a new worker, not wait for one that has already left (it hung CI).
+    sched = ModelScheduler(CountingModel(), 0, pooled=False)
+
+    async def main() -> list[float]:
+        firsts = []
+        for i in range(5):
+            # asyncio.timeout, not wait_for: wait_for's extra task would hide the race.
+            async with asyncio.timeout(10):
+                out = await sched.submit(_pack([i + 1], 4))  # type: ignore[arg-type]
+            firsts.append(float(out[0, 0]))
+        return firsts
+
+    assert asyncio.run(main()) == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
