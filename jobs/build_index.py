@@ -105,8 +105,9 @@ def build(
     started = time.perf_counter()
     info = inspect_embeddings(embeddings)
     # Shards merge inverted lists, so a sharded build is IVF even where auto would pick Flat.
-    kind = "ivf" if shards > 1 and info.count < cfg.compressed_min else "auto"
-    chosen = choose_factory(info.count, info.dimension, cfg, kind) if factory == "auto" else factory
+    chosen = choose_factory(info.count, info.dimension, cfg) if factory == "auto" else factory
+    if factory == "auto" and shards > 1 and chosen == "Flat":
+        chosen = choose_factory(info.count, info.dimension, cfg, "ivf")
     index = VectorIndex.create(info.dimension, chosen, metric)
     query_rows = sample_rows(info.count, cfg.recall_sample, cfg.seed + 1)
     train_rows = sample_rows(info.count, index.train_rows(info.count, cfg), cfg.seed, exclude=query_rows)

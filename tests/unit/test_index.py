@@ -15,7 +15,9 @@ from embedder.index import (
     VectorIndex,
     build_index,
     choose_factory,
+    full_vector_bytes,
     recall_at_k,
+    sq8_bytes,
 )
 
 
@@ -31,8 +33,14 @@ def test_factory_follows_corpus_size() -> None:
     nlist = int(ivf.removeprefix("IVF").split(",")[0])
     # 4..16 x sqrt(N) lists, as a power of two
     assert ivf.endswith(",Flat") and 4 * 707 / 2 <= nlist <= 16 * 707
-    assert "_HNSW32" in choose_factory(5_000_000, 384)
-    assert choose_factory(20_000_000, 384) == "OPQ48_384,IVF65536_HNSW32,PQ48"
+    # Full float32 vectors while they fit the memory budget (4 GiB: 2.78M at dim 384), SQ8 after.
+    assert choose_factory(2_500_000, 384) == "IVF8192_HNSW32,Flat"
+    assert choose_factory(3_000_000, 384) == "IVF8192_HNSW32,SQ8"
+    assert choose_factory(10_000_000, 384) == "IVF8192_HNSW32,SQ8"  # nlist capped: training cost
+    small_budget = IndexConfig(memory_budget_bytes=1024**3)
+    assert choose_factory(1_000_000, 384, small_budget).endswith(",SQ8")
+    # the 10M SQ8 index fits the 4 GiB goal of the ten-million issue
+    assert sq8_bytes(10_000_000, 384) <= 4 * 1024**3 < full_vector_bytes(10_000_000, 384)
     assert choose_factory(50_000, 384, cfg, kind="hnsw") == "HNSW32"
     # a small corpus forced to IVF never gets more lists than it can train
     tiny = choose_factory(2_000, 64, cfg, kind="ivf")
