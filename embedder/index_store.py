@@ -188,7 +188,9 @@ def publish(
     """Verify a staged version, put it in place (rename, or upload with the manifest last), then CURRENT."""
     verify_version(staged)
     manifest = _record_files(staged)
-    loaded = _open(staged, version, manifest)  # the index file must load and agree with the manifest
+    # The index file must load and agree with the manifest. Mapped, not read: the builder still
+    # holds its own copy, and at 10M vectors a second one would double the build's peak memory.
+    loaded = _open(staged, version, manifest, mmap=True)
     del loaded
     base = storage.resolve(root)
     final = base.child(version)
@@ -267,8 +269,10 @@ def open_current(root: str | os.PathLike[str]) -> LoadedIndex:
     return open_version(root, version)
 
 
-def _open(path: Path, version: str, manifest: IndexManifest) -> LoadedIndex:
-    index = VectorIndex.load(path / INDEX_FILE, manifest.factory, manifest.metric, manifest.search_params)
+def _open(path: Path, version: str, manifest: IndexManifest, mmap: bool = False) -> LoadedIndex:
+    index = VectorIndex.load(
+        path / INDEX_FILE, manifest.factory, manifest.metric, manifest.search_params, mmap=mmap
+    )
     if index.size != manifest.count or index.dimension != manifest.dimension:
         raise IndexInvalid(
             f"{path}: index holds {index.size} x {index.dimension}, "

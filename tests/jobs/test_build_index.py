@@ -112,6 +112,20 @@ def test_a_version_below_the_recall_target_is_never_published(
     assert index_store.current_version(out) == live and index_store.list_versions(out) == [live]
 
 
+def test_over_the_memory_budget_auto_builds_a_compressed_index_that_passes_the_gate(
+    tmp_path: Path, vectors: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emb, out = tmp_path / "emb", tmp_path / "idx"
+    write_corpus(emb, vectors, files=2)
+    # Full float32 vectors (4000 x 48 x 4 B) do not fit this budget; one byte per dimension does.
+    monkeypatch.setenv("QM_INDEX_FLAT_MAX", "1000")
+    monkeypatch.setenv("QM_INDEX_MEMORY_BUDGET_BYTES", str(4000 * 48 * 2))
+    assert build_index.main(["--embeddings", str(emb), "--out", str(out)]) == 0
+    m = Searcher.open(out, expected_fingerprint=FP).manifest
+    assert m.factory.startswith("IVF") and m.factory.endswith(",SQ8")
+    assert m.recall_at_10 >= 0.95 and m.bytes_per_vector < 48 * 4 / 2
+
+
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     ray = pytest.importorskip("ray")
