@@ -92,9 +92,13 @@ def deployment_options(name: str, args: AppArgs) -> dict[str, Any]:
     override = copy.deepcopy(args.deployments.get(name, {}))
     if "autoscaling_config" in override:
         opts.pop("num_replicas", None)
-    actor = {**opts["ray_actor_options"], **override.pop("ray_actor_options", {})}
+    given = override.pop("ray_actor_options", {})
+    actor = {**opts["ray_actor_options"], **given}
     if name in ("Backbone", "FusedEncoder") and args.num_gpus:
         actor["num_gpus"] = args.num_gpus
+        # GPU node types advertise CPU 0 (cluster.yaml: so CPU-only work never starts a GPU
+        # node); a GPU replica that also asked for a CPU could never be placed on one.
+        actor["num_cpus"] = given.get("num_cpus", 0.0)
     opts.update(override)
     opts["ray_actor_options"] = actor
     return opts
@@ -125,7 +129,8 @@ def inline_options(args: AppArgs, index_root: str | None) -> tuple[dict[str, Any
     opts = deployment_options("Ingress", args)
     gpu = {"num_gpus": args.num_gpus} if args.num_gpus else {}
     # The model runs inside the ingress: it reserves what a model replica would.
-    actor = {"num_cpus": 1.0 if gpu else INLINE_CPU_NUM_CPUS, **gpu}
+    # On GPU, CPU 0: GPU node types advertise no CPUs (see deployment_options).
+    actor = {"num_cpus": 0.0 if gpu else INLINE_CPU_NUM_CPUS, **gpu}
     opts["ray_actor_options"] = {**actor, **args.deployments.get("Ingress", {}).get("ray_actor_options", {})}
     inline = {
         "index": index_root,

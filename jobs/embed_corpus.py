@@ -68,9 +68,11 @@ class JobConfig:
     too_long: str = "truncate"  # or "quarantine"
     # Rows per shard (the unit of retry and resume); 0 = about 8 shards per actor, 256..8192.
     shard_rows: int = 0
-    # Logical CPU reservation per actor. 1, not 2: an actor taking every CPU of a 2-CPU node
-    # starves Ray Data's other operators and the pipeline deadlocks.
-    cpus_per_actor: float = 1.0
+    # Logical CPU reservation per actor; None = 1 on cpu, 0 on gpu. 1, not 2: an actor taking
+    # every CPU of a 2-CPU node starves Ray Data's other operators and the pipeline deadlocks.
+    # 0 on gpu because GPU node types advertise CPU 0 (cluster.yaml): then no CPU-only work can
+    # ever make the autoscaler start a GPU node, and a GPU actor must not wait for a CPU there.
+    cpus_per_actor: float | None = None
     # onnxruntime intra-op threads per actor; 0 = the actor's CPU reservation (at least 1).
     threads_per_actor: int = 0
     gpus_per_actor: float = 1.0
@@ -95,13 +97,22 @@ class JobConfig:
             check_field(self, name, getattr(self, name) >= 1, "must be >= 1")
         for name in ("shard_rows", "threads_per_actor"):
             check_field(self, name, getattr(self, name) >= 0, "must be >= 0 (0: automatic)")
-        for name in ("cpus_per_actor", "gpus_per_actor"):
-            check_field(self, name, getattr(self, name) > 0, "must be > 0")
+        check_field(self, "gpus_per_actor", self.gpus_per_actor > 0, "must be > 0")
+        if self.cpus_per_actor is not None:
+            ok = self.cpus_per_actor > 0 or (self.device == "gpu" and self.cpus_per_actor == 0)
+            check_field(self, "cpus_per_actor", ok, "must be > 0 (0 allowed with --device gpu)")
+
+    @property
+    def actor_cpus(self) -> float:
+        """The CPU reservation per actor after the device default."""
+        if self.cpus_per_actor is not None:
+            return self.cpus_per_actor
+        return 0.0 if self.device == "gpu" else 1.0
 
 
 def actor_threads(cfg: JobConfig) -> int:
     """onnxruntime threads each actor uses."""
-    return cfg.threads_per_actor or max(1, int(cfg.cpus_per_actor))
+    return cfg.threads_per_actor or max(1, int(cfg.actor_cpus))
 
 
 def map_batches_kwargs(
@@ -120,7 +131,7 @@ def map_batches_kwargs(
         ),
         "batch_size": 1,  # one shard per call
         "batch_format": "numpy",
-        "num_cpus": cfg.cpus_per_actor,
+        "num_cpus": cfg.actor_cpus,
         "fn_constructor_kwargs": {
             "artifact": artifact_ref(cfg.artifact),
             "fingerprint": fingerprint,
@@ -472,7 +483,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     p.add_argument("--max-batch-size", type=int, help=f"default: {BatchConfig.max_batch_size}")
     p.add_argument("--too-long", choices=TOO_LONG_POLICIES, help="default: truncate")
     p.add_argument("--shard-rows", type=int, help="rows per shard (default 0: auto)")
-    p.add_argument("--cpus-per-actor", type=float, help="default: 1.0")
+    p.add_argument("--cpus-per-actor", type=float, help="default: 1.0 on cpu, 0 on gpu")
     p.add_argument("--threads-per-actor", type=int, help="default 0: the actor's CPUs")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1.0")
     p.add_argument("--ray-address", help="default: ray.init() (running cluster, else local)")

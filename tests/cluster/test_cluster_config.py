@@ -74,6 +74,24 @@ def test_gpu_work_lands_only_on_gpu_nodes(prepared: dict[str, Any]) -> None:
             assert not t["resources"].get("GPU"), f"{name} advertises a GPU"
 
 
+def test_cpu_only_demand_can_never_start_a_gpu_node(prepared: dict[str, Any]) -> None:
+    """GPU types offer no logical CPU, and every GPU actor asks for none, so it still fits."""
+    from deployments.app import AppArgs, deployment_options, inline_options
+    from jobs.embed_corpus import JobConfig
+
+    for config in (prepared, load(LOCAL_YAML)):
+        for name, t in node_types(config).items():
+            if t["resources"].get("GPU"):
+                assert t["resources"].get("CPU") == 0, f"{name} offers CPUs: CPU demand could start it"
+    gpu_args = AppArgs(artifact="a", num_gpus=1)
+    for dep in ("Backbone", "FusedEncoder"):
+        actor = deployment_options(dep, gpu_args)["ray_actor_options"]
+        assert actor["num_gpus"] == 1 and actor["num_cpus"] == 0
+    assert inline_options(gpu_args, None)[0]["ray_actor_options"]["num_cpus"] == 0
+    assert JobConfig("a", "i", "o", device="gpu").actor_cpus == 0
+    assert JobConfig("a", "i", "o").actor_cpus == 1  # CPU pools keep their reservation
+
+
 def test_index_replicas_get_a_big_memory_node(prepared: dict[str, Any]) -> None:
     types = node_types(prepared)
     holders = [t for t in types.values() if t["resources"].get("index_memory", 0) > 0]

@@ -326,6 +326,8 @@ def test_rayservice_args_are_accepted_by_the_app() -> None:
         )
         assert scaling["max_replicas"] <= gpu_group["maxReplicas"], "more Backbone replicas than GPU pods"
         assert '"gpu_worker": 1' in gpu_group["rayStartParams"]["resources"].replace("\\", "")
+        # no logical CPUs on GPU pods: CPU-only demand never scales the GPU group up
+        assert gpu_group["rayStartParams"]["num-cpus"] == "0"
 
 
 def entrypoint_commands(entrypoint: str) -> list[list[str]]:

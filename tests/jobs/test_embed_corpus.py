@@ -180,7 +180,7 @@ def test_wrong_inputs_fail_fast_with_a_clear_message(
 def test_gpu_device_asks_ray_for_a_gpu_and_onnxruntime_for_cuda() -> None:
     cfg = JobConfig("a", "i", "o", device="gpu", min_actors=2, max_actors=4)
     kwargs = map_batches_kwargs(cfg, "sha256:x", ShardTask("o", ColumnSpec("question", None)))
-    assert kwargs["num_gpus"] == 1
+    assert kwargs["num_gpus"] == 1 and kwargs["num_cpus"] == 0  # GPU nodes offer no logical CPU
     assert kwargs["fn_constructor_kwargs"]["providers"] == ("cuda",)
     assert (kwargs["compute"].min_size, kwargs["compute"].max_size) == (2, 4)
     cpu = map_batches_kwargs(
