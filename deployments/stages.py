@@ -12,7 +12,7 @@ import numpy as np
 from ray.serve.handle import DeploymentHandle
 
 from embedder.errors import IndexUnavailable
-from embedder.handoff import TokenPack, finish_pooled
+from embedder.handoff import HiddenPack, TokenPack, finish_pooled
 from service.inprocess import LocalTokenizer
 from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
 
@@ -62,10 +62,16 @@ class GraphStages(_Search):
         return spans
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
-        """Backbone, then Pooling (the hidden states go replica to replica, not through here)."""
-        vectors: np.ndarray = await self.pooling.remote(
-            self.backbone.remote(pack), options.normalize, options.dimensions
-        )
+        """Backbone, then Pooling, with the hidden states passed by value through here.
+
+        Not by reference (handing Pooling the Backbone's DeploymentResponse): in Ray 2.60 the
+        objects passed that way stayed referenced after the request, pinned in the Backbone
+        node's object store, and a node holding objects is never removed, so scaled-down GPU
+        nodes stayed up (docs/cluster.md; bench/results/autoscale.json shows them go now).
+        The extra hop costs one copy of the hidden states (~1.5 KB per token).
+        """
+        hidden: HiddenPack = await self.backbone.remote(pack)
+        vectors: np.ndarray = await self.pooling.remote(hidden, options.normalize, options.dimensions)
         return vectors
 
 
