@@ -476,14 +476,53 @@ def data_phase(rec: Recorder, workload: Workload, data: DataSettings, workdir: P
     end = rec.events[-1]["t"]
     gone = rec.wait_until(lambda s: s["nodes"]["cpu"] == 0, timeout=180)
     rec.event("data: worker nodes removed" if gone else "data: timed out waiting for scale-down")
+    # A CPU-only job must never start a GPU node (GPU types offer CPU 0: docs/cluster.md).
+    gpu_during_job = max(s["nodes"]["gpu"] for s in rec.samples)
     return {
         "settings": asdict(data),
         "result": asdict(result),
         "every_row_once": result.ids_match_input and result.rows_out == result.unique_ids_out,
         "peak_cpu_nodes": peak,
+        "peak_gpu_nodes_during_cpu_job": gpu_during_job,
         "first_node_at_s": first,
         "job_end_s": end,
         "scale_down_after_job_s": round(gone - end, 1) if gone else None,
+    }
+
+
+def demand_phase(rec: Recorder, config: Path, bundles: int = 10) -> dict[str, Any]:
+    """Ask the autoscaler for plain {"CPU": 1} bundles, more than the CPU types can hold.
+
+    This is the request Ray Data's cluster autoscaler makes for a CPU-only job (custom
+    resources such as cpu_worker dropped). Where the overflow lands decides whether a CPU job
+    can start GPU nodes: with GPU types at CPU 0 it must stay unmet, never a GPU node.
+    """
+    import yaml
+    from ray.autoscaler.sdk import request_resources
+
+    types = yaml.safe_load(config.read_text())["available_node_types"]
+    cpu_type = next(t for t in types.values() if "cpu_worker" in t["resources"])
+    cpu_max = int(cpu_type["max_workers"])
+    rec.event(
+        f"demand: {bundles} x {{CPU: 1}} requested (CPU types hold {cpu_max * cpu_type['resources']['CPU']})"
+    )
+    t0 = rec.now()
+    request_resources(bundles=[{"CPU": 1}] * bundles)
+    at_max = rec.wait_until(lambda s: s["nodes"]["cpu"] >= cpu_max, timeout=180)
+    # Once the CPU types are full, give the autoscaler time to place the overflow elsewhere.
+    gpu_seen = rec.wait_until(lambda s: s["nodes"]["gpu"] > 0, timeout=45)
+    window = [s for s in rec.samples if s["t"] >= t0]
+    request_resources(bundles=[])
+    rec.event("demand: request withdrawn")
+    gone = rec.wait_until(lambda s: s["nodes"]["cpu"] == 0 and s["nodes"]["gpu"] == 0, timeout=180)
+    rec.event("demand: nodes removed" if gone else "demand: nodes still up after 180 s")
+    return {
+        "cpu_bundles_requested": bundles,
+        "gpu_type_cpus": [t["resources"].get("CPU") for t in types.values() if t["resources"].get("GPU")],
+        "cpu_types_at_max_after_s": round(at_max - t0, 1) if at_max else None,
+        "first_gpu_node_after_s": round(gpu_seen - t0, 1) if gpu_seen else None,
+        "peak_cpu_nodes": max(s["nodes"]["cpu"] for s in window),
+        "peak_gpu_nodes": max(s["nodes"]["gpu"] for s in window),
     }
 
 
@@ -629,15 +668,21 @@ def main(argv: list[str] | None = None) -> None:
     """Run the chosen phases and write the JSON and the plot."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=REPO / "cluster" / "autoscale-local.yaml")
-    ap.add_argument("--phases", default="data,serve")
+    ap.add_argument("--phases", default="demand,data,serve", help="any of demand, data, serve")
     ap.add_argument("--workload", choices=["auto", "synthetic", "real"], default="auto")
     ap.add_argument("--artifact", type=Path, default=None)
     ap.add_argument("--rows", type=int, default=DataSettings.rows)
+    ap.add_argument(
+        "--max-actors",
+        type=int,
+        default=DataSettings.max_actors,
+        help="bulk pool max; above the CPU types' capacity it shows where unmet CPU demand goes",
+    )
     ap.add_argument("--load-seconds", type=float, default=ServeSettings.load_seconds)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "autoscale.json")
     args = ap.parse_args(argv)
     workload = choose_workload(args.workload, args.artifact)
-    data = DataSettings(rows=args.rows)
+    data = DataSettings(rows=args.rows, max_actors=args.max_actors)
     settings = ServeSettings(load_seconds=args.load_seconds)
     deployment = "SyntheticBackbone" if workload.name == "synthetic" else "Backbone"
     phases = args.phases.split(",")
@@ -654,6 +699,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with fake_cluster(args.config), Recorder(deployment) as rec:
             rec.event("head up (CPU 0), no worker nodes")
+            if "demand" in phases:
+                result["demand_phase"] = demand_phase(rec, args.config)
             if "data" in phases:
                 result["data_phase"] = data_phase(rec, workload, data, workdir)
             if "serve" in phases:
