@@ -1,15 +1,19 @@
 """Bulk embedding: the Ray Data job vs a plain in-process Encoder loop, same parquet, same cores, one run.
 
-    ../shared/bin/loopback-only .venv/bin/python -m bench.bulk [--rows 20000] [--stream-rows 600000]
+    ../shared/bin/loopback-only .venv/bin/python -m bench.bulk [--rows 10000] [--rounds 5]
+        [--stream-rows 200000 2000000]
 
 (The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
 namespace with loopback networking only; on your own machine no wrapper is needed.)
 
-Writes bench/results/bulk.json: rows/s of the plain loop (measured before and after the job runs,
-so drift from other load shows), of the job with 1 actor (2 onnxruntime threads) and 2 actors
-(1 thread each); where an actor's time goes (tokenize vs encode, to decide where tokenizing
-belongs); and peak memory while a corpus several times larger than a deliberately small object
-store streams through the job (tiny model, so it takes seconds per 100k rows).
+Writes bench/results/bulk.json: the plain loop, the job with 1 actor (2 onnxruntime threads) and
+the job with 2 actors (1 thread each), alternating for `--rounds` rounds on one Ray instance
+(start-up included in every run: model load, actor pool); per engine the median and spread of
+rows/s, and the median per-round ratio plain/job. Also where an actor's time goes (tokenize vs
+encode), and peak memory of all processes while corpora several times larger than a
+deliberately small object store stream through the job (tiny model, so 2M rows take minutes):
+bounded memory means the peak does not grow with the corpus. Load average and CPU steal are
+recorded at start and end.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
+import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +34,7 @@ import pyarrow.parquet as pq
 import ray
 
 from bench.corpus_gen import write_corpus
+from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.peak_memory import PeakMemory
 from embedder import Encoder
@@ -120,45 +126,74 @@ def timed(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of one engine's per-round figures."""
+    ordered = sorted(values)
+    return {"median": round(statistics.median(ordered), 3), "min": ordered[0], "max": ordered[-1]}
+
+
+def rounds(artifact: str, corpus: Path, work: Path, n: int) -> dict[str, Any]:
+    """Alternate the three engines for n rounds; per-engine spread and per-round ratios."""
+    engines: dict[str, Callable[[int], dict[str, Any]]] = {
+        "plain_loop": lambda r: plain_loop(artifact, corpus, threads=2),
+        "job_1_actor": lambda r: job(artifact, corpus, work / f"o1-{r}", 1, 2),
+        "job_2_actors": lambda r: job(artifact, corpus, work / f"o2-{r}", 2, 1),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
+    for r in range(n):
+        # Rotate who goes first, so a drift over the run does not always favour one engine.
+        order = list(engines)[r % 3 :] + list(engines)[: r % 3]
+        for name in order:
+            runs[name].append(timed(f"round {r + 1}/{n}: {name}", partial(engines[name], r)))
+    rate = {name: [x["rows_per_second"] for x in rs] for name, rs in runs.items()}
+    out: dict[str, Any] = {
+        name: {"rows_per_second": spread(v), "runs": runs[name]} for name, v in rate.items()
+    }
+    out["plain_over_job"] = {
+        job_name: spread([p / j for p, j in zip(rate["plain_loop"], rate[job_name], strict=True)])
+        for job_name in ("job_1_actor", "job_2_actors")
+    }
+    return out
+
+
 def main() -> None:
     """Run every phase and write bench/results/bulk.json."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--artifact", default="artifacts/minilm-fp32")
-    p.add_argument("--rows", type=int, default=20_000)
-    p.add_argument("--stream-rows", type=int, default=600_000, help="0 skips the memory run")
+    p.add_argument("--rows", type=int, default=10_000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--stream-rows", type=int, nargs="*", default=[200_000, 2_000_000], help="none skips the memory run"
+    )
     p.add_argument("--object-store-mb", type=int, default=MIN_OBJECT_STORE // 2**20)
     p.add_argument("--out", type=Path, default=RESULTS / "bulk.json")
     a = p.parse_args()
     object_store = a.object_store_mb * 2**20
-    results: dict[str, Any] = {"machine": machine_info(), "rows": a.rows, "artifact": a.artifact}
-    # The CPU is shared: record the load so a reader can tell a quiet run from a contended one.
-    results["load_average_at_start"] = os.getloadavg()
+    results: dict[str, Any] = {
+        "command": "python -m bench.bulk " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "rows": a.rows,
+        "rounds": a.rounds,
+        "artifact": a.artifact,
+    }
+    start_load = load_snapshot()
+    warn_if_busy(start_load, "start")
     with tempfile.TemporaryDirectory(prefix="bulk-") as tmp:
         work = Path(tmp)
         corpus = work / "in"
         write_corpus(corpus, a.rows, files=4, seed=3, row_group_rows=2_000)
         results["tokenize_vs_encode"] = timed("tokenize share", lambda: tokenize_share(a.artifact, corpus, 2))
-        before = timed("plain loop (before)", lambda: plain_loop(a.artifact, corpus, threads=2))
         ray.init(address="local", num_cpus=2, object_store_memory=object_store, include_dashboard=False)
-        one = timed("job, 1 actor x 2 threads", lambda: job(a.artifact, corpus, work / "o1", 1, 2))
-        two = timed("job, 2 actors x 1 thread", lambda: job(a.artifact, corpus, work / "o2", 2, 1))
-        after = timed("plain loop (after)", lambda: plain_loop(a.artifact, corpus, threads=2))
-        plain = (before["rows_per_second"] + after["rows_per_second"]) / 2
-        results["plain_loop"] = {"before": before, "after": after, "mean_rows_per_second": round(plain, 1)}
-        results["job_1_actor"], results["job_2_actors"] = one, two
-        results["plain_over_job"] = {
-            "1_actor": round(plain / one["rows_per_second"], 3),
-            "2_actors": round(plain / two["rows_per_second"], 3),
-        }
+        results.update(rounds(a.artifact, corpus, work, a.rounds))
         if a.stream_rows:
             tiny = export_tiny_artifact(work)
-            # Two sizes: bounded memory means the peak does not grow with the corpus.
-            sizes = (a.stream_rows // 4, a.stream_rows)
             results["streaming_memory"] = [
-                timed(f"stream {n} rows", partial(stream, tiny, work, n, object_store)) for n in sizes
+                timed(f"stream {n} rows", partial(stream, tiny, work, n, object_store)) for n in a.stream_rows
             ]
         ray.shutdown()
-    results["load_average_at_end"] = os.getloadavg()
+    end_load = load_snapshot(own_load=2.0)
+    warn_if_busy(end_load, "end")
+    results["load"] = {"start": start_load, "end": end_load}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"[bulk] wrote {a.out}: plain/job = {results['plain_over_job']}")

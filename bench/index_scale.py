@@ -157,15 +157,43 @@ def factories_for(n: int, cfg: IndexConfig) -> list[str]:
     return out
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The README's table, from a result file (so no figure there that the JSON does not hold)."""
+    lines = [
+        "| vectors | factory | build (whole job) | index memory | build peak RSS | recall@10 (tuned) "
+        "| single query p50 / p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in result["runs"]:
+        for f in run["factories"]:
+            auto = " (auto)" if f["factory"] == run["auto_factory"] else ""
+            over = "" if f["meets"]["index_bytes"] else " (over budget)"
+            params = ", ".join(f"{k} {v}" for k, v in f["search_params"].items())
+            lines.append(
+                f"| {run['n'] / 1e6:g}M | `{f['factory']}`{auto} | {f['build_seconds']:.0f} s "
+                f"| {f['index_rss_bytes'] / 2**30:.2f} GiB{over} | {f['build_peak_rss_bytes'] / 2**30:.1f} GiB "
+                f"| {f['recall_at_10']:.4f} ({params}) "
+                f"| {f['single_query_ms']:.2f} / {f['single_query_p95_ms']:.2f} ms |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the curve and write the JSON."""
     p = argparse.ArgumentParser(prog="python -m bench.index_scale")
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     p.add_argument("--work", default="build/index-scale", help="scratch dir (the 10M corpus is ~15 GiB)")
     p.add_argument("--out", default="bench/results/index_scale.json")
+    p.add_argument(
+        "--merge", action="store_true", help="keep the other sizes' runs already in --out, replace these"
+    )
     p.add_argument("--child-build", nargs=3, metavar=("EMB", "OUT", "FACTORY"), help=argparse.SUPPRESS)
     p.add_argument("--child-query", nargs=2, metavar=("VERSION", "FACTORY"), help=argparse.SUPPRESS)
+    p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.out).read_text())))
+        return
     if args.child_build:
         print(json.dumps(run_build(*args.child_build)))
         return
@@ -182,15 +210,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     for n in sorted(args.sizes):
         emb = prefix_dir(work, everything, n)
         rows = [measure(emb, work / "indexes", n, f) for f in factories_for(n, cfg)]
-        runs.append({"n": n, "dim": DIM, "auto_factory": choose_factory(n, DIM, cfg), "factories": rows})
+        runs.append(
+            {
+                "n": n,
+                "dim": DIM,
+                "auto_factory": choose_factory(n, DIM, cfg),
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "factories": rows,
+            }
+        )
     end_load = load_snapshot(own_load=2.0)
     warn_if_busy(end_load, "end")
+    out = Path(args.out)
+    loads = [{"sizes": sorted(args.sizes), "start": start_load, "end": end_load}]
+    if args.merge and out.exists():
+        # Other sizes' rows stay as they were measured (each run carries its measured_at).
+        earlier = json.loads(out.read_text())
+        runs = sorted(
+            [r for r in earlier["runs"] if r["n"] not in args.sizes] + runs, key=lambda r: int(r["n"])
+        )
+        loads = (
+            earlier.get("loads") or [{"sizes": [r["n"] for r in earlier["runs"]], **earlier["load"]}]
+        ) + loads
     result = {
         "benchmark": "index_scale",
-        "command": "python -m bench.index_scale --sizes " + " ".join(map(str, args.sizes)),
+        "command": "python -m bench.index_scale [--sizes ...] [--merge]",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpu": cpu_info(),
-        "load": {"start": start_load, "end": end_load},
+        "loads": loads,
         "goals": GOALS,
         "config": cfg.__dict__,
         "note": (
@@ -200,7 +247,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         "runs": runs,
     }
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"wrote {out}")

@@ -138,8 +138,7 @@ def render(rates: dict[str, Any]) -> str:
         "  than fp32 (encoder.json), so measure on your node type before choosing it.",
         "* **Re-embedding**: with `--previous`, a day with 1% changed rows pays for about 1% of the",
         "  encoding plus a read of the previous run (bench/results/incremental*.json).",
-        "* **Index build** runs on one index node (`build_index`, or `--shards N` actors for the add",
-        "  phase); it is separate from the embedding fleet and scales with N (bench/results/index.json).",
+        *index_build_lines(_load("index_scale.json")),
         "* **Storage**: object-store requests are per shard (a few GETs, two PUTs and a marker), so",
         "  request costs are negligible next to node-hours; the storage factor above is the measured",
         "  overhead of the storage layer itself (loopback server), not of a real network.",
@@ -152,6 +151,29 @@ def render(rates: dict[str, Any]) -> str:
         lines.append(f"* `{key}`: {value}")
     lines += ["", "Sources: " + ", ".join(rates["sources"]), ""]
     return "\n".join(lines)
+
+
+def index_build_lines(scale: dict[str, Any] | None) -> list[str]:
+    """The index-build cost driver, from the 10M build measured here (bench.index_scale)."""
+    lines = [
+        "* **Index build** runs on one index node (`build_index`, or `--shards N` actors for the add",
+        "  phase); it is separate from the embedding fleet.",
+    ]
+    if not scale:
+        return lines
+    biggest = max(scale["runs"], key=lambda r: int(r["n"]))
+    auto = next(f for f in biggest["factories"] if f["factory"] == biggest["auto_factory"])
+    n = int(biggest["n"])
+    minutes = auto["build_seconds"] / 60
+    gib = auto["index_rss_bytes"] / 2**30
+    return [
+        *lines,
+        f"  Measured here: {n / 1e6:.0f}M vectors (dim 384) as `{auto['factory']}` built in {minutes:.1f} min on",
+        f"  2 cores into {gib:.2f} GiB (recall@10 {auto['recall_at_10']}; bench/results/index_scale.json).",
+        f"  Projection for {10 * n / 1e6:.0f}M: adding is linear, so ~{10 * minutes:.0f} min on 2 cores (less on",
+        f"  an 8-vCPU index node or with `--shards`), and ~{10 * gib:.0f} GiB in SQ8: more than one node's",
+        "  memory budget, so shard the index or use PQ codes there (not measured).",
+    ]
 
 
 def main() -> None:
