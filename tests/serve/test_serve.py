@@ -215,37 +215,6 @@ def test_match_single_and_batch(service: Service) -> None:
         ("/match", {"question": LONG_TEXT, "truncate": False}, 422, "question"),
     ],
 )
-def _primary_copy_bytes() -> int:
-    """Bytes of primary object copies on every node (Ray never removes a node holding some)."""
-    import ray
-    from ray._private.internal_api import node_stats
-
-    total = 0
-    for node in ray.nodes():
-        if node["Alive"]:
-            stats = node_stats(node["NodeManagerAddress"], node["NodeManagerPort"], False).store_stats
-            total += int(stats.object_store_bytes_primary_copy)
-    return total
-
-
-def test_graph_requests_leave_no_objects_in_the_object_store(service: Service) -> None:
-    """Hidden states (> 100 KB, so object-store objects) must be freed when the request ends.
-
-    Passed to Pooling by reference they stayed pinned, and a scaled-down GPU node holding them
-    was never removed (docs/cluster.md).
-    """
-    texts = [f"how do I return item number {i} that arrived damaged?" for i in range(16)]
-    assert service.post("/embed", {"inputs": texts}).status_code == 200
-    before = _primary_copy_bytes()
-    for _ in range(30):  # ~30 x 16 x 16 tokens x 1.5 KB of hidden states = ~11 MB if kept
-        assert service.post("/embed", {"inputs": texts}).status_code == 200
-    deadline, after = time.monotonic() + 15, _primary_copy_bytes()
-    while after > before + 512 * 1024 and time.monotonic() < deadline:  # refs drop asynchronously
-        time.sleep(0.5)
-        after = _primary_copy_bytes()
-    assert after <= before + 512 * 1024, f"{after - before} bytes of request objects still pinned"
-
-
 def test_bad_requests_get_4xx_naming_the_field(
     service: Service, path: str, body: Any, status: int, param: str
 ) -> None:
