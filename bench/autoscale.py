@@ -252,6 +252,8 @@ class RealWorkload:
         got = read_ids(out)
         summary_path = out / "_SUMMARY.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        if str(summary.get("artifact", "")).startswith(str(REPO)):  # no machine path in the JSON
+            summary["artifact"] = os.path.relpath(summary["artifact"], REPO)
         return BulkResult(len(ids), len(got), len(set(got)), sorted(got) == ids, seconds, summary)
 
     def serve_app(self, settings: ServeSettings, autoscaling: dict[str, float] | None) -> Any:

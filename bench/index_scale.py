@@ -88,7 +88,7 @@ def run_build(embeddings: str, out: str, factory: str) -> dict[str, Any]:
     m = result.manifest
     return {
         "factory": m.factory,
-        "version_path": result.path,
+        "version_path": os.path.relpath(result.path),  # relative: no machine path in the JSON
         "build_seconds": round(time.perf_counter() - started, 1),
         "build_peak_rss_bytes": _vm("VmHWM"),
         "index_file_bytes": int(m.bytes_per_vector * m.count),
