@@ -37,9 +37,6 @@ class IndexConfig:
     # IVF-Flat at a quarter of the memory, while SQ6 (0.92) and refine-free PQ (< 0.4) miss
     # the 0.95 target on sentence-embedding-like data. 10M x 384 in SQ8 is 3.65 GiB.
     memory_budget_bytes: int = 4 * 1024**3
-    # Kept for `kind="compressed"` callers: the size from which auto compresses even when the
-    # budget would allow full vectors.
-    compressed_min: int = 100_000_000
     # nlist = lists_per_sqrt * sqrt(N), rounded to a power of two; FAISS guidance is 4..16.
     # 4 keeps lists long enough that a small nprobe already finds most neighbours.
     lists_per_sqrt: float = 4.0
@@ -109,7 +106,7 @@ def choose_factory(n: int, dim: int, cfg: IndexConfig | None = None, kind: str =
     if kind == "auto":
         if n < cfg.flat_max:
             kind = "flat"
-        elif n >= cfg.compressed_min or full_vector_bytes(n, dim) > cfg.memory_budget_bytes:
+        elif full_vector_bytes(n, dim) > cfg.memory_budget_bytes:
             kind = "compressed"
         else:
             kind = "ivf"
