@@ -77,6 +77,28 @@ class BatchConfig:
         check_field(self, "call_overhead_tokens", self.call_overhead_tokens >= 0, "must be >= 0")
 
 
+# Batching for a CUDA device, from the GPU's arithmetic rather than the CPU's cache (no GPU was
+# available to measure; `make gpu-check` reports the rate these give). MiniLM-L6 costs ~21.8
+# MFLOP a token; an H100 sustaining ~15% of its ~990 dense fp16 TFLOP/s on hidden size 384 runs
+# ~7M tokens/s, so one call of 32,768 padded tokens is ~5 ms of work: long enough that the
+# ~0.3-0.5 ms of launches and host<->device copies each call pays stays under 10%. At ~2M
+# tokens/s (the 25k texts/s goal at ~66 tokens), 0.5 ms is ~1,000 tokens, hence
+# call_overhead_tokens 1024: the planner accepts padding up to that before it splits a call.
+# 512 texts a call bounds the attention working set (512 x 12 heads x 64^2 x 4 B = 100 MB).
+GPU_BATCH_TOKENS = 32768
+GPU_MAX_BATCH_SIZE = 512
+GPU_CALL_OVERHEAD_TOKENS = 1024
+
+
+def batch_defaults(device: str) -> BatchConfig:
+    """The default batching for a device ("cpu" or "gpu")."""
+    if device == "gpu":
+        return BatchConfig(GPU_BATCH_TOKENS, GPU_MAX_BATCH_SIZE, GPU_CALL_OVERHEAD_TOKENS)
+    if device == "cpu":
+        return BatchConfig()
+    raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """How the one onnxruntime InferenceSession is built."""

@@ -16,7 +16,7 @@ from embedder.errors import InvalidInput, ModelMismatch
 from embedder.pooler import Pooler
 from embedder.pooling import truncate_dims
 from embedder.probe import PROBE_TEXTS
-from embedder.tokenize import TextTokenizer, plan_batches
+from embedder.tokenize import TextTokenizer, Tokenized, plan_batches
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,17 @@ class Encoder:
             raise InvalidInput(
                 "normalize=false is not available: this artifact normalises inside the graph", "normalize"
             )
-        tokenized = self.tokenizer.tokenize(texts, truncate=truncate)
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        return self.encode_tokenized(self.tokenizer.tokenize(texts, truncate=truncate), normalize, dimensions)
+
+    def encode_tokenized(
+        self, tokenized: Tokenized, normalize: bool | None = None, dimensions: int | None = None
+    ) -> Encoded:
+        """Vectors for texts already tokenized by `self.tokenizer` (lets a job tokenize ahead of the model)."""
+        if not tokenized.ids:
+            dim = dimensions or self.dimension
+            return Encoded(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+        fused = self.artifact.manifest.pooling_in_graph
+        out = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
         for indices in plan_batches(tokenized.lengths, self.config.batch):
             batch = tokenized.batch(indices)
             if fused:
