@@ -2,7 +2,8 @@
 
 A batch here is a few shard descriptions (JSON), not corpus rows: each actor reads its shard's
 rows itself, so a shard's rows never cross the object store and are written by the one actor
-that embedded them, under a file name fixed by the shard id (idempotent on retry).
+that embedded them, under a file name fixed by the shard id (idempotent on retry). With several
+shards per call the actor pipelines them (read + tokenize ahead, write behind, model in between).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ from embedder.corpus import (
     split_rows,
 )
 from embedder.errors import EmbedderError, ModelMismatch
+from embedder.tokenize import Tokenized
 from jobs.embed_output import embeddings_table, write_shard_outputs
 from jobs.incremental import ReuseIndex, resolve_reuse, text_hashes
 from jobs.run_state import ShardStats
@@ -56,10 +59,37 @@ def shard_from_json(text: str) -> Shard:
     return shard_from_dict(json.loads(text))
 
 
-def process_shard(
+@dataclass
+class PreparedShard:
+    """A shard read, judged and tokenized, waiting for the model (the CPU-side half of the work).
+
+    `fresh` are the positions (into `texts`) that go through the model; the others took their
+    vector from the previous run (`found`).
+    """
+
+    shard: Shard
+    table: pa.Table
+    rows_read: int
+    good: np.ndarray  # table row positions of the usable rows
+    bad: list[int]  # table row positions to quarantine
+    reasons: list[str]
+    keys: np.ndarray  # text hashes of the good rows
+    vectors: np.ndarray  # float32 (len(good), dim); reused rows filled, fresh rows after encode
+    token_counts: np.ndarray
+    truncated: np.ndarray
+    found: np.ndarray  # bool: vector reused from --previous
+    fresh: np.ndarray  # positions into good that need the model
+    tokenized: Tokenized  # of the fresh texts
+    started: float  # perf_counter when the shard's work began
+    tokenize_seconds: float = 0.0
+    reuse_seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+
+def prepare_shard(
     encoder: Encoder, shard: Shard, task: ShardTask, reuse: ReuseIndex | None = None
-) -> ShardStats:
-    """Read, judge, embed and write one shard; returns its counts.
+) -> PreparedShard:
+    """Read one shard, split good and bad rows, look up reusable vectors and tokenize the rest.
 
     With `reuse` (an incremental run), rows whose text hash is in the previous run take that
     vector and only the others go through the model; reused rows are still tokenized (about 1% of
@@ -69,7 +99,7 @@ def process_shard(
     cols = task.columns
     table = read_shard(shard)  # all columns: quarantine keeps the original row
     split = split_rows(table, shard, cols)
-    good, bad, reasons = split.good, list(split.bad), list(split.reasons)
+    good = split.good
     texts = table.column(cols.text).take(pa.array(good, type=pa.int64())).to_pylist()
     keys = text_hashes(texts, encoder.fingerprint)
     vectors = np.empty((len(texts), encoder.dimension), dtype=np.float32)
@@ -86,45 +116,149 @@ def process_shard(
             token_counts[hit], truncated[hit] = tokens.token_counts, tokens.truncated
     reuse_seconds = time.perf_counter() - t_reuse
     fresh = np.flatnonzero(~found)
+    t_tokenize = time.perf_counter()
+    tokenized = encoder.tokenizer.tokenize([texts[i] for i in fresh.tolist()], truncate=True)
+    return PreparedShard(
+        shard=shard,
+        table=table,
+        rows_read=split.rows,
+        good=good,
+        bad=list(split.bad),
+        reasons=list(split.reasons),
+        keys=keys,
+        vectors=vectors,
+        token_counts=token_counts,
+        truncated=truncated,
+        found=found,
+        fresh=fresh,
+        tokenized=tokenized,
+        started=started,
+        tokenize_seconds=time.perf_counter() - t_tokenize,
+        reuse_seconds=reuse_seconds,
+    )
+
+
+def encode_shard(encoder: Encoder, prep: PreparedShard) -> PreparedShard:
+    """Run the model on the shard's fresh texts (the device-side half; fills prep in place)."""
     t_encode = time.perf_counter()
-    encoded = encoder.encode_detailed([texts[i] for i in fresh.tolist()], truncate=True)
-    encode_seconds = time.perf_counter() - t_encode
-    vectors[fresh], token_counts[fresh], truncated[fresh] = (
+    encoded = encoder.encode_tokenized(prep.tokenized)
+    prep.encode_seconds = time.perf_counter() - t_encode
+    fresh = prep.fresh
+    prep.vectors[fresh], prep.token_counts[fresh], prep.truncated[fresh] = (
         encoded.vectors,
         encoded.token_counts,
         encoded.truncated,
     )
-    keep = np.ones(len(good), dtype=bool)
+    return prep
+
+
+def finish_shard(encoder: Encoder, prep: PreparedShard, task: ShardTask) -> ShardStats:
+    """Apply the --too-long policy, build the output tables, write the shard's files; its counts."""
+    cols, shard, table = task.columns, prep.shard, prep.table
+    bad, reasons = prep.bad, prep.reasons
+    keep = np.ones(len(prep.good), dtype=bool)
     if task.too_long == "quarantine":
-        keep = ~truncated
-        for i in np.flatnonzero(truncated):
-            bad.append(int(good[i]))
-            reasons.append(f"too long: {token_counts[i]} tokens > max {encoder.max_seq_length}")
-    kept = good[keep]
+        keep = ~prep.truncated
+        for i in np.flatnonzero(prep.truncated):
+            bad.append(int(prep.good[i]))
+            reasons.append(f"too long: {prep.token_counts[i]} tokens > max {encoder.max_seq_length}")
+    kept = prep.good[keep]
     embeddings = embeddings_table(
         row_ids(table, shard, cols, kept),
-        vectors[keep],
+        prep.vectors[keep],
         table.select(list(cols.keep)).take(pa.array(kept, type=pa.int64())),
         encoder.fingerprint,
         encoder.artifact.manifest.normalize,
-        text_hashes=keys[keep],
+        text_hashes=prep.keys[keep],
     )
     order = np.argsort(bad, kind="stable")  # quarantine rows in input order
     quarantine = quarantine_table(table, np.asarray(bad, np.int64)[order], [reasons[i] for i in order])
     write_shard_outputs(storage.resolve(task.output), shard.shard_id, embeddings, quarantine)
-    fed = np.minimum(token_counts[keep], encoder.max_seq_length)
+    fed = np.minimum(prep.token_counts[keep], encoder.max_seq_length)
     return ShardStats(
         shard_id=shard.shard_id,
-        rows_read=split.rows,
+        rows_read=prep.rows_read,
         rows_embedded=int(keep.sum()),
         rows_quarantined=len(bad),
-        rows_truncated=int(truncated[keep].sum()),
+        rows_truncated=int(prep.truncated[keep].sum()),
         tokens=int(fed.sum()),
-        seconds=time.perf_counter() - started,
-        encode_seconds=encode_seconds,
-        rows_reused=int((found & keep).sum()),
-        reuse_seconds=reuse_seconds,
+        # Wall time from the shard's read to its write; overlapping shards each count their own span.
+        seconds=time.perf_counter() - prep.started,
+        tokenize_seconds=prep.tokenize_seconds,
+        encode_seconds=prep.encode_seconds,
+        rows_reused=int((prep.found & keep).sum()),
+        reuse_seconds=prep.reuse_seconds,
     )
+
+
+def process_shard(
+    encoder: Encoder, shard: Shard, task: ShardTask, reuse: ReuseIndex | None = None
+) -> ShardStats:
+    """Read, judge, embed and write one shard; returns its counts."""
+    return finish_shard(encoder, encode_shard(encoder, prepare_shard(encoder, shard, task, reuse)), task)
+
+
+# What one shard of a call ends as: its counts, or the project error that stopped it.
+Outcome = ShardStats | EmbedderError
+
+
+def process_shards(
+    encoder: Encoder,
+    shards: Sequence[Shard],
+    task: ShardTask,
+    reuse: ReuseIndex | None = None,
+    pipelined: bool = True,
+) -> list[Outcome]:
+    """Process shards in order; one outcome per shard, a failing shard never stops the others.
+
+    Pipelined: while shard i is in the model (this thread), shard i+1 is read and tokenized and
+    shard i-1 is written on two helper threads, so the device does not wait for parquet I/O.
+    onnxruntime, tokenizers and pyarrow release the GIL, so the three really overlap. Each shard
+    is still written whole by finish_shard before its stats exist, so the driver's commit after
+    the write (exactly once) is unchanged. At most three shards are in memory at a time, and only
+    one thread tokenizes at a time (prepares run one after another).
+    """
+    if not pipelined or len(shards) < 2:
+        return [_sequential(encoder, s, task, reuse) for s in shards]
+    outcomes: list[Outcome | None] = [None] * len(shards)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shard-io") as pool:
+        next_prep: Future[PreparedShard] | None = pool.submit(prepare_shard, encoder, shards[0], task, reuse)
+        writing: tuple[int, Future[ShardStats]] | None = None
+        for i in range(len(shards)):
+            assert next_prep is not None
+            current = next_prep
+            next_prep = (
+                pool.submit(prepare_shard, encoder, shards[i + 1], task, reuse)
+                if i + 1 < len(shards)
+                else None
+            )
+            try:
+                prep = encode_shard(encoder, current.result())
+            except EmbedderError as exc:
+                outcomes[i] = exc
+                continue
+            if writing is not None:  # shard i-1's write overlapped shard i's encode; collect it
+                outcomes[writing[0]] = _outcome(writing[1])
+            writing = (i, pool.submit(finish_shard, encoder, prep, task))
+        if writing is not None:
+            outcomes[writing[0]] = _outcome(writing[1])
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(shards), "every shard has an outcome"
+    return done
+
+
+def _sequential(encoder: Encoder, shard: Shard, task: ShardTask, reuse: ReuseIndex | None) -> Outcome:
+    try:
+        return process_shard(encoder, shard, task, reuse)
+    except EmbedderError as exc:
+        return exc
+
+
+def _outcome(future: Future[ShardStats]) -> Outcome:
+    try:
+        return future.result()
+    except EmbedderError as exc:
+        return exc
 
 
 class EmbedShards:
@@ -143,6 +277,7 @@ class EmbedShards:
         threads: int = 1,
         batch: BatchConfig | None = None,
         reuse: Any = None,
+        pipelined: bool = True,
     ) -> None:
         # Encoder.load re-embeds the probe set, so a drifting runtime on this node refuses to start.
         self.encoder = Encoder.load(artifact, providers=providers, threads=threads, batch=batch)
@@ -153,6 +288,8 @@ class EmbedShards:
             )
         self.task = task
         self.reuse = resolve_reuse(reuse)
+        # Several shards per call (map_batches batch_size > 1): overlap their I/O with the model.
+        self.pipelined = pipelined
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Process each shard in the batch; one stats row per shard, with `error` set when it failed.
@@ -162,15 +299,17 @@ class EmbedShards:
         Ray's exceptions with only a remote traceback, while this keeps the one-line message, and
         the other shards of the run still finish and commit, so a rerun has less to do.
         """
+        shards = [shard_from_json(str(spec)) for spec in batch["spec"]]
         stats, errors = [], []
-        for spec in batch["spec"]:
-            shard = shard_from_json(str(spec))
-            try:
-                stats.append(process_shard(self.encoder, shard, self.task, self.reuse))
-                errors.append("")
-            except EmbedderError as exc:
+        for shard, outcome in zip(
+            shards, process_shards(self.encoder, shards, self.task, self.reuse, self.pipelined), strict=True
+        ):
+            if isinstance(outcome, EmbedderError):
                 stats.append(ShardStats(shard.shard_id, shard.rows, 0, 0, 0, 0))
-                errors.append(str(exc) or type(exc).__name__)
+                errors.append(str(outcome) or type(outcome).__name__)
+            else:
+                stats.append(outcome)
+                errors.append("")
         out = {f.name: np.array([getattr(s, f.name) for s in stats]) for f in dataclasses.fields(ShardStats)}
         out[ERROR_FIELD] = np.array(errors, dtype=object)
         return out
