@@ -19,7 +19,18 @@ class Pins:
     version: str  # the project's version (image tags start with it)
     ray: str  # the ray==X pin
     python: str  # the Python the project is checked against ([tool.mypy] python_version)
-    onnxruntime_gpu: str  # the [gpu] extra's requirement, e.g. onnxruntime-gpu==1.31.1
+    onnxruntime_gpu: str  # the [gpu] extra's requirement, e.g. onnxruntime-gpu[cuda,cudnn]==1.31.1
+
+    @property
+    def onnxruntime_gpu_version(self) -> str:
+        """The onnxruntime-gpu version alone, e.g. 1.31.1."""
+        return self.onnxruntime_gpu.split("==", 1)[1]
+
+    @property
+    def onnxruntime_gpu_extras(self) -> set[str]:
+        """The extras named in the [gpu] requirement, e.g. {"cuda", "cudnn"}."""
+        m = re.match(r"onnxruntime-gpu\[([^]]*)\]==", self.onnxruntime_gpu)
+        return {e.strip() for e in m.group(1).split(",")} if m else set()
 
     @property
     def python_tag(self) -> str:
@@ -33,7 +44,7 @@ def read_pins(path: Path = REPO / "pyproject.toml") -> Pins:
     (ray,) = [
         m.group(1) for d in project["dependencies"] if (m := re.match(r"ray(?:\[[^]]*\])?==([\w.]+)$", d))
     ]
-    (gpu,) = [d for d in project["optional-dependencies"]["gpu"] if d.startswith("onnxruntime-gpu==")]
+    (gpu,) = [d for d in project["optional-dependencies"]["gpu"] if d.startswith("onnxruntime-gpu")]
     return Pins(
         version=project["version"],
         ray=ray,

@@ -1,7 +1,8 @@
 """The container recipe, checked without building it (images cannot be built on the CI machine:
 no access to Docker Hub). hadolint lints every Dockerfile at its strictest level (style), and the
-recipe is held to what pyproject.toml pins: the base image's Ray and Python versions, the
-onnxruntime-gpu swap of the GPU variant, no torch, and a build context without local data."""
+recipe is held to what pyproject.toml pins: the base image's Ray and Python versions, a GPU base
+of the CUDA onnxruntime-gpu is built for, the onnxruntime-gpu swap with its CUDA/cuDNN extras and
+the library check that fails the build, no torch, and a build context without local data."""
 
 from __future__ import annotations
 
@@ -55,16 +56,22 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 
 
 def resolve_from(path: Path, build_args: dict[str, str]) -> list[str]:
-    """The FROM images for the given --build-arg values (ARG defaults otherwise)."""
+    """The FROM images for the given --build-arg values (ARG defaults otherwise), with a FROM that
+    names an earlier stage (`FROM base-${DEVICE}`) resolved to that stage's image."""
     args: dict[str, str] = {}
     images: list[str] = []
+    stages: dict[str, str] = {}
     for word, rest in instructions(path):
         if word == "ARG" and "=" in rest and not images:
             name, _, default = rest.partition("=")
             args[name] = build_args.get(name, default)
         elif word == "FROM":
-            image = rest.split()[0]
-            images.append(re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], image))
+            parts = rest.split()
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], parts[0])
+            image = stages.get(image, image)
+            if len(parts) == 3 and parts[1].upper() == "AS":
+                stages[parts[2]] = image
+            images.append(image)
     return images
 
 
@@ -97,37 +104,100 @@ def test_hadolint_really_lints(tmp_path: Path) -> None:
         assert code in result.stdout, result.stdout
 
 
+# The CUDA version each onnxruntime-gpu pin is built against (the wheel's
+# onnxruntime/capi/build_and_package_info.py, read with `pip download onnxruntime-gpu==X --no-deps`).
+# Bumping the pin without looking fails here, not on the first GPU node.
+ONNXRUNTIME_GPU_CUDA = {"1.31.1": "13.0"}
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_base_image_is_ray_at_the_pinned_versions(device: str) -> None:
-    """FROM rayproject/ray:<ray pin>-py<python>-<cpu|gpu> for both variants; changing the Ray pin
-    or the project's Python without the Dockerfile (or the other way round) fails here."""
+    """FROM rayproject/ray:<ray pin>-py<python>-<cpu|cuXYZ> for both variants; changing the Ray pin
+    or the project's Python without the Dockerfile (or the other way round) fails here. The GPU
+    base is an explicit CUDA tag (not the -gpu alias, whose CUDA Ray chooses) of the CUDA major
+    onnxruntime-gpu is built against."""
     (path,) = [p for p in DOCKERFILES if p.name == "Dockerfile"] or DOCKERFILES[:1]
     extra = {} if device == "cpu" else {"DEVICE": "gpu"}
     images = resolve_from(path, extra)
     assert images, "no FROM"
-    assert images[-1] == f"rayproject/ray:{PROJECT_PINS.ray}-{PROJECT_PINS.python_tag}-{device}"
+    prefix = f"rayproject/ray:{PROJECT_PINS.ray}-{PROJECT_PINS.python_tag}-"
+    assert images[-1].startswith(prefix), images[-1]
+    platform = images[-1][len(prefix) :]
+    if device == "cpu":
+        assert platform == "cpu"
+        return
+    m = re.fullmatch(r"cu(\d+)(\d)", platform)
+    assert m, f"GPU base {images[-1]} is not an explicit -cuXYZ tag"
+    cuda = ONNXRUNTIME_GPU_CUDA[PROJECT_PINS.onnxruntime_gpu_version]
+    assert m.group(1) == cuda.split(".")[0], f"base CUDA {platform} vs onnxruntime-gpu built for CUDA {cuda}"
 
 
-def test_gpu_variant_swaps_onnxruntime_like_pyproject_says() -> None:
-    """pip install . (pulls the CPU onnxruntime), then uninstall it, then force-reinstall the GPU
-    build without deps at the [gpu] extra's pin; the CPU variant keeps the CPU build."""
-    path = DOCKERFILES[0]
+def gpu_swap_problems(path: Path) -> list[str]:
+    """What is wrong with the GPU variant's onnxruntime swap (empty: nothing). Wanted: the project
+    install (pulls the CPU build), then its removal, then the [gpu] extra's requirement installed
+    WITH dependencies (the [cuda,cudnn] extras are the CUDA/cuDNN libraries), then the library
+    check `python -m embedder.cuda_libs`, all only when DEVICE is not cpu."""
     commands = run_commands(path)
     text = "\n".join(commands)
+    problems: list[str] = []
 
-    def first(pattern: str) -> int:
+    def first(pattern: str) -> int | None:
         hits = [i for i, c in enumerate(commands) if re.search(pattern, c)]
-        assert hits, f"no command matching {pattern!r} in {path.name}"
-        return hits[0]
+        if not hits:
+            problems.append(f"no command matching {pattern!r}")
+        return hits[0] if hits else None
 
     project = first(r"pip install\b(?!.*onnxruntime).*\s\.(\s|$)")
     uninstall = first(r"pip uninstall -y onnxruntime$")
-    gpu = first(r"pip install .*--force-reinstall.*--no-deps")
-    assert project < uninstall < gpu
-    gpu_cmd = shlex.split(commands[gpu])
-    assert PROJECT_PINS.onnxruntime_gpu in gpu_cmd, commands[gpu]
-    # The swap happens for every GPU base (DEVICE=gpu or a cuXXX tag), never for the CPU one.
-    assert re.search(r'if \[ "\$\{?DEVICE\}?" != "cpu" \]', text), "GPU swap not conditional on DEVICE"
+    gpu = first(r"pip install .*onnxruntime-gpu")
+    check = first(r"^python -m embedder\.cuda_libs\b")
+    if None not in (project, uninstall, gpu, check) and not project < uninstall < gpu < check:  # type: ignore[operator]
+        problems.append("order is not: project install < uninstall onnxruntime < install GPU build < check")
+    if gpu is not None:
+        words = shlex.split(commands[gpu])
+        if PROJECT_PINS.onnxruntime_gpu not in words:
+            problems.append(f"GPU install {words} lacks {PROJECT_PINS.onnxruntime_gpu} (pyproject [gpu])")
+        if "--no-deps" in words:
+            problems.append("--no-deps drops the [cuda,cudnn] extras' CUDA libraries")
+    if "get_available_providers" in text:
+        problems.append("get_available_providers() lists CUDA without its libraries: no evidence")
+    if not re.search(r'if \[ "\$\{?DEVICE\}?" != "cpu" \]', text):
+        problems.append("GPU swap not conditional on DEVICE")
+    return problems
+
+
+def test_pyproject_gpu_extra_brings_the_cuda_libraries() -> None:
+    assert {"cuda", "cudnn"} <= PROJECT_PINS.onnxruntime_gpu_extras, PROJECT_PINS.onnxruntime_gpu
+
+
+def test_gpu_variant_installs_matching_cuda_libraries_and_checks_them() -> None:
+    assert gpu_swap_problems(DOCKERFILES[0]) == []
+
+
+@pytest.mark.parametrize(
+    ("mutation", "old", "new"),
+    [
+        ("check removed", "&& python -m embedder.cuda_libs;", ";"),
+        ("extras removed", "onnxruntime-gpu[cuda,cudnn]==", "onnxruntime-gpu=="),
+        (
+            "--no-deps",
+            'pip install --no-cache-dir "onnxruntime-gpu',
+            'pip install --no-cache-dir --no-deps "onnxruntime-gpu',
+        ),
+        (
+            "check before install",
+            "pip uninstall -y onnxruntime",
+            "python -m embedder.cuda_libs && pip uninstall -y onnxruntime",
+        ),
+    ],
+)
+def test_the_swap_test_catches_a_broken_recipe(tmp_path: Path, mutation: str, old: str, new: str) -> None:
+    """Each way of breaking the GPU recipe is caught (so a pass above means something)."""
+    text = DOCKERFILES[0].read_text()
+    assert old in text, f"{mutation}: the recipe no longer contains {old!r}; update this test"
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text.replace(old, new, 1))
+    assert gpu_swap_problems(broken), mutation
 
 
 def test_runtime_image_has_no_torch_and_no_local_data() -> None:
