@@ -111,7 +111,6 @@ def test_every_worker_type_scales_within_the_cluster_cap(prepared: dict[str, Any
 def test_gpu_profile_installs_onnxruntime_gpu_not_cpu(prepared: dict[str, Any]) -> None:
     commands = setup_commands_for(prepared, "gpu_worker")
     text = "\n".join(commands)
-    assert "onnxruntime-gpu==1.31.1" in text  # pinned as pyproject's [gpu] extra
     uninstall = next(i for i, c in enumerate(commands) if re.search(r"pip uninstall .*onnxruntime\b", c))
     gpu_install = max(i for i, c in enumerate(commands) if "install" in c and "onnxruntime-gpu" in c)
     project_install = max(i for i, c in enumerate(commands) if re.search(r"pip install .*qmatch", c))
@@ -119,6 +118,35 @@ def test_gpu_profile_installs_onnxruntime_gpu_not_cpu(prepared: dict[str, Any]) 
     assert project_install < uninstall < gpu_install
     assert not any(re.search(r"install\b.*\bonnxruntime==", c) for c in commands)
     assert not re.search(r"install .*torch", text), "workers need no torch"
+
+
+def test_gpu_profile_installs_the_cuda_libraries_and_fails_setup_when_they_do_not_load(
+    prepared: dict[str, Any],
+) -> None:
+    """The [cuda,cudnn] extras (CUDA 13 / cuDNN 9 as pip packages) are installed with their
+    dependencies at pyproject's pin, then `embedder.cuda_libs --require-driver` loads the CUDA
+    provider as a session would: a node with a missing library or an old driver fails setup."""
+    from tests.deploy.pins import PROJECT_PINS
+
+    commands = setup_commands_for(prepared, "gpu_worker")
+    gpu_installs = [c for c in commands if re.search(r"pip install .*onnxruntime-gpu", c)]
+    with_deps = [
+        c
+        for c in gpu_installs
+        for part in c.split("&&")
+        if "--no-deps" not in part and "onnxruntime-gpu[" in part
+    ]
+    assert with_deps, f"no install of the CUDA extras with their dependencies: {gpu_installs}"
+    assert any(PROJECT_PINS.onnxruntime_gpu in c for c in with_deps), PROJECT_PINS.onnxruntime_gpu
+    assert {"cuda", "cudnn"} <= PROJECT_PINS.onnxruntime_gpu_extras
+    checks = [i for i, c in enumerate(commands) if re.search(r"python -m embedder\.cuda_libs\b", c)]
+    assert checks, "no library check in the GPU setup"
+    assert "--require-driver" in commands[checks[-1]], "GPU nodes have a driver: libcuda.so.1 must load"
+    last_install = max(i for i, c in enumerate(commands) if re.search(r"pip (install|uninstall)", c))
+    assert checks[-1] > last_install, "the check must run after the last install"
+    # A failing check must fail setup: not swallowed by `|| true` or `; true`.
+    assert not re.search(r"\|\|\s*true|;\s*true", commands[checks[-1]])
+    assert "get_available_providers" not in "\n".join(commands), "lists CUDA without its libraries"
 
 
 def test_cpu_nodes_keep_the_cpu_onnxruntime(prepared: dict[str, Any]) -> None:
