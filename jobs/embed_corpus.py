@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from embedder import storage
 from embedder.artifact import Artifact
-from embedder.config import BatchConfig, ConfigError, check_field, from_mapping
+from embedder.config import PROVIDERS, BatchConfig, ConfigError, batch_defaults, check_field, from_mapping
 from embedder.corpus import (
     ColumnSpec,
     Shard,
@@ -43,6 +43,7 @@ from embedder.corpus import (
 from embedder.errors import EmbedderError
 from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
 from jobs.embeddings_io import RESERVED_COLUMNS
+from jobs.gpu_capacity import actor_bundle, gpu_capacity
 from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
 from jobs.run_state import RUN_FILE, SUMMARY_FILE, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
@@ -60,11 +61,25 @@ class JobConfig:
     id_column: str | None = None
     keep_columns: tuple[str, ...] = ()
     device: str = "cpu"  # "cpu" | "gpu"
+    # onnxruntime execution providers of the actors; None = ("cuda",) on gpu, ("cpu",) on cpu.
+    # With device gpu the list must hold "cuda": a CPU session on a reserved GPU would waste it.
+    providers: tuple[str, ...] | None = None
+    # Only for rehearsing GPU scheduling on a fake cluster (tests, cluster/autoscale-local.yaml):
+    # actors reserve GPUs as with device gpu but run the providers given (e.g. cpu), so the
+    # vectors come from the CPU. Never set it for a real run.
+    cpu_stand_in_for_gpu: bool = False
     # Actor pool bounds; each actor holds one Encoder (one model copy in memory).
     min_actors: int = 1
     max_actors: int = 2
-    batch_tokens: int = BatchConfig.batch_tokens
-    max_batch_size: int = BatchConfig.max_batch_size
+    # Batching per onnxruntime call; None = the device's default (embedder.config.batch_defaults:
+    # cache-sized batches on cpu, large ones that fill the device on gpu).
+    batch_tokens: int | None = None
+    max_batch_size: int | None = None
+    call_overhead_tokens: int | None = None
+    # Shards per UDF call (map_batches batch_size); 0 = 1 on cpu, 4 on gpu. Above 1 an actor
+    # reads and tokenizes the next shard and writes the previous one while the model runs, so a
+    # GPU does not wait for parquet I/O; on cpu those threads would compete with the model's.
+    shards_per_call: int = 0
     too_long: str = "truncate"  # or "quarantine"
     # Rows per shard (the unit of retry and resume); 0 = about 8 shards per actor, 256..8192.
     shard_rows: int = 0
@@ -76,6 +91,9 @@ class JobConfig:
     # onnxruntime intra-op threads per actor; 0 = the actor's CPU reservation (at least 1).
     threads_per_actor: int = 0
     gpus_per_actor: float = 1.0
+    # --device gpu: how long to wait for the autoscaler to bring up GPU nodes for min_actors
+    # actors before giving up (GPU instances often take minutes to boot and set up).
+    gpu_wait_seconds: float = 600.0
     ray_address: str | None = None  # None: ray.init() default (the running cluster, else a local one)
     progress: bool = True
     # An earlier complete output of the same artifact: reuse its vectors for unchanged texts.
@@ -94,13 +112,81 @@ class JobConfig:
             f"must be >= min_actors ({self.min_actors})",
         )
         for name in ("batch_tokens", "max_batch_size"):
-            check_field(self, name, getattr(self, name) >= 1, "must be >= 1")
-        for name in ("shard_rows", "threads_per_actor"):
+            value = getattr(self, name)
+            check_field(self, name, value is None or value >= 1, "must be >= 1 (or unset: device default)")
+        check_field(
+            self,
+            "call_overhead_tokens",
+            self.call_overhead_tokens is None or self.call_overhead_tokens >= 0,
+            "must be >= 0 (or unset: device default)",
+        )
+        for name in ("shard_rows", "threads_per_actor", "shards_per_call"):
             check_field(self, name, getattr(self, name) >= 0, "must be >= 0 (0: automatic)")
+        check_field(self, "gpu_wait_seconds", self.gpu_wait_seconds >= 0, "must be >= 0")
+        self._check_providers()
         check_field(self, "gpus_per_actor", self.gpus_per_actor > 0, "must be > 0")
         if self.cpus_per_actor is not None:
             ok = self.cpus_per_actor > 0 or (self.device == "gpu" and self.cpus_per_actor == 0)
             check_field(self, "cpus_per_actor", ok, "must be > 0 (0 allowed with --device gpu)")
+
+    def _check_providers(self) -> None:
+        if self.providers is None:
+            check_field(
+                self,
+                "cpu_stand_in_for_gpu",
+                not self.cpu_stand_in_for_gpu,
+                "needs providers without cuda (e.g. providers=('cpu',)) and device=gpu",
+            )
+            return
+        check_field(self, "providers", len(self.providers) > 0, "must name at least one provider")
+        for name in self.providers:
+            check_field(
+                self,
+                "providers",
+                name in PROVIDERS,
+                f"unknown provider {name!r}; expected some of {PROVIDERS}",
+            )
+        if self.device == "gpu":
+            check_field(
+                self,
+                "providers",
+                "cuda" in self.providers or self.cpu_stand_in_for_gpu,
+                "device=gpu reserves a GPU per actor, but these providers would run the model on the "
+                "CPU; add 'cuda', or use device=cpu (cpu_stand_in_for_gpu=true only rehearses GPU "
+                "scheduling on a fake cluster)",
+            )
+        else:
+            check_field(
+                self,
+                "providers",
+                "cuda" not in self.providers and "tensorrt" not in self.providers,
+                "device=cpu reserves no GPU for the actors; a GPU provider needs device=gpu",
+            )
+            check_field(self, "cpu_stand_in_for_gpu", not self.cpu_stand_in_for_gpu, "only with device=gpu")
+
+    @property
+    def actor_providers(self) -> tuple[str, ...]:
+        """The actors' onnxruntime providers after the device default."""
+        if self.providers is not None:
+            return self.providers
+        return ("cuda",) if self.device == "gpu" else ("cpu",)
+
+    @property
+    def batch(self) -> BatchConfig:
+        """Batching for the actors: the fields given, the device's defaults for the rest."""
+        base = batch_defaults(self.device)
+        return BatchConfig(
+            batch_tokens=self.batch_tokens or base.batch_tokens,
+            max_batch_size=self.max_batch_size or base.max_batch_size,
+            call_overhead_tokens=(
+                base.call_overhead_tokens if self.call_overhead_tokens is None else self.call_overhead_tokens
+            ),
+        )
+
+    @property
+    def shards_in_each_call(self) -> int:
+        """map_batches batch_size after the device default."""
+        return self.shards_per_call or (4 if self.device == "gpu" else 1)
 
     @property
     def actor_cpus(self) -> float:
@@ -129,7 +215,7 @@ def map_batches_kwargs(
             # (Ray Data scales up when queued work exceeds 175% of the pool's slots).
             max_tasks_in_flight_per_actor=2,
         ),
-        "batch_size": 1,  # one shard per call
+        "batch_size": cfg.shards_in_each_call,
         "batch_format": "numpy",
         "num_cpus": cfg.actor_cpus,
         "fn_constructor_kwargs": {
@@ -137,9 +223,9 @@ def map_batches_kwargs(
             "fingerprint": fingerprint,
             "task": task,
             # A GPU provider that fails to load is an error in the session factory, never a silent CPU run.
-            "providers": ("cuda",) if gpu else ("cpu",),
+            "providers": cfg.actor_providers,
             "threads": actor_threads(cfg),
-            "batch": BatchConfig(batch_tokens=cfg.batch_tokens, max_batch_size=cfg.max_batch_size),
+            "batch": cfg.batch,
             "reuse": reuse,  # incremental runs: object ref of the ReuseIndex
         },
     }
@@ -150,6 +236,18 @@ def map_batches_kwargs(
 
 class ShardsFailed(EmbedderError):
     """Some shards met an error (unreadable input, storage fault); the others were committed."""
+
+
+def config_record(cfg: JobConfig) -> dict[str, Any]:
+    """The settings as recorded in _RUN.json / _SUMMARY.json: device defaults resolved to what ran."""
+    record = dataclasses.asdict(cfg)
+    record.update(
+        providers=list(cfg.actor_providers),
+        shards_per_call=cfg.shards_in_each_call,
+        cpus_per_actor=cfg.actor_cpus,
+        **dataclasses.asdict(cfg.batch),
+    )
+    return record
 
 
 def artifact_ref(spec: str) -> str:
@@ -212,7 +310,7 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
         "keep_columns": list(columns.keep),
         "too_long": cfg.too_long,
         "shards": [dataclasses.asdict(s) for s in shards],
-        "config": dataclasses.asdict(cfg),
+        "config": config_record(cfg),
         "previous": previous_identity,
     }
     if lease is not None:
@@ -285,10 +383,17 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease
     """Stream the pending shards through the actor pool, journaling each as it finishes."""
     if not ray.is_initialized():
         ray.init(address=cfg.ray_address, include_dashboard=False)
-    if cfg.device == "gpu" and ray.cluster_resources().get("GPU", 0) < cfg.gpus_per_actor:
-        raise EmbedderError(
-            "--device gpu, but the Ray cluster has no GPU resources; add GPU workers or use cpu"
-        )
+    if cfg.device == "gpu":
+        # cluster_resources() counts live nodes only: GPU node types at min_workers 0 exist only
+        # once asked for, so ask the autoscaler for the pool's bundles and wait (bounded).
+        bundle = actor_bundle(cfg.gpus_per_actor, cfg.actor_cpus)
+        with gpu_capacity(bundle, cfg.min_actors, cfg.gpu_wait_seconds):
+            _stream_shards(cfg, prep, shards, lease)
+    else:
+        _stream_shards(cfg, prep, shards, lease)
+
+
+def _stream_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
     task = ShardTask(output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long)
@@ -425,7 +530,7 @@ def make_summary(
         "artifact": state.run["artifact"],
         "output": state.output.uri,
         "quarantine": state.output.child(QUARANTINE_DIR).uri,
-        "config": dataclasses.asdict(cfg),
+        "config": config_record(cfg),
     }
 
 
@@ -477,15 +582,51 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     p.add_argument("--id-column", help="default: 'id' if present, else the row position")
     p.add_argument("--keep-columns", help="comma-separated passthrough columns, e.g. answer,category")
     p.add_argument("--device", choices=("cpu", "gpu"), help="default: cpu")
+    p.add_argument(
+        "--providers",
+        help="comma-separated onnxruntime providers of the actors (cpu, cuda); default: cuda on gpu, cpu on cpu",
+    )
+    p.add_argument(
+        "--cpu-stand-in-for-gpu",
+        action="store_const",
+        const=True,
+        help="only to rehearse GPU scheduling on a fake cluster: reserve GPUs but run --providers "
+        "(e.g. cpu); the vectors come from the CPU",
+    )
     p.add_argument("--min-actors", type=int, help="default: 1")
     p.add_argument("--max-actors", type=int, help="default: 2")
-    p.add_argument("--batch-tokens", type=int, help=f"default: {BatchConfig.batch_tokens}")
-    p.add_argument("--max-batch-size", type=int, help=f"default: {BatchConfig.max_batch_size}")
+    cpu, gpu = batch_defaults("cpu"), batch_defaults("gpu")
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        help=f"padded tokens per model call; default: {cpu.batch_tokens} on cpu, {gpu.batch_tokens} on gpu",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        help=f"texts per model call; default: {cpu.max_batch_size} on cpu, {gpu.max_batch_size} on gpu",
+    )
+    p.add_argument(
+        "--call-overhead-tokens",
+        type=int,
+        help="what one model call costs in tokens (the planner pads up to this before splitting); "
+        f"default: {cpu.call_overhead_tokens} on cpu, {gpu.call_overhead_tokens} on gpu",
+    )
+    p.add_argument(
+        "--shards-per-call",
+        type=int,
+        help="shards per actor call, pipelined (I/O beside the model); default 0: 1 on cpu, 4 on gpu",
+    )
     p.add_argument("--too-long", choices=TOO_LONG_POLICIES, help="default: truncate")
     p.add_argument("--shard-rows", type=int, help="rows per shard (default 0: auto)")
     p.add_argument("--cpus-per-actor", type=float, help="default: 1.0 on cpu, 0 on gpu")
     p.add_argument("--threads-per-actor", type=int, help="default 0: the actor's CPUs")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1.0")
+    p.add_argument(
+        "--gpu-wait-seconds",
+        type=float,
+        help="--device gpu: how long to wait for the autoscaler's GPU nodes (default: 600)",
+    )
     p.add_argument("--ray-address", help="default: ray.init() (running cluster, else local)")
     p.add_argument(
         "--previous",

@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,9 +14,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
+from embedder.config import BatchConfig, FieldValueError, batch_defaults
 from embedder.corpus import ColumnSpec
-from jobs.embed_corpus import JobConfig, main, map_batches_kwargs, prepare, run
+from embedder.errors import EmbedderError
+from jobs.embed_corpus import JobConfig, main, map_batches_kwargs, parse_args, prepare, run
 from jobs.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
+from jobs.gpu_capacity import (
+    NO_STATUS_SECONDS,
+    GpuCapacityError,
+    Probes,
+    actor_bundle,
+    autoscaling_from_status,
+    capacity,
+    gpu_capacity,
+)
 from jobs.udfs import ShardTask
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
@@ -177,14 +189,171 @@ def test_wrong_inputs_fail_fast_with_a_clear_message(
     assert "holds a run made with artifact" in err and "choose a new --output" in err
 
 
-def test_gpu_device_asks_ray_for_a_gpu_and_onnxruntime_for_cuda() -> None:
+def test_gpu_device_asks_ray_for_a_gpu_and_onnxruntime_for_cuda_with_gpu_batching() -> None:
+    task = ShardTask("o", ColumnSpec("question", None))
     cfg = JobConfig("a", "i", "o", device="gpu", min_actors=2, max_actors=4)
-    kwargs = map_batches_kwargs(cfg, "sha256:x", ShardTask("o", ColumnSpec("question", None)))
+    kwargs = map_batches_kwargs(cfg, "sha256:x", task)
     assert kwargs["num_gpus"] == 1 and kwargs["num_cpus"] == 0  # GPU nodes offer no logical CPU
     assert kwargs["fn_constructor_kwargs"]["providers"] == ("cuda",)
+    assert kwargs["fn_constructor_kwargs"]["batch"] == batch_defaults("gpu")
+    assert kwargs["batch_size"] == 4  # shards pipelined per call: the GPU never waits on parquet I/O
     assert (kwargs["compute"].min_size, kwargs["compute"].max_size) == (2, 4)
-    cpu = map_batches_kwargs(
-        JobConfig("a", "i", "o"), "sha256:x", ShardTask("o", ColumnSpec("question", None))
-    )
+    cpu = map_batches_kwargs(JobConfig("a", "i", "o"), "sha256:x", task)
     assert "num_gpus" not in cpu and cpu["fn_constructor_kwargs"]["providers"] == ("cpu",)
     assert cpu["num_cpus"] == 1 and cpu["fn_constructor_kwargs"]["threads"] == 1
+    assert cpu["fn_constructor_kwargs"]["batch"] == batch_defaults("cpu") and cpu["batch_size"] == 1
+    # Fields given win; the rest keep the device default.
+    mixed = JobConfig("a", "i", "o", device="gpu", max_batch_size=64, shards_per_call=2)
+    assert mixed.batch == BatchConfig(
+        batch_defaults("gpu").batch_tokens, 64, batch_defaults("gpu").call_overhead_tokens
+    )
+    assert map_batches_kwargs(mixed, "sha256:x", task)["batch_size"] == 2
+
+
+def test_gpu_settings_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    required = ["--artifact", "a", "--input", "i", "--output", "o"]
+    monkeypatch.setenv("QM_JOB_GPU_WAIT_SECONDS", "30")
+    monkeypatch.setenv("QM_JOB_BATCH_TOKENS", "none")
+    cfg = parse_args([*required, "--device", "gpu", "--providers", "cpu", "--cpu-stand-in-for-gpu"])
+    assert (cfg.gpu_wait_seconds, cfg.batch_tokens, cfg.providers) == (30.0, None, ("cpu",))
+    assert cfg.cpu_stand_in_for_gpu and cfg.actor_providers == ("cpu",)
+    cfg = parse_args([*required, "--device", "gpu", "--batch-tokens", "4096", "--shards-per-call", "8"])
+    assert (cfg.batch.batch_tokens, cfg.shards_in_each_call, cfg.actor_providers) == (4096, 8, ("cuda",))
+
+
+def test_a_cpu_session_on_a_reserved_gpu_is_a_config_error_naming_both_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(FieldValueError) as err:
+        JobConfig("a", "i", "o", device="gpu", providers=("cpu",))
+    assert "providers=('cpu',)" in str(err.value) and "device=gpu" in str(err.value)
+    JobConfig("a", "i", "o", device="gpu", providers=("cpu",), cpu_stand_in_for_gpu=True)  # rehearsal only
+    with pytest.raises(FieldValueError, match="device=cpu"):
+        JobConfig("a", "i", "o", providers=("cuda",))
+    with pytest.raises(FieldValueError, match="cpu_stand_in_for_gpu"):
+        JobConfig("a", "i", "o", cpu_stand_in_for_gpu=True)
+    with pytest.raises(SystemExit):
+        parse_args(
+            ["--artifact", "a", "--input", "i", "--output", "o", "--device", "gpu", "--providers", "cpu"]
+        )
+    assert "JobConfig.providers=('cpu',) (from command line)" in capsys.readouterr().err
+
+
+def test_the_run_records_the_providers_and_batching_that_ran(tiny_artifact: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"question": ["a"]}), good)
+    cfg = JobConfig(
+        str(tiny_artifact),
+        str(good),
+        str(tmp_path / "out"),
+        device="gpu",
+        providers=("cpu",),
+        cpu_stand_in_for_gpu=True,
+    )
+    prepare(cfg)
+    recorded = json.loads((tmp_path / "out" / "_RUN.json").read_text())["config"]
+    assert recorded["providers"] == ["cpu"] and recorded["cpu_stand_in_for_gpu"] is True
+    assert recorded["batch_tokens"] == batch_defaults("gpu").batch_tokens and recorded["shards_per_call"] == 4
+
+
+# --------------------------------------------------------------------------- GPU capacity (no Ray)
+
+GPU_NODE = {"Alive": True, "Resources": {"CPU": 0.0, "GPU": 1.0, "gpu_worker": 1.0}}
+HEAD = {"Alive": True, "Resources": {"CPU": 0.0}}
+AUTOSCALING = {"autoscaler_report": {"node_type_mapping": {"ff00": "ray.head.default"}}}
+FIXED = {"autoscaler_report": {"node_type_mapping": {"ab12": "node_ab12"}}}
+
+
+class FakeCluster:
+    """A cluster seen through gpu_capacity.Probes: GPU nodes appear after `boot` seconds of asking."""
+
+    def __init__(self, status: dict[str, Any] | None, boot: float | None, gpus: int = 0) -> None:
+        self.t = 0.0
+        self.status_value, self.boot, self.gpus = status, boot, gpus
+        self.requests: list[list[dict[str, float]]] = []
+        self.asked_at: float | None = None
+        self.lines: list[str] = []
+
+    def nodes(self) -> list[dict[str, Any]]:
+        up = self.gpus
+        if self.boot is not None and self.asked_at is not None and self.t - self.asked_at >= self.boot:
+            up += len(self.requests[-1])
+        return [HEAD, *[GPU_NODE] * up]
+
+    def request(self, bundles: list[dict[str, float]]) -> None:
+        self.requests.append(bundles)
+        self.asked_at = self.t if bundles else None
+
+    def probes(self) -> Probes:
+        def sleep(seconds: float) -> None:
+            self.t += seconds
+
+        return Probes(
+            nodes=self.nodes,
+            status=lambda: (self.status_value, False),
+            request=self.request,
+            clock=lambda: self.t,
+            sleep=sleep,
+            log=self.lines.append,
+        )
+
+
+def test_gpu_job_asks_the_autoscaler_waits_for_the_nodes_and_withdraws_the_request() -> None:
+    cluster = FakeCluster(AUTOSCALING, boot=20.0)
+    with gpu_capacity(actor_bundle(1.0, 0.0), 2, timeout=600, probes=cluster.probes()):
+        assert cluster.requests == [[{"GPU": 1.0}, {"GPU": 1.0}]]  # what the pool needs, nothing more
+        assert len(cluster.nodes()) == 3
+    assert cluster.requests[-1] == []  # withdrawn: idle GPU nodes can go
+    assert "asked the autoscaler for 2 x {GPU: 1}" in cluster.lines[0] and "600 s left" in cluster.lines[0]
+    assert "0 GPU(s) on 0 of 1 alive node(s)" in cluster.lines[0]
+    assert cluster.lines[-1].startswith("GPU capacity ready after 20 s")
+
+
+def test_gpu_job_that_already_has_its_gpus_asks_for_nothing() -> None:
+    cluster = FakeCluster(AUTOSCALING, boot=None, gpus=2)
+    with gpu_capacity(actor_bundle(1.0, 0.0), 2, timeout=600, probes=cluster.probes()):
+        pass
+    assert cluster.requests == [] and cluster.lines == []
+
+
+def test_gpu_wait_times_out_with_what_was_asked_what_is_there_and_the_fix() -> None:
+    cluster = FakeCluster(AUTOSCALING, boot=None)
+    with (
+        pytest.raises(GpuCapacityError) as err,
+        gpu_capacity(actor_bundle(1.0, 1.0), 1, timeout=60, probes=cluster.probes()),
+    ):
+        raise AssertionError("the job must not start")
+    message = str(err.value)
+    assert "1 x {GPU: 1, CPU: 1}" in message and "waited 60 s" in message
+    assert "0 GPU(s) on 0 of 1 alive node(s)" in message
+    assert "gpu_worker.max_workers in cluster.yaml" in message and "quota" in message
+    assert cluster.requests[-1] == [] and 60 <= cluster.t <= 62
+    assert isinstance(err.value, EmbedderError)  # main() prints it as one line and exits 2
+
+
+@pytest.mark.parametrize("status", [FIXED, None], ids=["read-only monitor", "no monitor"])
+def test_gpu_job_on_a_cluster_without_autoscaler_fails_fast(status: dict[str, Any] | None) -> None:
+    cluster = FakeCluster(status, boot=None)
+    with (
+        pytest.raises(GpuCapacityError, match="no autoscaler that could add GPU nodes"),
+        gpu_capacity(actor_bundle(1.0, 0.0), 1, timeout=600, probes=cluster.probes()),
+    ):
+        pass
+    assert cluster.t <= NO_STATUS_SECONDS + 2  # not the 600 s timeout
+    assert cluster.requests in ([], [[{"GPU": 1.0}], []])  # nothing left standing
+
+
+def test_an_actor_bundle_must_fit_inside_one_node() -> None:
+    nodes = [
+        {"Alive": True, "Resources": {"GPU": 2.0, "CPU": 1.0}},
+        {"Alive": True, "Resources": {"GPU": 1.0, "CPU": 4.0}},
+        {"Alive": False, "Resources": {"GPU": 8.0, "CPU": 8.0}},
+    ]
+    assert capacity(nodes, {"GPU": 1.0, "CPU": 1.0}).slots == 2  # 1 + 1: the first node has one CPU
+    assert capacity(nodes, {"GPU": 0.5}).slots == 6
+    have = capacity(nodes, {"GPU": 1.0})
+    assert (have.nodes, have.gpu_nodes, have.gpus, have.slots) == (2, 2, 3.0, 3)
+    assert autoscaling_from_status(AUTOSCALING, v2=False) == "autoscaler"
+    assert autoscaling_from_status(FIXED, v2=False) == "fixed"
+    assert autoscaling_from_status({"load_metrics_report": {}}, v2=False) == "unknown"  # monitor starting
+    assert autoscaling_from_status(None, v2=True) == "autoscaler"  # KubeRay's v2 autoscaler
