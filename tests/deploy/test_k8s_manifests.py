@@ -309,22 +309,29 @@ def test_rayservice_serves_the_applications_of_serve_config() -> None:
 
 def test_rayservice_args_are_accepted_by_the_app() -> None:
     """The args go through the app's own AppArgs model (extra fields forbidden) and pick the GPU
-    layout: the graph topology with the Backbone on the GPU group's custom resource."""
-    from deployments.app import AppArgs, resolve_topology
+    layout: the app's GPU topology, whose model deployment sits on the GPU group's custom
+    resource (an override under another deployment's name would silently not apply)."""
+    from deployments.app import AppArgs, resolve_topology, with_gpu_profile
+    from embedder.config import as_dict, batch_defaults
 
+    model_deployment = {"fused": "FusedEncoder", "graph": "Backbone"}
     remote = yaml.safe_load(only("RayService")["spec"]["serveConfigV2"])
     for app in remote["applications"]:
-        args = AppArgs.model_validate(app["args"])
-        assert args.num_gpus > 0 and resolve_topology(args) == "graph"
-        assert "cuda" in args.session.get("providers", [])
-        backbone = args.deployments["Backbone"]
+        args = with_gpu_profile(AppArgs.model_validate(app["args"]))
+        topology = resolve_topology(args)
+        assert args.num_gpus > 0 and topology in model_deployment, topology
+        assert args.session.get("providers") == ["cuda"]
+        assert set(args.deployments) <= {"Ingress", "Searcher", model_deployment[topology]}, args.deployments
+        # GPU batching, not the CPU's 1,024-token calls (the same values the app picks by itself).
+        assert app["args"]["batching"]["batch"] == as_dict(batch_defaults("gpu"))
+        backbone = args.deployments[model_deployment[topology]]
         assert backbone["ray_actor_options"]["resources"] == {"gpu_worker": 1}
         scaling = backbone["autoscaling_config"]
         assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"]
         gpu_group = next(
             g for g in cluster_spec(only("RayService"))["workerGroupSpecs"] if g["groupName"] == "gpu"
         )
-        assert scaling["max_replicas"] <= gpu_group["maxReplicas"], "more Backbone replicas than GPU pods"
+        assert scaling["max_replicas"] <= gpu_group["maxReplicas"], "more model replicas than GPU pods"
         assert '"gpu_worker": 1' in gpu_group["rayStartParams"]["resources"].replace("\\", "")
         # no logical CPUs on GPU pods: CPU-only demand never scales the GPU group up
         assert gpu_group["rayStartParams"]["num-cpus"] == "0"
