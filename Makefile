@@ -11,7 +11,7 @@ $(VENV_STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# torch first, as a CPU build, so nothing pulls a multi-GB CUDA torch
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[export,dev]'
+	$(PIP) install -q -e '.[export,dev,openvino]'
 	touch $(VENV_STAMP)
 
 install: $(VENV_STAMP)

@@ -4,10 +4,12 @@ Topologies (all serve the same HTTP contract from service/):
 - "inline" (the CPU default): each Ingress replica runs tokenizer, model, pooling and search in
   process; scale with Ingress replicas. No hop between stages: on CPU every hop costs CPU time
   that the model needs (measured in bench/results/serve.json).
-- "graph" (the GPU default): Ingress -> Tokenizer -> Backbone -> Pooling -> Searcher, each stage
-  scaled on its own (tokenizer and search on CPU nodes, backbone on GPU nodes).
-- "fused": Ingress (tokenizer) -> FusedEncoder (model with pooling in the graph) -> Searcher.
-"auto" picks inline without GPUs and graph with them.
+- "fused" (the GPU default): Ingress (tokenizer) -> FusedEncoder (model + pooling, any artifact)
+  -> Searcher. Tokenizer and search stay on CPU nodes, the model on GPU nodes, and one vector per
+  text crosses the network (1.5 KB for MiniLM), where "graph" ships the hidden states, ~1.5 KB
+  per *token*, from Backbone to Ingress and again to Pooling.
+- "graph": Ingress -> Tokenizer -> Backbone -> Pooling -> Searcher, each stage scaled on its own.
+"auto" picks inline without GPUs and fused with them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
 from embedder import storage
 from embedder.artifact import Artifact
+from embedder.config import GPU_BATCH_TOKENS, as_dict, batch_defaults
 
 # Per-deployment defaults, chosen for a 2-CPU node: logical CPUs add up to 1.85, so the whole
 # graph fits one small node (five 1-CPU replicas would not). Only the backbone computes for
@@ -77,8 +80,12 @@ class AppArgs(BaseModel):
     # where more threads only add wake-up cost and spin on cores the model needs. Raise for
     # large IVF/HNSW indexes answering big `questions` batches.
     search_threads: int = Field(default=1, ge=1)
-    # GPUs for each backbone replica (0 on CPU nodes); with >0, also set session.providers.
+    # GPUs for each model replica (0 on CPU nodes). >0 means the CUDA provider (session.providers
+    # defaults to [cuda]; a CPU-only session with a GPU reserved is refused) and GPU batching.
     num_gpus: float = 0.0
+    # Only for rehearsing GPU scheduling on a fake cluster: let replicas that reserve a (fake) GPU
+    # run the CPU provider. The vectors then come from the CPU.
+    cpu_stand_in_for_gpu: bool = False
     # Name reported in responses ("model"); defaults to the artifact directory name.
     model_name: str = ""
     # Per-deployment overrides of DEFAULTS, e.g. {"Backbone": {"num_replicas": 2}}.
@@ -144,15 +151,34 @@ def inline_options(args: AppArgs, index_root: str | None) -> tuple[dict[str, Any
 
 
 def resolve_topology(args: AppArgs) -> str:
-    """ "auto": inline on CPU (fastest measured there), graph when replicas get GPUs."""
+    """ "auto": inline on CPU (fastest measured there), fused when replicas get GPUs (see module doc)."""
     if args.topology != "auto":
         return args.topology
-    return "graph" if args.num_gpus > 0 else "inline"
+    return "fused" if args.num_gpus > 0 else "inline"
+
+
+def with_gpu_profile(args: AppArgs) -> AppArgs:
+    """num_gpus > 0: the CUDA provider and GPU batching unless set; refuse a CPU session on a GPU."""
+    if not args.num_gpus:
+        return args
+    providers = [str(p).strip().lower() for p in args.session.get("providers", ["cuda"])]
+    if "cuda" not in providers and not args.cpu_stand_in_for_gpu:
+        raise ValueError(
+            f"num_gpus={args.num_gpus} reserves a GPU, but session.providers={providers} runs the model on "
+            "the CPU: set session.providers to [cuda] (or leave it unset), or num_gpus to 0"
+        )
+    session = {**args.session, "providers": providers}
+    batching = args.batching or {
+        # A pass of two full GPU calls: big enough to fill the device, ~10 ms of waiting at most.
+        "pass_tokens": 2 * GPU_BATCH_TOKENS,
+        "batch": as_dict(batch_defaults("gpu")),
+    }
+    return args.model_copy(update={"session": session, "batching": batching})
 
 
 def build_app(raw: dict[str, Any]) -> Application:
     """Build the Serve application from `serve run` / serve_config.yaml args."""
-    args = AppArgs.model_validate(raw)
+    args = with_gpu_profile(AppArgs.model_validate(raw))
     artifact_dir = storage.resolve(args.artifact).uri  # local paths made absolute; URIs kept
     artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
     serving = {**args.serving, **({"api_key": args.api_key} if args.api_key else {})}

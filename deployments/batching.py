@@ -15,7 +15,8 @@ from ray.serve.metrics import Counter, Histogram
 
 from embedder.artifact import Artifact
 from embedder.backbone import Backbone as CoreBackbone
-from embedder.config import SessionConfig, from_mapping
+from embedder.config import EncoderConfig, from_mapping, session_config
+from embedder.encoder import Encoder, verify_probe
 from embedder.handoff import TokenPack
 from service.scheduler import ModelScheduler, SchedulerConfig
 
@@ -52,9 +53,10 @@ class BatchedModel:
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None) -> None:
         self.artifact = Artifact.load(artifact_dir)
-        self.model = CoreBackbone.from_artifact(
-            self.artifact, from_mapping(SessionConfig, session, env_prefix="QM_SESSION_")
-        )
+        self.model = CoreBackbone.from_artifact(self.artifact, session_config(session))
+        # Like a job actor, a replica re-embeds the probe through its own session and refuses to
+        # start when its runtime drifts past the tolerance of the precision it runs.
+        verify_probe(Encoder(self.artifact, EncoderConfig(session=self.model.config), backbone=self.model))
         self.pooled = self.artifact.manifest.pooling_in_graph
         forward = self.model.run_pooled if self.pooled else self.model.run
         self.scheduler = ModelScheduler(
@@ -64,6 +66,10 @@ class BatchedModel:
     def reconfigure(self, config: dict[str, Any] | None) -> None:
         """Apply user_config batching knobs without restarting the replica."""
         self.scheduler.config = scheduler_config(config)
+
+    def runtime(self) -> dict[str, Any]:
+        """Backend, precision, device and CPU units of this replica's session (for /info and /ready)."""
+        return self.model.runtime.as_dict()
 
     async def run_pack(self, pack: TokenPack) -> np.ndarray:
         """Per-token vectors (total, d) or pooled vectors (n, d) for one request's pack."""

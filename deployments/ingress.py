@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.batching import PassMetrics, scheduler_config
 from deployments.stages import FusedStages, GraphStages
 from embedder.artifact import Artifact
-from embedder.config import SessionConfig, from_mapping
+from embedder.config import session_config
 from embedder.tokenize import TextTokenizer
 from service.config import serving_config
 from service.core import EmbedService
@@ -48,7 +48,7 @@ class Ingress:
             stages = InProcessStages(
                 artifact_dir,
                 index_root=opts.get("index"),
-                session=from_mapping(SessionConfig, opts.get("session"), env_prefix="QM_SESSION_"),
+                session=session_config(opts.get("session")),
                 scheduler=scheduler_config(opts.get("batching")),
                 model_name=model_name,
                 poll_s=float(opts.get("poll_seconds", 2.0)),

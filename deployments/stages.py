@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled
+from embedder.pooling import l2_normalize, truncate_dims
 from service.inprocess import LocalTokenizer
 from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
 
@@ -36,7 +37,7 @@ class _Search:
 
 
 class GraphStages(_Search):
-    """Tokenizer -> Backbone -> Pooling -> Searcher, each its own deployment (GPU default)."""
+    """Tokenizer -> Backbone -> Pooling -> Searcher, each its own deployment (scale each stage alone)."""
 
     topology = "graph"
 
@@ -74,6 +75,11 @@ class GraphStages(_Search):
         vectors: np.ndarray = await self.pooling.remote(hidden, options.normalize, options.dimensions)
         return vectors
 
+    async def runtime(self) -> dict[str, Any]:
+        """The Backbone replica's runtime (one replica answers; all run the same config)."""
+        info: dict[str, Any] = await self.backbone.runtime.remote()
+        return info
+
 
 class FusedStages(LocalTokenizer, _Search):
     """Tokenizer in the ingress, model with pooling in its graph in one deployment, Searcher."""
@@ -92,6 +98,16 @@ class FusedStages(LocalTokenizer, _Search):
         self.encoder, self.searcher = encoder, searcher
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
-        """Pooled vectors from the FusedEncoder, then the dimension cut."""
+        """Pooled vectors from the FusedEncoder, then this request's normalisation and dimension cut."""
         pooled: np.ndarray = await self.encoder.remote(pack)
-        return finish_pooled(pooled, options.dimensions, self.model.normalize)
+        if self.model.pooling_in_graph:
+            return finish_pooled(pooled, options.dimensions, self.model.normalize)
+        # Pooled in the replica without normalising: the request decides (manifest default otherwise).
+        normalize = self.model.normalize if options.normalize is None else options.normalize
+        vectors = l2_normalize(pooled) if normalize else pooled
+        return truncate_dims(vectors, options.dimensions, normalize)
+
+    async def runtime(self) -> dict[str, Any]:
+        """The model replica's runtime (one replica answers; all run the same config)."""
+        info: dict[str, Any] = await self.encoder.runtime.remote()
+        return info

@@ -26,9 +26,6 @@ PROBE_FILE = "probe_vectors.npy"
 MANIFEST_FILE = "manifest.json"
 # Files whose bytes define the artifact; any edit changes the fingerprint.
 FINGERPRINTED_FILES = (MODEL_FILE, TOKENIZER_FILE, POOLING_FILE, PROBE_FILE)
-# Minimum cosine between re-embedded and stored probe vectors, per precision. fp32 must be
-# bit-for-bit-ish; int8 kernels differ between CPUs (VNNI vs AVX2), so it gets more slack.
-PROBE_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedder.artifact import Artifact
-from embedder.config import SessionConfig
+from embedder.config import SessionConfig, session_config
 from embedder.session import create_session
 from embedder.types import HiddenStates, TokenBatch, Vectors
 
@@ -15,7 +15,9 @@ class Backbone:
 
     def __init__(self, artifact: Artifact, config: SessionConfig) -> None:
         self.artifact = artifact
-        self.session = create_session(artifact.model_path, config)
+        self.config = config
+        # Which runtime runs the graph is the factory's business; above it everything is one code path.
+        self.session, self.runtime = create_session(artifact.model_path, config, artifact.manifest.precision)
         self.input_names = artifact.manifest.input_names
         self.output_name = artifact.manifest.output_name
         self.pooling_in_graph = artifact.manifest.pooling_in_graph
@@ -23,7 +25,7 @@ class Backbone:
     @classmethod
     def from_artifact(cls, artifact: Artifact, config: SessionConfig | None = None) -> Backbone:
         """Build the session for an artifact."""
-        return cls(artifact, config or SessionConfig())
+        return cls(artifact, config or session_config())
 
     def _feeds(self, batch: TokenBatch) -> dict[str, np.ndarray]:
         available = {

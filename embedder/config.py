@@ -34,7 +34,10 @@ BOOL_WORDS = {
 # Environment values that mean "unset" for an optional (`X | None`) setting.
 NONE_WORDS = ("", "none", "null")
 # Execution providers and graph optimisation levels embedder.session knows how to build.
-PROVIDERS = ("cpu", "cuda", "tensorrt")
+PROVIDERS = ("cpu", "cuda")
+BACKENDS = ("auto", "onnxruntime", "openvino")
+# Runtime precisions of an fp32 artifact (int8 and fp16 are exported artifacts).
+RUNTIME_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -101,12 +104,18 @@ def batch_defaults(device: str) -> BatchConfig:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """How the one onnxruntime InferenceSession is built."""
+    """How the one model session is built (embedder/session.py): backend, precision, device, threads."""
 
-    # Ordered preference: "tensorrt", "cuda", "cpu". A GPU provider that fails to load is an
-    # error (onnxruntime would otherwise fall back to CPU silently).
+    # "auto" | "onnxruntime" | "openvino". auto: OpenVINO where the CPU has bf16 units (AMX,
+    # AVX-512 BF16) and it is installed, else onnxruntime (rules: embedder/runtime_choice.py).
+    backend: str = "auto"
+    # Runtime precision of an fp32 artifact: "auto" | "fp32" | "bf16" (CPU, OpenVINO) | "fp16"
+    # (CUDA). int8 and fp16 artifacts run as exported.
+    precision: str = "auto"
+    # "cpu" or "cuda". A GPU provider that fails to load is an error (onnxruntime would
+    # otherwise fall back to CPU silently), and so is a compute node placed on the CPU.
     providers: tuple[str, ...] = ("cpu",)
-    # Intra-op threads; 0 lets onnxruntime use one per physical core. Never 0 where several
+    # Intra-op threads; 0 lets the runtime use one per physical core. Never 0 where several
     # replicas share a node: each would pin one thread per core onto the same cores.
     threads: int = 0
     # Let idle intra-op threads spin-wait for the next op. Faster when the session owns its
@@ -115,19 +124,35 @@ class SessionConfig:
     allow_spinning: bool = True
     # "disable" | "basic" | "extended" | "all". "all" re-fuses at load; artifacts are pre-fused anyway.
     graph_optimization: str = "all"
-    # CUDA device ordinal for cuda/tensorrt providers.
+    # CUDA device ordinal. 0 is right inside Ray actors: Ray sets CUDA_VISIBLE_DEVICES per actor.
     device_id: int = 0
-    # TensorRT fp16 kernels when the tensorrt provider is used.
-    trt_fp16: bool = True
+    # TF32 matmuls on Ampere+ GPUs: ~1e-3 relative error per product. Off, so fp32 means fp32
+    # and the fp32 probe floor holds; on, the probe floor is PROBE_MIN_COSINE["fp32-tf32"].
+    cuda_tf32: bool = False
+    # On CUDA: profile one probe pass at load and refuse when a compute node (MatMul, Attention,
+    # LayerNorm, ...) runs on the CPU (the int8 ops have no CUDA kernels, for example).
+    check_placement: bool = True
+    # OpenVINO keeps compiled kernels per input shape; this bounds that cache (entries) so a
+    # server seeing every (batch, length) pair keeps flat memory. OpenVINO's default is 5000.
+    openvino_shape_cache: int = 512
 
     def __post_init__(self) -> None:
         for name in self.providers:
-            check_field(
-                self,
-                "providers",
-                name.strip().lower() in PROVIDERS,
-                f"unknown execution provider {name!r}; expected one of {list(PROVIDERS)}",
+            key = name.strip().lower()
+            reason = (
+                "TensorRT support was removed (no TensorRT libraries in the images, no optimisation "
+                "profiles, engines rebuilt per shape); use cuda with precision fp16"
+                if key == "tensorrt"
+                else f"unknown execution provider {name!r}; expected one of {list(PROVIDERS)}"
             )
+            check_field(self, "providers", key in PROVIDERS, reason)
+        check_field(self, "backend", self.backend in BACKENDS, f"must be one of {list(BACKENDS)}")
+        check_field(
+            self,
+            "precision",
+            self.precision in RUNTIME_PRECISIONS,
+            f"must be one of {list(RUNTIME_PRECISIONS)} (int8 is an exported artifact)",
+        )
         check_field(self, "threads", self.threads >= 0, "must be >= 0 (0: one per physical core)")
         check_field(
             self,
@@ -136,6 +161,21 @@ class SessionConfig:
             f"must be one of {list(GRAPH_OPTIMIZATION_LEVELS)}",
         )
         check_field(self, "device_id", self.device_id >= 0, "must be >= 0")
+        check_field(self, "openvino_shape_cache", self.openvino_shape_cache >= 0, "must be >= 0")
+
+    @property
+    def wants_cuda(self) -> bool:
+        """True when the CUDA provider is requested."""
+        return any(p.strip().lower() == "cuda" for p in self.providers)
+
+
+# Environment prefix of SessionConfig fields (QM_SESSION_BACKEND=openvino, QM_SESSION_PRECISION=bf16, ...).
+SESSION_ENV_PREFIX = "QM_SESSION_"
+
+
+def session_config(data: Mapping[str, Any] | None = None) -> SessionConfig:
+    """SessionConfig from a mapping (YAML, Serve args) with QM_SESSION_<FIELD> environment overrides."""
+    return from_mapping(SessionConfig, data, env_prefix=SESSION_ENV_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.artifact import PROBE_MIN_COSINE, Artifact
+from embedder.artifact import Artifact
 from embedder.backbone import Backbone
-from embedder.config import BatchConfig, EncoderConfig
+from embedder.config import BatchConfig, EncoderConfig, session_config
 from embedder.errors import InvalidInput, ModelMismatch
 from embedder.pooler import Pooler
 from embedder.pooling import truncate_dims
-from embedder.probe import PROBE_TEXTS
+from embedder.probe import PROBE_TEXTS, probe_floor
+from embedder.session import RuntimeInfo
 from embedder.tokenize import TextTokenizer, Tokenized, plan_batches
 
 
@@ -31,11 +32,12 @@ class Encoded:
 class Encoder:
     """Tokenizer + Backbone + Pooler for one artifact, with fingerprint verification at load."""
 
-    def __init__(self, artifact: Artifact, config: EncoderConfig) -> None:
+    def __init__(self, artifact: Artifact, config: EncoderConfig, backbone: Backbone | None = None) -> None:
         self.artifact = artifact
         self.config = config
         self.tokenizer = TextTokenizer.from_artifact(artifact)
-        self.backbone = Backbone.from_artifact(artifact, config.session)
+        # A given backbone: a Serve model replica verifying the probe through its own session.
+        self.backbone = backbone or Backbone.from_artifact(artifact, config.session)
         self.pooler = Pooler.from_artifact(artifact)
         if config.verify_fingerprint:
             verify_probe(self)
@@ -48,16 +50,33 @@ class Encoder:
         threads: int | None = None,
         batch: BatchConfig | None = None,
         config: EncoderConfig | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
     ) -> Encoder:
-        """Load an artifact directory; raises ArtifactError / ModelMismatch / ProviderUnavailable."""
-        cfg = config or EncoderConfig()
+        """Load an artifact directory; raises ArtifactError / ModelMismatch / ProviderUnavailable.
+
+        backend: "auto" | "onnxruntime" | "openvino"; precision: "auto" | "fp32" | "bf16" | "fp16"
+        (None keeps the config's, whose default is auto). int8 stays an artifact: load the int8 one.
+        """
+        # No config: the session settings come from QM_SESSION_* (so a job or script can be switched
+        # to a backend or precision without code), else the defaults.
+        cfg = config or EncoderConfig(session=session_config())
         session = cfg.session
+        if backend is not None:
+            session = dataclasses.replace(session, backend=backend)
+        if precision is not None:
+            session = dataclasses.replace(session, precision=precision)
         if providers is not None:
             session = dataclasses.replace(session, providers=tuple(providers))
         if threads is not None:
             session = dataclasses.replace(session, threads=threads)
         cfg = dataclasses.replace(cfg, batch=batch or cfg.batch, session=session)
         return cls(Artifact.load(artifact_dir), cfg)
+
+    @property
+    def runtime(self) -> RuntimeInfo:
+        """Which backend, precision, device and CPU units produce this encoder's vectors."""
+        return self.backbone.runtime
 
     @property
     def dimension(self) -> int:
@@ -126,21 +145,28 @@ class Encoder:
         return Encoded(out, tokenized.token_counts, tokenized.truncated)
 
 
-def verify_probe(encoder: Encoder) -> None:
-    """Re-embed the probe set and refuse a model whose vectors drifted from the manifest's."""
+def probe_cosines(encoder: Encoder) -> np.ndarray:
+    """Cosine of each freshly embedded probe text to the vector stored in the artifact."""
     stored = encoder.artifact.probe_vectors
     fresh = encoder.encode(list(PROBE_TEXTS), normalize=None)
     if stored.shape != fresh.shape:
         raise ModelMismatch(f"probe vectors have shape {stored.shape}, the model gives {fresh.shape}")
-    cos = cosine_rows(stored, fresh)
-    floor = PROBE_MIN_COSINE.get(encoder.artifact.manifest.precision, 0.99999)
+    return cosine_rows(stored, fresh)
+
+
+def verify_probe(encoder: Encoder) -> None:
+    """Re-embed the probe set and refuse a model whose vectors drifted past its precision's tolerance."""
+    cos = probe_cosines(encoder)
+    runtime = encoder.runtime
+    floor = probe_floor(runtime.tolerance_key)
     if float(cos.min()) < floor:
         worst = int(cos.argmin())
         raise ModelMismatch(
             f"artifact {encoder.artifact.path} ({encoder.fingerprint}): probe text {worst} "
             f"({PROBE_TEXTS[worst][:40]!r}) embeds with cosine {cos.min():.6f} to the stored vector "
-            f"(minimum {floor} for {encoder.artifact.manifest.precision}). The runtime, tokenizer or "
-            "model differs from the one that exported this artifact; refusing to serve drifting vectors."
+            f"(minimum {floor} for {runtime.tolerance_key} on {runtime.backend}/{runtime.device}). The "
+            "runtime, tokenizer or model differs from the one that exported this artifact; refusing to "
+            "serve drifting vectors."
         )
 
 

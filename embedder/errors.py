@@ -16,7 +16,7 @@ class ModelMismatch(EmbedderError):
 
 
 class ProviderUnavailable(EmbedderError):
-    """A requested onnxruntime execution provider (CUDA, TensorRT) did not load."""
+    """A requested backend or execution provider (OpenVINO, CUDA) is not installed or did not load."""
 
 
 class InvalidInput(EmbedderError):
@@ -58,3 +58,7 @@ class TooManyTokens(InvalidInput):
 
 class IndexUnavailable(EmbedderError):
     """No index version is loaded (none published yet, or every candidate was refused)."""
+
+
+class PlacementError(ProviderUnavailable):
+    """Compute nodes of the graph run on another device than the one asked for (e.g. CPU under CUDA)."""

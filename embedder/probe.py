@@ -19,3 +19,20 @@ PROBE_TEXTS: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog. " * 3,
     "What's the difference between a Roth IRA and a traditional IRA?",
 )
+
+# Minimum cosine between re-embedded and stored probe vectors, by the precision that runs (the
+# stored vectors are the exporter's: fp32 onnxruntime on the CPU for fp32 artifacts). Set from
+# measurements (bench/results/precision_tolerance.json, `python -m bench.tolerance`):
+# - fp32: same arithmetic up to summation order (onnxruntime CPU, OpenVINO f32, CUDA without TF32).
+# - bf16: OpenVINO bf16, 8-bit mantissa; measured min 0.99998 on AVX-512 BF16 (AMD Zen 4) and
+#   0.99996 to sentence-transformers on AMX (DESIGN.md); 0.9999 leaves room for the other code path
+#   while a different model, tokenizer or corrupted weight scores far below (< 0.99).
+# - fp32-tf32: CUDA TF32 (10-bit mantissa products), ~1e-3 relative; not measured here (no GPU).
+# - fp16: fp16 artifacts, and fp32 artifacts run in fp16 on CUDA.
+# - int8: kernels differ between CPUs (VNNI vs AVX2), so it gets the most slack.
+PROBE_MIN_COSINE = {"fp32": 0.99999, "bf16": 0.9999, "fp32-tf32": 0.9995, "fp16": 0.999, "int8": 0.99}
+
+
+def probe_floor(tolerance_key: str) -> float:
+    """The probe floor for a precision key (RuntimeInfo.tolerance_key); unknown keys get fp32's."""
+    return PROBE_MIN_COSINE.get(tolerance_key, PROBE_MIN_COSINE["fp32"])

@@ -1,85 +1,116 @@
-"""The one place that builds an onnxruntime InferenceSession."""
+"""The one place that builds a model session, whatever runs it (onnxruntime CPU/CUDA, OpenVINO CPU).
+
+Everything above (tokenizer, batch planner, pooling, hand-offs, fingerprint, probe) is one code
+path: it sees a `ModelSession` with `run(output_names, feeds)` and a `RuntimeInfo` that says
+what produced the vectors (recorded in /info and every job's _SUMMARY.json).
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import onnxruntime as ort
+import numpy as np
 
 from embedder.config import SessionConfig
-from embedder.errors import ArtifactError, ProviderUnavailable
+from embedder.cpu_features import cpu_flags, matrix_units
+from embedder.errors import ProviderUnavailable
+from embedder.runtime_choice import RuntimeChoice, RuntimeRefused, choose_runtime, installed_backends
 
-PROVIDER_NAMES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-_OPT_LEVELS = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+log = logging.getLogger(__name__)
 
 
-def provider_list(config: SessionConfig, cache_dir: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """onnxruntime (provider, options) pairs for the config, CPU always last as the fallback for unsupported ops."""
-    result: list[tuple[str, dict[str, Any]]] = []
-    for name in config.providers:
-        key = name.strip().lower()
-        if key not in PROVIDER_NAMES:
-            raise ValueError(f"unknown execution provider {name!r}; expected one of {sorted(PROVIDER_NAMES)}")
-        if key == "tensorrt":
-            opts: dict[str, Any] = {
-                "device_id": config.device_id,
-                "trt_fp16_enable": config.trt_fp16,
-                # Engines take minutes to build; cache them beside the artifact.
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache_dir or Path(".")),
-            }
-            result.append((PROVIDER_NAMES[key], opts))
-        elif key == "cuda":
-            result.append((PROVIDER_NAMES[key], {"device_id": config.device_id}))
-    result.append(("CPUExecutionProvider", {}))
-    return result
+class ModelSession(Protocol):
+    """What the Backbone needs from a runtime."""
+
+    backend: str
+    placement: dict[str, dict[str, int]]
+
+    @property
+    def providers(self) -> tuple[str, ...]: ...
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-def session_options(config: SessionConfig) -> ort.SessionOptions:
-    """Thread count and graph optimisation level from the config."""
-    if config.graph_optimization not in _OPT_LEVELS:
-        raise ValueError(
-            f"graph_optimization must be one of {sorted(_OPT_LEVELS)}, got {config.graph_optimization!r}"
-        )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = config.threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
-    opts.log_severity_level = 3  # keep provider-fallback warnings out of logs; we check providers ourselves
-    return opts
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Which backend, precision, device and CPU units produce the vectors, and why they were chosen."""
+
+    backend: str
+    precision: str
+    device: str
+    providers: tuple[str, ...]
+    cpu_units: tuple[str, ...]
+    reason: str
+    cuda_tf32: bool = False
+    placement: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def tolerance_key(self) -> str:
+        """The key of PROBE_MIN_COSINE that applies (precision, with TF32 marked)."""
+        if self.precision == "fp32" and self.device == "cuda" and self.cuda_tf32:
+            return "fp32-tf32"
+        return self.precision
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form for /info and job summaries."""
+        data = asdict(self)
+        data["providers"] = list(self.providers)
+        data["cpu_units"] = list(self.cpu_units)
+        data["tolerance_key"] = self.tolerance_key
+        return data
 
 
-def create_session(model_path: str | Path, config: SessionConfig) -> ort.InferenceSession:
-    """Build a session and fail clearly when a requested GPU provider did not load.
-
-    onnxruntime silently falls back to CPU when CUDA/TensorRT cannot load, so the check is on
-    `session.get_providers()` (what the session uses), not on what the wheel could offer.
-    """
-    path = Path(model_path)
-    if not path.is_file():
-        raise ArtifactError(f"ONNX model {path} does not exist")
-    providers = provider_list(config, cache_dir=path.parent / "trt_cache")
+def resolve(config: SessionConfig, artifact_precision: str) -> RuntimeChoice:
+    """The backend and precision this config means here (auto resolved); ProviderUnavailable when refused."""
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(config), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-        raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from exc
-    active = set(session.get_providers())
-    missing = [name for name, _ in providers if name not in active]
-    if missing:
-        raise ProviderUnavailable(
-            f"requested execution provider(s) {missing} did not load (session uses {sorted(active)}; "
-            f"this onnxruntime build offers {ort.get_available_providers()}). Install onnxruntime-gpu "
-            "with matching CUDA/cuDNN, or set providers to ['cpu']."
+        return choose_runtime(
+            backend=config.backend,
+            precision=config.precision,
+            providers=[p.strip().lower() for p in config.providers],
+            artifact_precision=artifact_precision,
+            cpu_flags=cpu_flags(),
+            installed=installed_backends(),
         )
-    return session
+    except RuntimeRefused as exc:
+        raise ProviderUnavailable(str(exc)) from None
+
+
+def create_session(
+    model_path: str | Path, config: SessionConfig, artifact_precision: str = "fp32"
+) -> tuple[ModelSession, RuntimeInfo]:
+    """Build the session the config asks for; raises ArtifactError / ProviderUnavailable / PlacementError."""
+    choice = resolve(config, artifact_precision)
+    path = Path(model_path)
+    session: ModelSession
+    if choice.backend == "openvino":
+        from embedder.openvino_session import OpenVinoSession
+
+        ov_session = OpenVinoSession(path, config, choice.precision)
+        precision = ov_session.precision
+        if precision != choice.precision:
+            log.warning(
+                "OpenVINO runs %s although %s was asked (no such units on this CPU)",
+                precision,
+                choice.precision,
+            )
+        session = ov_session
+    else:
+        from embedder.ort_session import OrtSession
+
+        session = OrtSession(path, config, choice.precision)
+        precision = choice.precision
+    info = RuntimeInfo(
+        backend=choice.backend,
+        precision=precision,
+        device=choice.device,
+        providers=session.providers,
+        cpu_units=tuple(matrix_units()),
+        reason=choice.reason,
+        cuda_tf32=config.cuda_tf32 and choice.device == "cuda",
+        placement=session.placement,
+    )
+    log.info("model session: %s %s on %s (%s)", info.backend, info.precision, info.device, info.reason)
+    return session, info

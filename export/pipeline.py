@@ -27,7 +27,7 @@ from embedder.artifact import (
     Manifest,
     compute_fingerprint,
 )
-from embedder.config import EncoderConfig
+from embedder.config import EncoderConfig, SessionConfig
 from embedder.encoder import Encoder
 from embedder.errors import ExportError
 from embedder.probe import PROBE_TEXTS
@@ -74,7 +74,9 @@ def _write_tokenizer(source: SourceModel, tmp: Path) -> tuple[list[str], int]:
 
 
 def _encoder_for(tmp: Path, manifest: Manifest, probe: np.ndarray) -> Encoder:
-    config = EncoderConfig(verify_fingerprint=False)
+    # The stored probe and parity figures are the reference every runtime is compared with: always
+    # onnxruntime at the artifact's own precision, whatever auto would pick on this machine.
+    config = EncoderConfig(session=SessionConfig(backend="onnxruntime"), verify_fingerprint=False)
     return Encoder(Artifact(path=tmp, manifest=manifest, probe_vectors=probe), config)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from embedder.config import SessionConfig, from_mapping
+from embedder.config import BACKENDS, RUNTIME_PRECISIONS, session_config
 from service.config import serving_config
 from service.core import EmbedService
 from service.http import create_app
@@ -34,6 +34,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="onnxruntime intra-op threads (default: QM_SESSION_THREADS or one per core)",
     )
     p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="model runtime (default: QM_SESSION_BACKEND or auto: OpenVINO on CPUs with bf16 units when installed)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=RUNTIME_PRECISIONS,
+        default=None,
+        help="runtime precision of an fp32 artifact (default: QM_SESSION_PRECISION or auto)",
+    )
+    p.add_argument(
         "--api-key", default=None, help="Bearer key for the API routes (default: QM_SERVE_API_KEY)"
     )
     p.add_argument(
@@ -44,11 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def build(args: argparse.Namespace) -> EmbedService:
     """The service of the command-line options."""
-    session = from_mapping(
-        SessionConfig,
-        {"threads": args.threads} if args.threads is not None else None,
-        env_prefix="QM_SESSION_",
-    )
+    given = {"threads": args.threads, "backend": args.backend, "precision": args.precision}
+    session = session_config({k: v for k, v in given.items() if v is not None})
     stages = InProcessStages(args.artifact, args.index, session=session, model_name=args.model_name)
     return EmbedService(stages, serving_config({"api_key": args.api_key} if args.api_key else None))
 

@@ -164,6 +164,8 @@ class InfoResponse(BaseModel):
     pooling: str
     normalize: bool
     topology: str
+    # Which backend, precision, device and CPU units produce the vectors (and why: "reason").
+    runtime: dict[str, Any]
     ready: bool
     not_ready_reason: str | None
     index: dict[str, Any] | None

@@ -26,7 +26,7 @@ from embedder.errors import (
     TooManyTokens,
 )
 from embedder.handoff import TokenPack
-from embedder.probe import PROBE_TEXTS
+from embedder.probe import PROBE_TEXTS, probe_floor
 from embedder.tokenize import check_texts, text_problem
 from service.admission import Admission
 from service.config import ServingConfig
@@ -215,10 +215,13 @@ class EmbedService:
         """Embed the probe set through the stages, compare with the artifact; search once if indexed."""
         pack = await self.stages.tokenize(list(PROBE_TEXTS))
         served = await self.stages.encode(pack, EmbedOptions())
+        runtime = await self.stages.runtime()
+        floor = probe_floor(str(runtime.get("tolerance_key", "fp32")))
         agreement = probe_agreement(self.model.probe_vectors, served)
-        if agreement < self.model.probe_min_cosine:
+        if agreement < floor:
             raise ModelMismatch(
-                f"probe vectors through the stages agree to cosine {agreement:.6f} < {self.model.probe_min_cosine}"
+                f"probe vectors through the stages agree to cosine {agreement:.6f} < {floor} "
+                f"({runtime.get('precision')} on {runtime.get('backend')})"
             )
         if await self.stages.index_status() is not None:
             try:

@@ -64,6 +64,10 @@ class DummyStages:
         if stored is not None:
             self.stored_vectors = self._vectors_now([s["question"] for s in stored])
 
+    async def runtime(self) -> dict[str, Any]:
+        """A fixed description: the dummy model is plain numpy."""
+        return {"backend": "dummy", "precision": "fp32", "device": "cpu", "tolerance_key": "fp32"}
+
     def _forward(self, batch: TokenBatch) -> HiddenStates:
         if (batch.input_ids == POISON_ID).any():
             raise ValueError("dummy model cannot run token 13")

@@ -291,6 +291,7 @@ def create_app(service: EmbedService) -> FastAPI:
                 "pooling": m.pooling,
                 "normalize": m.normalize,
                 "topology": service.stages.topology,
+                "runtime": await service.stages.runtime(),
                 "ready": service.ready,
                 "not_ready_reason": None if service.ready else service.not_ready_reason,
                 "index": await service.stages.index_status(),

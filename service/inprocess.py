@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from embedder import storage
-from embedder.artifact import PROBE_MIN_COSINE, Artifact
+from embedder.artifact import Artifact
 from embedder.backbone import Backbone
-from embedder.config import SessionConfig
+from embedder.config import SessionConfig, session_config
 from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
 from embedder.pooler import Pooler
@@ -43,7 +43,6 @@ def model_info(artifact: Artifact, tokenizer: TextTokenizer, name: str = "") -> 
         pooling_in_graph=m.pooling_in_graph,
         vocab_size=tokenizer.vocab_size,
         probe_vectors=artifact.probe_vectors,
-        probe_min_cosine=PROBE_MIN_COSINE.get(m.precision, 0.99999),
     )
 
 
@@ -87,7 +86,7 @@ class InProcessStages(LocalTokenizer):
         self.artifact = Artifact.load(artifact_dir)
         super().__init__(TextTokenizer.from_artifact(self.artifact))
         self.model = model_info(self.artifact, self.tokenizer, model_name)
-        self.backbone = Backbone.from_artifact(self.artifact, session or SessionConfig())
+        self.backbone = Backbone.from_artifact(self.artifact, session or session_config())
         self.pooler = Pooler.from_artifact(self.artifact)
         pooled = self.model.pooling_in_graph
         forward = self.backbone.run_pooled if pooled else self.backbone.run
@@ -113,3 +112,7 @@ class InProcessStages(LocalTokenizer):
     async def index_status(self) -> dict[str, Any] | None:
         """Live index version and size, or None without an index."""
         return None if self.index is None else self.index.status()
+
+    async def runtime(self) -> dict[str, Any]:
+        """This process's session: backend, precision, device, CPU units."""
+        return self.backbone.runtime.as_dict()

@@ -28,9 +28,9 @@ class ModelInfo:
     normalize: bool
     pooling_in_graph: bool
     vocab_size: int
-    # Vectors of embedder.probe.PROBE_TEXTS stored in the artifact; /ready compares against them.
+    # Vectors of embedder.probe.PROBE_TEXTS stored in the artifact; /ready compares against them
+    # within the tolerance of the precision the model replicas run (embedder.probe.probe_floor).
     probe_vectors: np.ndarray = field(repr=False, compare=False)
-    probe_min_cosine: float = 0.99999
 
 
 @dataclass(frozen=True)
@@ -100,4 +100,8 @@ class Stages(Protocol):
 
     async def index_status(self) -> dict[str, Any] | None:
         """Live index version, size, last refusal; None when the service has no index."""
+        ...
+
+    async def runtime(self) -> dict[str, Any]:
+        """The model's runtime (embedder.session.RuntimeInfo.as_dict): backend, precision, device, CPU units."""
         ...

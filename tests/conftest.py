@@ -10,6 +10,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite's exactness checks (parity 0.99999, byte-equal reruns) are fp32 properties, so the
+# model runs on onnxruntime fp32 unless a test forces a backend/precision itself (the OpenVINO
+# and bf16 paths have their own tests; `auto` is tested by feeding CPU flags). Without this, a
+# machine with AVX-512 BF16 or AMX and the openvino extra would run every test in bf16.
+os.environ.setdefault("QM_SESSION_BACKEND", "onnxruntime")
 
 
 @pytest.fixture(scope="session")

@@ -66,11 +66,11 @@ def test_integral_floats_and_numeric_strings_are_integers() -> None:
 def test_misspelt_boolean_in_environment_is_refused_with_the_accepted_words(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("QM_SESSION_TRT_FP16", "ture")
+    monkeypatch.setenv("QM_SESSION_CUDA_TF32", "ture")
     with pytest.raises(ConfigError) as err:
         from_mapping(SessionConfig, None, "QM_SESSION_")
     message = str(err.value)
-    assert message.startswith("environment variable QM_SESSION_TRT_FP16='ture': expected a boolean")
+    assert message.startswith("environment variable QM_SESSION_CUDA_TF32='ture': expected a boolean")
     for word in ("true", "false", "1", "0", "yes", "no", "on", "off"):
         assert word in message
 
@@ -98,10 +98,10 @@ def test_boolean_words_are_accepted_case_insensitively(
 
 
 def test_non_boolean_mapping_value_for_a_boolean_is_refused() -> None:
-    assert from_mapping(SessionConfig, {"trt_fp16": False}).trt_fp16 is False
-    assert from_mapping(SessionConfig, {"trt_fp16": "off"}).trt_fp16 is False
-    with pytest.raises(ConfigError, match=r"SessionConfig\.trt_fp16=3 \(from mapping\): expected a boolean"):
-        from_mapping(SessionConfig, {"trt_fp16": 3})
+    assert from_mapping(SessionConfig, {"cuda_tf32": False}).cuda_tf32 is False
+    assert from_mapping(SessionConfig, {"cuda_tf32": "off"}).cuda_tf32 is False
+    with pytest.raises(ConfigError, match=r"SessionConfig\.cuda_tf32=3 \(from mapping\): expected a boolean"):
+        from_mapping(SessionConfig, {"cuda_tf32": 3})
 
 
 def test_out_of_range_mapping_value_is_refused_naming_the_field() -> None:
