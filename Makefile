@@ -35,3 +35,16 @@ bench: $(VENV_STAMP)
 
 clean:
 	rm -rf artifacts indexes runs build
+
+# The GPU path end to end on one GPU (docs/gpu.md): CUDA placement, probe cosines, the bulk job,
+# Serve, the gpu-marked tests, against the issue's goals; JSON into GPU_CHECK_OUT. Without a
+# usable CUDA GPU it prints one line and succeeds. Ray runs inside loopback-only where it exists.
+GPU_CHECK_OUT ?= build/gpu-check
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check
+gpu-check: $(VENV_STAMP)
+	@if [ -x ../shared/bin/loopback-only ]; then \
+	  ../shared/bin/loopback-only $(PY) scripts/gpu_check.py $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS); \
+	else \
+	  $(PY) scripts/gpu_check.py $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS); \
+	fi

@@ -59,3 +59,18 @@ def minilm_fused_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("minilm") / "fused"
     run_export(ExportRequest(model_dir=minilm_dir, out_dir=out, pooling_in_graph=True), log=lambda *_: None)
     return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu`-marked tests unless a CUDA GPU is usable: nvidia-smi answers and onnxruntime's
+    CUDA provider loads with all its libraries (checked once, only when such tests are collected)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    from bench.gpu_smi import cuda_unusable_reason
+
+    reason = cuda_unusable_reason()
+    if reason:
+        skip = pytest.mark.skip(reason=f"no usable CUDA GPU: {reason}")
+        for item in gpu_items:
+            item.add_marker(skip)
