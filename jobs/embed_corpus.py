@@ -7,6 +7,11 @@ all-or-nothing write); the driver then commits the shard with a marker object. R
 command resumes; a retried shard rewrites the same file, so every good row lands in the output
 exactly once. A lease on the output refuses a second run on it while the first is alive.
 
+`--device gpu` runs the pool on GPU nodes with the CUDA provider and GPU-sized batches; each
+actor call takes several shards and overlaps their reads and writes with the model. The job
+asks the autoscaler for the GPU nodes the pool needs and waits for them (--gpu-wait-seconds),
+so a cluster whose GPU type starts at zero nodes works; a cluster that cannot grow fails at once.
+
 `--previous P` makes the run incremental (jobs/incremental.py): rows whose exact text was embedded
 in the complete earlier run P with the same artifact take P's vector, only new or changed texts go
 through the model, and the output is still a complete, self-contained run of the current input.
