@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedder.config import BACKENDS, RUNTIME_PRECISIONS
 from embedder.encoder import Encoder
 from embedder.errors import EmbedderError
 
@@ -22,11 +23,25 @@ def main(argv: list[str] | None = None) -> int:
     enc.add_argument("--input", required=True, type=Path, help="UTF-8 text file, one text per line")
     enc.add_argument("--output", required=True, type=Path, help=".npy file to write")
     enc.add_argument("--threads", type=int, default=0)
+    enc.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="model runtime (default: QM_SESSION_BACKEND or auto: OpenVINO where the CPU has bf16 units)",
+    )
+    enc.add_argument(
+        "--precision",
+        choices=RUNTIME_PRECISIONS,
+        default=None,
+        help="runtime precision of an fp32 artifact (default: QM_SESSION_PRECISION or auto)",
+    )
     enc.add_argument("--no-truncate", action="store_true", help="fail on texts longer than the max length")
     args = parser.parse_args(argv)
     try:
         lines = args.input.read_text(encoding="utf-8").splitlines()
-        encoder = Encoder.load(args.artifact, threads=args.threads)
+        encoder = Encoder.load(
+            args.artifact, threads=args.threads, backend=args.backend, precision=args.precision
+        )
         started = time.perf_counter()
         result = encoder.encode_detailed(lines, truncate=not args.no_truncate)
     except (OSError, EmbedderError) as exc:
@@ -37,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(
         f"encoded {len(lines)} texts -> {args.output} shape={result.vectors.shape} "
-        f"truncated={int(result.truncated.sum())} in {seconds:.2f}s fingerprint={encoder.fingerprint}"
+        f"truncated={int(result.truncated.sum())} in {seconds:.2f}s fingerprint={encoder.fingerprint} "
+        f"runtime={encoder.runtime.backend}/{encoder.runtime.precision} ({encoder.runtime.reason})"
     )
     return 0
 

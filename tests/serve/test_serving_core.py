@@ -161,7 +161,7 @@ def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
     app = ServeDeploySchema.model_validate(raw).applications[0]
     args = AppArgs.model_validate(app.args)
     assert app.import_path == "deployments.app:build_app" and resolve_topology(args) == "inline"
-    assert resolve_topology(args.model_copy(update={"num_gpus": 1.0})) == "graph"
+    assert resolve_topology(args.model_copy(update={"num_gpus": 1.0})) == "fused"
     assert (
         args.session.get("threads", 0) > 0 and args.session.get("allow_spinning") is False
     )  # never 0 threads
@@ -172,7 +172,13 @@ def test_serve_config_in_git_is_a_valid_deploy_config() -> None:
 
 
 def test_inline_on_cpu_gets_its_measured_layout_unless_told_otherwise() -> None:
-    from deployments.app import INLINE_CPU_BATCHING, INLINE_CPU_SESSION, AppArgs, inline_options
+    from deployments.app import (
+        INLINE_CPU_BATCHING,
+        INLINE_CPU_SESSION,
+        AppArgs,
+        inline_options,
+        with_gpu_profile,
+    )
 
     opts, inline = inline_options(AppArgs(artifact="a"), None)
     assert inline["session"] == INLINE_CPU_SESSION and inline["batching"] == INLINE_CPU_BATCHING
@@ -181,5 +187,23 @@ def test_inline_on_cpu_gets_its_measured_layout_unless_told_otherwise() -> None:
     own = AppArgs(artifact="a", session={"threads": 2}, batching={"workers": 1})
     assert inline_options(own, None)[1]["session"] == {"threads": 2}
     assert inline_options(own, None)[1]["batching"] == {"workers": 1}
-    gpu_opts, gpu_inline = inline_options(AppArgs(artifact="a", num_gpus=1), None)
-    assert gpu_inline["session"] is None and gpu_opts["ray_actor_options"]["num_gpus"] == 1
+    gpu_opts, gpu_inline = inline_options(with_gpu_profile(AppArgs(artifact="a", num_gpus=1)), None)
+    assert gpu_inline["session"] == {"providers": ["cuda"]} and gpu_opts["ray_actor_options"]["num_gpus"] == 1
+
+
+def test_a_reserved_gpu_means_cuda_and_gpu_batching_and_a_cpu_session_there_is_refused() -> None:
+    from deployments.app import AppArgs, with_gpu_profile
+    from embedder.config import GPU_BATCH_TOKENS
+
+    gpu = with_gpu_profile(AppArgs(artifact="a", num_gpus=1))
+    assert gpu.session["providers"] == ["cuda"]
+    assert gpu.batching["batch"]["batch_tokens"] == GPU_BATCH_TOKENS  # not the CPU's 1,024
+    with pytest.raises(ValueError, match=r"num_gpus=1.0 reserves a GPU, but session.providers=\['cpu'\]"):
+        with_gpu_profile(AppArgs(artifact="a", num_gpus=1, session={"providers": ["cpu"]}))
+    # Rehearsing on fake GPU nodes is allowed only when asked for by name.
+    stand_in = AppArgs(artifact="a", num_gpus=1, session={"providers": ["cpu"]}, cpu_stand_in_for_gpu=True)
+    assert with_gpu_profile(stand_in).session["providers"] == ["cpu"]
+    # Batching the user set is kept.
+    assert with_gpu_profile(AppArgs(artifact="a", num_gpus=1, batching={"workers": 2})).batching == {
+        "workers": 2
+    }
