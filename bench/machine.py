@@ -1,39 +1,38 @@
-"""What machine a benchmark ran on: CPU model and the SIMD flags that decide int8 speed."""
+"""What machine a benchmark ran on: CPU model and the flags that decide bf16 / int8 speed."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 from typing import Any
 
-_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "fma", "f16c")
+from embedder.cpu_features import RECORDED_FLAGS, cpu_model_and_flags, has_bf16_units, matrix_units
 
 
 def read_cpuinfo() -> tuple[str, set[str]]:
-    """CPU model name and flag set from /proc/cpuinfo (platform.processor() and no flags elsewhere)."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model, flags
+    """CPU model name and flag set (embedder.cpu_features reads /proc/cpuinfo once)."""
+    model, flags = cpu_model_and_flags()
+    return model or platform.processor() or "unknown", set(flags)
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count and relevant flags (read from /proc/cpuinfo when present)."""
+    """CPU model, core count, recorded flags, matrix units and runtime versions."""
     model, flags = read_cpuinfo()
     import onnxruntime
 
-    return {
+    info: dict[str, Any] = {
         "cpu_model": model,
         "cpu_count": os.cpu_count(),
-        "cpu_flags": sorted(f for f in _FLAGS_OF_INTEREST if f in flags),
+        "cpu_flags": sorted(f for f in RECORDED_FLAGS if f in flags),
+        "matrix_units": matrix_units(frozenset(flags)),
+        "bf16_units": has_bf16_units(flags),
         "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
     }
+    if importlib.util.find_spec("openvino") is not None:
+        import openvino
+
+        info["openvino"] = openvino.__version__.split("-")[0]
+    return info
