@@ -200,6 +200,7 @@ def _package_info(package_dir: Path) -> tuple[str, str, str | None]:
 
 
 @functools.cache
+@functools.lru_cache(maxsize=1)
 def preload_cuda_libraries() -> str:
     """Run onnxruntime.preload_dlls() once per process (where this onnxruntime has it); return
     what it printed. The session factory must call this before a CUDA session: the provider has

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from embedder.config import SessionConfig
+from embedder.cuda_libs import preload_cuda_libraries
 from embedder.errors import ArtifactError, PlacementError, ProviderUnavailable
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -173,6 +174,10 @@ class OrtSession:
         check = config.wants_cuda and config.check_placement
         with tempfile.TemporaryDirectory(prefix="qm-profile-") as tmp:
             prefix = os.path.join(tmp, "placement") if check else None
+            if config.wants_cuda:
+                # onnxruntime-gpu[cuda,cudnn] ships CUDA/cuDNN as pip packages its provider cannot
+                # find by itself; preload them (once per process) before the session asks.
+                preload_cuda_libraries()
             model: str | bytes = str(path)
             if precision == "fp16" and config.wants_cuda:
                 model = fp16_model_bytes(path)

@@ -33,7 +33,16 @@ from tqdm import tqdm
 
 from embedder import storage
 from embedder.artifact import Artifact
-from embedder.config import PROVIDERS, BatchConfig, ConfigError, batch_defaults, check_field, from_mapping
+from embedder.config import (
+    BACKENDS,
+    PROVIDERS,
+    RUNTIME_PRECISIONS,
+    BatchConfig,
+    ConfigError,
+    batch_defaults,
+    check_field,
+    from_mapping,
+)
 from embedder.corpus import (
     ColumnSpec,
     Shard,
@@ -69,6 +78,13 @@ class JobConfig:
     # onnxruntime execution providers of the actors; None = ("cuda",) on gpu, ("cpu",) on cpu.
     # With device gpu the list must hold "cuda": a CPU session on a reserved GPU would waste it.
     providers: tuple[str, ...] | None = None
+    # Model runtime and precision (embedder.runtime_choice): None = the nodes' QM_SESSION_BACKEND /
+    # QM_SESSION_PRECISION, else auto (OpenVINO bf16 on CPUs with AMX / AVX-512 BF16 when the
+    # openvino extra is installed, onnxruntime fp32 elsewhere; fp32 on CUDA unless fp16 is asked).
+    backend: str | None = None
+    precision: str | None = None
+    # CUDA TF32 matmuls (faster on Ampere+, ~1e-3 relative; the probe then uses its TF32 floor).
+    cuda_tf32: bool = False
     # Only for rehearsing GPU scheduling on a fake cluster (tests, cluster/autoscale-local.yaml):
     # actors reserve GPUs as with device gpu but run the providers given (e.g. cpu), so the
     # vectors come from the CPU. Never set it for a real run.
@@ -128,6 +144,13 @@ class JobConfig:
         for name in ("shard_rows", "threads_per_actor", "shards_per_call"):
             check_field(self, name, getattr(self, name) >= 0, "must be >= 0 (0: automatic)")
         check_field(self, "gpu_wait_seconds", self.gpu_wait_seconds >= 0, "must be >= 0")
+        check_field(self, "backend", self.backend in (None, *BACKENDS), f"must be one of {list(BACKENDS)}")
+        check_field(
+            self,
+            "precision",
+            self.precision in (None, *RUNTIME_PRECISIONS),
+            f"must be one of {list(RUNTIME_PRECISIONS)} (int8 is an exported artifact)",
+        )
         self._check_providers()
         check_field(self, "gpus_per_actor", self.gpus_per_actor > 0, "must be > 0")
         if self.cpus_per_actor is not None:
@@ -232,6 +255,9 @@ def map_batches_kwargs(
             "threads": actor_threads(cfg),
             "batch": cfg.batch,
             "reuse": reuse,  # incremental runs: object ref of the ReuseIndex
+            "backend": cfg.backend,
+            "precision": cfg.precision,
+            "cuda_tf32": cfg.cuda_tf32 or None,
         },
     }
     if gpu:
@@ -464,6 +490,7 @@ def stats_from_row(row: dict[str, Any]) -> ShardStats:
         encode_seconds=float(row["encode_seconds"]),
         rows_reused=int(row["rows_reused"]),
         reuse_seconds=float(row["reuse_seconds"]),
+        runtime=str(row.get("runtime", "")),
     )
 
 
@@ -536,7 +563,18 @@ def make_summary(
         "output": state.output.uri,
         "quarantine": state.output.child(QUARANTINE_DIR).uri,
         "config": config_record(cfg),
+        # Which backend / precision / CPU units made the vectors, with the shards each made.
+        "runtimes": runtime_counts(done),
     }
+
+
+def runtime_counts(done: list[ShardStats]) -> dict[str, int]:
+    """Shards per runtime label (more than one when nodes differ, e.g. AMX and AVX2 workers under auto)."""
+    counts: dict[str, int] = {}
+    for s in done:
+        label = s.runtime or "unrecorded"
+        counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def one_line(summary: dict[str, Any]) -> str:
@@ -564,7 +602,7 @@ def one_line(summary: dict[str, Any]) -> str:
         f"({summary['rows_quarantined']} quarantined, {summary['rows_truncated']} truncated, "
         f"{summary['tokens']} tokens){incremental} "
         f"in {summary['wall_seconds']:.1f} s, {summary['rows_per_second']:.0f} rows/s{resumed} "
-        f"-> {summary['output']} [{summary['fingerprint']}]"
+        f"-> {summary['output']} [{summary['fingerprint']}] by {', '.join(summary.get('runtimes') or ['?'])}"
     )
 
 
@@ -590,6 +628,23 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     p.add_argument(
         "--providers",
         help="comma-separated onnxruntime providers of the actors (cpu, cuda); default: cuda on gpu, cpu on cpu",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="model runtime; default: QM_SESSION_BACKEND or auto (OpenVINO on CPUs with AMX / AVX-512 "
+        "BF16 when installed, else onnxruntime)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=RUNTIME_PRECISIONS,
+        help="runtime precision of an fp32 artifact: bf16 (CPU, OpenVINO), fp16 (CUDA); default: auto",
+    )
+    p.add_argument(
+        "--cuda-tf32",
+        action="store_const",
+        const=True,
+        help="allow TF32 matmuls on CUDA (faster on Ampere+, ~1e-3 relative); default: off",
     )
     p.add_argument(
         "--cpu-stand-in-for-gpu",

@@ -69,6 +69,9 @@ class ShardStats:
     # spent looking them up and reading them (markers written before these existed read as 0).
     rows_reused: int = 0
     reuse_seconds: float = 0.0
+    # What embedded the shard: "backend/precision/device" plus the CPU's matrix units, e.g.
+    # "openvino/bf16/cpu amx_bf16,amx_int8" (markers written before this existed read as "").
+    runtime: str = ""
 
 
 def done_marker(output: storage.Location, shard_id: str) -> storage.Location:

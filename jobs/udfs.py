@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from embedder import Encoder, storage
-from embedder.config import BatchConfig
+from embedder.config import BatchConfig, EncoderConfig, session_config
 from embedder.corpus import (
     ColumnSpec,
     Shard,
@@ -31,6 +31,7 @@ from embedder.corpus import (
     split_rows,
 )
 from embedder.errors import EmbedderError, ModelMismatch
+from embedder.session import RuntimeInfo
 from embedder.tokenize import Tokenized
 from jobs.embed_output import embeddings_table, write_shard_outputs
 from jobs.incremental import ReuseIndex, resolve_reuse, text_hashes
@@ -261,6 +262,11 @@ def _outcome(future: Future[ShardStats]) -> Outcome:
         return exc
 
 
+def runtime_label(runtime: RuntimeInfo) -> str:
+    """One string per runtime for shard markers: "backend/precision/device units" (what made the vectors)."""
+    return f"{runtime.backend}/{runtime.precision}/{runtime.device} {','.join(runtime.cpu_units) or '-'}"
+
+
 class EmbedShards:
     """map_batches UDF: loads the artifact once per actor, verifies its fingerprint, embeds shards.
 
@@ -278,9 +284,24 @@ class EmbedShards:
         batch: BatchConfig | None = None,
         reuse: Any = None,
         pipelined: bool = True,
+        backend: str | None = None,
+        precision: str | None = None,
+        cuda_tf32: bool | None = None,
     ) -> None:
+        # None: the node's QM_SESSION_* environment, else auto (embedder.runtime_choice).
+        session = session_config({"cuda_tf32": cuda_tf32} if cuda_tf32 is not None else None)
+        config = EncoderConfig(session=session)
         # Encoder.load re-embeds the probe set, so a drifting runtime on this node refuses to start.
-        self.encoder = Encoder.load(artifact, providers=providers, threads=threads, batch=batch)
+        self.encoder = Encoder.load(
+            artifact,
+            providers=providers,
+            threads=threads,
+            batch=batch,
+            config=config,
+            backend=backend,
+            precision=precision,
+        )
+        self.runtime = runtime_label(self.encoder.runtime)
         if self.encoder.fingerprint != fingerprint:
             raise ModelMismatch(
                 f"artifact {artifact} on this node has fingerprint {self.encoder.fingerprint}, "
@@ -308,7 +329,7 @@ class EmbedShards:
                 stats.append(ShardStats(shard.shard_id, shard.rows, 0, 0, 0, 0))
                 errors.append(str(outcome) or type(outcome).__name__)
             else:
-                stats.append(outcome)
+                stats.append(dataclasses.replace(outcome, runtime=self.runtime))
                 errors.append("")
         out = {f.name: np.array([getattr(s, f.name) for s in stats]) for f in dataclasses.fields(ShardStats)}
         out[ERROR_FIELD] = np.array(errors, dtype=object)

@@ -108,6 +108,9 @@ def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
     assert on_disk["rows_truncated"] == int(expected.truncated.sum()) > 0
     assert on_disk["tokens"] == int(np.minimum(expected.token_counts, enc.max_seq_length).sum())
     assert on_disk["fingerprint"] == enc.fingerprint == summary["fingerprint"]
+    # Every shard says what embedded it (the suite pins onnxruntime: tests/conftest.py).
+    assert list(on_disk["runtimes"]) == [f"onnxruntime/fp32/cpu {','.join(enc.runtime.cpu_units) or '-'}"]
+    assert sum(on_disk["runtimes"].values()) == on_disk["shards"]
     # The index builder's reader accepts the output as is.
     info = inspect_embeddings(out)
     assert info.count == len(good_positions) and info.fingerprint == enc.fingerprint
@@ -357,3 +360,31 @@ def test_an_actor_bundle_must_fit_inside_one_node() -> None:
     assert autoscaling_from_status(FIXED, v2=False) == "fixed"
     assert autoscaling_from_status({"load_metrics_report": {}}, v2=False) == "unknown"  # monitor starting
     assert autoscaling_from_status(None, v2=True) == "autoscaler"  # KubeRay's v2 autoscaler
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_bf16_run_says_so_and_its_vectors_stay_within_the_bf16_tolerance(
+    local_ray: None, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    """--backend openvino --precision bf16: the summary names the runtime that made the vectors,
+    and each vector is within the documented bf16 tolerance of the fp32 encoder's."""
+    pytest.importorskip("openvino")
+    from embedder.encoder import cosine_rows
+    from embedder.probe import PROBE_MIN_COSINE
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pq.read_table(SAMPLE).slice(0, 120), src)
+    cfg = JobConfig(
+        str(tiny_artifact), str(src), str(tmp_path / "out"), shard_rows=60, max_actors=1,
+        keep_columns=("question",), backend="openvino", precision="bf16", progress=False,
+    )  # fmt: skip
+    summary = run(cfg)
+    (label,) = summary["runtimes"]
+    assert label.startswith("openvino/") and summary["config"]["precision"] == "bf16"
+    table = read_output(tmp_path / "out").sort_by("id")
+    fp32 = Encoder.load(tiny_artifact, backend="onnxruntime", precision="fp32")
+    expected = fp32.encode(table.column("question").to_pylist())
+    got = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    ran = label.split("/")[1]
+    assert cosine_rows(expected, got).min() >= PROBE_MIN_COSINE[ran]
