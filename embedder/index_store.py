@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from embedder import storage
 from embedder.cache import fetch_dir, file_digest, root_key
 from embedder.errors import IndexInvalid
+from embedder.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
 from embedder.index import VectorIndex
 
 INDEX_FILE = "index.faiss"
@@ -70,6 +71,9 @@ class IndexManifest:
     # How `build_index --update` made this version: {"mode": "update" | "rebuild" | "retrain",
     # "reason", "from_version", row counts}; None for a plain build.
     update: dict[str, Any] | None = None
+    # Filter columns stored in filters.parquet (embedder/filter_columns.py): name -> {"type":
+    # "string" | "int" | "timestamp", "dtype", "values" (distinct strings), "unit"}; {} = none.
+    filters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialised manifest."""
@@ -94,6 +98,7 @@ class LoadedIndex:
     index: VectorIndex
     manifest: IndexManifest
     metadata: pa.Table
+    filters: FilterTable = EMPTY
 
 
 def new_version_name() -> str:
@@ -153,6 +158,8 @@ def verify_version(path: str | os.PathLike[str] | storage.Location, digests: boo
         manifest = IndexManifest.from_json(storage.read_text(loc.child(MANIFEST_FILE)))
     except (ValueError, TypeError) as exc:
         raise IndexInvalid(f"{loc.child(MANIFEST_FILE)} is unreadable: {exc}") from exc
+    if manifest.filters and FILTERS_FILE not in listed:
+        raise IndexInvalid(f"index version {loc} is incomplete: missing {[FILTERS_FILE]}")
     for name, expected in manifest.files.items():
         got = listed.get(name)
         if got is None or got.size != expected.get("size"):
@@ -175,7 +182,8 @@ def _record_files(staged: Path) -> IndexManifest:
     manifest = IndexManifest.from_json((staged / MANIFEST_FILE).read_text(encoding="utf-8"))
     files = {
         name: {"size": (staged / name).stat().st_size, "sha256": file_digest(staged / name)}
-        for name in (INDEX_FILE, METADATA_FILE)
+        for name in (INDEX_FILE, METADATA_FILE, FILTERS_FILE)
+        if (staged / name).is_file()
     }
     manifest = dataclasses.replace(manifest, files=files)
     (staged / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
@@ -280,7 +288,10 @@ def _open(path: Path, version: str, manifest: IndexManifest, mmap: bool = False)
         )
     names = pq.read_schema(path / METADATA_FILE).names
     metadata = pq.read_table(path / METADATA_FILE, columns=[n for n in names if n != VECTOR_HASH])
-    return LoadedIndex(version=version, path=path, index=index, manifest=manifest, metadata=metadata)
+    filters = load_filters(path / FILTERS_FILE, manifest.count) if manifest.filters else EMPTY
+    return LoadedIndex(
+        version=version, path=path, index=index, manifest=manifest, metadata=metadata, filters=filters
+    )
 
 
 def read_vector_hashes(loaded: LoadedIndex) -> pa.Table | None:

@@ -13,6 +13,8 @@ import numpy as np
 
 from embedder import index_store
 from embedder.errors import InvalidInput, ModelMismatch
+from embedder.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
+from embedder.filters import Filter, evaluate
 from embedder.index_store import IndexManifest, LoadedIndex
 
 
@@ -23,6 +25,10 @@ class Searcher:
         # Metadata stays in Arrow: opening a new version (hot swap) costs no per-row Python objects;
         # each search converts only the rows it returns.
         self.loaded = loaded
+        # Filtered searches may gather rows (embedder/filtered_search.py): IVF needs its row map,
+        # built here, before the version goes live, never under a search.
+        self.gather_bytes = ensure_gatherable(loaded.index) if loaded.filters.columns else 0
+        self.filter_config = FilterSearchConfig()
 
     @classmethod
     def open(
@@ -67,10 +73,35 @@ class Searcher:
         """The version's manifest."""
         return self.loaded.manifest
 
+    @property
+    def filter_schema(self) -> dict[str, str]:
+        """Filter column name -> kind ("string" | "int" | "timestamp") of this version."""
+        return dict(self.loaded.filters.schema())
+
+    @property
+    def memory_bytes(self) -> int:
+        """Resident bytes of this version: index file, metadata table, filter columns, row map."""
+        path = self.loaded.path / index_store.INDEX_FILE
+        index_bytes = path.stat().st_size if path.is_file() else 0
+        return int(index_bytes + self.loaded.metadata.nbytes + self.loaded.filters.nbytes + self.gather_bytes)
+
     def search(
         self, query_vectors: np.ndarray, top_k: int = 10, min_score: float | None = None
     ) -> list[list[dict[str, Any]]]:
         """Per query, up to top_k matches best first: {"id", "score", <metadata columns>}."""
+        return self.search_within(query_vectors, top_k, None, min_score)[0]
+
+    def search_within(
+        self,
+        query_vectors: np.ndarray,
+        top_k: int = 10,
+        flt: Filter | None = None,
+        min_score: float | None = None,
+    ) -> tuple[list[list[dict[str, Any]]], int | None]:
+        """Matches per query among the rows `flt` selects (all rows without one), and how many it selected.
+
+        With a filter every query gets min(top_k, selected) matches (before min_score).
+        """
         q = np.asarray(query_vectors)
         if q.ndim != 2 or q.shape[1] != self.dimension:
             raise InvalidInput(f"query vectors must have shape (n, {self.dimension}), got {q.shape}")
@@ -78,15 +109,27 @@ class Searcher:
             raise InvalidInput(f"top_k must be a positive integer, got {top_k!r}", field="top_k")
         if not np.isfinite(q).all():
             raise InvalidInput("query vectors contain NaN or infinity")
-        if len(q) == 0:
-            return []
-        scores, rows = self.loaded.index.search(q, min(int(top_k), max(self.size, 1)))
+        selected: int | None = None
+        if flt is not None:
+            hits = search_filtered(
+                self.loaded.index, q, int(top_k), evaluate(flt, self.loaded.filters), self.filter_config
+            )
+            scores, rows, selected = hits.scores, hits.rows, hits.selected
+        elif len(q) == 0:
+            return [], None
+        else:
+            scores, rows = self.loaded.index.search(q, min(int(top_k), max(self.size, 1)))
+        return self._records(scores, rows, min_score), selected
+
+    def _records(
+        self, scores: np.ndarray, rows: np.ndarray, min_score: float | None
+    ) -> list[list[dict[str, Any]]]:
         keep = (rows >= 0) if min_score is None else (rows >= 0) & (scores >= min_score)
-        # -1 rows mean fewer than k results exist (tiny index, sparse IVF lists).
+        # -1 rows mean fewer than k results exist (tiny index, sparse IVF lists, a narrow filter).
         records = self.loaded.metadata.take(rows[keep]).to_pylist()
         out: list[list[dict[str, Any]]] = []
         taken = 0
-        for qi in range(len(q)):
+        for qi in range(len(rows)):
             matches = []
             for score in scores[qi][keep[qi]].tolist():
                 matches.append({"id": records[taken].pop("id"), "score": float(score), **records[taken]})

@@ -1,7 +1,7 @@
 """Embeddings parquet -> versioned FAISS index directory; flips CURRENT only after verifying.
 
     python -m jobs.build_index --embeddings runs/emb --out indexes/faq [--factory auto|<faiss factory>]
-        [--metric ip|l2] [--shards N]
+        [--metric ip|l2] [--shards N] [--filter-columns category,language,updated]
     python -m jobs.build_index --out indexes/faq --rollback
     python -m jobs.build_index --embeddings runs/emb2 --out indexes/faq --update   (jobs/index_update.py)
 
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from embedder import index_store, storage
 from embedder.config import ConfigError, from_mapping
 from embedder.errors import EmbedderError, IndexInvalid
+from embedder.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
 from embedder.index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
 from embedder.index_store import IndexManifest
 from jobs.embeddings_io import (
@@ -96,14 +97,17 @@ def build(
     shards: int = 0,
     cfg: IndexConfig | None = None,
     update_note: dict[str, Any] | None = None,
+    filter_columns: Sequence[str] = (),
 ) -> BuildResult:
     """Build a new version under `out` from an embeddings directory and make it CURRENT.
 
     `update_note`: recorded as the manifest's `update` when `--update` fell back to this full build.
+    `filter_columns`: passthrough columns stored in their compact form for filtered /match.
     """
     cfg = cfg or IndexConfig()
     started = time.perf_counter()
     info = inspect_embeddings(embeddings)
+    filters = filter_kinds(info, filter_columns)  # refuse a bad column before any work
     # Shards merge inverted lists, so a sharded build is IVF even where auto would pick Flat.
     chosen = choose_factory(info.count, info.dimension, cfg) if factory == "auto" else factory
     if factory == "auto" and shards > 1 and chosen == "Flat":
@@ -145,6 +149,7 @@ def build(
             cfg=cfg,
             shards=max(shards, 1),
             update=update_note,
+            filters=filters,
         )
         path = index_store.publish(out, staged, version).uri
     except BaseException:
@@ -166,9 +171,18 @@ def save_version(
     cfg: IndexConfig,
     shards: int,
     update: dict[str, Any] | None,
+    filters: dict[str, Kind] | None = None,
 ) -> IndexManifest:
-    """Write index.faiss and manifest.json into a staged version (full builds and updates alike)."""
+    """Write index.faiss, filters.parquet (if asked) and manifest.json into a staged version.
+
+    The filter columns are read back from the staged metadata.parquet, so they follow its row
+    order (= FAISS ids) in full builds and updates alike.
+    """
     size = index.save(staged / index_store.INDEX_FILE)
+    described: dict[str, dict[str, Any]] = {}
+    if filters:
+        table = pq.read_table(staged / index_store.METADATA_FILE, columns=list(filters))
+        described = write_filters(table, filters, staged / FILTERS_FILE)
     manifest = IndexManifest(
         factory=factory,
         metric=metric,
@@ -186,9 +200,19 @@ def save_version(
         shards=shards,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         update=update,
+        filters=described,
     )
     (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
+
+
+def filter_kinds(info: EmbeddingsInfo, names: Sequence[str]) -> dict[str, Kind]:
+    """Kinds of the asked filter columns, checked against the embeddings' schema."""
+    if not names:
+        return {}
+    if not info.files:
+        raise IndexInvalid("no embeddings files to take filter columns from")
+    return check_filter_columns(list(names), storage.parquet_file(info.files[0]).schema_arrow)
 
 
 def _pass_one(
@@ -274,6 +298,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--metric", choices=["ip", "l2"], help="default ip; with --update: the live version's")
     p.add_argument("--shards", type=int, default=0, help="add vectors on N Ray actors, then merge")
+    p.add_argument(
+        "--filter-columns",
+        default=None,
+        help="comma-separated passthrough columns to filter /match on (strings, integers, timestamps); "
+        "with --update: default the live version's",
+    )
     p.add_argument("--rollback", action="store_true", help="point CURRENT at the previous version")
     p.add_argument(
         "--update",
@@ -281,6 +311,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="next version from CURRENT: reuse its trained index, add new/changed rows, remove deleted ids",
     )
     return p.parse_args(argv)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,13 +333,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from jobs.index_shards import ensure_ray
 
             ensure_ray()
+        columns = _split(args.filter_columns)
         if args.update:
             from jobs.index_update import update
 
-            line = update(args.embeddings, args.out, args.factory, args.metric, args.shards, cfg).summary()
+            line = update(
+                args.embeddings, args.out, args.factory, args.metric, args.shards, cfg, columns
+            ).summary()
         else:
             factory, metric = args.factory or "auto", args.metric or "ip"
-            line = build(args.embeddings, args.out, factory, metric, args.shards, cfg).summary()
+            line = build(
+                args.embeddings, args.out, factory, metric, args.shards, cfg, filter_columns=columns or ()
+            ).summary()
     except (EmbedderError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ the update started from.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from embedder import index_store
+from embedder.filter_columns import Kind
 from embedder.index import (
     ExactKnn,
     IndexConfig,
@@ -51,7 +53,7 @@ from embedder.index import (
     tune_search,
 )
 from embedder.index_store import LoadedIndex
-from jobs.build_index import BuildResult, K, _pass_one, build, save_version
+from jobs.build_index import BuildResult, K, _pass_one, build, filter_kinds, save_version
 from jobs.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 
 
@@ -169,14 +171,23 @@ def update(
     metric: str | None = None,
     shards: int = 0,
     cfg: IndexConfig | None = None,
+    filter_columns: Sequence[str] | None = None,
 ) -> UpdateResult:
-    """Make the next version from CURRENT and the new embeddings (see the module docstring)."""
+    """Make the next version from CURRENT and the new embeddings (see the module docstring).
+
+    `filter_columns`: None keeps the live version's filter columns.
+    """
     cfg = cfg or IndexConfig()
     live = index_store.current_version(out)
     if live is None:
-        return _rebuild("no CURRENT version to update", None, embeddings, out, factory, metric, shards, cfg)
+        return _rebuild(
+            "no CURRENT version to update", None, embeddings, out, factory, metric, shards, cfg,
+            columns=filter_columns or (),
+        )  # fmt: skip
     loaded = index_store.open_version(out, live)
     info = inspect_embeddings(embeddings)
+    columns = list(loaded.manifest.filters) if filter_columns is None else list(filter_columns)
+    filters = filter_kinds(info, columns)
     factory = factory or loaded.manifest.factory
     if factory == "auto":
         factory = choose_factory(info.count, info.dimension, cfg)
@@ -186,8 +197,8 @@ def update(
     if reason is None and old is None:
         reason = f"version {live} was built before vector hashes were recorded"
     if reason is not None or old is None:
-        return _rebuild(str(reason), live, embeddings, out, factory, metric, shards, cfg)
-    return _update(loaded, old, info, embeddings, out, shards, cfg)
+        return _rebuild(str(reason), live, embeddings, out, factory, metric, shards, cfg, columns=columns)
+    return _update(loaded, old, info, embeddings, out, shards, cfg, filters)
 
 
 def _rebuild(
@@ -201,9 +212,19 @@ def _rebuild(
     cfg: IndexConfig,
     mode: str = "rebuild",
     counts: dict[str, int] | None = None,
+    columns: Sequence[str] = (),
 ) -> UpdateResult:
     note: dict[str, Any] = {"mode": mode, "reason": reason, "from_version": live, **(counts or {})}
-    built = build(embeddings, out, factory or "auto", metric or "ip", shards, cfg, update_note=note)
+    built = build(
+        embeddings,
+        out,
+        factory or "auto",
+        metric or "ip",
+        shards,
+        cfg,
+        update_note=note,
+        filter_columns=columns,
+    )
     return UpdateResult(mode, reason, built, live, counts)
 
 
@@ -215,6 +236,7 @@ def _update(
     out: str | Path,
     shards: int,
     cfg: IndexConfig,
+    filters: dict[str, Kind],
 ) -> UpdateResult:
     started = time.perf_counter()
     m = loaded.manifest
@@ -263,6 +285,7 @@ def _update(
                 cfg,
                 "retrain",
                 diff.counts(),
+                list(filters),
             )
         note = {"mode": "update", "reason": "", "from_version": loaded.version, **diff.counts()}
         manifest = save_version(
@@ -277,6 +300,7 @@ def _update(
             cfg=cfg,
             shards=m.shards,
             update=note,
+            filters=filters,
         )
         path = index_store.publish(out, staged, version).uri
     except BaseException:
