@@ -30,6 +30,7 @@ from deployments.tokenizer import Tokenizer
 from embedder import storage
 from embedder.artifact import Artifact
 from embedder.config import GPU_BATCH_TOKENS, as_dict, batch_defaults
+from service.collections import collections_config
 
 # Per-deployment defaults, chosen for a 2-CPU node: logical CPUs add up to 1.85, so the whole
 # graph fits one small node (five 1-CPU replicas would not). Only the backbone computes for
@@ -73,7 +74,13 @@ class AppArgs(BaseModel):
     # SchedulerConfig fields (pass_tokens, batch: {batch_tokens, max_batch_size}); user_config of
     # the model deployment (change at runtime with `serve deploy`).
     batching: dict[str, Any] = Field(default_factory=dict)
-    # Pin an index version (null follows CURRENT) and how often CURRENT is checked.
+    # More collections (service/collections.py): name -> index root, or {index: root, version: pin}.
+    # `index` above is the collection named "default". Part of the Searcher's (inline: the
+    # Ingress's) user_config, so a `serve deploy` that adds or removes one restarts no model.
+    collections: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    # Resident bytes all collections together may take in one search replica; 0 = no budget.
+    collections_memory_bytes: int = Field(default=0, ge=0)
+    # Pin the default collection's version (null follows CURRENT) and how often CURRENT is checked.
     index_version: str | None = None
     poll_seconds: float = 2.0
     # FAISS OpenMP threads of the search stage. 1: a request searches a handful of queries,
@@ -127,8 +134,32 @@ INLINE_CPU_BATCHING = {"workers": 2}
 INLINE_CPU_NUM_CPUS = 2.0
 
 
-def inline_options(args: AppArgs, index_root: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def collections_user_config(args: AppArgs) -> dict[str, Any]:
+    """The collection map (with `index` as "default") and budget, as the search stage's user_config."""
+    specs: dict[str, Any] = {}
+    if args.index:
+        specs["default"] = {"index": storage.resolve(args.index).uri, "version": args.index_version}
+    for name, spec in args.collections.items():
+        if name in specs:
+            raise ValueError("collection 'default' is given twice: by `index` and in `collections`")
+        if isinstance(spec, str):
+            specs[name] = storage.resolve(spec).uri
+        else:
+            specs[name] = {**spec, "index": storage.resolve(str(spec.get("index", ""))).uri}
+    out = {
+        "collections": specs,
+        "memory_budget_bytes": args.collections_memory_bytes,
+        "poll_seconds": args.poll_seconds,
+    }
+    collections_config(out)  # fail in build_app, with the reason, not inside a replica
+    return out
+
+
+def inline_options(args: AppArgs, index_root: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ingress deployment options and in-process stage settings of the inline topology.
+
+    `index_root` is unused: the collections (the index among them) travel in the Ingress's
+    user_config (collections_user_config), so changing them never restarts the replica.
 
     Without GPUs, the INLINE_CPU_* layout applies unless the args set session / batching / the
     Ingress's ray_actor_options themselves.
@@ -140,11 +171,8 @@ def inline_options(args: AppArgs, index_root: str | None) -> tuple[dict[str, Any
     actor = {"num_cpus": 0.0 if gpu else INLINE_CPU_NUM_CPUS, **gpu}
     opts["ray_actor_options"] = {**actor, **args.deployments.get("Ingress", {}).get("ray_actor_options", {})}
     inline = {
-        "index": index_root,
         "session": args.session or (None if gpu else INLINE_CPU_SESSION),
         "batching": args.batching or (None if gpu else INLINE_CPU_BATCHING),
-        "poll_seconds": args.poll_seconds,
-        "index_version": args.index_version,
         "search_threads": args.search_threads,
     }
     return opts, inline
@@ -183,24 +211,21 @@ def build_app(raw: dict[str, Any]) -> Application:
     artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
     serving = {**args.serving, **({"api_key": args.api_key} if args.api_key else {})}
     topology = resolve_topology(args)
-    index_root = storage.resolve(args.index).uri if args.index else None
+    collections = collections_user_config(args)
     common = {"serving": serving, "model_name": args.model_name}
     if topology == "inline":
-        opts, inline = inline_options(args, index_root)
+        opts, inline = inline_options(args)
         return (
             _dep(Ingress)
-            .options(**opts, user_config=serving)
+            .options(**opts, user_config={**serving, "collections": collections})
             .bind(artifact_dir, "inline", inline=inline, **common)
         )
     handles: dict[str, Any] = {}
-    if index_root:
+    if collections["collections"]:
         handles["searcher"] = (
             _dep(Searcher)
-            .options(
-                **deployment_options("Searcher", args),
-                user_config={"index_version": args.index_version, "poll_seconds": args.poll_seconds},
-            )
-            .bind(index_root, artifact.fingerprint, args.search_threads)
+            .options(**deployment_options("Searcher", args), user_config=collections)
+            .bind(artifact.fingerprint, args.search_threads)
         )
     session = args.session or None
     if topology == "fused":

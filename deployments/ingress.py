@@ -19,6 +19,7 @@ from deployments.stages import FusedStages, GraphStages
 from embedder.artifact import Artifact
 from embedder.config import session_config
 from embedder.tokenize import TextTokenizer
+from service.collections import CollectionsConfig, collections_config
 from service.config import serving_config
 from service.core import EmbedService
 from service.http import create_app
@@ -45,14 +46,14 @@ class Ingress:
         if topology == "inline":
             opts = inline or {}
             faiss.omp_set_num_threads(int(opts.get("search_threads", 1)))  # see AppArgs.search_threads
+            # Collections come with user_config (reconfigure), so a `serve deploy` that changes
+            # them reconfigures this replica instead of restarting its model.
             stages = InProcessStages(
                 artifact_dir,
-                index_root=opts.get("index"),
+                collections=CollectionsConfig(),
                 session=session_config(opts.get("session")),
                 scheduler=scheduler_config(opts.get("batching")),
                 model_name=model_name,
-                poll_s=float(opts.get("poll_seconds", 2.0)),
-                index_version=opts.get("index_version"),
                 on_pass=PassMetrics(),
             )
         else:
@@ -69,11 +70,19 @@ class Ingress:
         # Request counts and latencies by route and status are Serve's own metrics
         # (ray_serve_num_http_requests, ray_serve_http_request_latency_ms); recording them again
         # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
+        self.stages = stages
         self.service = EmbedService(stages, serving_config(serving))
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
-        """user_config: ServingConfig fields (limits, timeouts, api_key) changed without a restart."""
+        """user_config: ServingConfig fields (limits, timeouts, api_key) changed without a restart.
+
+        Inline topology: also `collections` (service/collections.py), served in this replica.
+        """
+        config = dict(config or {})
+        collections = config.pop("collections", None)
         self.service.reconfigure(serving_config(config))
+        if isinstance(self.stages, InProcessStages):
+            self.stages.collections.configure(collections_config(collections))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app of this replica's service."""

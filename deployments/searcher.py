@@ -1,4 +1,4 @@
-"""Searcher deployment: vectors -> top-k matches from the live index version, hot-swapped in place."""
+"""Searcher deployment: vectors -> top-k matches from each collection's live index version, hot-swapped in place."""
 
 from __future__ import annotations
 
@@ -8,33 +8,45 @@ import faiss
 import numpy as np
 from ray import serve
 
-from service.index_follower import IndexFollower
+from service.collections import DEFAULT, CollectionSet, collections_config
 from service.stages import SearchResult
 
 
 @serve.deployment
 class Searcher:
-    """An IndexFollower (service/index_follower.py) behind a handle."""
+    """A CollectionSet (service/collections.py) behind a handle; the collection map is its user_config."""
 
-    def __init__(self, index_root: str, fingerprint: str, threads: int = 1) -> None:
+    def __init__(self, fingerprint: str, threads: int = 1) -> None:
         # One OpenMP thread by default: a request searches a handful of queries, where extra
         # threads only add wake-up cost and spin on cores the model replica needs.
         faiss.omp_set_num_threads(threads)
-        self.follower = IndexFollower(index_root, fingerprint)
+        self.collections = CollectionSet(fingerprint)
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
-        """user_config: {"index_version": pin or null to follow CURRENT, "poll_seconds": float}."""
-        config = config or {}
-        poll = config.get("poll_seconds")
-        self.follower.configure(config.get("index_version"), None if poll is None else float(poll))
+        """user_config: {"collections": {name: root | {index, version}}, "memory_budget_bytes", "poll_seconds"}.
 
-    def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
-        """Matches per vector; raises IndexUnavailable (503) when no version is loaded."""
-        return self.follower.search(vectors, top_k)
+        A `serve deploy` that changes it adds, re-points or removes collections in this replica,
+        without restarting it or any model replica.
+        """
+        self.collections.configure(collections_config(config))
 
-    def info(self) -> dict[str, Any]:
-        """Live version, size and the last refusal (if any)."""
-        return self.follower.status()
+    def search(
+        self, vectors: np.ndarray, top_k: int, collection: str = DEFAULT, filter: Any = None
+    ) -> SearchResult:
+        """Matches per vector; IndexUnavailable (503), UnknownCollection (404), InvalidInput (422)."""
+        return self.collections.search(vectors, top_k, collection, filter)
+
+    def check(self, collection: str, filter: Any) -> None:
+        """Refuse an unknown collection or a bad filter before the request's model work."""
+        self.collections.check(collection, filter)
+
+    def info(self) -> dict[str, Any] | None:
+        """The `default` collection's live version, size and last refusal (None without it)."""
+        return self.collections.default_status()
+
+    def collections_status(self) -> dict[str, Any] | None:
+        """Every collection, its memory and the budget."""
+        return self.collections.status()
 
     def __del__(self) -> None:
-        self.follower.close()
+        self.collections.close()

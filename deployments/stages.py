@@ -21,18 +21,33 @@ from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
 class _Search:
     searcher: DeploymentHandle | None
 
-    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
+    async def search(
+        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+    ) -> SearchResult:
         """Top-k matches from the Searcher deployment."""
         if self.searcher is None:
             raise IndexUnavailable("this service was started without an index; /match is unavailable")
-        result: SearchResult = await self.searcher.search.remote(vectors, top_k)
+        result: SearchResult = await self.searcher.search.remote(vectors, top_k, collection, filter)
         return result
 
+    async def check_search(self, collection: str, filter: Any) -> None:
+        """The Searcher checks the collection and the filter (one hop, before the model runs)."""
+        if self.searcher is None:
+            raise IndexUnavailable("this service was started without an index; /match is unavailable")
+        await self.searcher.check.remote(collection, filter)
+
     async def index_status(self) -> dict[str, Any] | None:
-        """The Searcher's live version, or None without one."""
+        """The Searcher's `default` collection, or None without one."""
         if self.searcher is None:
             return None
-        status: dict[str, Any] = await self.searcher.info.remote()
+        status: dict[str, Any] | None = await self.searcher.info.remote()
+        return status
+
+    async def collections_status(self) -> dict[str, Any] | None:
+        """Every collection the Searcher serves, or None without a Searcher."""
+        if self.searcher is None:
+            return None
+        status: dict[str, Any] | None = await self.searcher.collections_status.remote()
         return status
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from embedder import index_store
 from embedder.errors import InvalidInput, ModelMismatch
+from embedder.filter_columns import Kind
 from embedder.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from embedder.filters import Filter, evaluate
 from embedder.index_store import IndexManifest, LoadedIndex
@@ -74,7 +75,7 @@ class Searcher:
         return self.loaded.manifest
 
     @property
-    def filter_schema(self) -> dict[str, str]:
+    def filter_schema(self) -> dict[str, Kind]:
         """Filter column name -> kind ("string" | "int" | "timestamp") of this version."""
         return dict(self.loaded.filters.schema())
 

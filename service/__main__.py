@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from embedder.config import BACKENDS, RUNTIME_PRECISIONS, session_config
+from service.collections import collections_config
 from service.config import serving_config
 from service.core import EmbedService
 from service.http import create_app
@@ -24,6 +25,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--artifact", required=True, help="exported model directory")
     p.add_argument(
         "--index", default=None, help="index root (indexes/<name>, holding CURRENT); omit for embeddings only"
+    )
+    p.add_argument(
+        "--collection",
+        action="append",
+        default=[],
+        metavar="NAME=ROOT",
+        help="another collection: its name and index root (repeatable); --index is the collection 'default'",
+    )
+    p.add_argument(
+        "--collections-memory-bytes",
+        type=int,
+        default=0,
+        help="resident bytes all collections may take together (0: no budget); a version over it is refused",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -58,7 +72,18 @@ def build(args: argparse.Namespace) -> EmbedService:
     """The service of the command-line options."""
     given = {"threads": args.threads, "backend": args.backend, "precision": args.precision}
     session = session_config({k: v for k, v in given.items() if v is not None})
-    stages = InProcessStages(args.artifact, args.index, session=session, model_name=args.model_name)
+    specs: dict[str, str] = {"default": args.index} if args.index else {}
+    for item in args.collection:
+        name, sep, root = item.partition("=")
+        if not sep or not root:
+            raise SystemExit(f"--collection {item!r}: expected NAME=ROOT")
+        specs[name] = root
+    collections = collections_config(
+        {"collections": specs, "memory_budget_bytes": args.collections_memory_bytes}
+    )
+    stages = InProcessStages(
+        args.artifact, session=session, model_name=args.model_name, collections=collections
+    )
     return EmbedService(stages, serving_config({"api_key": args.api_key} if args.api_key else None))
 
 

@@ -106,6 +106,16 @@ class MatchRequest(_Request):
     top_k: StrictInt = Field(default=5, description="Matches per question, 1..max_top_k (see /info).")
     min_score: StrictFloat | StrictInt | None = Field(default=None, description="Drop matches scoring below.")
     truncate: StrictBool = True
+    collection: StrictStr = Field(
+        default="default", description="Which collection (index) to search; see GET /v1/collections."
+    )
+    filter: dict[str, Any] | None = Field(
+        default=None,
+        description="Search only rows whose filter columns match, all conditions ANDed: "
+        '{"category": "billing"}, {"language": {"in": ["de", "en"]}}, '
+        '{"updated": {"gte": "2024-01-01", "lt": "2025-01-01"}} (operators eq, in, gte, gt, lte, lt).',
+        examples=[{"category": "billing", "language": {"in": ["de", "en"]}}],
+    )
 
 
 class MatchItem(BaseModel):
@@ -123,6 +133,9 @@ class MatchResponse(BaseModel):
     matches: list[MatchItem]
     index_version: str
     model_fingerprint: str
+    collection: str = "default"
+    # Rows of the collection the request's filter selected (only with a filter).
+    filter_selected: int | None = None
 
 
 class MatchResult(BaseModel):
@@ -138,6 +151,33 @@ class MatchBatchResponse(BaseModel):
     results: list[MatchResult]
     index_version: str
     model_fingerprint: str
+    collection: str = "default"
+    filter_selected: int | None = None
+
+
+class CollectionInfo(BaseModel):
+    """One collection in GET /v1/collections."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: str | None
+    size: int | None = None
+    dimension: int | None = None
+    # name -> {"type": "string" | "int" | "timestamp", "dtype", "values", "unit"}
+    filter_columns: dict[str, Any] = Field(default_factory=dict)
+    default_min_score: float | None = None
+    memory_bytes: int = 0
+    refused: dict[str, Any] | None = None
+
+
+class CollectionList(BaseModel):
+    """GET /v1/collections."""
+
+    object: Literal["list"] = "list"
+    data: list[CollectionInfo]
+    memory_budget_bytes: int
+    memory_used_bytes: int
 
 
 class HealthResponse(BaseModel):
@@ -169,6 +209,8 @@ class InfoResponse(BaseModel):
     ready: bool
     not_ready_reason: str | None
     index: dict[str, Any] | None
+    # Every collection's status (index, memory_bytes, refusal) with the budget; null without any.
+    collections: dict[str, Any] | None = None
     limits: dict[str, Any]
 
 

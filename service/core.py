@@ -13,6 +13,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class Matched:
 
     matches: list[list[Match]]
     index_version: str
+    collection: str = "default"
+    selected: int | None = None  # rows the filter selected (None without a filter)
 
 
 class EmbedService:
@@ -89,21 +92,26 @@ class EmbedService:
         min_score: float | None,
         field: str,
         truncate: bool = True,
+        collection: str = "default",
+        filter: Any = None,
     ) -> Matched:
-        """Stored questions closest to each question, best first."""
+        """Stored questions closest to each question, best first (in one collection, within a filter)."""
         if not 1 <= top_k <= self.config.max_top_k:
             raise InvalidInput(f"top_k must be between 1 and {self.config.max_top_k}", field="top_k")
         if min_score is not None and not math.isfinite(min_score):
             raise InvalidInput("min_score must be a finite number", field="min_score")
+        if filter is not None or collection != "default":
+            # An unknown collection (404) or a bad filter (422) is refused before any model work.
+            await self.stages.check_search(collection, filter)
         pack = await self._pack(questions, field, truncate)
         vectors = await self._encode(pack, EmbedOptions())
-        result = await self.stages.search(vectors, top_k)
+        result = await self.stages.search(vectors, top_k, collection, filter)
         if min_score is None:
             min_score = result.default_min_score  # the index version's stored threshold, if any
+        matches = result.matches
         if min_score is not None:
-            kept = [[m for m in row if m.score >= min_score] for row in result.matches]
-            return Matched(kept, result.index_version)
-        return Matched(result.matches, result.index_version)
+            matches = [[m for m in row if m.score >= min_score] for row in result.matches]
+        return Matched(matches, result.index_version, collection, result.selected)
 
     async def _encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Vectors of a validated pack, holding its tokens of the model-queue budget meanwhile."""

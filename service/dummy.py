@@ -16,10 +16,12 @@ import numpy as np
 
 from embedder.config import BatchConfig
 from embedder.errors import IndexUnavailable
+from embedder.filters import parse_filter
 from embedder.handoff import HiddenPack, TokenPack
 from embedder.pooler import Pooler
 from embedder.probe import PROBE_TEXTS
 from embedder.types import HiddenStates, TokenBatch
+from service.collections import UnknownCollection
 from service.scheduler import ModelScheduler, SchedulerConfig
 from service.stages import EmbedOptions, Match, ModelInfo, SearchResult, TokenSpan
 
@@ -120,28 +122,68 @@ class DummyStages:
         )
         return vectors.embeddings
 
-    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
-        """Exact inner-product search over the stored questions."""
-        await asyncio.sleep(0)
+    def _rows(self, collection: str, filter: Any) -> list[int]:
+        """Stored rows the filter selects (string columns of the stored dicts are its filter columns)."""
         if self.stored is None:
             raise IndexUnavailable("this service was started without an index; /match is unavailable")
-        scores = vectors @ self.stored_vectors.T
+        if collection != "default":
+            raise UnknownCollection(
+                f"collection {collection!r} does not exist (collections: ['default'])", param="collection"
+            )
+        if filter is None:
+            return list(range(len(self.stored)))
+        schema = {
+            k: "string"
+            for k, v in self.stored[0].items()
+            if isinstance(v, str) and k not in ("question", "answer")
+        }
+        flt = parse_filter(filter, schema)  # type: ignore[arg-type]
+        return [
+            i
+            for i, row in enumerate(self.stored)
+            if all(_holds(c.values, row[c.column]) for c in flt.conditions)
+        ]
+
+    async def check_search(self, collection: str, filter: Any) -> None:
+        """Unknown collection (404) or bad filter (422)."""
+        self._rows(collection, filter)
+
+    async def search(
+        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+    ) -> SearchResult:
+        """Exact inner-product search over the stored questions (within the filter's rows)."""
+        await asyncio.sleep(0)
+        rows = self._rows(collection, filter)
+        assert self.stored is not None
+        scores = vectors @ self.stored_vectors[rows].T
         order = np.argsort(-scores, axis=1)[:, :top_k]
         matches = [
             [
                 Match(
-                    self.stored[j]["id"],
+                    self.stored[rows[j]]["id"],
                     float(scores[i, j]),
-                    {k: v for k, v in self.stored[j].items() if k != "id"},
+                    {k: v for k, v in self.stored[rows[j]].items() if k != "id"},
                 )
                 for j in row
             ]
             for i, row in enumerate(order)
         ]
-        return SearchResult(matches, self.version, self.model.fingerprint)
+        selected = None if filter is None else len(rows)
+        return SearchResult(matches, self.version, self.model.fingerprint, selected=selected)
 
     async def index_status(self) -> dict[str, Any] | None:
         """A fixed in-memory 'index'."""
         if self.stored is None:
             return None
         return {"name": "dummy", "version": self.version, "size": len(self.stored), "refused": None}
+
+    async def collections_status(self) -> dict[str, Any] | None:
+        """The one in-memory collection."""
+        status = await self.index_status()
+        if status is None:
+            return None
+        return {"memory_budget_bytes": 0, "memory_used_bytes": 0, "collections": {"default": status}}
+
+
+def _holds(values: tuple[Any, ...], value: Any) -> bool:
+    return value in values

@@ -75,6 +75,12 @@ class RequestTimeout(ApiError):
     kind = "timeout_error"
 
 
+class NotFound(ApiError):
+    """The request names something this service does not have (e.g. an unknown collection)."""
+
+    status = 404
+
+
 class NotReady(ApiError):
     """The service cannot answer this yet (probe not passed, no index)."""
 
@@ -108,7 +114,10 @@ def classify(exc: BaseException) -> Mapped:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
-        tei = {429: "Overloaded", 503: "Unhealthy", 401: "Unauthorized", 408: "Timeout", 413: "Validation"}
+        tei = {
+            429: "Overloaded", 503: "Unhealthy", 401: "Unauthorized", 408: "Timeout", 413: "Validation",
+            404: "NotFound",
+        }  # fmt: skip
         return Mapped(exc.status, exc.kind, tei.get(exc.status, "Validation"), exc.param, headers)
     if isinstance(exc, EmptyInput):
         return Mapped(400, "invalid_request_error", "Empty", exc.field, {})

@@ -60,7 +60,7 @@ def _body_doc(model: type[pydantic.BaseModel]) -> dict[str, Any]:
 
 def _errors_doc(style: Style) -> dict[int | str, dict[str, Any]]:
     model = c.TEIError if style == "tei" else c.OpenAIError
-    codes = (400, 401, 408, 413, 422, 429, 503) + ((424,) if style == "tei" else (500,))
+    codes = (400, 401, 408, 413, 422, 429, 503) + ((424,) if style == "tei" else (404, 500))
     return {code: {"model": model} for code in codes}
 
 
@@ -244,8 +244,16 @@ def create_app(service: EmbedService) -> FastAPI:
             asked: str | list[str] = req.question if req.question is not None else list(req.questions or [])
             texts = [asked] if isinstance(asked, str) else asked
             field = "question" if single else "questions"
-            found = await service.match(asked, req.top_k, req.min_score, field, req.truncate)
-            meta = {"index_version": found.index_version, "model_fingerprint": service.model.fingerprint}
+            found = await service.match(
+                asked, req.top_k, req.min_score, field, req.truncate, req.collection, req.filter
+            )
+            meta: dict[str, Any] = {
+                "index_version": found.index_version,
+                "model_fingerprint": service.model.fingerprint,
+                "collection": found.collection,
+            }
+            if found.selected is not None:
+                meta["filter_selected"] = found.selected
             rows = [[m.as_dict() for m in row] for row in found.matches]
             if single:
                 return {"matches": rows[0], **meta}
@@ -255,6 +263,37 @@ def create_app(service: EmbedService) -> FastAPI:
             }
 
         return await serve(request, "openai", c.MatchRequest, work)
+
+    @app.get(
+        "/v1/collections", response_model=c.CollectionList, responses=_errors_doc("openai"), tags=["Matching"]
+    )
+    async def collections(request: Request) -> Response:
+        """Each collection: live version, size, dimension, filter columns, threshold, memory; the budget."""
+
+        async def work(_: None) -> dict[str, Any]:
+            status = await service.stages.collections_status() or {}
+            data = [
+                {
+                    "name": name,
+                    "version": s.get("version"),
+                    "size": s.get("size"),
+                    "dimension": s.get("dimension"),
+                    "filter_columns": s.get("filter_columns") or {},
+                    "default_min_score": s.get("default_min_score"),
+                    "memory_bytes": s.get("memory_bytes", 0),
+                    "refused": s.get("refused"),
+                    **({"error": s["error"]} if s.get("error") else {}),
+                }
+                for name, s in (status.get("collections") or {}).items()
+            ]
+            return {
+                "object": "list",
+                "data": data,
+                "memory_budget_bytes": status.get("memory_budget_bytes", 0),
+                "memory_used_bytes": status.get("memory_used_bytes", 0),
+            }
+
+        return await serve(request, "openai", None, work)
 
     @app.get("/health", response_model=c.HealthResponse, tags=["Status"])
     async def health() -> dict[str, str]:
@@ -295,6 +334,7 @@ def create_app(service: EmbedService) -> FastAPI:
                 "ready": service.ready,
                 "not_ready_reason": None if service.ready else service.not_ready_reason,
                 "index": await service.stages.index_status(),
+                "collections": await service.stages.collections_status(),
                 "limits": {
                     "max_inputs": cfg.max_inputs,
                     "max_request_tokens": cfg.max_request_tokens,

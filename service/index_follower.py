@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,33 @@ import numpy as np
 
 from embedder import index_store
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
+from embedder.filters import parse_filter
 from embedder.search import Searcher
 from embedder.storage import StorageError
 from embedder.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
 from service.stages import Match, SearchResult
 
 log = logging.getLogger("qmatch.index")
+# Asked before a freshly opened version goes live: a reason to refuse it (e.g. over the memory
+# budget, service/collections.py), or None to admit it.
+Admit = Callable[[Searcher], str | None]
 
 
 class IndexFollower:
     """Holds the live Searcher of one index root and follows its CURRENT pointer."""
 
-    def __init__(self, root: str, fingerprint: str, poll_s: float = 2.0, pinned: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        fingerprint: str,
+        poll_s: float = 2.0,
+        pinned: str | None = None,
+        admit: Admit | None = None,
+        name: str | None = None,
+    ) -> None:
         self.root = root
+        self.name = name or Path(root).name
+        self.admit = admit
         self.fingerprint = fingerprint
         # Seconds between looks at CURRENT: a stat and a small read, cheap enough to do often.
         self.poll_s = poll_s
@@ -84,22 +99,48 @@ class IndexFollower:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
                 return
+            reason = self.admit(fresh) if self.admit is not None else None
+            if reason is not None:
+                del fresh  # dropped here: nothing else is unloaded to make room
+                self.refused = {"version": wanted, "reason": reason, "at": time.time()}
+                log.warning("index version %s refused: %s (still serving %s)", wanted, reason, live)
+                return
             self._refresh_min_score(fresh, inherit=True)  # before the swap: never a version without it
             self.live = fresh  # one assignment: in-flight searches keep the object they hold
             self.refused = None
             log.info("index version %s live (%.2fs to load)", wanted, time.perf_counter() - started)
 
-    def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
-        """Top-k matches per vector from the live version."""
+    def check(self, filter_spec: Any) -> None:
+        """Validate a request's filter against the live version's filter columns (InvalidInput: 422)."""
         live = self.live
         if live is None:
             raise IndexUnavailable(self._unavailable())
-        rows = live.search(vectors, top_k=top_k)
+        if filter_spec is not None:
+            parse_filter(filter_spec, live.filter_schema)
+
+    def search(self, vectors: np.ndarray, top_k: int, filter_spec: Any = None) -> SearchResult:
+        """Top-k matches per vector from the live version (within the filter's rows, if given)."""
+        live = self.live
+        if live is None:
+            raise IndexUnavailable(self._unavailable())
+        flt = None if filter_spec is None else parse_filter(filter_spec, live.filter_schema)
+        rows, selected = live.search_within(vectors, top_k, flt)
         matches = [[Match(m.pop("id"), m.pop("score"), m) for m in row] for row in rows]
         version, default = self.min_score
         return SearchResult(
-            matches, live.version, live.fingerprint, default.value if version == live.version else None
+            matches,
+            live.version,
+            live.fingerprint,
+            default.value if version == live.version else None,
+            selected=selected,
+            collection=self.name,
         )
+
+    @property
+    def memory_bytes(self) -> int:
+        """Resident bytes of the live version (0 without one)."""
+        live = self.live
+        return 0 if live is None else live.memory_bytes
 
     def _refresh_min_score(self, searcher: Searcher, inherit: bool) -> None:
         """The version's default /match min_score (embedder/thresholds.py); a bad file means none."""
@@ -122,7 +163,7 @@ class IndexFollower:
     def status(self) -> dict[str, Any]:
         """Live version, size, factory and the last refusal (no server paths)."""
         live = self.live
-        out: dict[str, Any] = {"name": Path(self.root).name, "pinned": self.pinned, "refused": self.refused}
+        out: dict[str, Any] = {"name": self.name, "pinned": self.pinned, "refused": self.refused}
         if live is None:
             out.update(version=None, error=self._unavailable())
             return out
@@ -132,6 +173,8 @@ class IndexFollower:
             dimension=live.dimension,
             fingerprint=live.fingerprint,
             factory=live.manifest.factory,
+            filter_columns=live.manifest.filters,
+            memory_bytes=live.memory_bytes,
         )
         version, default = self.min_score
         if version == live.version:
@@ -141,7 +184,7 @@ class IndexFollower:
     def _unavailable(self) -> str:
         if self.refused is not None:
             return f"no index loaded: version {self.refused['version']} refused: {self.refused['reason']}"
-        return f"no index loaded for '{Path(self.root).name}' (no CURRENT version yet)"
+        return f"no index loaded for '{self.name}' (no CURRENT version yet)"
 
 
 def _public(message: str, root: str) -> str:

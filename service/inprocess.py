@@ -16,10 +16,10 @@ from embedder import storage
 from embedder.artifact import Artifact
 from embedder.backbone import Backbone
 from embedder.config import SessionConfig, session_config
-from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
 from embedder.pooler import Pooler
 from embedder.tokenize import TextTokenizer
+from service.collections import CollectionsConfig, CollectionSet, collections_config
 from service.index_follower import IndexFollower
 from service.scheduler import ModelScheduler, PassObserver, SchedulerConfig
 from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
@@ -82,6 +82,7 @@ class InProcessStages(LocalTokenizer):
         poll_s: float = 2.0,
         index_version: str | None = None,
         on_pass: PassObserver | None = None,
+        collections: CollectionsConfig | None = None,
     ) -> None:
         self.artifact = Artifact.load(artifact_dir)
         super().__init__(TextTokenizer.from_artifact(self.artifact))
@@ -92,9 +93,11 @@ class InProcessStages(LocalTokenizer):
         forward = self.backbone.run_pooled if pooled else self.backbone.run
         pad = self.artifact.manifest.pad_token_id
         self.scheduler = ModelScheduler(forward, pad, pooled, scheduler, on_pass)
-        self.index = (
-            IndexFollower(index_root, self.model.fingerprint, poll_s, index_version) if index_root else None
-        )
+        # `index_root` is the collection `default` (the one-index form); `collections` names more.
+        if collections is None:
+            single = {"default": {"index": index_root, "version": index_version}} if index_root else {}
+            collections = collections_config({"collections": single, "poll_seconds": poll_s})
+        self.collections = CollectionSet(self.model.fingerprint, collections)
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Sentence vectors: model pass (shared with other requests), then this request's pooling."""
@@ -103,15 +106,28 @@ class InProcessStages(LocalTokenizer):
             return finish_pooled(out, options.dimensions, self.model.normalize)
         return pool_pack(self.pooler, HiddenPack(out, pack.lengths), options.normalize, options.dimensions)
 
-    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
-        """FAISS search on the live version (fast for the handful of queries a request has)."""
-        if self.index is None:
-            raise IndexUnavailable("this service was started without an index; /match is unavailable")
-        return self.index.search(vectors, top_k)
+    @property
+    def index(self) -> IndexFollower | None:
+        """The `default` collection's follower (the one-index form), or None."""
+        return self.collections.followers.get("default")
+
+    async def search(
+        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+    ) -> SearchResult:
+        """FAISS search on a collection's live version (fast for the handful of queries a request has)."""
+        return self.collections.search(vectors, top_k, collection, filter)
+
+    async def check_search(self, collection: str, filter: Any) -> None:
+        """Unknown collection (404) or bad filter (422), before any model work."""
+        self.collections.check(collection, filter)
 
     async def index_status(self) -> dict[str, Any] | None:
-        """Live index version and size, or None without an index."""
-        return None if self.index is None else self.index.status()
+        """The `default` collection's live version and size, or None without it."""
+        return self.collections.default_status()
+
+    async def collections_status(self) -> dict[str, Any] | None:
+        """Every collection and the memory budget, or None without collections."""
+        return self.collections.status()
 
     async def runtime(self) -> dict[str, Any]:
         """This process's session: backend, precision, device, CPU units."""

@@ -63,6 +63,9 @@ class SearchResult:
     fingerprint: str
     # min_score /match applies when a request gives none (the version's thresholds.json), or None.
     default_min_score: float | None = None
+    # Rows the request's filter selected in this version (None without a filter).
+    selected: int | None = None
+    collection: str = "default"
 
 
 @dataclass(frozen=True)
@@ -94,12 +97,25 @@ class Stages(Protocol):
         """(n, d') float32 sentence vectors in pack order."""
         ...
 
-    async def search(self, vectors: np.ndarray, top_k: int) -> SearchResult:
-        """Top-k matches per vector from the live index; raises IndexUnavailable without one."""
+    async def search(
+        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+    ) -> SearchResult:
+        """Top-k matches per vector from a collection's live index (within the filter's rows).
+
+        Raises IndexUnavailable without an index, UnknownCollection (404), InvalidInput (a bad filter).
+        """
+        ...
+
+    async def check_search(self, collection: str, filter: Any) -> None:
+        """Refuse an unknown collection or a bad filter before any model work (same errors as search)."""
         ...
 
     async def index_status(self) -> dict[str, Any] | None:
-        """Live index version, size, last refusal; None when the service has no index."""
+        """Live version, size, last refusal of the `default` collection; None when it has none."""
+        ...
+
+    async def collections_status(self) -> dict[str, Any] | None:
+        """Every collection's status and the memory budget (service/collections.py); None without any."""
         ...
 
     async def runtime(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from embedder import index_store
 from embedder.encoder import Encoder
+from embedder.filter_columns import FILTERS_FILE, column_kind, write_filters
 from embedder.index import VectorIndex
 from embedder.index_store import IndexManifest
 
@@ -35,8 +36,12 @@ def publish_index(
     fingerprint: str | None = None,
     tag: str = "",
     make_current: bool = True,
+    filters: dict[str, list] | None = None,
 ) -> str:
-    """Embed the questions, write one Flat index version under `root`, publish it; returns the version."""
+    """Embed the questions, write one Flat index version under `root`, publish it; returns the version.
+
+    `filters`: extra metadata columns (one value per row) stored as filter columns too.
+    """
     vectors = encoder.encode([q for q, _ in rows])
     index = VectorIndex.create(vectors.shape[1], "Flat", "ip")
     index.add(vectors)
@@ -48,11 +53,16 @@ def publish_index(
             "id": pa.array(np.arange(1000, 1000 + len(rows)), pa.int64()),
             "question": [q for q, _ in rows],
             "answer": [a for _, a in rows],
+            **(filters or {}),
         }
     )
     import pyarrow.parquet as pq
 
     pq.write_table(table, staged / index_store.METADATA_FILE)
+    described = {}
+    if filters:
+        kinds = {name: column_kind(name, table.schema.field(name).type) for name in filters}
+        described = write_filters(table, kinds, staged / FILTERS_FILE)
     manifest = IndexManifest(
         factory="Flat",
         metric="ip",
@@ -62,7 +72,8 @@ def publish_index(
         recall_at_10=1.0,
         bytes_per_vector=4.0 * vectors.shape[1],
         build_seconds=0.0,
-        columns=("question", "answer"),
+        columns=("question", "answer", *(filters or {})),
+        filters=described,
     )
     (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     index_store.publish(root, staged, version, make_current=make_current)

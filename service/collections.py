@@ -1,0 +1,186 @@
+"""Collections: named index roots served by one model, each following its own CURRENT (Ray-free).
+
+A collection is an index root (`indexes/<name>`, local or a URI) with its own versions, CURRENT
+and thresholds. `CollectionSet` holds one IndexFollower per collection, so each hot-swaps on its
+own with the follower's guarantees (no failed request, a refused version keeps the old one, the
+reason in the status). `configure` adds, re-points and removes collections in place, which is
+what a `serve deploy` of a changed user_config calls: the model replicas are not restarted.
+
+Memory: each collection's resident bytes (index file, metadata, filter columns) are reported; with
+a budget, a version that would take the sum over it is refused like a broken one (the collection's
+old version, or nothing if it is new, stays; no other collection is unloaded to make room).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from embedder import storage
+from embedder.errors import IndexUnavailable, InvalidInput
+from embedder.search import Searcher
+from service.errors import NotFound
+from service.index_follower import IndexFollower
+from service.stages import SearchResult
+
+log = logging.getLogger("qmatch.collections")
+DEFAULT = "default"
+# URL- and metric-label-safe names; `default` is what the single `index` argument is called.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class UnknownCollection(NotFound):
+    """/match or a status route named a collection this service does not have."""
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """One collection: its index root and an optional pinned version (None follows CURRENT)."""
+
+    index: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class CollectionsConfig:
+    """The collection map and its memory budget; the Searcher's (or inline Ingress's) user_config."""
+
+    collections: dict[str, CollectionSpec] = field(default_factory=dict)
+    # Resident bytes all collections together may take; 0 = no budget. A version that would
+    # push the total over it is refused with the numbers in its reason.
+    memory_budget_bytes: int = 0
+    # Seconds between looks at each collection's CURRENT (a stat and a small read).
+    poll_seconds: float = 2.0
+
+
+def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
+    """Parse {"collections": {name: uri | {"index": uri, "version": pin}}, "memory_budget_bytes", "poll_seconds"}."""
+    data = dict(data or {})
+    unknown = set(data) - {"collections", "memory_budget_bytes", "poll_seconds"}
+    if unknown:
+        raise ValueError(f"unknown collections setting(s) {sorted(unknown)}")
+    specs: dict[str, CollectionSpec] = {}
+    for name, value in dict(data.get("collections") or {}).items():
+        if not _NAME.match(str(name)):
+            raise ValueError(f"collection name {name!r}: use letters, digits, '_', '.', '-' (at most 64)")
+        if isinstance(value, str):
+            specs[name] = CollectionSpec(value)
+        elif isinstance(value, Mapping) and isinstance(value.get("index"), str):
+            extra = set(value) - {"index", "version"}
+            if extra:
+                raise ValueError(f"collection {name!r}: unknown key(s) {sorted(extra)}")
+            specs[name] = CollectionSpec(value["index"], value.get("version") or None)
+        else:
+            raise ValueError(
+                f"collection {name!r}: give an index root (or {{index: <root>, version: <pin>}})"
+            )
+    budget = int(data.get("memory_budget_bytes") or 0)
+    poll = float(data.get("poll_seconds") or 2.0)
+    if budget < 0 or poll <= 0:
+        raise ValueError("memory_budget_bytes must be >= 0 and poll_seconds > 0")
+    return CollectionsConfig(specs, budget, poll)
+
+
+class CollectionSet:
+    """Every collection of one service replica, keyed by name."""
+
+    def __init__(self, fingerprint: str, config: CollectionsConfig | None = None) -> None:
+        self.fingerprint = fingerprint
+        self.config = CollectionsConfig()
+        self.followers: dict[str, IndexFollower] = {}
+        self._lock = threading.Lock()  # one configure at a time; searches never take it
+        if config is not None:
+            self.configure(config)
+
+    def configure(self, config: CollectionsConfig) -> None:
+        """Add, re-point, re-pin and remove collections in place; the others keep serving."""
+        with self._lock:
+            self.config = config
+            followers = dict(self.followers)
+            for name in [n for n in followers if n not in config.collections]:
+                followers.pop(name).close()
+                log.info("collection %s removed", name)
+            self.followers = dict(followers)  # the budget no longer counts removed collections
+            for name, spec in config.collections.items():
+                root = storage.resolve(spec.index).uri
+                current = followers.get(name)
+                if current is not None and current.root == root:
+                    current.configure(spec.version, config.poll_seconds)
+                    continue
+                if current is not None:
+                    current.close()
+                followers[name] = IndexFollower(
+                    root, self.fingerprint, config.poll_seconds, spec.version, self._admitter(name), name
+                )
+                self.followers = dict(
+                    followers
+                )  # the next one's budget counts this one  # one assignment: searches see the old map or the new one
+
+    def _admitter(self, name: str) -> Any:
+        def admit(fresh: Searcher) -> str | None:
+            budget = self.config.memory_budget_bytes
+            if not budget:
+                return None
+            others = sum(f.memory_bytes for n, f in self.followers.items() if n != name)
+            need = fresh.memory_bytes
+            if others + need <= budget:
+                return None
+            return (
+                f"collection {name!r} version {fresh.version} needs {need:,} bytes; other collections use "
+                f"{others:,} of the {budget:,}-byte memory budget (memory_budget_bytes); "
+                "nothing else was unloaded"
+            )
+
+        return admit
+
+    def get(self, name: str) -> IndexFollower:
+        """The follower of one collection; UnknownCollection (404) names it."""
+        followers = self.followers
+        found = followers.get(name)
+        if found is not None:
+            return found
+        if not followers and name == DEFAULT:
+            raise IndexUnavailable("this service was started without an index; /match is unavailable")
+        raise UnknownCollection(
+            f"collection {name!r} does not exist (collections: {sorted(followers) or 'none'})",
+            param="collection",
+        )
+
+    def check(self, name: str, filter_spec: Any) -> None:
+        """Refuse an unknown collection (404) or a bad filter (422) before any model work."""
+        if not isinstance(name, str):
+            raise InvalidInput("collection must be a string", field="collection")
+        self.get(name).check(filter_spec)
+
+    def search(
+        self, vectors: np.ndarray, top_k: int, name: str = DEFAULT, filter_spec: Any = None
+    ) -> SearchResult:
+        """Top-k matches from one collection's live version."""
+        return self.get(name).search(vectors, top_k, filter_spec)
+
+    def default_status(self) -> dict[str, Any] | None:
+        """Status of the `default` collection (what /info's `index` has always shown), or None."""
+        found = self.followers.get(DEFAULT)
+        return None if found is None else found.status()
+
+    def status(self) -> dict[str, Any] | None:
+        """Every collection's status plus memory used and budget; None without collections."""
+        followers = self.followers
+        if not followers:
+            return None
+        return {
+            "memory_budget_bytes": self.config.memory_budget_bytes,
+            "memory_used_bytes": sum(f.memory_bytes for f in followers.values()),
+            "collections": {name: f.status() for name, f in followers.items()},
+        }
+
+    def close(self) -> None:
+        """Stop following every collection."""
+        for f in self.followers.values():
+            f.close()
