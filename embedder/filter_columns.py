@@ -129,6 +129,17 @@ def write_filters(metadata: pa.Table, kinds: Mapping[str, Kind], path: Path) -> 
     return {n: c.describe() for n, c in load_filters(path, metadata.num_rows).columns.items()}
 
 
+def filter_table(table: pa.Table, kinds: Mapping[str, Kind]) -> FilterTable:
+    """The compact columns of an in-memory table (jobs filter embeddings rows with it)."""
+    columns = {}
+    for name in kinds:
+        col = table.column(name).combine_chunks()
+        if kinds[name] == "string":
+            col = pc.dictionary_encode(col.cast(pa.string()))
+        columns[name] = _to_column(name, col)
+    return FilterTable(table.num_rows, columns)
+
+
 def load_filters(path: Path, rows: int) -> FilterTable:
     """Read filters.parquet into numpy arrays (codes, int64)."""
     try:

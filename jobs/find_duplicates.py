@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import faiss
@@ -53,6 +55,7 @@ from embedder.dedup import (
 from embedder.errors import EmbedderError, IndexInvalid, InvalidInput, ModelMismatch
 from embedder.index import VectorIndex
 from jobs.embed_corpus import embedder_cause
+from jobs.embeddings_filter import parse_cli_filter, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
 
 PAIRS_FILE = "pairs.parquet"
@@ -82,6 +85,8 @@ class DedupConfig:
     seed: int = 0
     ray_address: str | None = None
     progress: bool = True
+    # Only rows this /match-style filter selects (jobs/embeddings_filter.py), e.g. one category.
+    filter: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_field(self, "threshold", 0.0 < self.threshold <= 1.0, "must be in (0, 1] (a cosine similarity)")
@@ -330,6 +335,8 @@ def search_on_ray(cfg: DedupConfig, vectors_ref: ray.ObjectRef, blob_ref: ray.Ob
 
 def run(cfg: DedupConfig) -> dict[str, Any]:
     """Check the inputs, find the pairs and groups, write the outputs; returns the summary."""
+    if cfg.filter is not None:
+        return _run_filtered(cfg)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     info = inspect_embeddings(cfg.embeddings)
@@ -453,6 +460,27 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _run_filtered(cfg: DedupConfig) -> dict[str, Any]:
+    """Duplicates among the rows the filter selects: the run over a filtered copy of the embeddings."""
+    assert cfg.filter is not None
+    if cfg.index:
+        # An existing index holds every row: its neighbours would cross the filter's boundary.
+        raise InvalidInput(
+            "--filter cannot use --index; the run builds an index of the selected rows", field="filter"
+        )
+    with tempfile.TemporaryDirectory(prefix="qm-filtered-") as tmp:
+        path, selected, total = write_filtered(cfg.embeddings, cfg.filter, Path(tmp))
+        summary = run(dataclasses.replace(cfg, embeddings=path, filter=None))
+    summary.update(
+        embeddings=storage.resolve(cfg.embeddings).uri,
+        filter=cfg.filter,
+        filter_selected=selected,
+        rows_before_filter=total,
+    )
+    storage.write_json(storage.resolve(cfg.output).child(SUMMARY_FILE), summary)
+    return summary
+
+
 def parse_args(argv: Sequence[str] | None = None) -> DedupConfig:
     """Command line -> DedupConfig (values checked before any work)."""
     d = DedupConfig("", "")
@@ -479,7 +507,15 @@ def parse_args(argv: Sequence[str] | None = None) -> DedupConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--ray-address")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--filter",
+        help='only rows this /match filter selects, e.g. \'{"category": "billing"}\' (not with --index)',
+    )
     a = p.parse_args(argv)
+    try:
+        spec = parse_cli_filter(a.filter)
+    except InvalidInput as exc:
+        p.error(str(exc))
     try:
         return DedupConfig(
             embeddings=a.embeddings,
@@ -500,6 +536,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DedupConfig:
             seed=a.seed,
             ray_address=a.ray_address,
             progress=not a.no_progress,
+            filter=spec,
         )
     except FieldValueError as exc:
         p.error(f"--{exc.name.replace('_', '-')} {exc.value}: {exc.reason}")

@@ -31,6 +31,7 @@ from embedder import index_store, storage
 from embedder.encoder import Encoder, cosine_rows
 from embedder.errors import EmbedderError, IndexInvalid, InvalidInput
 from embedder.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
+from jobs.embeddings_filter import parse_cli_filter, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
 
 
@@ -91,6 +92,28 @@ def score_texts(pairs: pa.Table, artifact: str, threads: int) -> Scored:
     a = encoder.encode(texts_of(pairs, "text_a"))
     b = encoder.encode(texts_of(pairs, "text_b"))
     return Scored(cosine_rows(a, b).astype(np.float32), labels_of(pairs), encoder.fingerprint, "texts")
+
+
+def pairs_within(pairs: pa.Table, embeddings: str, spec: dict[str, Any]) -> pa.Table:
+    """The pairs whose two ids are both rows the filter selects (the threshold of one category)."""
+    info = inspect_embeddings(embeddings)
+    mask = row_mask(info, spec)
+    ids = pa.chunked_array(
+        [b.table.column("id").combine_chunks() for b in read_embeddings(info, columns=["id"], vectors=False)]
+    )
+    chosen = pc.filter(ids, pa.array(mask))
+    target = ids.type
+    try:
+        both = pc.and_(
+            pc.is_in(pairs.column("id_a").cast(target), value_set=chosen.combine_chunks()),
+            pc.is_in(pairs.column("id_b").cast(target), value_set=chosen.combine_chunks()),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InvalidInput(f"id_a / id_b do not convert to the embeddings' id type {target}: {exc}") from None
+    kept = pairs.filter(both)
+    if kept.num_rows == 0:
+        raise InvalidInput(f"no labelled pair has both rows inside the filter {spec}", field="filter")
+    return kept
 
 
 def score_ids(pairs: pa.Table, embeddings: str) -> Scored:
@@ -190,6 +213,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index-version", help="default: CURRENT")
     p.add_argument("--output", help="write the report as JSON here (path or URI)")
     p.add_argument("--threads", type=int, default=0, help="encoder threads (0: one per core)")
+    p.add_argument(
+        "--filter",
+        help='with --embeddings: only pairs whose two rows this /match filter selects, e.g. \'{"category": "billing"}\'',
+    )
     args = p.parse_args(argv)
     if not 0.0 < args.target_precision <= 1.0:
         p.error(f"--target-precision must be in (0, 1], got {args.target_precision}")
@@ -205,7 +232,12 @@ def score(args: argparse.Namespace) -> Scored:
     if {"text_a", "text_b"} <= names and args.artifact:
         return score_texts(pairs, args.artifact, args.threads)
     if {"id_a", "id_b"} <= names and args.embeddings:
+        spec = parse_cli_filter(getattr(args, "filter", None))
+        if spec is not None:
+            pairs = pairs_within(pairs, args.embeddings, spec)
         return score_ids(pairs, args.embeddings)
+    if getattr(args, "filter", None) is not None:
+        raise InvalidInput("--filter needs --embeddings and pairs by id (id_a, id_b)", field="filter")
     raise InvalidInput(
         f"need text_a, text_b, label with --artifact, or id_a, id_b, label with --embeddings; "
         f"the pairs have {sorted(names)}"
@@ -224,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             index_store.verify_version(storage.resolve(args.index).child(version))
         scored = score(args)
         rep = report(scored, args.target_precision, args.step)
+        if args.filter is not None:
+            rep["filter"] = parse_cli_filter(args.filter)  # the pairs it scored are the filter's
         print(format_table(rep))
         chosen = rep["chosen"]
         if chosen is not None and args.index and version is not None:
