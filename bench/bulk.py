@@ -41,13 +41,15 @@ from embedder import Encoder
 from jobs.embed_corpus import JobConfig, run
 
 RESULTS = Path(__file__).parent / "results"
+FP32: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp32"}  # the job as it was before bf16
+BF16: dict[str, Any] = {"backend": "openvino", "precision": "bf16"}
 MIN_OBJECT_STORE = 80 * 2**20  # near Ray's floor (75 MiB): the point is a store much smaller than the data
 
 
 def plain_loop(artifact: str, corpus: Path, threads: int, batch_rows: int = 2048) -> dict[str, Any]:
     """The baseline: load, read parquet in batches, encode, in this process; rows/s over all of it."""
     start = time.perf_counter()
-    enc = Encoder.load(artifact, threads=threads)
+    enc = Encoder.load(artifact, threads=threads, backend="onnxruntime", precision="fp32")  # today's baseline
     rows = 0
     for path in sorted(corpus.glob("*.parquet")):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["question"]):
@@ -90,7 +92,15 @@ def job(artifact: str, corpus: Path, out: Path, actors: int, threads: int, **ext
         **extra,
     )
     s = run(cfg)
-    keys = ("rows_embedded", "wall_seconds", "rows_per_second", "encode_seconds", "shard_seconds", "shards")
+    keys = (
+        "rows_embedded",
+        "wall_seconds",
+        "rows_per_second",
+        "encode_seconds",
+        "shard_seconds",
+        "shards",
+        "runtimes",
+    )
     return {k: s[k] for k in keys} | {"actors": actors, "threads_per_actor": threads}
 
 
@@ -132,15 +142,17 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(ordered), 3), "min": ordered[0], "max": ordered[-1]}
 
 
-ENGINES = ("plain_loop", "job_1_actor", "job_2_actors")
+ENGINES = ("plain_loop", "job_1_actor", "job_2_actors", "job_1_actor_bf16")
 
 
 def rounds(artifact: str, corpus: Path, work: Path, n: int, names: Sequence[str] = ENGINES) -> dict[str, Any]:
     """Alternate the engines for n rounds; per-engine spread and per-round ratios to the plain loop."""
     every: dict[str, Callable[[int], dict[str, Any]]] = {
         "plain_loop": lambda r: plain_loop(artifact, corpus, threads=2),
-        "job_1_actor": lambda r: job(artifact, corpus, work / f"o1-{r}", 1, 2),
-        "job_2_actors": lambda r: job(artifact, corpus, work / f"o2-{r}", 2, 1),
+        "job_1_actor": lambda r: job(artifact, corpus, work / f"o1-{r}", 1, 2, **FP32),
+        "job_2_actors": lambda r: job(artifact, corpus, work / f"o2-{r}", 2, 1, **FP32),
+        # The same job with the CPU's bf16 units (OpenVINO bf16 on the fp32 artifact).
+        "job_1_actor_bf16": lambda r: job(artifact, corpus, work / f"b1-{r}", 1, 2, **BF16),
     }
     engines = {name: every[name] for name in ("plain_loop", *names) if name in every}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
@@ -159,6 +171,11 @@ def rounds(artifact: str, corpus: Path, work: Path, n: int, names: Sequence[str]
         for job_name in engines
         if job_name != "plain_loop"
     }
+    if "job_1_actor_bf16" in rate and "job_1_actor" in rate:
+        # Issue 17's bulk goal: the bf16 job's rows/s over today's fp32 job, per round.
+        out["bf16_job_over_fp32_job"] = spread(
+            [b / f for b, f in zip(rate["job_1_actor_bf16"], rate["job_1_actor"], strict=True)]
+        )
     return out
 
 
