@@ -3,8 +3,10 @@
 Ray-free. Two plans (the choice Qdrant's cardinality estimate and Lucene's exact fall-back make):
 
 - exact: gather the selected rows' vectors from the index itself (`reconstruct_batch`; IVF keeps
-  a row -> list map for it) and score them with one matrix product. Chosen when few rows are
-  selected: its cost is the selection's size, and it is exact by construction.
+  a row -> list map for it) and score them with one matrix product. Chosen when the selection is
+  smaller than what an unfiltered IVF search scans (FilterSearchConfig): its cost is the
+  selection's size, and it is exact by construction. A Flat index is always searched exactly
+  (a gather, or one BLAS product over all rows with the unselected ones masked).
   What "exact" means per index: Flat / IVF-Flat / HNSW-Flat store the float vectors, so scores
   are the true inner products. SQ8 / PQ indexes keep only codes: the gathered vectors are the
   decoded codes, the same values the ANN search scores against, so scores and ranking equal what
@@ -35,12 +37,26 @@ from embedder.index import VectorIndex
 class FilterSearchConfig:
     """Tunables of the filtered-search planner."""
 
-    # Exact search over at most this many selected rows: gathering and scoring 16,384 vectors of
-    # dim 384 reads 25 MB, about the time an IVF search at nprobe 16 over 1M vectors takes (both
-    # ~1-2 ms on one core); above it the ANN plan is cheaper and its breadth is adjusted.
+    # The exact plan's cost is the selection's size (gather + score each row); the IVF plan's is
+    # about what an unfiltered search scans (nprobe x rows per list distances, see _ann) plus a
+    # bit test per id of the wider probe. Exact is chosen while the selection is at most
+    # exact_per_scanned x the unfiltered scan, never below exact_min_rows (a gather of 1,024
+    # rows of dim 384 is ~0.3 ms) nor above exact_max_rows (25 MB to read at dim 384).
+    exact_per_scanned: float = 1.0
+    exact_min_rows: int = 1024
     exact_max_rows: int = 16_384
     # Highest efSearch the HNSW plan widens to before handing short queries to the exact plan.
     max_ef_search: int = 4096
+
+
+def exact_limit(index: VectorIndex, cfg: FilterSearchConfig) -> int:
+    """Largest selection the exact plan takes for this index (see FilterSearchConfig)."""
+    ivf = index.ivf
+    if ivf is None:
+        return cfg.exact_max_rows
+    nprobe = int(index.search_params.get("nprobe", ivf.nprobe))
+    scanned = nprobe * index.size / max(int(ivf.nlist), 1)
+    return int(min(cfg.exact_max_rows, max(cfg.exact_min_rows, cfg.exact_per_scanned * scanned)))
 
 
 @dataclass(frozen=True)
@@ -78,7 +94,7 @@ def search_filtered(
     if want == 0:
         empty = np.full((len(q), int(k)), -1, np.int64)
         return FilteredHits(np.full(empty.shape, -np.inf, np.float32), empty, "none", 0)
-    if len(rows) <= cfg.exact_max_rows:
+    if len(rows) <= exact_limit(index, cfg):
         scores, ids = exact_topk(index, q, rows, k)
         return FilteredHits(scores, ids, "exact", len(rows))
     flat = _flat_vectors(index)
