@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq
 import ray
 
 from bench.corpus_gen import write_corpus
+from bench.harness import median_spread, run_rounds
 from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.peak_memory import PeakMemory
@@ -136,12 +136,6 @@ def timed(label: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    """Median, min and max of one engine's per-round figures."""
-    ordered = sorted(values)
-    return {"median": round(statistics.median(ordered), 3), "min": ordered[0], "max": ordered[-1]}
-
-
 ENGINES = ("plain_loop", "job_1_actor", "job_2_actors", "job_1_actor_bf16")
 
 
@@ -155,25 +149,23 @@ def rounds(artifact: str, corpus: Path, work: Path, n: int, names: Sequence[str]
         "job_1_actor_bf16": lambda r: job(artifact, corpus, work / f"b1-{r}", 1, 2, **BF16),
     }
     engines = {name: every[name] for name in ("plain_loop", *names) if name in every}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
-    for r in range(n):
-        # Rotate who goes first, so a drift over the run does not always favour one engine.
-        k = r % len(engines)
-        order = list(engines)[k:] + list(engines)[:k]
-        for name in order:
-            runs[name].append(timed(f"round {r + 1}/{n}: {name}", partial(engines[name], r)))
+
+    def logged(name: str) -> Callable[[int], dict[str, Any]]:
+        return lambda r: timed(f"round {r + 1}/{n}: {name}", partial(engines[name], r))
+
+    runs = run_rounds({name: logged(name) for name in engines}, n, log=lambda _: None)
     rate = {name: [x["rows_per_second"] for x in rs] for name, rs in runs.items()}
     out: dict[str, Any] = {
-        name: {"rows_per_second": spread(v), "runs": runs[name]} for name, v in rate.items()
+        name: {"rows_per_second": median_spread(v), "runs": runs[name]} for name, v in rate.items()
     }
     out["plain_over_job"] = {
-        job_name: spread([p / j for p, j in zip(rate["plain_loop"], rate[job_name], strict=True)])
+        job_name: median_spread([p / j for p, j in zip(rate["plain_loop"], rate[job_name], strict=True)])
         for job_name in engines
         if job_name != "plain_loop"
     }
     if "job_1_actor_bf16" in rate and "job_1_actor" in rate:
         # Issue 17's bulk goal: the bf16 job's rows/s over today's fp32 job, per round.
-        out["bf16_job_over_fp32_job"] = spread(
+        out["bf16_job_over_fp32_job"] = median_spread(
             [b / f for b, f in zip(rate["job_1_actor_bf16"], rate["job_1_actor"], strict=True)]
         )
     return out

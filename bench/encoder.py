@@ -17,6 +17,7 @@ recorded beside its speed. Load average, CPU steal and CPU flags are recorded
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import statistics
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.harness import time_rounds
 from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.sentences import make_sentences
@@ -170,13 +172,7 @@ def measure_set(
     tokens = int(fp32.tokenizer.tokenize(texts).lengths.sum())
     for fn in runs.values():
         fn(texts[:64])  # warm-up: session arenas, tokenizer caches, torch kernels
-    seconds: dict[str, list[float]] = {k: [] for k in runs}
-    names = list(runs)
-    for r in range(rounds):
-        for k in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            runs[k](texts)
-            seconds[k].append(time.perf_counter() - start)
+    seconds = time_rounds({k: functools.partial(fn, texts) for k, fn in runs.items()}, rounds)
     base = [len(texts) / t for t in seconds["sentence_transformers_torch"]]
     results: dict[str, Any] = {}
     for k, ts in seconds.items():

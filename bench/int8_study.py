@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import shutil
 import statistics
@@ -35,6 +36,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from bench.harness import time_rounds
 from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.sentences import make_sentences
@@ -324,14 +326,7 @@ def speed(
 ) -> dict[str, dict[str, Any]]:
     for fn in engines.values():
         fn(texts[:32])  # warm-up
-    seconds: dict[str, list[float]] = {k: [] for k in engines}
-    names = list(engines)
-    for r in range(rounds):
-        for k in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            engines[k](texts)
-            seconds[k].append(time.perf_counter() - start)
-        print(f"speed round {r + 1}/{rounds} done", flush=True)
+    seconds = time_rounds({k: functools.partial(fn, texts) for k, fn in engines.items()}, rounds)
     out: dict[str, dict[str, Any]] = {}
     for k, ts in seconds.items():
         vs_fp32 = [b / t for t, b in zip(ts, seconds["fp32"], strict=True)]

@@ -17,13 +17,12 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
-from bench.machine import machine_info
+from bench.harness import Envelope, write_report
 
 ENGINES = {
     "onnxruntime-fp32": ("onnxruntime", "fp32"),
@@ -102,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend, precision = args.child
         print(json.dumps(run_engine(args.artifact, backend, precision, args.requests, args.threads)))
         return 0
+    envelope = Envelope("python -m bench.memory " + " ".join(argv or []))
     results: dict[str, Any] = {}
     for name in args.engines:
         backend, precision = ENGINES[name]
@@ -114,13 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r['requests']} ({100 * r['growth_after_1000']:+.1f}%, {r['distinct_shapes']} shapes)", flush=True)  # fmt: skip
     report = {
         "benchmark": "memory",
-        "command": "python -m bench.memory " + " ".join(argv or []),
         "goal": f"RSS after all requests within {GOAL_GROWTH:.0%} of after the first 1,000",
         "engines": results,
-        "machine": machine_info(),
+        **envelope.finish(own_load=0.0),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

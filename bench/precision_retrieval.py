@@ -13,16 +13,14 @@ the figures do not depend on machine load. Writes bench/results/precision_retrie
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
 from bench.corpus_gen import generate
-from bench.machine import machine_info
+from bench.harness import Envelope, write_report
 from embedder import Encoder
 
 
@@ -52,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--out", default="bench/results/precision_retrieval.json")
     args = p.parse_args(argv)
+    envelope = Envelope("python -m bench.precision_retrieval " + " ".join(argv or []))
     stored, queries = generate(args.stored, seed=0), generate(args.queries, seed=7)
     encoders = {
         "fp32": Encoder.load(args.artifact, backend="onnxruntime", precision="fp32"),
@@ -81,7 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cos = np.einsum("ij,ij->i", vec["queries", "fp32"], vec["queries", "bf16"])
     report = {
         "benchmark": "precision_retrieval",
-        "command": "python -m bench.precision_retrieval " + " ".join(argv or []),
         "stored": args.stored,
         "queries": args.queries,
         "runtimes": {k: e.runtime.as_dict() for k, e in encoders.items()},
@@ -90,10 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mean": round(float(cos.mean()), 6),
         },
         "pairs": pairs,
-        "machine": machine_info(),
+        **envelope.finish(own_load=0.0),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

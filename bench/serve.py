@@ -35,6 +35,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from bench.corpus_gen import generate
+from bench.harness import median_spread, rotations
+from bench.load import load_snapshot
 from bench.machine import machine_info
 
 LEVELS = (1, 4, 16, 32)
@@ -130,16 +132,6 @@ async def drive(url: str, path: str, bodies: list[dict[str, Any]], concurrency: 
             "statuses": statuses, **percentiles(latencies)}  # fmt: skip
 
 
-def cpu_steal_share() -> float:
-    """Share of CPU time stolen by the hypervisor since boot (from /proc/stat)."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-        return round(fields[7] / max(sum(fields), 1), 4)
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
 def wait_ready(url: str, timeout: float = 300.0) -> None:
     """Poll /ready until 200."""
     deadline = time.monotonic() + timeout
@@ -188,15 +180,6 @@ def measure_app(url: str, texts: list[str], questions: list[str], counts: dict[i
         out["embeddings"].append(row)
     out["match_single"] = asyncio.run(drive(url, "/match", [{"question": q} for q in questions], 1))
     return out
-
-
-def median_spread(values: list[float]) -> dict[str, float]:
-    """Median, min and max of per-round figures."""
-    return {
-        "median": round(statistics.median(values), 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-    }
 
 
 def summarise_app(rounds: list[dict[str, Any]], floor_ms: float | None) -> dict[str, Any]:
@@ -277,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": machine_info(),
         "load_avg_start": os.getloadavg(),
-        "cpu_steal_start": cpu_steal_share(),
+        "cpu_steal_start": load_snapshot()["steal_fraction"],
         "config": {"levels": LEVELS, "requests": counts, "rounds": args.rounds, "threads": args.threads,
                    "texts": len(texts), "mean_tokens_per_text": float(np.mean(token_counts))},
         "apps": {},
@@ -317,8 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Each round deploys each app alone, measures the baseline right before it, then the app,
         # then deletes it: apps alternate within every round (slow drifts of a shared machine hit
         # all alike) and no idle app's background work weighs on the one being measured.
-        for r in range(args.rounds):
-            for name in args.apps:
+        for r, order in rotations(args.apps, args.rounds):
+            for name in order:
                 started = time.perf_counter()
                 serve.run(apps[name](), name=name, route_prefix="/", blocking=False)
                 wait_ready(url)
@@ -337,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve.shutdown()
         ray.shutdown()
     results["load_avg_end"] = os.getloadavg()
-    results["cpu_steal_end"] = cpu_steal_share()
+    results["cpu_steal_end"] = load_snapshot()["steal_fraction"]
     floor = None
     if "noop" in results["apps"]:
         floor = statistics.median(

@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import tempfile
 import time
@@ -32,8 +31,7 @@ from typing import Any
 import httpx
 
 from bench.corpus_gen import generate
-from bench.load import load_snapshot
-from bench.machine import machine_info
+from bench.harness import Envelope, median_spread, rotations, write_report
 from bench.serve import drive
 
 CLIENTS = 16
@@ -177,15 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = sorted(set(args.engines) - set(engines))
     if skipped:
         print(f"skipping {skipped}: no infinity-emb at {args.peer_venv} (see DESIGN.md for its venv)")
-    start_load = load_snapshot()
+    envelope = Envelope("python -m bench.serve_peer " + " ".join(argv or []))
     os.environ.setdefault("RAY_worker_niceness", "0")  # as bench.serve: a serving node runs nothing else
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     rounds: dict[str, list[dict[str, Any]]] = {e: [] for e in engines}
     runtimes: dict[str, Any] = {}
     try:
-        for r in range(args.rounds):
-            for name in engines[r % len(engines) :] + engines[: r % len(engines)]:
+        for r, order in rotations(engines, args.rounds):
+            for name in order:
                 engine = makers[name]()
                 engine.start()
                 try:
@@ -200,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve.shutdown()
         ray.shutdown()
     summary = {
-        name: {key: round(statistics.median(r[key] for r in rows), 2) for key in rows[0]}
+        name: {key: median_spread((r[key] for r in rows), 2)["median"] for key in rows[0]}
         for name, rows in rounds.items()
         if rows
     }
@@ -216,13 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
     report = {
         "benchmark": "serve-peer",
-        "command": "python -m bench.serve_peer " + " ".join(argv or []),
+        **envelope.finish(),
         "clients": CLIENTS, "texts_per_request": TEXTS_PER_REQUEST, "rounds": args.rounds,
         "skipped": skipped, "runtimes": runtimes, "summary": summary, "rounds_raw": rounds,
-        "load": {"start": start_load, "end": load_snapshot()}, "machine": machine_info(),
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_report(args.out, report)
     print(json.dumps(summary, indent=2))
     return 0
 

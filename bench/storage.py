@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +24,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
-from bench.load import load_snapshot, warn_if_busy
-from bench.machine import machine_info
+from bench.harness import RESULTS, Envelope, median_spread, run_rounds, write_report
 from embedder import storage
 from jobs.embed_corpus import JobConfig, run
 
-RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,8 +48,7 @@ def main() -> None:
 
     from tests.storage.s3_server import patched_env, s3_server
 
-    start_load = load_snapshot()
-    warn_if_busy(start_load, "start")
+    envelope = Envelope(f"python -m bench.storage --rows {args.rows} --rounds {args.rounds}")
     table = pq.read_table(REPO / "data" / "sample_qa.parquet")
     table = table.slice(0, min(args.rows, table.num_rows))
     with tempfile.TemporaryDirectory() as tmp, s3_server() as server, patched_env(server.env):
@@ -65,10 +61,16 @@ def main() -> None:
         storage.upload_dir(Path(args.artifact), s3_artifact, last=["manifest.json"])
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         one_run(args.artifact, str(local_corpus), str(Path(tmp) / "warm"))  # warm-up: imports, actor start
+        # local and s3 alternate, the one going first rotating each round.
+        timed = run_rounds(
+            {
+                "local": lambda r: one_run(args.artifact, str(local_corpus), str(Path(tmp) / f"local-{r}")),
+                "s3": lambda r: one_run(s3_artifact, s3_corpus, f"s3://bench/runs/s3-{r}"),
+            },
+            args.rounds,
+        )
         rounds = []
-        for r in range(args.rounds):
-            local = one_run(args.artifact, str(local_corpus), str(Path(tmp) / f"local-{r}"))
-            remote = one_run(s3_artifact, s3_corpus, f"s3://bench/runs/s3-{r}")
+        for r, (local, remote) in enumerate(zip(timed["local"], timed["s3"], strict=True)):
             rounds.append(
                 {
                     "local": local,
@@ -80,24 +82,14 @@ def main() -> None:
                 f"round {r}: local {local['wall_seconds']} s, s3 {remote['wall_seconds']} s, ratio {rounds[-1]['ratio']}"
             )
         ray.shutdown()
-    ratios = [r["ratio"] for r in rounds]
-    end_load = load_snapshot(own_load=2.0)
-    warn_if_busy(end_load, "end")
     result = {
-        "command": f"python -m bench.storage --rows {args.rows} --rounds {args.rounds}",
+        **envelope.finish(),
         "rows": table.num_rows,
         "rounds": rounds,
-        "ratio_s3_over_local": {
-            "median": round(statistics.median(ratios), 3),
-            "min": min(ratios),
-            "max": max(ratios),
-        },
-        "load": {"start": start_load, "end": end_load},
-        "machine": machine_info(),
+        "ratio_s3_over_local": median_spread(r["ratio"] for r in rounds),
         "notes": "s3 = moto server on loopback; the artifact is fetched into the node cache (QM_CACHE_DIR) on first use and reused after",
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "storage.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_report(RESULTS / "storage.json", result)
     print(json.dumps(result["ratio_s3_over_local"]))
 
 
