@@ -21,6 +21,7 @@ the instance profile); a URI may also carry pyarrow's query options, e.g.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from embedder.config import check_field, from_mapping
 from embedder.errors import EmbedderError
 
 T = TypeVar("T")
@@ -51,8 +53,26 @@ TRANSIENT_MARKERS = (
     "SERVICE_UNAVAILABLE",
     "timed out",
 )
-RETRIES = int(os.environ.get("QM_STORAGE_RETRIES", "3"))
-BACKOFF_SECONDS = float(os.environ.get("QM_STORAGE_BACKOFF_SECONDS", "0.5"))
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retries of transient storage failures (QM_STORAGE_RETRIES, QM_STORAGE_BACKOFF_SECONDS)."""
+
+    # Attempts in all, on top of the AWS SDK's own: 3 rides out a restarting endpoint (~2 s).
+    retries: int = 3
+    # First pause; doubled each attempt, with up to 50% jitter so workers do not retry in step.
+    backoff_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_field(self, "retries", self.retries >= 1, "must be >= 1")
+        check_field(self, "backoff_seconds", self.backoff_seconds >= 0, "must be >= 0")
+
+
+@functools.lru_cache(maxsize=1)
+def retry_config() -> RetryConfig:
+    """Read once per process, through the config system (a bad value is a ConfigError naming it)."""
+    return from_mapping(RetryConfig, None, "QM_STORAGE_")
 
 
 class StorageError(EmbedderError):
@@ -171,7 +191,7 @@ def _explain(exc: BaseException, uri: str) -> str:
     if "credentials" in text.lower() and ("No " in text or "not" in text):
         return "no credentials found (AWS_* variables, instance profile or service account)"
     if any(marker in text for marker in TRANSIENT_MARKERS):
-        return f"storage endpoint unreachable after {RETRIES} attempts ({text.splitlines()[0][:200]})"
+        return f"storage endpoint unreachable after {retry_config().retries} attempts ({text.splitlines()[0][:200]})"
     if isinstance(exc, FileNotFoundError) or "does not exist" in text or "NotFound" in text:
         return "not found"
     if isinstance(exc, PermissionError):
@@ -181,14 +201,15 @@ def _explain(exc: BaseException, uri: str) -> str:
 
 def _retry(fn: Callable[[], T], uri: str) -> T:
     """Run `fn`, retrying transient network failures with exponential backoff (bounded)."""
-    for attempt in range(RETRIES):
+    cfg = retry_config()
+    for attempt in range(cfg.retries):
         try:
             return fn()
         except OSError as exc:
             transient = any(marker in str(exc) for marker in TRANSIENT_MARKERS)
-            if not transient or attempt == RETRIES - 1:
+            if not transient or attempt == cfg.retries - 1:
                 raise StorageError(f"{uri}: {_explain(exc, uri)}") from None
-            time.sleep(BACKOFF_SECONDS * (2**attempt) * (1 + random.random() / 2))
+            time.sleep(cfg.backoff_seconds * (2**attempt) * (1 + random.random() / 2))
     raise AssertionError("unreachable")
 
 

@@ -59,7 +59,7 @@ from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
 from jobs.embeddings_io import RESERVED_COLUMNS
 from jobs.gpu_capacity import actor_bundle, gpu_capacity
 from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
-from jobs.run_state import RUN_FILE, SUMMARY_FILE, Lease, RunState, ShardStats
+from jobs.run_state import LEASE_TTL_SECONDS, RUN_FILE, SUMMARY_FILE, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 
 
@@ -115,6 +115,9 @@ class JobConfig:
     # --device gpu: how long to wait for the autoscaler to bring up GPU nodes for min_actors
     # actors before giving up (GPU instances often take minutes to boot and set up).
     gpu_wait_seconds: float = 600.0
+    # A second run on this output is refused while this run's lease is fresher than this (its
+    # heartbeat renews it every ttl/4); a crashed driver's lease expires after it.
+    lease_ttl_seconds: float = LEASE_TTL_SECONDS
     ray_address: str | None = None  # None: ray.init() default (the running cluster, else a local one)
     progress: bool = True
     # An earlier complete output of the same artifact: reuse its vectors for unchanged texts.
@@ -144,6 +147,7 @@ class JobConfig:
         for name in ("shard_rows", "threads_per_actor", "shards_per_call"):
             check_field(self, name, getattr(self, name) >= 0, "must be >= 0 (0: automatic)")
         check_field(self, "gpu_wait_seconds", self.gpu_wait_seconds >= 0, "must be >= 0")
+        check_field(self, "lease_ttl_seconds", self.lease_ttl_seconds > 0, "must be > 0")
         check_field(self, "backend", self.backend in (None, *BACKENDS), f"must be one of {list(BACKENDS)}")
         check_field(
             self,
@@ -377,7 +381,7 @@ def run(cfg: JobConfig) -> dict[str, Any]:
     """Run (or resume, or confirm) an embedding job; returns the summary dict."""
     started = time.perf_counter()
     output = storage.resolve(cfg.output)
-    lease = Lease(output)
+    lease = Lease(output, ttl=cfg.lease_ttl_seconds)
     try:
         return _run_leased(cfg, output, lease, started)
     finally:
@@ -682,6 +686,11 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     p.add_argument("--cpus-per-actor", type=float, help="default: 1.0 on cpu, 0 on gpu")
     p.add_argument("--threads-per-actor", type=int, help="default 0: the actor's CPUs")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1.0")
+    p.add_argument(
+        "--lease-ttl-seconds",
+        type=float,
+        help="how long this run's lease outlives a crashed driver (default: 60)",
+    )
     p.add_argument(
         "--gpu-wait-seconds",
         type=float,

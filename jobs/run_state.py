@@ -45,7 +45,9 @@ IDENTITY_FIELDS = (
     "too_long",
     "previous",
 )
-LEASE_TTL_SECONDS = float(os.environ.get("QM_JOB_LEASE_TTL_SECONDS", "60"))
+# How long a lease outlives its last heartbeat (sent every ttl/4). Set per run with JobConfig's
+# lease_ttl_seconds (QM_JOB_LEASE_TTL_SECONDS); this is its default.
+LEASE_TTL_SECONDS = 60.0
 
 
 class RunConflict(EmbedderError):

@@ -200,3 +200,23 @@ def test_index_config_from_mapping_and_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("QM_INDEX_TARGET_RECALL", "high")
     with pytest.raises(ConfigError, match="QM_INDEX_TARGET_RECALL='high': expected a number"):
         from_mapping(IndexConfig, None, "QM_INDEX_")
+
+
+def test_storage_retries_and_the_job_lease_come_from_the_environment_through_the_config_system(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read when used, not at import, and a bad value names its variable (was a bare ValueError at import)."""
+    from embedder import storage
+    from jobs.embed_corpus import parse_args
+
+    storage.retry_config.cache_clear()
+    monkeypatch.setenv("QM_STORAGE_RETRIES", "5")
+    assert storage.retry_config().retries == 5
+    storage.retry_config.cache_clear()
+    monkeypatch.setenv("QM_STORAGE_RETRIES", "many")
+    with pytest.raises(ConfigError, match="QM_STORAGE_RETRIES='many': expected an integer"):
+        storage.retry_config()
+    storage.retry_config.cache_clear()
+    monkeypatch.delenv("QM_STORAGE_RETRIES")
+    monkeypatch.setenv("QM_JOB_LEASE_TTL_SECONDS", "120")
+    assert parse_args(["--artifact", "a", "--input", "i", "--output", "o"]).lease_ttl_seconds == 120.0
