@@ -427,7 +427,8 @@ def test_dashboard_is_not_exposed_and_serve_exposes_only_its_port() -> None:
         assert head.get("enableIngress", False) is False, f"{kind}: Ingress for the dashboard"
         assert head.get("serviceType", "ClusterIP") == "ClusterIP", f"{kind}: head service leaves the cluster"
         assert "headService" not in head
-        assert head["rayStartParams"].get("dashboard-host", "0.0.0.0") in ("0.0.0.0", "127.0.0.1")
+        # dashboard-host stays 0.0.0.0 inside the pod (the operator and the RayJob submitter reach
+        # the Jobs API through the head's ClusterIP service); "not exposed" is the checks above.
     serve = only("RayService")["spec"]["serveService"]["spec"]
     assert serve.get("type", "ClusterIP") == "ClusterIP"
     assert [p["port"] for p in serve["ports"]] == [8000]

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from embedder.config import EncoderConfig, SessionConfig, from_mapping
+from embedder.config import BatchConfig, EncoderConfig, SessionConfig, from_mapping
 
 
 def test_mapping_then_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QM_BATCH_BATCH_TOKENS", "1024")
+    # Values that differ from every default, so each assertion can only pass if its layer applied.
+    defaults = EncoderConfig()
+    monkeypatch.setenv("QM_BATCH_BATCH_TOKENS", "3000")
     monkeypatch.setenv("QM_SESSION_PROVIDERS", "cuda,cpu")
-    cfg = from_mapping(EncoderConfig, {"batch": {"max_batch_size": 16}, "session": {"threads": 2}}, "QM_")
-    assert cfg.batch.batch_tokens == 1024
-    assert cfg.batch.max_batch_size == 16
-    assert cfg.session.threads == 2
-    assert cfg.session.providers == ("cuda", "cpu")
+    cfg = from_mapping(
+        EncoderConfig, {"batch": {"max_batch_size": 7, "batch_tokens": 99}, "session": {"threads": 3}}, "QM_"
+    )
+    assert cfg.batch.batch_tokens == 3000 != BatchConfig.batch_tokens  # environment beats mapping
+    assert cfg.batch.max_batch_size == 7 != defaults.batch.max_batch_size
+    assert cfg.session.threads == 3 != defaults.session.threads
+    assert cfg.session.providers == ("cuda", "cpu") != defaults.session.providers
 
 
 def test_unknown_setting_is_refused_with_the_known_names() -> None:
