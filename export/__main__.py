@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from embedder.errors import EmbedderError
 from export.pipeline import PRECISIONS, ExportRequest
 from export.remote import export_to
+
+
+class StepLog:
+    """Progress on stderr: each step as it starts, with the time since the export began."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,10 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pooling-in-graph", action="store_true", help="append pooling+normalisation to the graph"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing artifact directory")
+    parser.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
     args = parser.parse_args(argv)
     request = ExportRequest(args.model, Path(), args.precision, args.pooling_in_graph, args.overwrite)
     try:
-        manifest = export_to(request, args.out)
+        manifest = export_to(request, args.out, log=(lambda _m: None) if args.no_progress else StepLog())
     except EmbedderError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2

@@ -116,8 +116,10 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
         f"normalize={source.normalize} max_len={source.max_seq_length} -> {req.precision}"
     )
     raw = tmp / "raw.onnx"
+    log("export: tracing the model with torch.onnx (dynamic batch and sequence axes)")
     output_name = export_onnx(source, raw, input_names, req.pooling_in_graph)
     fused = tmp / ("fp32.onnx" if req.precision == "int8" else MODEL_FILE)
+    log("export: fusing the graph (onnxruntime transformer optimizer)")
     fused_ops = optimize(source, raw, fused, fp16=req.precision == "fp16")
     raw.unlink()
     manifest = Manifest(
@@ -145,6 +147,7 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     if req.precision == "int8":
         manifest = _quantize_int8(tmp, fused, manifest, log)
     encoder = _encoder_for(tmp, manifest, empty_probe)
+    log(f"export: parity against sentence-transformers on {len(PARITY_TEXTS)} texts")
     figures = parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))
     figures["fused_ops"] = fused_ops
     floor = req.min_cosine if req.min_cosine is not None else PARITY_MIN_COSINE[req.precision]
@@ -190,6 +193,7 @@ def _quantize_int8(tmp: Path, fused: Path, manifest: Manifest, log: Any) -> Mani
             }
             yield {name: available[name] for name in manifest.input_names}
 
+    log(f"export: calibrating int8 scales on {len(CALIBRATION_TEXTS)} texts")
     ranges = calibrate(fused, feeds())
     scheme = Int8Scheme()
     done = quantize(fused, tmp / MODEL_FILE, ranges, scheme)
