@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from embedder import storage
-from jobs.embeddings_io import (
-    DIMENSION_KEY,
-    EMBEDDING,
-    FINGERPRINT_KEY,
-    NORMALIZED_KEY,
-    TEXT_HASH,
-    embedding_array,
-    hashes_to_arrow,
-)
+from jobs.embeddings_io import embeddings_table
+
+__all__ = ["embeddings_table", "part_name", "remove_temp_files", "write_shard_outputs"]
 
 QUARANTINE_DIR = "quarantine"
 TMP_SUFFIX = ".tmp"
@@ -30,28 +23,6 @@ TMP_SUFFIX = ".tmp"
 def part_name(shard_id: str) -> str:
     """File name of a shard's output, the same in the output and quarantine directories."""
     return f"part-{shard_id}.parquet"
-
-
-def embeddings_table(
-    ids: pa.Array,
-    vectors: np.ndarray,
-    passthrough: pa.Table,
-    fingerprint: str,
-    normalized: bool,
-    text_hashes: np.ndarray | None = None,
-) -> pa.Table:
-    """id, embedding (fixed_size_list<float32>[dim]), passthrough columns, qm_text_hash, qm.* file metadata."""
-    columns = {"id": ids, EMBEDDING: embedding_array(vectors)}
-    for name in passthrough.column_names:
-        columns[name] = passthrough.column(name).combine_chunks()
-    if text_hashes is not None:
-        columns[TEXT_HASH] = hashes_to_arrow(text_hashes)
-    metadata = {
-        FINGERPRINT_KEY: fingerprint.encode(),
-        DIMENSION_KEY: str(vectors.shape[1]).encode(),
-        NORMALIZED_KEY: b"true" if normalized else b"false",
-    }
-    return pa.table(columns).replace_schema_metadata(metadata)
 
 
 def write_shard_outputs(

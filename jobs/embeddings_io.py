@@ -54,6 +54,28 @@ def hashes_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return raw[start : start + len(arr) * HASH_BYTES].view(f"S{HASH_BYTES}").copy()
 
 
+def embeddings_table(
+    ids: pa.Array,
+    vectors: np.ndarray,
+    passthrough: pa.Table,
+    fingerprint: str,
+    normalized: bool,
+    text_hashes: np.ndarray | None = None,
+) -> pa.Table:
+    """id, embedding (fixed_size_list<float32>[dim]), passthrough columns, qm_text_hash, qm.* file metadata."""
+    columns = {"id": ids, EMBEDDING: embedding_array(vectors)}
+    for name in passthrough.column_names:
+        columns[name] = passthrough.column(name).combine_chunks()
+    if text_hashes is not None:
+        columns[TEXT_HASH] = hashes_to_arrow(text_hashes)
+    metadata = {
+        FINGERPRINT_KEY: fingerprint.encode(),
+        DIMENSION_KEY: str(vectors.shape[1]).encode(),
+        NORMALIZED_KEY: b"true" if normalized else b"false",
+    }
+    return pa.table(columns).replace_schema_metadata(metadata)
+
+
 def write_embeddings_parquet(
     path: str | os.PathLike[str],
     ids: Sequence[Any] | np.ndarray,
@@ -63,20 +85,16 @@ def write_embeddings_parquet(
     normalized: bool = True,
     row_group_rows: int = 65_536,
 ) -> str:
-    """Write one embeddings parquet file (id, embedding, passthrough columns, qm.* metadata)."""
+    """Write one embeddings parquet file through the job's own table builder (embeddings_table).
+
+    For tools and tests that produce embeddings outside the job: the file is what the job writes.
+    """
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or len(vectors) != len(ids):
         raise ValueError(f"vectors {vectors.shape} do not match {len(ids)} ids")
     id_arr = pa.array(ids, type=pa.int64()) if _all_ints(ids) else pa.array([str(i) for i in ids])
-    arrays: dict[str, pa.Array] = {"id": id_arr, EMBEDDING: embedding_array(vectors)}
-    for name, values in (columns or {}).items():
-        arrays[name] = pa.array(values)
-    metadata = {
-        FINGERPRINT_KEY: fingerprint.encode(),
-        DIMENSION_KEY: str(vectors.shape[1]).encode(),
-        NORMALIZED_KEY: b"true" if normalized else b"false",
-    }
-    table = pa.table(arrays).replace_schema_metadata(metadata)
+    passthrough = pa.table({name: pa.array(values) for name, values in (columns or {}).items()})
+    table = embeddings_table(id_arr, vectors, passthrough, fingerprint, normalized)
     return storage.write_parquet(path, table, row_group_size=row_group_rows).uri
 
 
