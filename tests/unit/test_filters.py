@@ -135,7 +135,9 @@ def _exact(vectors: np.ndarray, q: np.ndarray, mask: np.ndarray, k: int) -> list
 def test_filtered_search_fills_top_k_with_exact_scores(built, spec, plan: str, monkeypatch) -> None:
     searcher, vectors, _ = built
     if plan == "ann":  # force the selector plan for every selection wider than the top_k
-        monkeypatch.setattr(searcher, "filter_config", FilterSearchConfig(exact_min_rows=20, exact_max_rows=20))
+        monkeypatch.setattr(
+            searcher, "filter_config", FilterSearchConfig(exact_min_rows=20, exact_max_rows=20)
+        )
     flt = parse_filter(spec, searcher.filter_schema)
     mask = evaluate(flt, searcher.loaded.filters)
     q = vectors[[5, 77, 4001]] + 0.05
