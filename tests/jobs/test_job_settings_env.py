@@ -18,7 +18,7 @@ def test_build_index_takes_index_config_from_the_environment(
 ) -> None:
     seen: list[IndexConfig | None] = []
 
-    def fake_build(*args: Any) -> Any:
+    def fake_build(*args: Any, **_: Any) -> Any:
         seen.append(args[5])
         raise IndexInvalid("stop here")
 
