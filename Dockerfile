@@ -49,6 +49,8 @@ WORKDIR /home/ray/qmatch
 # bench/ stay out: export is the torch-only tool, bench is for this repository's machines.
 COPY --chown=ray:users pyproject.toml README.md serve_config.yaml ./
 COPY --chown=ray:users embedder/ embedder/
+COPY --chown=ray:users index/ index/
+COPY --chown=ray:users storage/ storage/
 COPY --chown=ray:users service/ service/
 COPY --chown=ray:users jobs/ jobs/
 COPY --chown=ray:users deployments/ deployments/
@@ -71,7 +73,7 @@ RUN pip install --no-cache-dir . \
        fi \
     && python -c "import ray; assert ray.__version__ == '${RAY_VERSION}', ray.__version__" \
     && python -c "import importlib.util as u, sys; sys.exit('torch is in the runtime image' if u.find_spec('torch') else 0)" \
-    && python -c "import deployments.app, jobs.embed_corpus, jobs.build_index, embedder.storage"
+    && python -c "import deployments.app, jobs.embed_corpus, jobs.build_index, storage"
 
 # Serve HTTP (the only port meant for clients). Ray's own ports (6379, 8265, 10001, ...) are
 # for the cluster's pods and the KubeRay operator only; see k8s/ and README "On a real cluster".

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import storage
 from bench.corpus_gen import PREFIXES, groups
 from bench.index import clustered_vectors
 from bench.machine import machine_info
 from bench.peak_memory import PeakMemory
-from embedder import storage
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.find_duplicates import GROUPS_FILE, DedupConfig, run
 

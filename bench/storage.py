@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
+import storage
 from bench.harness import RESULTS, Envelope, median_spread, run_rounds, write_report
-from embedder import storage
 from jobs.embed_corpus import JobConfig, run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+import storage
 from deployments.backbone import Backbone
 from deployments.fused import FusedEncoder
 from deployments.ingress import Ingress
 from deployments.pooling import Pooling
 from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
-from embedder import storage
 from embedder.artifact import Artifact
 from embedder.config import GPU_BATCH_TOKENS, as_dict, batch_defaults
 from service.collections import collections_config

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from embedder import storage
-from embedder.cache import fetch_dir, safe_key
+import storage
 from embedder.errors import ArtifactError, ModelMismatch
+from storage.cache import fetch_dir, safe_key
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from embedder import storage
+import storage
 from embedder.errors import EmbedderError
 from embedder.tokenize import text_problem
 

@@ -1,6 +1,6 @@
 """Versioned index directories: <root>/<version>/{index.faiss, metadata.parquet, manifest.json}.
 
-The root is a local path or a URI (s3://, gs://, ...); all file access goes through embedder.storage.
+The root is a local path or a URI (s3://, gs://, ...); all file access goes through storage.
 A version is assembled and verified in a local staging directory first. Publishing it:
 
 - local disk: the staging directory (a hidden sibling) is renamed into place in one step;
@@ -10,7 +10,7 @@ A version is assembled and verified in a local staging directory first. Publishi
 
 Only then does `CURRENT` change: one small file replaced atomically (local: temp + os.replace;
 object store: a single PUT). The manifest records every file's size and sha256, so a node-local
-cached copy of a remote version (embedder.cache) that is truncated or corrupt is detected and
+cached copy of a remote version (storage.cache) that is truncated or corrupt is detected and
 fetched again. A failed build leaves the live index untouched.
 """
 
@@ -30,11 +30,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedder import storage
-from embedder.cache import fetch_dir, file_digest, root_key
+import storage
 from embedder.errors import IndexInvalid
 from embedder.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
 from embedder.index import VectorIndex
+from storage.cache import fetch_dir, file_digest, root_key
 
 INDEX_FILE = "index.faiss"
 METADATA_FILE = "metadata.parquet"

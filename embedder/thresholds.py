@@ -11,7 +11,7 @@ version and trusted as long as they verify, and `CURRENT` only ever moves to a v
 manifest verified. A threshold is chosen *after* a version exists (from labelled pairs, maybe
 weeks later) and may be re-chosen; rewriting the manifest would change a published version under
 every replica that cached it. The sidecar is an extra, optional file that nothing verifies
-against the manifest, written all-or-nothing through embedder.storage.
+against the manifest, written all-or-nothing through storage.
 
 A corpus that changes every day gets a new version every day, and the threshold belongs to the
 model and the kind of questions, not to one day's build: a version without its own sidecar
@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from embedder import index_store, storage
+import storage
+from embedder import index_store
 from embedder.errors import InvalidInput, ModelMismatch
 
 THRESHOLDS_FILE = "thresholds.json"

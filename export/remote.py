@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from embedder import storage
+import storage
 from embedder.artifact import MANIFEST_FILE, Manifest
 from embedder.errors import ExportError
 from export.pipeline import ExportRequest, run_export

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embedder import index_store, storage
+import storage
+from embedder import index_store
 from embedder.config import ConfigError, from_mapping
 from embedder.errors import EmbedderError, IndexInvalid
 from embedder.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters

@@ -31,7 +31,7 @@ import pyarrow as pa
 import ray
 from tqdm import tqdm
 
-from embedder import storage
+import storage
 from embedder.artifact import Artifact
 from embedder.config import (
     BACKENDS,

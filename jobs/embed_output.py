@@ -1,4 +1,4 @@
-"""Write one shard's embeddings and quarantine parquet files, each all-or-nothing (embedder.storage).
+"""Write one shard's embeddings and quarantine parquet files, each all-or-nothing (storage).
 
 Uses the contract's column and metadata names from jobs.embeddings_io. A re-executed shard (a
 retried task after a node died, or a resumed run) rewrites the same file names with the same
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from embedder import storage
+import storage
 from jobs.embeddings_io import embeddings_table
 
 __all__ = ["embeddings_table", "part_name", "remove_temp_files", "write_shard_outputs"]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedder import storage
+import storage
 from embedder.errors import InvalidInput
 from embedder.filter_columns import Kind, column_kind, filter_table
 from embedder.filters import Filter, evaluate, parse_filter

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedder import storage
+import storage
 from embedder.errors import IndexInvalid, ModelMismatch
 
 FINGERPRINT_KEY = b"qm.fingerprint"

@@ -5,7 +5,7 @@
         [--threshold 0.9] [--k 20] [--index indexes/faq [--index-version V]] [--check-sample 1000]
 
 E, O, the corpus and the index root are local paths or URIs (s3://, ...): every file goes through
-embedder.storage. Stage 1 (driver): exact duplicates by normalised-text hash (embedder/dedup.py
+storage. Stage 1 (driver): exact duplicates by normalised-text hash (embedder/dedup.py
 defines the normalisation). Stage 2 (Ray): a FAISS index over the vectors (built here in a Ray
 task with embedder.index's factory choice, or an index version loaded with --index whose
 fingerprint and ids match the embeddings) goes into the object store once; `--workers` actors
@@ -37,7 +37,8 @@ import ray
 from ray.util import ActorPool
 from tqdm import tqdm
 
-from embedder import index_store, storage
+import storage
+from embedder import index_store
 from embedder.config import FieldValueError, check_field
 from embedder.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
 from embedder.dedup import (

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from embedder import storage
+import storage
 from embedder.errors import EmbedderError, ModelMismatch
 from jobs.embed_output import part_name
 from jobs.embeddings_io import (

@@ -1,6 +1,6 @@
 """Resumable run state beside the output: what the run is, which shards are finished, who runs it.
 
-Files (local directory or object-store prefix, all through embedder.storage):
+Files (local directory or object-store prefix, all through storage):
 
 - `_RUN.json`: the artifact fingerprint, the inputs (path/URI, size, mtime, rows), the column roles
   and the shard plan. A rerun must match it to resume.
@@ -26,7 +26,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from embedder import storage
+import storage
 from embedder.corpus import Shard, shard_from_dict
 from embedder.errors import EmbedderError
 

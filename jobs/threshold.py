@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from embedder import index_store, storage
+import storage
+from embedder import index_store
 from embedder.encoder import Encoder, cosine_rows
 from embedder.errors import EmbedderError, IndexInvalid, InvalidInput
 from embedder.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds

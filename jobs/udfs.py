@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from embedder import Encoder, storage
+import storage
+from embedder import Encoder
 from embedder.config import BatchConfig, EncoderConfig, session_config
 from embedder.corpus import (
     ColumnSpec,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder import storage
+import storage
 from embedder.errors import IndexUnavailable, InvalidInput
 from embedder.search import Searcher
 from service.errors import NotFound

@@ -22,9 +22,9 @@ from embedder import index_store
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
 from embedder.filters import parse_filter
 from embedder.search import Searcher
-from embedder.storage import StorageError
 from embedder.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
 from service.stages import Match, SearchResult
+from storage import StorageError
 
 log = logging.getLogger("qmatch.index")
 # Asked before a freshly opened version goes live: a reason to refuse it (e.g. over the memory

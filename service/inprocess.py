@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from embedder import storage
+import storage
 from embedder.artifact import Artifact
 from embedder.backbone import Backbone
 from embedder.config import SessionConfig, session_config

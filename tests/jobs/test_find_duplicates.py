@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import storage
 from bench.index import clustered_vectors
-from embedder import storage
 from jobs import find_duplicates as job
 from jobs.build_index import build
 from jobs.embeddings_io import write_embeddings_parquet

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import storage
+import storage
 from jobs.embed_corpus import JobConfig, main, run
 from jobs.embeddings_io import TEXT_HASH, inspect_embeddings
 from jobs.run_state import Lease, RunConflict

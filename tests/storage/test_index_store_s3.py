@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import storage
 from bench.index import clustered_vectors
-from embedder import index_store, storage
+from embedder import index_store
 from embedder.errors import IndexInvalid
 from embedder.search import Searcher
 from jobs import build_index

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from embedder import Encoder, storage
+import storage
+from embedder import Encoder
 from embedder.artifact import Artifact
 from tests.storage.hidden_nodes import WORKER_CACHE, HiddenDiskCluster
 from tests.storage.s3_server import S3Server, free_port, patched_env, s3_server

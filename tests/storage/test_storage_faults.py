@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import storage
+import storage
 from jobs.embed_corpus import JobConfig, main, prepare
 from jobs.run_state import LEASE_FILE, RUN_FILE, Lease
 from tests.storage.s3_server import S3Server, s3_server

@@ -206,7 +206,7 @@ def test_storage_retries_and_the_job_lease_come_from_the_environment_through_the
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Read when used, not at import, and a bad value names its variable (was a bare ValueError at import)."""
-    from embedder import storage
+    import storage
     from jobs.embed_corpus import parse_args
 
     storage.retry_config.cache_clear()

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embedder import storage
+import storage
 from embedder.corpus import (
     ColumnSpec,
     CorpusError,

@@ -24,7 +24,9 @@ TEXTS = ["short", "a somewhat longer question about billing and refunds", "x " *
 
 
 def test_openvino_fp32_reads_the_exported_graph_and_matches_onnxruntime(tiny_artifact: Path) -> None:
-    ov = Encoder.load(tiny_artifact, backend="openvino", precision="fp32")  # verifies the probe at fp32's floor
+    ov = Encoder.load(
+        tiny_artifact, backend="openvino", precision="fp32"
+    )  # verifies the probe at fp32's floor
     ort = Encoder.load(tiny_artifact, backend="onnxruntime", precision="fp32")
     assert (ov.runtime.backend, ov.runtime.precision) == ("openvino", "fp32")
     assert cosine_rows(ov.encode(TEXTS), ort.encode(TEXTS)).min() >= PROBE_MIN_COSINE["fp32"]

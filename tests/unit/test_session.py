@@ -57,7 +57,9 @@ def test_cuda_sessions_log_warnings_so_cpu_assignments_show() -> None:
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="machine has CUDA")
 def test_requesting_cuda_without_it_fails_instead_of_silently_using_cpu(tiny_artifact: Path) -> None:
     with pytest.raises(ProviderUnavailable, match="CUDAExecutionProvider.*did not load"):
-        create_session(tiny_artifact / "model.onnx", SessionConfig(providers=("cuda",), backend="onnxruntime"))
+        create_session(
+            tiny_artifact / "model.onnx", SessionConfig(providers=("cuda",), backend="onnxruntime")
+        )
 
 
 def test_placement_profile_names_the_compute_nodes_a_cuda_session_would_have_lost(
@@ -66,7 +68,9 @@ def test_placement_profile_names_the_compute_nodes_a_cuda_session_would_have_los
     """The profile of a real pass says where every node ran; on this CPU-only build every compute
     node ran on the CPU, which is exactly what a CUDA session with fallback would show and refuse."""
     opts = session_options(SessionConfig(), profile_prefix=str(tmp_path / "p"))
-    session = ort.InferenceSession(str(tiny_artifact / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(tiny_artifact / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+    )
     placement = profile_placement(session)
     assert set(placement) == {"CPUExecutionProvider"}
     assert not list(tmp_path.iterdir()), "the profile file is removed after reading"

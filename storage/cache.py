@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from embedder import storage
+import storage
 from embedder.errors import EmbedderError
 
 CACHE_ENV = "QM_CACHE_DIR"
