@@ -36,8 +36,8 @@ from bench.corpus_gen import write_corpus
 from bench.index import clustered_vectors
 from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
-from embedder import index_store
-from embedder.index import IndexConfig, choose_factory
+from index import store as index_store
+from index.faiss_index import IndexConfig, choose_factory
 from jobs import build_index
 from jobs.embed_corpus import JobConfig, run
 from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet

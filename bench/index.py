@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from bench.machine import read_cpuinfo
-from embedder.index import IndexConfig, build_index, choose_factory
+from index.faiss_index import IndexConfig, build_index, choose_factory
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

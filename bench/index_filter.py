@@ -4,7 +4,7 @@ unfiltered query, and the filter columns' memory, at filters selecting 50%, 5%, 
     python -m bench.index_filter [--rows 1000000] [--dim 384] [--queries 300] [--out bench/results/index_filter.json]
 
 Vectors are bench.index's clustered vectors; the index is the IVF-Flat the auto factory picks at
-1M (built and tuned by embedder.index.build_index). A "category" string column gives each
+1M (built and tuned by index.faiss_index.build_index). A "category" string column gives each
 selectivity its own value, assigned at random: the filter does not follow the clusters, so the
 filtered neighbours are the unfiltered (10/selectivity)-th neighbours. A timestamp column is
 stored too, for its memory. Each query is timed unfiltered and with each filter in turn (the same
@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from bench.index import clustered_vectors, cpu_info
-from embedder.filter_columns import FilterTable, filter_table
-from embedder.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
-from embedder.filters import evaluate, parse_filter
-from embedder.index import ExactKnn, IndexConfig, build_index, choose_factory
+from index.faiss_index import ExactKnn, IndexConfig, build_index, choose_factory
+from index.filter_columns import FilterTable, filter_table
+from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
+from index.filters import evaluate, parse_filter
 
 SELECTIVITIES = (0.5, 0.05, 0.005, 0.0001)
 K = 10

@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.index import clustered_batches, clustered_vectors, cpu_info
 from bench.load import load_snapshot, warn_if_busy
-from embedder.index import IndexConfig, choose_factory, full_vector_bytes
+from index.faiss_index import IndexConfig, choose_factory, full_vector_bytes
 
 DIM = 384
 FILE_ROWS = 250_000
@@ -99,8 +99,8 @@ def run_build(embeddings: str, out: str, factory: str) -> dict[str, Any]:
 
 def run_queries(version_path: str, factory: str, queries: int = 300) -> dict[str, Any]:
     """Child process: load a published version fresh, time single queries on unseen vectors."""
-    from embedder.index import VectorIndex
-    from embedder.index_store import INDEX_FILE, MANIFEST_FILE, IndexManifest
+    from index.faiss_index import VectorIndex
+    from index.store import INDEX_FILE, MANIFEST_FILE, IndexManifest
 
     manifest = IndexManifest.from_json(Path(version_path, MANIFEST_FILE).read_text())
     q = clustered_vectors(queries, DIM, seed=7)  # same distribution, not in the corpus

@@ -1,4 +1,4 @@
-"""Serve benchmark: the online path against the in-process Encoder (+ Searcher), same texts, same run.
+"""Serve benchmark: the online path against the in-process Encoder (+ IndexSearcher), same texts, same run.
 
     ../shared/bin/loopback-only .venv/bin/python -m bench.serve [--artifact artifacts/minilm-fp32] \
         [--apps noop inline graph] [--rounds 5] [--haproxy]
@@ -150,10 +150,10 @@ class Baseline:
 
     def __init__(self, artifact: Path, index_root: Path, threads: int) -> None:
         from embedder import Encoder
-        from embedder.search import Searcher
+        from index.searcher import IndexSearcher
 
         self.enc = Encoder.load(artifact, threads=threads)
-        self.searcher = Searcher.open(index_root, expected_fingerprint=self.enc.fingerprint)
+        self.searcher = IndexSearcher.open(index_root, expected_fingerprint=self.enc.fingerprint)
 
     def measure(self, texts: list[str], questions: list[str]) -> dict[str, Any]:
         """Throughput of encode() over `texts`; latency of encode + search of one question."""

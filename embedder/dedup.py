@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from embedder.errors import InvalidInput
-from embedder.index import IndexConfig, VectorIndex, build_index, sample_rows
+from index.faiss_index import IndexConfig, VectorIndex, build_index, sample_rows
 
 NORMALIZATION = "nfkc-casefold-whitespace-trailing-po/1"
 SCORE_TOLERANCE = 1e-6
@@ -212,7 +212,7 @@ def near_pairs(
 def build_search_index(
     vectors: np.ndarray, factory: str = "auto", cfg: IndexConfig | None = None
 ) -> tuple[VectorIndex, float]:
-    """An inner-product index over all rows (embedder.index's factory choice), tuned to recall@10."""
+    """An inner-product index over all rows (index.faiss_index's factory choice), tuned to recall@10."""
     cfg = cfg or IndexConfig()
     index, report = build_index(vectors, factory, "ip", cfg)
     return index, report.recall_at_10

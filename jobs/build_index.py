@@ -28,12 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import storage
-from embedder import index_store
 from embedder.config import ConfigError, from_mapping
 from embedder.errors import EmbedderError, IndexInvalid
-from embedder.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
-from embedder.index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
-from embedder.index_store import IndexManifest
+from index import store as index_store
+from index.faiss_index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
+from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
+from index.store import IndexManifest
 from jobs.embeddings_io import (
     HASH_BYTES,
     EmbeddingsInfo,
@@ -289,7 +289,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m jobs.build_index",
         description=__doc__.split("\n")[0],
-        epilog="Index tunables (embedder.index.IndexConfig) come from QM_INDEX_<FIELD>, e.g. QM_INDEX_NPROBE=16.",
+        epilog="Index tunables (index.faiss_index.IndexConfig) come from QM_INDEX_<FIELD>, e.g. QM_INDEX_NPROBE=16.",
     )
     p.add_argument("--embeddings", help="embeddings directory (part-*.parquet)")
     p.add_argument("--out", required=True, help="index root, e.g. indexes/<name>")

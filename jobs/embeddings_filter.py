@@ -1,5 +1,5 @@
 """`--filter` for the jobs that read embeddings (find_duplicates, threshold): the /match filter
-language (embedder/filters.py) evaluated on the embeddings' passthrough columns.
+language (index/filters.py) evaluated on the embeddings' passthrough columns.
 
     python -m jobs.find_duplicates ... --filter '{"category": "billing"}'
     python -m jobs.threshold --embeddings E --pairs P --filter '{"language": {"in": ["de", "en"]}}'
@@ -19,8 +19,8 @@ import pyarrow as pa
 
 import storage
 from embedder.errors import InvalidInput
-from embedder.filter_columns import Kind, column_kind, filter_table
-from embedder.filters import Filter, evaluate, parse_filter
+from index.filter_columns import Kind, column_kind, filter_table
+from index.filters import Filter, evaluate, parse_filter
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings, write_embeddings_parquet
 
 

@@ -7,7 +7,7 @@
 E, O, the corpus and the index root are local paths or URIs (s3://, ...): every file goes through
 storage. Stage 1 (driver): exact duplicates by normalised-text hash (embedder/dedup.py
 defines the normalisation). Stage 2 (Ray): a FAISS index over the vectors (built here in a Ray
-task with embedder.index's factory choice, or an index version loaded with --index whose
+task with index.faiss_index's factory choice, or an index version loaded with --index whose
 fingerprint and ids match the embeddings) goes into the object store once; `--workers` actors
 (num_cpus=1 each) load it once and search query shards with k-NN, keeping neighbours whose exact
 cosine is >= --threshold. Pairs are then merged, groups are the connected components of the pair
@@ -38,7 +38,6 @@ from ray.util import ActorPool
 from tqdm import tqdm
 
 import storage
-from embedder import index_store
 from embedder.config import FieldValueError, check_field
 from embedder.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
 from embedder.dedup import (
@@ -54,7 +53,8 @@ from embedder.dedup import (
     unit_rows,
 )
 from embedder.errors import EmbedderError, IndexInvalid, InvalidInput, ModelMismatch
-from embedder.index import VectorIndex
+from index import store as index_store
+from index.faiss_index import VectorIndex
 from jobs.embed_corpus import embedder_cause
 from jobs.embeddings_filter import parse_cli_filter, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
@@ -78,7 +78,7 @@ class DedupConfig:
     k: int = 20
     index: str | None = None  # index root whose version to use instead of building one
     index_version: str | None = None  # None: CURRENT
-    factory: str = "auto"  # for the index built here: embedder.index.choose_factory, or a FAISS string
+    factory: str = "auto"  # for the index built here: index.faiss_index.choose_factory, or a FAISS string
     workers: int = 2  # search actors (1 CPU each, one index copy each)
     build_cpus: int = 1  # CPUs (and FAISS threads) of the index-build task
     shard_rows: int = 4096  # query rows per actor call (progress and load-balance unit)

@@ -16,7 +16,7 @@ import numpy as np
 import ray
 
 from embedder.errors import IndexInvalid
-from embedder.index import ExactKnn, IndexConfig, VectorIndex
+from index.faiss_index import ExactKnn, IndexConfig, VectorIndex
 from jobs.embeddings_io import EmbeddingsInfo, read_embeddings
 
 

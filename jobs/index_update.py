@@ -41,9 +41,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from embedder import index_store
-from embedder.filter_columns import Kind
-from embedder.index import (
+from index import store as index_store
+from index.faiss_index import (
     ExactKnn,
     IndexConfig,
     VectorIndex,
@@ -52,7 +51,8 @@ from embedder.index import (
     search_knob,
     tune_search,
 )
-from embedder.index_store import LoadedIndex
+from index.filter_columns import Kind
+from index.store import LoadedIndex
 from jobs.build_index import BuildResult, K, _pass_one, build, filter_kinds, save_version
 from jobs.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 

@@ -8,7 +8,7 @@ Encoder of --artifact) or `id_a, id_b, label` (scored from the stored vectors of
 label is 1 for a true match, 0 otherwise. Prints precision and recall over thresholds and the
 lowest threshold whose precision reaches the target; --output writes the same as JSON. With
 --index the threshold becomes that index version's default /match min_score
-(`<root>/<version>/thresholds.json`, see embedder/thresholds.py), refused when the index was
+(`<root>/<version>/thresholds.json`, see index/thresholds.py), refused when the index was
 built with another model. No Ray. Exit 0: a threshold reaches the target; 1: none does (nothing
 stored); 2: wrong input (one line on stderr).
 """
@@ -28,10 +28,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 import storage
-from embedder import index_store
 from embedder.encoder import Encoder, cosine_rows
 from embedder.errors import EmbedderError, IndexInvalid, InvalidInput
-from embedder.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
+from index import store as index_store
+from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
 from jobs.embeddings_filter import parse_cli_filter, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
 

@@ -24,7 +24,7 @@ import numpy as np
 
 import storage
 from embedder.errors import IndexUnavailable, InvalidInput
-from embedder.search import Searcher
+from index.searcher import IndexSearcher
 from service.errors import NotFound
 from service.index_follower import IndexFollower
 from service.stages import SearchResult
@@ -123,7 +123,7 @@ class CollectionSet:
                 )  # the next one's budget counts this one  # one assignment: searches see the old map or the new one
 
     def _admitter(self, name: str) -> Any:
-        def admit(fresh: Searcher) -> str | None:
+        def admit(fresh: IndexSearcher) -> str | None:
             budget = self.config.memory_budget_bytes
             if not budget:
                 return None

@@ -16,11 +16,11 @@ import numpy as np
 
 from embedder.config import BatchConfig
 from embedder.errors import IndexUnavailable
-from embedder.filters import parse_filter
 from embedder.handoff import HiddenPack, TokenPack
 from embedder.pooler import Pooler
 from embedder.probe import PROBE_TEXTS
 from embedder.types import HiddenStates, TokenBatch
+from index.filters import parse_filter
 from service.collections import UnknownCollection
 from service.scheduler import ModelScheduler, SchedulerConfig
 from service.stages import EmbedOptions, Match, ModelInfo, SearchResult, TokenSpan

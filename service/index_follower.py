@@ -18,22 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from embedder import index_store
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
-from embedder.filters import parse_filter
-from embedder.search import Searcher
-from embedder.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
+from index import store as index_store
+from index.filters import parse_filter
+from index.searcher import IndexSearcher
+from index.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
 from service.stages import Match, SearchResult
 from storage import StorageError
 
 log = logging.getLogger("qmatch.index")
 # Asked before a freshly opened version goes live: a reason to refuse it (e.g. over the memory
 # budget, service/collections.py), or None to admit it.
-Admit = Callable[[Searcher], str | None]
+Admit = Callable[[IndexSearcher], str | None]
 
 
 class IndexFollower:
-    """Holds the live Searcher of one index root and follows its CURRENT pointer."""
+    """Holds the live IndexSearcher of one index root and follows its CURRENT pointer."""
 
     def __init__(
         self,
@@ -51,7 +51,7 @@ class IndexFollower:
         # Seconds between looks at CURRENT: a stat and a small read, cheap enough to do often.
         self.poll_s = poll_s
         self.pinned = pinned
-        self.live: Searcher | None = None
+        self.live: IndexSearcher | None = None
         self.refused: dict[str, Any] | None = None
         # (version, its default /match min_score from thresholds.json): one tuple, swapped whole.
         self.min_score: tuple[str | None, DefaultMinScore] = (None, NO_DEFAULT)
@@ -94,7 +94,7 @@ class IndexFollower:
                 return
             started = time.perf_counter()
             try:
-                fresh = Searcher.open(self.root, version=wanted, expected_fingerprint=self.fingerprint)
+                fresh = IndexSearcher.open(self.root, version=wanted, expected_fingerprint=self.fingerprint)
             except (ModelMismatch, IndexInvalid, StorageError, OSError) as exc:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
@@ -142,8 +142,8 @@ class IndexFollower:
         live = self.live
         return 0 if live is None else live.memory_bytes
 
-    def _refresh_min_score(self, searcher: Searcher, inherit: bool) -> None:
-        """The version's default /match min_score (embedder/thresholds.py); a bad file means none."""
+    def _refresh_min_score(self, searcher: IndexSearcher, inherit: bool) -> None:
+        """The version's default /match min_score (index/thresholds.py); a bad file means none."""
         version, current = self.min_score
         args = (self.root, searcher.version, searcher.fingerprint, searcher.manifest.metric)
         try:

@@ -8,7 +8,7 @@ through these functions, so the guarantees are the same on every backend:
   object store: the bytes are assembled in memory first and sent as one upload, which the store
   makes visible only when complete (a killed writer leaves nothing, never half an object).
 - There is no "rename" on object stores, so callers that need a version to appear at once write
-  its files first and a small commit object last (see embedder/index_store.py).
+  its files first and a small commit object last (see index/store.py).
 - Errors come out as `StorageError`, one line naming the URI and the reason (no such bucket,
   no credentials, endpoint unreachable, disk full), after bounded retries with backoff for
   transient network failures.

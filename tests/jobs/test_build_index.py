@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.index import clustered_vectors
-from embedder import index_store
-from embedder.index import IndexConfig, VectorIndex
-from embedder.search import Searcher
+from index import store as index_store
+from index.faiss_index import IndexConfig, VectorIndex
+from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import inspect_embeddings, write_embeddings_parquet
 
@@ -51,14 +51,14 @@ def test_build_publishes_a_searchable_version(tmp_path: Path, vectors: np.ndarra
     assert code == 0
     line = capsys.readouterr().out.strip()
     assert "\n" not in line and "recall@10" in line
-    m = Searcher.open(out, expected_fingerprint=FP).manifest
+    m = IndexSearcher.open(out, expected_fingerprint=FP).manifest
     assert (m.count, m.dimension, m.factory, m.metric, m.fingerprint) == (4000, 48, "IVF32,Flat", "ip", FP)
     assert m.recall_at_10 >= 0.95 and m.source_summary == {"rows_embedded": 4000, "fingerprint": FP}
     assert m.columns == ("question", "answer") and m.id_type == "string" and m.bytes_per_vector >= 48 * 4
     # row i of metadata.parquet is FAISS id i, and ids come back as the corpus' own
     meta = pq.read_table(out / str(index_store.current_version(out)) / index_store.METADATA_FILE)
     assert meta.column("id").to_pylist() == ids
-    hits = Searcher.open(out).search(vectors[[0, 1999, 3999]], top_k=2)
+    hits = IndexSearcher.open(out).search(vectors[[0, 1999, 3999]], top_k=2)
     assert [h[0]["id"] for h in hits] == [ids[0], ids[1999], ids[3999]]
     assert hits[1][0]["answer"] == "answer 1999"
 
@@ -70,7 +70,7 @@ def test_rollback_and_refusals_leave_current_alone(tmp_path: Path, vectors: np.n
     first = index_store.current_version(out)
     assert build_index.main(["--embeddings", str(emb), "--out", str(out), "--metric", "l2"]) == 0
     second = index_store.current_version(out)
-    assert second != first and Searcher.open(out).manifest.metric == "l2"
+    assert second != first and IndexSearcher.open(out).manifest.metric == "l2"
 
     def refused(corpus: Path, message: str) -> None:
         assert build_index.main(["--embeddings", str(corpus), "--out", str(out)]) == 2
@@ -95,7 +95,7 @@ def test_rollback_and_refusals_leave_current_alone(tmp_path: Path, vectors: np.n
 
     assert build_index.main(["--out", str(out), "--rollback"]) == 0
     assert index_store.current_version(out) == first
-    assert Searcher.open(out).manifest.metric == "ip"
+    assert IndexSearcher.open(out).manifest.metric == "ip"
 
 
 def test_a_version_below_the_recall_target_is_never_published(
@@ -121,7 +121,7 @@ def test_over_the_memory_budget_auto_builds_a_compressed_index_that_passes_the_g
     monkeypatch.setenv("QM_INDEX_FLAT_MAX", "1000")
     monkeypatch.setenv("QM_INDEX_MEMORY_BUDGET_BYTES", str(4000 * 48 * 2))
     assert build_index.main(["--embeddings", str(emb), "--out", str(out)]) == 0
-    m = Searcher.open(out, expected_fingerprint=FP).manifest
+    m = IndexSearcher.open(out, expected_fingerprint=FP).manifest
     assert m.factory.startswith("IVF") and m.factory.endswith(",SQ8")
     assert m.recall_at_10 >= 0.95 and m.bytes_per_vector < 48 * 4 / 2
 
@@ -167,7 +167,7 @@ def test_sharded_build_equals_single_machine_build(tmp_path: Path, ray_local: No
     # and through the job: --shards publishes a version whose recall matches a local build
     out = tmp_path / "idx"
     assert build_index.main(["--embeddings", str(emb), "--out", str(out), "--shards", "2"]) == 0
-    m = Searcher.open(out).manifest
+    m = IndexSearcher.open(out).manifest
     assert m.shards == 2 and m.count == 12_000 and m.factory.startswith("IVF") and m.recall_at_10 >= 0.95
-    hits = Searcher.open(out).search(corpus[[0, 11_999]], top_k=1)
+    hits = IndexSearcher.open(out).search(corpus[[0, 11_999]], top_k=1)
     assert [h[0]["id"] for h in hits] == ["q00000", "q11999"]

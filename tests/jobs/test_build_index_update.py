@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.index import clustered_vectors
-from embedder import index_store
-from embedder.search import Searcher
+from index import store as index_store
+from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import write_embeddings_parquet
 from tests.storage.s3_server import S3Server, patched_env, s3_server
@@ -77,7 +77,7 @@ def days(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def search_all(root: Path, queries: np.ndarray, k: int = 10, nprobe: int | None = None) -> list:
-    s = Searcher.open(root)
+    s = IndexSearcher.open(root)
     if nprobe is not None:
         s.loaded.index.set_search_params({"nprobe": nprobe})
     return s.search(queries, top_k=k)
@@ -102,7 +102,7 @@ def test_update_reuses_the_ivf_index_and_answers_like_a_full_rebuild(
     assert line.startswith(f"updated {first}: +200 new, 50 changed, -100 removed, 3850 kept; CURRENT=")
     second = index_store.current_version(out)
     assert second != first and f"CURRENT={second}" in line
-    m = Searcher.open(out).manifest
+    m = IndexSearcher.open(out).manifest
     assert (m.factory, m.count, m.update["mode"], m.update["from_version"]) == (
         "IVF32,Flat",
         4_100,
@@ -171,7 +171,7 @@ def test_compressed_and_hnsw_quantizer_ivf_indexes_update_in_place(
     assert (
         build_index.main(["--embeddings", str(base / "day2"), "--out", str(full), "--factory", factory]) == 0
     )
-    updated, rebuilt = Searcher.open(out).manifest, Searcher.open(full).manifest
+    updated, rebuilt = IndexSearcher.open(out).manifest, IndexSearcher.open(full).manifest
     assert (updated.factory, updated.count) == (factory, 4_100)
     # Codebooks trained on day one serve day two about as well as ones trained on day two.
     assert updated.recall_at_10 >= rebuilt.recall_at_10 - 0.03
@@ -211,7 +211,7 @@ def test_flat_and_hnsw_fall_back_to_a_full_rebuild(
     capsys.readouterr()
     assert build_index.main(["--embeddings", str(base / "day2"), "--out", str(hnsw), "--update"]) == 0
     assert capsys.readouterr().out.startswith("full rebuild (HNSW32 cannot remove or relabel ids")
-    m = Searcher.open(hnsw).manifest
+    m = IndexSearcher.open(hnsw).manifest
     assert index_store.current_version(hnsw) != first
     assert (m.factory, m.count, m.update["mode"], m.update["from_version"]) == (
         "HNSW32",
@@ -241,13 +241,13 @@ def test_recall_drift_makes_the_update_retrain_from_scratch(
         capsys.readouterr()
         assert build_index.main(["--embeddings", str(tmp_path / name), "--out", str(out), "--update"]) == 0
         lines[name] = capsys.readouterr().out.strip()
-        m = Searcher.open(out).manifest
+        m = IndexSearcher.open(out).manifest
         assert m.update["rows_changed"] == 3_500 and m.recall_at_10 >= 0.95 and m.count == N
         assert m.factory == "IVF64,Flat"
     assert lines["same"].startswith("updated ")
     assert lines["shifted"].startswith("retrained from scratch (updated ")
     assert "< target 0.95" in lines["shifted"]
-    assert Searcher.open(tmp_path / "idx-shifted").manifest.update["mode"] == "retrain"
+    assert IndexSearcher.open(tmp_path / "idx-shifted").manifest.update["mode"] == "retrain"
 
 
 def test_a_failed_update_leaves_current_alone_and_no_current_means_a_full_build(
@@ -257,7 +257,7 @@ def test_a_failed_update_leaves_current_alone_and_no_current_means_a_full_build(
     args = ["--embeddings", str(base / "day1"), "--out", str(out), "--update", "--factory", "IVF32,Flat"]
     assert build_index.main(args) == 0
     assert capsys.readouterr().out.startswith("full rebuild (no CURRENT version to update)")
-    assert Searcher.open(out).manifest.factory == "IVF32,Flat"
+    assert IndexSearcher.open(out).manifest.factory == "IVF32,Flat"
     live = index_store.current_version(out)
     dupes = tmp_path / "dupes"
     write_day(dupes, ["a", "b", "a"], days["v1"][:3], ["x", "y", "z"], files=1)
@@ -290,9 +290,9 @@ def test_update_on_s3(
     assert build_index.main(["--embeddings", "s3://upd/day2", "--out", root, "--update"]) == 0
     assert capsys.readouterr().out.startswith(f"updated {first}: +0 new, 0 changed, -100 removed, 3900 kept")
     assert index_store.list_versions(root) == [first, index_store.current_version(root)]
-    hits = Searcher.open(root).search(v1[:100], top_k=5)
+    hits = IndexSearcher.open(root).search(v1[:100], top_k=5)
     assert not {h["id"] for q in hits for h in q} & set(ids[:100])
-    assert Searcher.open(root).search(v1[[200]], top_k=1)[0][0] == {
+    assert IndexSearcher.open(root).search(v1[[200]], top_k=1)[0][0] == {
         "id": ids[200],
         "score": pytest.approx(1.0, abs=1e-5),
         "answer": "b",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from embedder.errors import IndexInvalid
-from embedder.index import IndexConfig
+from index.faiss_index import IndexConfig
 from jobs import build_index
 from jobs.embed_corpus import JobConfig, parse_args
 

@@ -12,7 +12,7 @@ import pytest
 
 from bench.index import clustered_vectors
 from embedder import Encoder
-from embedder.thresholds import THRESHOLDS_FILE, lowest_threshold
+from index.thresholds import THRESHOLDS_FILE, lowest_threshold
 from jobs import threshold as job
 from jobs.build_index import build
 from jobs.embeddings_io import write_embeddings_parquet

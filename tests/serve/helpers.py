@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from embedder import index_store
 from embedder.encoder import Encoder
-from embedder.filter_columns import FILTERS_FILE, column_kind, write_filters
-from embedder.index import VectorIndex
-from embedder.index_store import IndexManifest
+from index import store as index_store
+from index.faiss_index import VectorIndex
+from index.filter_columns import FILTERS_FILE, column_kind, write_filters
+from index.store import IndexManifest
 
 FAQ: list[tuple[str, str]] = [
     ("How do I reset my password?", "Use 'Forgot password' on the sign-in page."),

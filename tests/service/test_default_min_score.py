@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedder import Encoder
-from embedder.thresholds import THRESHOLDS_FILE, at_threshold, write_thresholds
+from index.thresholds import THRESHOLDS_FILE, at_threshold, write_thresholds
 from jobs import threshold as threshold_job
 from jobs.build_index import build
 from jobs.embeddings_io import write_embeddings_parquet

@@ -11,9 +11,9 @@ import pytest
 
 import storage
 from bench.index import clustered_vectors
-from embedder import index_store
 from embedder.errors import IndexInvalid
-from embedder.search import Searcher
+from index import store as index_store
+from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import write_embeddings_parquet
 from tests.storage.s3_server import S3Server, patched_env, s3_server
@@ -50,10 +50,10 @@ def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server,
     with pytest.raises(IndexInvalid, match="not complete"):
         index_store.open_version(root, "v99999999T000000000000-crash")
 
-    hits = Searcher.open(root, expected_fingerprint=FP).search(vectors[[5, 700]], top_k=1)
+    hits = IndexSearcher.open(root, expected_fingerprint=FP).search(vectors[[5, 700]], top_k=1)
     assert [h[0]["id"] for h in hits] == [5, 700]
     assert index_store.rollback(root) == first.version
-    assert Searcher.open(root).manifest.factory == "Flat"
+    assert IndexSearcher.open(root).manifest.factory == "Flat"
 
 
 def test_a_corrupt_cached_version_is_fetched_again(s3: S3Server, cache: Path) -> None:

@@ -13,7 +13,7 @@ from embedder.config import (
     SessionConfig,
     from_mapping,
 )
-from embedder.index import IndexConfig
+from index.faiss_index import IndexConfig
 from service.config import ServingConfig
 from service.scheduler import SchedulerConfig
 

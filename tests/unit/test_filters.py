@@ -10,10 +10,10 @@ import pytest
 
 from bench.index import clustered_vectors
 from embedder.errors import InvalidInput
-from embedder.filter_columns import FILTERS_FILE
-from embedder.filtered_search import FilterSearchConfig
-from embedder.filters import evaluate, parse_filter
-from embedder.search import Searcher
+from index.filter_columns import FILTERS_FILE
+from index.filtered_search import FilterSearchConfig
+from index.filters import evaluate, parse_filter
+from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import write_embeddings_parquet
 
@@ -39,7 +39,7 @@ def _columns(n: int) -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Searcher, np.ndarray, dict[str, list]]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[IndexSearcher, np.ndarray, dict[str, list]]:
     tmp = tmp_path_factory.mktemp("filters")
     vectors = clustered_vectors(N, 32, seed=11)
     cols = _columns(N)
@@ -51,7 +51,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Searcher, np.ndarra
          "--filter-columns", "category,language,updated,views"]
     )  # fmt: skip
     assert code == 0
-    return Searcher.open(out, expected_fingerprint=FP), vectors, cols
+    return IndexSearcher.open(out, expected_fingerprint=FP), vectors, cols
 
 
 def test_filter_columns_are_compact_and_described_in_the_manifest(built) -> None:

@@ -1,4 +1,4 @@
-"""embedder.index: factory choice, id mapping, metrics, save/load, recall of the auto choice."""
+"""index.faiss_index: factory choice, id mapping, metrics, save/load, recall of the auto choice."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from bench.index import clustered_vectors
 from embedder.errors import IndexInvalid, InvalidInput
-from embedder.index import (
+from index.faiss_index import (
     ExactKnn,
     IndexConfig,
     VectorIndex,

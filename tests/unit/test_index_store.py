@@ -1,4 +1,4 @@
-"""Versioned index directories and the Searcher: CURRENT flips, rollback, refusals, id mapping."""
+"""Versioned index directories and the IndexSearcher: CURRENT flips, rollback, refusals, id mapping."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 
 from bench.index import clustered_vectors
-from embedder import index_store
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
-from embedder.index import build_index
-from embedder.index_store import IndexManifest
-from embedder.search import Searcher
+from index import store as index_store
+from index.faiss_index import build_index
+from index.searcher import IndexSearcher
+from index.store import IndexManifest
 
 FP = "sha256:0123456789abcdef"
 
@@ -52,7 +52,7 @@ def vectors() -> np.ndarray:
 def test_searcher_maps_rows_to_string_ids_and_metadata(tmp_path: Path, vectors: np.ndarray) -> None:
     ids = [f"doc-{i * 3}" for i in range(len(vectors))]
     version = publish_version(tmp_path, vectors, ids)
-    s = Searcher.open(tmp_path, expected_fingerprint=FP)
+    s = IndexSearcher.open(tmp_path, expected_fingerprint=FP)
     assert (s.version, s.size, s.dimension, s.fingerprint) == (version, 300, 32, FP)
     results = s.search(vectors[[5, 17]], top_k=3)
     assert [r[0]["id"] for r in results] == ["doc-15", "doc-51"]
@@ -63,7 +63,7 @@ def test_searcher_maps_rows_to_string_ids_and_metadata(tmp_path: Path, vectors: 
 
 def test_min_score_and_top_k_larger_than_index(tmp_path: Path, vectors: np.ndarray) -> None:
     publish_version(tmp_path, vectors[:20], list(range(100, 120)))
-    s = Searcher.open(tmp_path)
+    s = IndexSearcher.open(tmp_path)
     everything = s.search(vectors[:1], top_k=50)[0]
     assert len(everything) == 20 and everything[0]["id"] == 100
     cut = everything[3]["score"]
@@ -74,7 +74,7 @@ def test_min_score_and_top_k_larger_than_index(tmp_path: Path, vectors: np.ndarr
 
 def test_bad_queries_are_invalid_input(tmp_path: Path, vectors: np.ndarray) -> None:
     publish_version(tmp_path, vectors, list(range(len(vectors))))
-    s = Searcher.open(tmp_path)
+    s = IndexSearcher.open(tmp_path)
     with pytest.raises(InvalidInput):
         s.search(np.zeros((1, 31), np.float32), 3)
     with pytest.raises(InvalidInput):
@@ -86,19 +86,19 @@ def test_bad_queries_are_invalid_input(tmp_path: Path, vectors: np.ndarray) -> N
 def test_fingerprint_mismatch_is_refused(tmp_path: Path, vectors: np.ndarray) -> None:
     publish_version(tmp_path, vectors, list(range(len(vectors))))
     with pytest.raises(ModelMismatch, match="built with model"):
-        Searcher.open(tmp_path, expected_fingerprint="sha256:ffffffffffffffff")
+        IndexSearcher.open(tmp_path, expected_fingerprint="sha256:ffffffffffffffff")
 
 
 def test_current_flips_and_rollback_goes_back(tmp_path: Path, vectors: np.ndarray) -> None:
     v1 = publish_version(tmp_path, vectors, list(range(len(vectors))))
     v2 = publish_version(tmp_path, vectors[:100], list(range(100)))
     assert index_store.list_versions(tmp_path) == [v1, v2]
-    assert Searcher.open(tmp_path).size == 100
+    assert IndexSearcher.open(tmp_path).size == 100
     assert index_store.rollback(tmp_path) == v1
-    assert Searcher.open(tmp_path).version == v1 and Searcher.open(tmp_path).size == 300
+    assert IndexSearcher.open(tmp_path).version == v1 and IndexSearcher.open(tmp_path).size == 300
     with pytest.raises(IndexInvalid, match="no complete version older"):
         index_store.rollback(tmp_path)
-    assert Searcher.open(tmp_path, version=v2).size == 100  # old versions stay openable
+    assert IndexSearcher.open(tmp_path, version=v2).size == 100  # old versions stay openable
 
 
 def test_incomplete_or_missing_versions_are_refused(tmp_path: Path, vectors: np.ndarray) -> None:
@@ -109,7 +109,7 @@ def test_incomplete_or_missing_versions_are_refused(tmp_path: Path, vectors: np.
         index_store.open_version(tmp_path, "v-nope")
     (tmp_path / v1 / index_store.METADATA_FILE).unlink()
     with pytest.raises(IndexInvalid, match="incomplete"):
-        Searcher.open(tmp_path)
+        IndexSearcher.open(tmp_path)
     with pytest.raises(IndexInvalid):
         index_store.set_current(tmp_path, v1)
 
@@ -123,4 +123,4 @@ def test_failed_staging_never_touches_current(tmp_path: Path, vectors: np.ndarra
         index_store.publish(tmp_path, staged, "v-broken")
     assert index_store.current_version(tmp_path) == v1
     assert index_store.list_versions(tmp_path) == [v1]  # staging dirs are not versions
-    assert Searcher.open(tmp_path).version == v1
+    assert IndexSearcher.open(tmp_path).version == v1

@@ -1,4 +1,4 @@
-"""Threshold helper (embedder/thresholds.py): exact precision/recall, the chosen threshold, the stored default."""
+"""Threshold helper (index/thresholds.py): exact precision/recall, the chosen threshold, the stored default."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bench.index import clustered_vectors
-from embedder import thresholds as th
 from embedder.errors import InvalidInput, ModelMismatch
+from index import thresholds as th
 from jobs.build_index import build
 from jobs.embeddings_io import write_embeddings_parquet
 

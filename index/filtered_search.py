@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from embedder.index import VectorIndex
+from index.faiss_index import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class FilteredHits:
 def ensure_gatherable(index: VectorIndex) -> int:
     """Let the exact plan reconstruct rows of an IVF index (a row -> list map); returns its bytes.
 
-    Ids are row positions 0..n-1 (embedder.index), so the dense array map fits: 8 bytes a row.
+    Ids are row positions 0..n-1 (index.faiss_index), so the dense array map fits: 8 bytes a row.
     """
     ivf = index.ivf
     if ivf is None:

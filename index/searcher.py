@@ -1,6 +1,6 @@
-"""Searcher: one loaded index version answering top-k queries with corpus ids and metadata.
+"""IndexSearcher: one loaded index version answering top-k queries with corpus ids and metadata.
 
-Ray-free; the Serve Searcher deployment holds one and swaps in a new one (Searcher.open of the new
+Ray-free; the Serve IndexSearcher deployment holds one and swaps in a new one (IndexSearcher.open of the new
 version) when CURRENT changes.
 """
 
@@ -11,22 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from embedder import index_store
 from embedder.errors import InvalidInput, ModelMismatch
-from embedder.filter_columns import Kind
-from embedder.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
-from embedder.filters import Filter, evaluate
-from embedder.index_store import IndexManifest, LoadedIndex
+from index import store as index_store
+from index.filter_columns import Kind
+from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
+from index.filters import Filter, evaluate
+from index.store import IndexManifest, LoadedIndex
 
 
-class Searcher:
+class IndexSearcher:
     """Top-k search over one index version; matches carry id, score and metadata columns."""
 
     def __init__(self, loaded: LoadedIndex) -> None:
         # Metadata stays in Arrow: opening a new version (hot swap) costs no per-row Python objects;
         # each search converts only the rows it returns.
         self.loaded = loaded
-        # Filtered searches may gather rows (embedder/filtered_search.py): IVF needs its row map,
+        # Filtered searches may gather rows (index/filtered_search.py): IVF needs its row map,
         # built here, before the version goes live, never under a search.
         self.gather_bytes = ensure_gatherable(loaded.index) if loaded.filters.columns else 0
         self.filter_config = FilterSearchConfig()
@@ -37,7 +37,7 @@ class Searcher:
         root: str | os.PathLike[str],
         version: str | None = None,
         expected_fingerprint: str | None = None,
-    ) -> Searcher:
+    ) -> IndexSearcher:
         """Open CURRENT (or `version`); refuse an index built with a different model."""
         loaded = (
             index_store.open_current(root) if version is None else index_store.open_version(root, version)

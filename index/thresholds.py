@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 import storage
-from embedder import index_store
 from embedder.errors import InvalidInput, ModelMismatch
+from index import store as index_store
 
 THRESHOLDS_FILE = "thresholds.json"
 

@@ -5,7 +5,7 @@
     {"updated": {"gte": "2024-01-01", "lt": "2025-01-01"}}   range (also gt, lte; eq)
     {"category": "billing", "language": "de"}                several columns: all must hold
 
-Ray-free. Validation needs only the column kinds (embedder/filter_columns.py), so a request is
+Ray-free. Validation needs only the column kinds (index/filter_columns.py), so a request is
 refused (InvalidInput naming `filter.<column>`, HTTP 422) before any model work. Evaluation is a
 few vectorised numpy compares per condition over the compact columns.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from embedder.errors import InvalidInput
-from embedder.filter_columns import FilterColumn, FilterTable, Kind
+from index.filter_columns import FilterColumn, FilterTable, Kind
 
 OPERATORS = ("eq", "in", "gte", "gt", "lte", "lt")
 RANGE_OPERATORS = ("gte", "gt", "lte", "lt")

@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 import storage
 from embedder.errors import IndexInvalid
-from embedder.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
-from embedder.index import VectorIndex
+from index.faiss_index import VectorIndex
+from index.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
 from storage.cache import fetch_dir, file_digest, root_key
 
 INDEX_FILE = "index.faiss"
@@ -71,7 +71,7 @@ class IndexManifest:
     # How `build_index --update` made this version: {"mode": "update" | "rebuild" | "retrain",
     # "reason", "from_version", row counts}; None for a plain build.
     update: dict[str, Any] | None = None
-    # Filter columns stored in filters.parquet (embedder/filter_columns.py): name -> {"type":
+    # Filter columns stored in filters.parquet (index/filter_columns.py): name -> {"type":
     # "string" | "int" | "timestamp", "dtype", "values" (distinct strings), "unit"}; {} = none.
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
