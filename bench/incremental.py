@@ -38,7 +38,7 @@ from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory
-from jobs import build_index
+from jobs import index_build
 from jobs.embed_corpus import JobConfig, run
 from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
 from jobs.index_update import update
@@ -156,12 +156,12 @@ def index_phase(
     )
     factory = choose_factory(rows, dim, IndexConfig(), "ivf")
     root, fresh_root = work / "idx", work / "idx-full"
-    base = build_index.build(work / "vec-day1", root, factory)
+    base = index_build.build(work / "vec-day1", root, factory)
     t0 = time.perf_counter()
     updated = update(work / "vec-day2", root)
     t_update = time.perf_counter() - t0
     t0 = time.perf_counter()
-    full = build_index.build(work / "vec-day2", fresh_root, factory)
+    full = index_build.build(work / "vec-day2", fresh_root, factory)
     t_full = time.perf_counter() - t0
     return {
         "vectors": f"bench.index.clustered_vectors, dim {dim}",

@@ -40,20 +40,12 @@ class InputTooLong(InvalidInput):
         self.max_tokens = max_tokens
 
 
-class TooManyInputs(InvalidInput):
-    """More inputs in one request than the configured maximum."""
-
-
 class IndexInvalid(EmbedderError):
     """An index directory is missing, incomplete or inconsistent."""
 
 
 class ExportError(EmbedderError):
     """Export refused or failed (not a sentence-transformers dir, unsupported architecture, parity)."""
-
-
-class TooManyTokens(InvalidInput):
-    """One request carries more tokens than the configured per-request maximum."""
 
 
 class IndexUnavailable(EmbedderError):

@@ -43,7 +43,8 @@ from embedder.config import (
     check_field,
     from_mapping,
 )
-from embedder.corpus import (
+from embedder.errors import EmbedderError
+from jobs.corpus import (
     ColumnSpec,
     Shard,
     attach_duplicates,
@@ -54,7 +55,6 @@ from embedder.corpus import (
     plan_shards,
     resolve_columns,
 )
-from embedder.errors import EmbedderError
 from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
 from jobs.embeddings_io import RESERVED_COLUMNS
 from jobs.gpu_capacity import actor_bundle, gpu_capacity

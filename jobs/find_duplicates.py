@@ -5,7 +5,7 @@
         [--threshold 0.9] [--k 20] [--index indexes/faq [--index-version V]] [--check-sample 1000]
 
 E, O, the corpus and the index root are local paths or URIs (s3://, ...): every file goes through
-storage. Stage 1 (driver): exact duplicates by normalised-text hash (embedder/dedup.py
+storage. Stage 1 (driver): exact duplicates by normalised-text hash (jobs/dedup.py
 defines the normalisation). Stage 2 (Ray): a FAISS index over the vectors (built here in a Ray
 task with index.faiss_index's factory choice, or an index version loaded with --index whose
 fingerprint and ids match the embeddings) goes into the object store once; `--workers` actors
@@ -39,8 +39,11 @@ from tqdm import tqdm
 
 import storage
 from embedder.config import FieldValueError, check_field
-from embedder.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
-from embedder.dedup import (
+from embedder.errors import EmbedderError, IndexInvalid, InvalidInput, ModelMismatch
+from index import store as index_store
+from index.faiss_index import VectorIndex
+from jobs.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
+from jobs.dedup import (
     NORMALIZATION,
     Agreement,
     NearPairs,
@@ -52,9 +55,6 @@ from embedder.dedup import (
     near_pairs,
     unit_rows,
 )
-from embedder.errors import EmbedderError, IndexInvalid, InvalidInput, ModelMismatch
-from index import store as index_store
-from index.faiss_index import VectorIndex
 from jobs.embed_corpus import embedder_cause
 from jobs.embeddings_filter import parse_cli_filter, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings

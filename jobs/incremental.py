@@ -6,7 +6,7 @@ The reuse key of a row is `qm_text_hash` (jobs.embeddings_io.TEXT_HASH): BLAKE2b
 artifact fingerprint, a NUL byte and the text as the job read it from the input, UTF-8 encoded.
 That string is exactly what the job hands to the tokenizer, so equal keys mean equal model input
 and, with the same artifact, the same vector. No normalisation is applied (not even the casefold
-and whitespace folding of embedder/dedup.py, nor the tokenizer's own lower-casing): two texts that
+and whitespace folding of jobs/dedup.py, nor the tokenizer's own lower-casing): two texts that
 differ only in case or spacing can tokenize differently (cased models, whitespace-sensitive
 vocabularies), and the key must never depend on tokenizer internals. Every run writes the column,
 so any complete run can be the --previous of the next one.

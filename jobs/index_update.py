@@ -53,8 +53,8 @@ from index.faiss_index import (
 )
 from index.filter_columns import Kind
 from index.store import LoadedIndex
-from jobs.build_index import BuildResult, K, _pass_one, build, filter_kinds, save_version
 from jobs.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
+from jobs.index_build import BuildResult, K, build, filter_kinds, pass_one, save_version
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ def _update(
     staged = index_store.staging_dir(out, version)
     try:
         query_rows = sample_rows(info.count, cfg.recall_sample, cfg.seed + 1)
-        samples = _pass_one(info, staged / index_store.METADATA_FILE, np.zeros(0, np.int64), query_rows, cfg)
+        samples = pass_one(info, staged / index_store.METADATA_FILE, np.zeros(0, np.int64), query_rows, cfg)
         diff = diff_rows(old, samples.ids, samples.vector_hashes)
         gone = np.flatnonzero(diff.new_row_of_old < 0)
         if len(gone):

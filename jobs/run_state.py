@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import storage
-from embedder.corpus import Shard, shard_from_dict
 from embedder.errors import EmbedderError
+from jobs.corpus import Shard, shard_from_dict
 
 RUN_FILE = "_RUN.json"
 DONE_DIR = "_done"

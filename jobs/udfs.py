@@ -22,7 +22,10 @@ import pyarrow as pa
 import storage
 from embedder import Encoder
 from embedder.config import BatchConfig, EncoderConfig, session_config
-from embedder.corpus import (
+from embedder.errors import EmbedderError, ModelMismatch
+from embedder.session import RuntimeInfo
+from embedder.tokenize import Tokenized
+from jobs.corpus import (
     ColumnSpec,
     Shard,
     quarantine_table,
@@ -31,9 +34,6 @@ from embedder.corpus import (
     shard_from_dict,
     split_rows,
 )
-from embedder.errors import EmbedderError, ModelMismatch
-from embedder.session import RuntimeInfo
-from embedder.tokenize import Tokenized
 from jobs.embed_output import embeddings_table, write_shard_outputs
 from jobs.incremental import ReuseIndex, resolve_reuse, text_hashes
 from jobs.run_state import ShardStats

@@ -23,15 +23,13 @@ from embedder.errors import (
     InputTooLong,
     InvalidInput,
     ModelMismatch,
-    TooManyInputs,
-    TooManyTokens,
 )
 from embedder.handoff import TokenPack
 from embedder.probe import PROBE_TEXTS, probe_floor
 from embedder.tokenize import check_texts, text_problem
 from service.admission import Admission
 from service.config import ServingConfig
-from service.errors import NotReady, public_message
+from service.errors import NotReady, TooManyInputs, TooManyTokens, public_message
 from service.stages import EmbedOptions, Match, Stages, TokenSpan
 
 Inputs = str | list[str] | list[int] | list[list[int]]

@@ -24,12 +24,18 @@ from embedder.errors import (
     InputTooLong,
     InvalidInput,
     ModelMismatch,
-    TooManyInputs,
-    TooManyTokens,
 )
 
 log = logging.getLogger("qmatch.service")
 Style = Literal["openai", "tei"]
+
+
+class TooManyInputs(InvalidInput):
+    """More inputs in one request than the configured maximum (a service limit, not a model one)."""
+
+
+class TooManyTokens(InvalidInput):
+    """One request carries more tokens than the configured per-request maximum."""
 
 
 class ApiError(Exception):

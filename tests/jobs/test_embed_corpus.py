@@ -15,8 +15,8 @@ import pytest
 
 from embedder import Encoder
 from embedder.config import BatchConfig, FieldValueError, batch_defaults
-from embedder.corpus import ColumnSpec
 from embedder.errors import EmbedderError
+from jobs.corpus import ColumnSpec
 from jobs.embed_corpus import JobConfig, main, map_batches_kwargs, parse_args, prepare, run
 from jobs.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
 from jobs.gpu_capacity import (

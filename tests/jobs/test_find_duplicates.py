@@ -14,8 +14,8 @@ import pytest
 import storage
 from bench.index import clustered_vectors
 from jobs import find_duplicates as job
-from jobs.build_index import build
 from jobs.embeddings_io import write_embeddings_parquet
+from jobs.index_build import build
 
 FP = "sha256:dddddddddddddddd"
 THRESHOLD = 0.9

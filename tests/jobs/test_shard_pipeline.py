@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
-from embedder.corpus import Shard, inspect_inputs, plan_shards, resolve_columns
+from jobs.corpus import Shard, inspect_inputs, plan_shards, resolve_columns
 from jobs.run_state import ShardStats
 from jobs.udfs import EmbedShards, Outcome, ShardTask, process_shards, shard_to_json
 

@@ -14,8 +14,8 @@ from bench.index import clustered_vectors
 from embedder import Encoder
 from index.thresholds import THRESHOLDS_FILE, lowest_threshold
 from jobs import threshold as job
-from jobs.build_index import build
 from jobs.embeddings_io import write_embeddings_parquet
+from jobs.index_build import build
 
 PAIRS = [
     ("How do I reset my password?", "I forgot my password", 1),

@@ -14,7 +14,7 @@ from bench.index import clustered_vectors
 from embedder.errors import IndexInvalid
 from index import store as index_store
 from index.searcher import IndexSearcher
-from jobs import build_index
+from jobs import index_build
 from jobs.embeddings_io import write_embeddings_parquet
 from tests.storage.s3_server import S3Server, patched_env, s3_server
 
@@ -39,8 +39,8 @@ def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server,
     emb = "s3://idx/emb/run1"
     write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(1_500)), vectors, fingerprint=FP)
     root = "s3://idx/indexes/faq"
-    first = build_index.build(emb, root, factory="Flat")
-    second = build_index.build(emb, root, factory="IVF16,Flat")
+    first = index_build.build(emb, root, factory="Flat")
+    second = index_build.build(emb, root, factory="IVF16,Flat")
     assert index_store.list_versions(root) == [first.version, second.version]
     assert storage.read_text(f"{root}/CURRENT").strip() == second.version
 
@@ -61,7 +61,7 @@ def test_a_corrupt_cached_version_is_fetched_again(s3: S3Server, cache: Path) ->
     emb = "s3://idx/emb/run2"
     write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(800)), vectors, fingerprint=FP)
     root = "s3://idx/indexes/cache-test"
-    built = build_index.build(emb, root, factory="Flat")
+    built = index_build.build(emb, root, factory="Flat")
     loaded = index_store.open_current(root)
     cached_index = loaded.path / index_store.INDEX_FILE
     assert cached_index.is_file() and str(loaded.path).startswith(str(cache))

@@ -234,8 +234,8 @@ def test_index_on_s3_and_serve_match_follows_current_in_the_bucket(
     from ray import serve
 
     from deployments.app import build_app
-    from jobs.build_index import build
     from jobs.embed_corpus import JobConfig, run
+    from jobs.index_build import build
 
     emb = f"s3://{BUCKET}/runs/for-index"
     run(JobConfig(minilm_uri, corpus_uri, emb, shard_rows=200, progress=False))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from embedder.corpus import (
+from jobs.corpus import (
     ColumnSpec,
     CorpusError,
     attach_duplicates,

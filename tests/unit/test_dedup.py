@@ -1,4 +1,4 @@
-"""Duplicate detection core (embedder/dedup.py) on hand-made vectors: known pairs and groups, exactly."""
+"""Duplicate detection core (jobs/dedup.py) on hand-made vectors: known pairs and groups, exactly."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from embedder import dedup
 from embedder.errors import InvalidInput
+from jobs import dedup
 
 
 def unit(*rows: list[float]) -> np.ndarray:

@@ -1,0 +1,277 @@
+"""Build a versioned FAISS index from embeddings parquet: the library behind `python -m jobs.build_index`.
+
+Two streaming passes keep memory bounded by one batch plus the samples: pass 1 writes
+metadata.parquet, checks ids and draws the training / recall samples; pass 2 adds vectors (here,
+or on Ray actors with shards) and computes exact neighbours of the recall queries on the way.
+jobs/index_update.py reuses pass 1 and save_version for --update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import storage
+from embedder.errors import IndexInvalid
+from index import store as index_store
+from index.faiss_index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
+from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
+from index.store import IndexManifest
+from jobs.embeddings_io import (
+    HASH_BYTES,
+    EmbeddingsInfo,
+    hashes_to_arrow,
+    inspect_embeddings,
+    read_embeddings,
+)
+
+K = 10  # recall@10 is what the manifest records
+
+
+class RecallBelowTarget(IndexInvalid):
+    """The built index misses too many true neighbours to be published."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A published index version."""
+
+    version: str
+    path: str  # local path or URI of the published version
+    manifest: IndexManifest
+
+    def summary(self) -> str:
+        """One line for logs."""
+        m = self.manifest
+        return (
+            f"CURRENT={self.version} {self.path}: {m.count} x {m.dimension} {m.factory} {m.metric} "
+            f"recall@10={m.recall_at_10:.4f} {m.search_params} {m.bytes_per_vector:.0f} B/vector "
+            f"built in {m.build_seconds:.1f}s"
+        )
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Row positions and vectors drawn in pass 1."""
+
+    train_rows: np.ndarray
+    train: np.ndarray
+    query_rows: np.ndarray
+    queries: np.ndarray
+    ids: pa.ChunkedArray  # every row's id, in row order
+    vector_hashes: np.ndarray  # (n,) S16, every row's vector hash (index_store.VECTOR_HASH)
+
+
+def vector_hashes(vectors: np.ndarray) -> np.ndarray:
+    """(n,) S16: BLAKE2b-128 of each row's float32 bytes (equal hashes = bit-identical vectors)."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    width = v.shape[1] * 4
+    raw = v.data.cast("B")
+    out = np.empty(len(v), dtype=f"S{HASH_BYTES}")
+    for i in range(len(v)):
+        out[i] = hashlib.blake2b(raw[i * width : (i + 1) * width], digest_size=HASH_BYTES).digest()
+    return out
+
+
+def build(
+    embeddings: str | Path,
+    out: str | Path,
+    factory: str = "auto",
+    metric: str = "ip",
+    shards: int = 0,
+    cfg: IndexConfig | None = None,
+    update_note: dict[str, Any] | None = None,
+    filter_columns: Sequence[str] = (),
+) -> BuildResult:
+    """Build a new version under `out` from an embeddings directory and make it CURRENT.
+
+    `update_note`: recorded as the manifest's `update` when `--update` fell back to this full build.
+    `filter_columns`: passthrough columns stored in their compact form for filtered /match.
+    """
+    cfg = cfg or IndexConfig()
+    started = time.perf_counter()
+    info = inspect_embeddings(embeddings)
+    filters = filter_kinds(info, filter_columns)  # refuse a bad column before any work
+    # Shards merge inverted lists, so a sharded build is IVF even where auto would pick Flat.
+    chosen = choose_factory(info.count, info.dimension, cfg) if factory == "auto" else factory
+    if factory == "auto" and shards > 1 and chosen == "Flat":
+        chosen = choose_factory(info.count, info.dimension, cfg, "ivf")
+    index = VectorIndex.create(info.dimension, chosen, metric)
+    query_rows = sample_rows(info.count, cfg.recall_sample, cfg.seed + 1)
+    train_rows = sample_rows(info.count, index.train_rows(info.count, cfg), cfg.seed, exclude=query_rows)
+
+    storage.check_bucket(out)
+    storage.make_dirs(out)
+    version = index_store.new_version_name()
+    staged = index_store.staging_dir(out, version)
+    try:
+        samples = pass_one(info, staged / index_store.METADATA_FILE, train_rows, query_rows, cfg)
+        index.train(samples.train)
+        if shards > 1:
+            from jobs.index_shards import add_sharded  # imports ray only when asked for
+
+            index, truth = add_sharded(index, info, samples.queries, K + 1, shards, cfg)
+        else:
+            truth = _add_local(index, info, samples.queries, cfg)
+        recall = tune_search(index, samples.queries, samples.query_rows, truth, cfg)
+        if recall < cfg.target_recall:
+            # The gate: a version that cannot find the true neighbours is never published.
+            raise RecallBelowTarget(
+                f"{chosen} reached recall@10 {recall:.4f} < target {cfg.target_recall} on "
+                f"{len(samples.query_rows)} held-out queries, even at {index.search_params}; not published "
+                "(CURRENT unchanged). Use a less compressed --factory, or QM_INDEX_TARGET_RECALL to accept less."
+            )
+        manifest = save_version(
+            staged,
+            index,
+            info,
+            factory=chosen,
+            metric=metric,
+            recall=recall,
+            started=started,
+            embeddings=embeddings,
+            cfg=cfg,
+            shards=max(shards, 1),
+            update=update_note,
+            filters=filters,
+        )
+        path = index_store.publish(out, staged, version).uri
+    except BaseException:
+        index_store.discard(staged)  # CURRENT still names the previous, complete version
+        raise
+    return BuildResult(version=version, path=path, manifest=manifest)
+
+
+def save_version(
+    staged: Path,
+    index: VectorIndex,
+    info: EmbeddingsInfo,
+    *,
+    factory: str,
+    metric: str,
+    recall: float,
+    started: float,
+    embeddings: str | Path,
+    cfg: IndexConfig,
+    shards: int,
+    update: dict[str, Any] | None,
+    filters: dict[str, Kind] | None = None,
+) -> IndexManifest:
+    """Write index.faiss, filters.parquet (if asked) and manifest.json into a staged version.
+
+    The filter columns are read back from the staged metadata.parquet, so they follow its row
+    order (= FAISS ids) in full builds and updates alike.
+    """
+    size = index.save(staged / index_store.INDEX_FILE)
+    described: dict[str, dict[str, Any]] = {}
+    if filters:
+        table = pq.read_table(staged / index_store.METADATA_FILE, columns=list(filters))
+        described = write_filters(table, filters, staged / FILTERS_FILE)
+    manifest = IndexManifest(
+        factory=factory,
+        metric=metric,
+        count=index.size,
+        dimension=index.dimension,
+        fingerprint=info.fingerprint,
+        recall_at_10=round(recall, 4),
+        bytes_per_vector=round(size / max(index.size, 1), 2),
+        build_seconds=round(time.perf_counter() - started, 2),
+        search_params=index.search_params,
+        id_type=info.id_type,
+        columns=info.passthrough,
+        source_summary=_source_summary(embeddings),
+        config=dataclasses.asdict(cfg),
+        shards=shards,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        update=update,
+        filters=described,
+    )
+    (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def filter_kinds(info: EmbeddingsInfo, names: Sequence[str]) -> dict[str, Kind]:
+    """Kinds of the asked filter columns, checked against the embeddings' schema."""
+    if not names:
+        return {}
+    if not info.files:
+        raise IndexInvalid("no embeddings files to take filter columns from")
+    return check_filter_columns(list(names), storage.parquet_file(info.files[0]).schema_arrow)
+
+
+def pass_one(
+    info: EmbeddingsInfo,
+    metadata_path: Path,
+    train_rows: np.ndarray,
+    query_rows: np.ndarray,
+    cfg: IndexConfig,
+) -> Samples:
+    """Write metadata.parquet (with each row's vector hash), refuse duplicate ids, gather the samples."""
+    wanted = np.union1d(train_rows, query_rows)
+    picked = np.empty((len(wanted), info.dimension), dtype=np.float32)
+    ids: list[pa.ChunkedArray] = []
+    hashes: list[np.ndarray] = []
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in read_embeddings(info, batch_rows=cfg.add_batch_rows):
+            assert batch.vectors is not None
+            hashes.append(vector_hashes(batch.vectors))
+            table = batch.table.replace_schema_metadata(None).append_column(
+                index_store.VECTOR_HASH, hashes_to_arrow(hashes[-1])
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(metadata_path, table.schema)
+            writer.write_table(table)
+            ids.append(table.column("id"))
+            lo, hi = np.searchsorted(wanted, [batch.first_row, batch.first_row + batch.size])
+            picked[lo:hi] = batch.vectors[wanted[lo:hi] - batch.first_row]
+    finally:
+        if writer is not None:
+            writer.close()
+    all_ids = pa.chunked_array([c for col in ids for c in col.chunks])
+    _refuse_duplicates(all_ids)
+    at = {row: i for i, row in enumerate(wanted.tolist())}
+    return Samples(
+        train_rows=train_rows,
+        train=picked[[at[r] for r in train_rows.tolist()]],
+        query_rows=query_rows,
+        queries=picked[[at[r] for r in query_rows.tolist()]],
+        ids=all_ids,
+        vector_hashes=np.concatenate(hashes) if hashes else np.zeros(0, f"S{HASH_BYTES}"),
+    )
+
+
+def _refuse_duplicates(ids: pa.ChunkedArray) -> None:
+    counts = pc.value_counts(ids)
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dupes):
+        examples = [d["values"] for d in dupes.to_pylist()[:5]]
+        raise IndexInvalid(f"{len(dupes)} duplicate id(s) in the embeddings, e.g. {examples}")
+
+
+def _add_local(index: VectorIndex, info: EmbeddingsInfo, queries: np.ndarray, cfg: IndexConfig) -> np.ndarray:
+    """Pass 2 on this machine: add every vector with its row id; exact neighbours on the way."""
+    exact = ExactKnn(queries, K + 1, index.metric)
+    for batch in read_embeddings(info, columns=[], batch_rows=cfg.add_batch_rows):
+        assert batch.vectors is not None
+        index.add(batch.vectors, np.arange(batch.first_row, batch.first_row + batch.size))
+        exact.update(batch.vectors, batch.first_row)
+    return exact.ids
+
+
+def _source_summary(embeddings: str | Path) -> dict | None:
+    path = storage.resolve(embeddings).child("_SUMMARY.json")
+    if not storage.is_file(path):
+        return None
+    summary: dict = storage.read_json(path)
+    return summary

@@ -1,0 +1,108 @@
+"""The layers stay layers: what each package may import, and no import cycle between modules.
+
+Rules (docs/architecture.md draws them):
+- the encoding core (embedder), the index and storage import no Ray, no web framework, no torch;
+- service (the HTTP contract, limits, scheduler) imports no Ray: it runs as `python -m service`;
+- nothing the runtime ships imports bench/, tests/ or export/ (export is the torch-only tool);
+- jobs and deployments are adapters: the core, index, storage and service never import them;
+- no cycle between project modules, counting imports inside functions too (a lazy import
+  that hides a cycle is still a cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("embedder", "index", "storage", "service", "jobs", "deployments", "export", "bench")
+RAY_WEB_TORCH = ("ray", "fastapi", "starlette", "uvicorn", "torch", "transformers", "sentence_transformers")
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "embedder": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "tests"),
+    "storage": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "tests"),
+    "index": (*RAY_WEB_TORCH, "service", "jobs", "deployments", "export", "bench", "tests"),
+    "service": ("ray", "torch", "transformers", "sentence_transformers", "jobs", "deployments", "export", "bench", "tests"),
+    "jobs": ("fastapi", "starlette", "uvicorn", "torch", "deployments", "export", "bench", "tests"),
+    "deployments": ("torch", "transformers", "jobs", "export", "bench", "tests"),
+}  # fmt: skip
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name -> file for every module of the project's packages."""
+    if MODULES:
+        return MODULES
+    found = MODULES
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+MODULES: dict[str, Path] = {}
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """Every module a file imports, at any depth (relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            # `from pkg import sub` imports the submodule; `from mod import name` the module.
+            subs = {f"{base}.{alias.name}" for alias in node.names}
+            known = subs & set(MODULES)
+            out.update(known or {base})
+            out.update(subs - known)
+    return out
+
+
+def project_edges() -> dict[str, set[str]]:
+    """module -> the project modules it imports."""
+    mods = modules()
+    return {
+        name: {m for m in imports_of(path, name) if m in mods and m != name} for name, path in mods.items()
+    }
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_each_layer_imports_only_what_it_may(package: str) -> None:
+    bad = []
+    for name, path in modules().items():
+        if name.split(".")[0] != package:
+            continue
+        for imported in imports_of(path, name):
+            top = imported.split(".")[0]
+            if top in FORBIDDEN[package]:
+                bad.append(f"{name} imports {imported}")
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_no_import_cycles_between_project_modules() -> None:
+    edges = project_edges()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
