@@ -6,12 +6,12 @@ from typing import Any
 
 from ray import serve
 
-from deployments.batching import BatchedModel
+from deployments.model_replica import ModelReplica
 from embedder.handoff import HiddenPack, TokenPack
 
 
 @serve.deployment
-class Backbone(BatchedModel):
+class Backbone(ModelReplica):
     """The ONNX session, shared fairly by concurrent requests."""
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:

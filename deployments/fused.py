@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.batching import BatchedModel
+from deployments.model_replica import ModelReplica
 from embedder.handoff import HiddenPack, TokenPack, pool_pack
-from embedder.pooler import Pooler
+from embedder.pooling import Pooler
 
 
 @serve.deployment
-class FusedEncoder(BatchedModel):
+class FusedEncoder(ModelReplica):
     """The model plus pooling: one hop from the ingress instead of two."""
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:

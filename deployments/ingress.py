@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.batching import PassMetrics, scheduler_config
+from deployments.model_replica import PassMetrics, scheduler_config
 from deployments.stages import FusedStages, GraphStages
 from embedder.artifact import Artifact
 from embedder.config import session_config

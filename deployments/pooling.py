@@ -7,7 +7,7 @@ from ray import serve
 
 from embedder.artifact import Artifact
 from embedder.handoff import HiddenPack, pool_pack
-from embedder.pooler import Pooler
+from embedder.pooling import Pooler
 
 
 @serve.deployment

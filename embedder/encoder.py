@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from embedder.artifact import Artifact
-from embedder.backbone import Backbone
 from embedder.config import BatchConfig, EncoderConfig, session_config
 from embedder.errors import InvalidInput, ModelMismatch
-from embedder.pooler import Pooler
-from embedder.pooling import truncate_dims
+from embedder.graph_runner import GraphRunner
+from embedder.pooling import Pooler, truncate_dims
 from embedder.probe import PROBE_TEXTS, probe_floor
 from embedder.session import RuntimeInfo
 from embedder.tokenize import TextTokenizer, Tokenized, plan_batches
@@ -30,14 +29,16 @@ class Encoded:
 
 
 class Encoder:
-    """Tokenizer + Backbone + Pooler for one artifact, with fingerprint verification at load."""
+    """Tokenizer + GraphRunner + Pooler for one artifact, with fingerprint verification at load."""
 
-    def __init__(self, artifact: Artifact, config: EncoderConfig, backbone: Backbone | None = None) -> None:
+    def __init__(
+        self, artifact: Artifact, config: EncoderConfig, backbone: GraphRunner | None = None
+    ) -> None:
         self.artifact = artifact
         self.config = config
         self.tokenizer = TextTokenizer.from_artifact(artifact)
         # A given backbone: a Serve model replica verifying the probe through its own session.
-        self.backbone = backbone or Backbone.from_artifact(artifact, config.session)
+        self.backbone = backbone or GraphRunner.from_artifact(artifact, config.session)
         self.pooler = Pooler.from_artifact(artifact)
         if config.verify_fingerprint:
             verify_probe(self)

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from embedder.batches import HiddenStates, Vectors
 from embedder.config import BatchConfig
-from embedder.pooler import Pooler
-from embedder.pooling import truncate_dims
+from embedder.pooling import Pooler, truncate_dims
 from embedder.tokenize import Tokenized, plan_batches
-from embedder.types import HiddenStates, Vectors
 
 
 @dataclass(frozen=True)

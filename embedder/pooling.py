@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from embedder.artifact import Artifact
+from embedder.batches import HiddenStates, Vectors
+
 POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 
 
@@ -47,3 +50,26 @@ def truncate_dims(vectors: np.ndarray, dimensions: int | None, normalize: bool) 
         raise ValueError(f"dimensions must be between 1 and {vectors.shape[1]}, got {dimensions}")
     cut = np.ascontiguousarray(vectors[:, :dimensions])
     return l2_normalize(cut) if normalize else cut
+
+
+class Pooler:
+    """Applies the artifact's pooling mode, normalisation and optional dimension cut."""
+
+    def __init__(self, mode: str, normalize: bool) -> None:
+        self.mode = mode
+        self.normalize = normalize
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact) -> Pooler:
+        """Read pooling mode and normalisation from the manifest."""
+        return cls(artifact.manifest.pooling, artifact.manifest.normalize)
+
+    def __call__(
+        self, hidden: HiddenStates, normalize: bool | None = None, dimensions: int | None = None
+    ) -> Vectors:
+        """Pool, normalise (manifest default unless overridden), then cut dimensions."""
+        do_norm = self.normalize if normalize is None else normalize
+        vectors = pool(hidden.token_embeddings, hidden.attention_mask, self.mode)
+        if do_norm:
+            vectors = l2_normalize(vectors)
+        return Vectors(truncate_dims(vectors, dimensions, do_norm), hidden.positions)

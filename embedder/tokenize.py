@@ -9,9 +9,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedder.artifact import Artifact
+from embedder.batches import TokenBatch
 from embedder.config import BatchConfig
 from embedder.errors import EmptyInput, InputTooLong, InvalidInput
-from embedder.types import TokenBatch
 
 
 def text_problem(text: object) -> str | None:

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
 from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack
-from embedder.pooler import Pooler
+from embedder.pooling import Pooler
 from embedder.probe import PROBE_TEXTS
-from embedder.types import HiddenStates, TokenBatch
 from index.filters import parse_filter
 from service.collections import UnknownCollection
 from service.scheduler import ModelScheduler, SchedulerConfig

@@ -14,10 +14,10 @@ import numpy as np
 
 import storage
 from embedder.artifact import Artifact
-from embedder.backbone import Backbone
 from embedder.config import SessionConfig, session_config
+from embedder.graph_runner import GraphRunner
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
-from embedder.pooler import Pooler
+from embedder.pooling import Pooler
 from embedder.tokenize import TextTokenizer
 from service.collections import CollectionsConfig, CollectionSet, collections_config
 from service.index_follower import IndexFollower
@@ -87,7 +87,7 @@ class InProcessStages(LocalTokenizer):
         self.artifact = Artifact.load(artifact_dir)
         super().__init__(TextTokenizer.from_artifact(self.artifact))
         self.model = model_info(self.artifact, self.tokenizer, model_name)
-        self.backbone = Backbone.from_artifact(self.artifact, session or session_config())
+        self.backbone = GraphRunner.from_artifact(self.artifact, session or session_config())
         self.pooler = Pooler.from_artifact(self.artifact)
         pooled = self.model.pooling_in_graph
         forward = self.backbone.run_pooled if pooled else self.backbone.run

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from embedder import Encoder
+from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
 from embedder.handoff import HiddenPack, pack_tokens, pool_pack, run_merged, split_pack
-from embedder.types import HiddenStates, TokenBatch
 from service.scheduler import ModelScheduler, SchedulerConfig
 from service.stages import EmbedOptions
 

@@ -1,4 +1,4 @@
-"""Typed hand-offs between stages: tokenizer -> backbone -> pooling."""
+"""Per-call model batches: TokenBatch (padded inputs) -> HiddenStates -> Vectors, with input positions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shared model batching for the model-running deployments (Backbone and FusedEncoder).
+"""The model replica shared by the model-running deployments (Backbone and FusedEncoder).
 
 Concurrent requests are merged by the same fair, token-budgeted ModelScheduler the in-process
 service uses (service/scheduler.py): round-robin across requests, so one large request cannot
@@ -14,9 +14,9 @@ import numpy as np
 from ray.serve.metrics import Counter, Histogram
 
 from embedder.artifact import Artifact
-from embedder.backbone import Backbone as CoreBackbone
 from embedder.config import EncoderConfig, from_mapping, session_config
 from embedder.encoder import Encoder, verify_probe
+from embedder.graph_runner import GraphRunner
 from embedder.handoff import TokenPack
 from service.scheduler import ModelScheduler, SchedulerConfig
 
@@ -48,12 +48,12 @@ class PassMetrics:
             self._calls.inc()
 
 
-class BatchedModel:
+class ModelReplica:
     """Holds one onnxruntime session and a scheduler that merges queued TokenPacks into it."""
 
     def __init__(self, artifact_dir: str, session: dict[str, Any] | None) -> None:
         self.artifact = Artifact.load(artifact_dir)
-        self.model = CoreBackbone.from_artifact(self.artifact, session_config(session))
+        self.model = GraphRunner.from_artifact(self.artifact, session_config(session))
         # Like a job actor, a replica re-embeds the probe through its own session and refuses to
         # start when its runtime drifts past the tolerance of the precision it runs.
         verify_probe(Encoder(self.artifact, EncoderConfig(session=self.model.config), backbone=self.model))

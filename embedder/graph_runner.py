@@ -1,16 +1,16 @@
-"""The ONNX model as a stage: TokenBatch in, HiddenStates (or pooled vectors) out."""
+"""The ONNX graph as a stage (the backbone of the pipeline): TokenBatch in, HiddenStates (or pooled vectors) out."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from embedder.artifact import Artifact
+from embedder.batches import HiddenStates, TokenBatch, Vectors
 from embedder.config import SessionConfig, session_config
 from embedder.session import create_session
-from embedder.types import HiddenStates, TokenBatch, Vectors
 
 
-class Backbone:
+class GraphRunner:
     """Holds one InferenceSession for an artifact."""
 
     def __init__(self, artifact: Artifact, config: SessionConfig) -> None:
@@ -23,7 +23,7 @@ class Backbone:
         self.pooling_in_graph = artifact.manifest.pooling_in_graph
 
     @classmethod
-    def from_artifact(cls, artifact: Artifact, config: SessionConfig | None = None) -> Backbone:
+    def from_artifact(cls, artifact: Artifact, config: SessionConfig | None = None) -> GraphRunner:
         """Build the session for an artifact."""
         return cls(artifact, config or session_config())
 
