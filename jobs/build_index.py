@@ -20,6 +20,7 @@ from index import store as index_store
 from index.faiss_index import IndexConfig
 from jobs.index_build import build
 from jobs.index_update import update
+from jobs.progress import Progress
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -49,6 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="next version from CURRENT: reuse its trained index, add new/changed rows, remove deleted ids",
     )
+    p.add_argument("--no-progress", action="store_true", help="no step lines or row bars on stderr")
     return p.parse_args(argv)
 
 
@@ -79,8 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             ).summary()
         else:
             factory, metric = args.factory or "auto", args.metric or "ip"
+            progress = Progress("build_index", enabled=not args.no_progress)
             line = build(
-                args.embeddings, args.out, factory, metric, args.shards, cfg, filter_columns=columns or ()
+                args.embeddings,
+                args.out,
+                factory,
+                metric,
+                args.shards,
+                cfg,
+                filter_columns=columns or (),
+                progress=progress,
             ).summary()
     except (EmbedderError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ from jobs.embeddings_io import (
     inspect_embeddings,
     read_embeddings,
 )
+from jobs.progress import QUIET, Progress
 
 K = 10  # recall@10 is what the manifest records
 
@@ -92,11 +93,13 @@ def build(
     cfg: IndexConfig | None = None,
     update_note: dict[str, Any] | None = None,
     filter_columns: Sequence[str] = (),
+    progress: Progress = QUIET,
 ) -> BuildResult:
     """Build a new version under `out` from an embeddings directory and make it CURRENT.
 
     `update_note`: recorded as the manifest's `update` when `--update` fell back to this full build.
     `filter_columns`: passthrough columns stored in their compact form for filtered /match.
+    `progress`: step lines and row bars on stderr (the CLI's; silent by default for callers).
     """
     cfg = cfg or IndexConfig()
     started = time.perf_counter()
@@ -115,15 +118,21 @@ def build(
     version = index_store.new_version_name()
     staged = index_store.staging_dir(out, version)
     try:
-        samples = pass_one(info, staged / index_store.METADATA_FILE, train_rows, query_rows, cfg)
-        index.train(samples.train)
+        progress.say(f"{info.count} vectors of dimension {info.dimension} -> {chosen} ({metric})")
+        with progress.rows(info.count, "pass 1: metadata, ids, samples") as bar:
+            samples = pass_one(info, staged / index_store.METADATA_FILE, train_rows, query_rows, cfg, bar)
+        with progress.step(f"training {chosen} on {len(samples.train)} vectors"):
+            index.train(samples.train)
         if shards > 1:
             from jobs.index_shards import add_sharded  # imports ray only when asked for
 
-            index, truth = add_sharded(index, info, samples.queries, K + 1, shards, cfg)
+            with progress.step(f"pass 2: adding {info.count} vectors on {shards} Ray actors"):
+                index, truth = add_sharded(index, info, samples.queries, K + 1, shards, cfg)
         else:
-            truth = _add_local(index, info, samples.queries, cfg)
-        recall = tune_search(index, samples.queries, samples.query_rows, truth, cfg)
+            with progress.rows(info.count, "pass 2: adding vectors") as bar:
+                truth = _add_local(index, info, samples.queries, cfg, bar)
+        with progress.step(f"recall@10 check and search tuning on {len(samples.query_rows)} queries"):
+            recall = tune_search(index, samples.queries, samples.query_rows, truth, cfg)
         if recall < cfg.target_recall:
             # The gate: a version that cannot find the true neighbours is never published.
             raise RecallBelowTarget(
@@ -131,6 +140,7 @@ def build(
                 f"{len(samples.query_rows)} held-out queries, even at {index.search_params}; not published "
                 "(CURRENT unchanged). Use a less compressed --factory, or QM_INDEX_TARGET_RECALL to accept less."
             )
+        progress.say(f"recall@10 {recall:.4f} at {index.search_params}; writing the version")
         manifest = save_version(
             staged,
             index,
@@ -145,7 +155,8 @@ def build(
             update=update_note,
             filters=filters,
         )
-        path = index_store.publish(out, staged, version).uri
+        with progress.step(f"publishing version {version}"):
+            path = index_store.publish(out, staged, version).uri
     except BaseException:
         index_store.discard(staged)  # CURRENT still names the previous, complete version
         raise
@@ -215,6 +226,7 @@ def pass_one(
     train_rows: np.ndarray,
     query_rows: np.ndarray,
     cfg: IndexConfig,
+    bar: Any = None,
 ) -> Samples:
     """Write metadata.parquet (with each row's vector hash), refuse duplicate ids, gather the samples."""
     wanted = np.union1d(train_rows, query_rows)
@@ -235,6 +247,8 @@ def pass_one(
             ids.append(table.column("id"))
             lo, hi = np.searchsorted(wanted, [batch.first_row, batch.first_row + batch.size])
             picked[lo:hi] = batch.vectors[wanted[lo:hi] - batch.first_row]
+            if bar is not None:
+                bar.update(batch.size)
     finally:
         if writer is not None:
             writer.close()
@@ -259,13 +273,17 @@ def _refuse_duplicates(ids: pa.ChunkedArray) -> None:
         raise IndexInvalid(f"{len(dupes)} duplicate id(s) in the embeddings, e.g. {examples}")
 
 
-def _add_local(index: VectorIndex, info: EmbeddingsInfo, queries: np.ndarray, cfg: IndexConfig) -> np.ndarray:
+def _add_local(
+    index: VectorIndex, info: EmbeddingsInfo, queries: np.ndarray, cfg: IndexConfig, bar: Any = None
+) -> np.ndarray:
     """Pass 2 on this machine: add every vector with its row id; exact neighbours on the way."""
     exact = ExactKnn(queries, K + 1, index.metric)
     for batch in read_embeddings(info, columns=[], batch_rows=cfg.add_batch_rows):
         assert batch.vectors is not None
         index.add(batch.vectors, np.arange(batch.first_row, batch.first_row + batch.size))
         exact.update(batch.vectors, batch.first_row)
+        if bar is not None:
+            bar.update(batch.size)
     return exact.ids
 
 

@@ -34,6 +34,7 @@ from index import store as index_store
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
 from jobs.embeddings_filter import parse_cli_filter, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
+from jobs.progress import QUIET, Progress
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", help="index root: store the threshold as its version's default min_score")
     p.add_argument("--index-version", help="default: CURRENT")
     p.add_argument("--output", help="write the report as JSON here (path or URI)")
+    p.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
     p.add_argument("--threads", type=int, default=0, help="encoder threads (0: one per core)")
     p.add_argument(
         "--filter",
@@ -226,12 +228,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def score(args: argparse.Namespace) -> Scored:
+def score(args: argparse.Namespace, progress: Progress = QUIET) -> Scored:
     """Scores by texts (with --artifact) or by ids (with --embeddings), whichever the file has."""
     pairs = read_pairs(args.pairs)
     names = set(pairs.column_names)
     if {"text_a", "text_b"} <= names and args.artifact:
-        return score_texts(pairs, args.artifact, args.threads)
+        # The one long step (the model embeds both sides of every pair); inputs are checked by now.
+        with progress.step(f"embedding both texts of {len(pairs)} pairs"):
+            return score_texts(pairs, args.artifact, args.threads)
     if {"id_a", "id_b"} <= names and args.embeddings:
         spec = parse_cli_filter(getattr(args, "filter", None))
         if spec is not None:
@@ -255,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if version is None:
                 raise IndexInvalid(f"{args.index}: no CURRENT index version (pass --index-version)")
             index_store.verify_version(storage.resolve(args.index).child(version))
-        scored = score(args)
+        scored = score(args, Progress("threshold", enabled=not args.no_progress))
         rep = report(scored, args.target_precision, args.step)
         if args.filter is not None:
             rep["filter"] = parse_cli_filter(args.filter)  # the pairs it scored are the filter's
