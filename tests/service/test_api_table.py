@@ -1,4 +1,4 @@
-"""The README's API table names exactly the routes, methods and request bodies of /openapi.json."""
+"""The API table of docs/serving.md names exactly the routes, methods and request bodies of /openapi.json."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from service.core import EmbedService
 from service.dummy import DummyStages
 from service.http import create_app
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 
 def readme_routes() -> set[tuple[str, str, str | None]]:
-    text = README.read_text(encoding="utf-8")
+    text = API_PAGE.read_text(encoding="utf-8")
     table = text.split("<!-- api-routes:start", 1)[1].split("<!-- api-routes:end -->", 1)[0]
     rows = set()
     for line in table.splitlines():
@@ -26,7 +26,7 @@ def readme_routes() -> set[tuple[str, str, str | None]]:
     return rows
 
 
-def test_readme_api_table_matches_openapi() -> None:
+def test_api_table_matches_openapi() -> None:
     spec = TestClient(create_app(EmbedService(DummyStages(), ServingConfig()))).get("/openapi.json").json()
     documented = set()
     for path, ops in spec["paths"].items():
