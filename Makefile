@@ -20,7 +20,7 @@ test: $(VENV_STAMP)
 	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q tests $(PYTEST_ARGS)
 
 test-fast: $(VENV_STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow and not ray" tests
 
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .

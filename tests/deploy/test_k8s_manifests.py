@@ -193,6 +193,7 @@ def test_manifests_exist() -> None:
     assert {"rayjob-embed.yaml", "rayservice.yaml"} <= names, names
 
 
+@pytest.mark.slow  # ~13 s for the RayJob CRD schema
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_every_document_validates_against_its_crd(path: Path) -> None:
     docs = load_docs(path)

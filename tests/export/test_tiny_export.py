@@ -156,6 +156,7 @@ def test_failed_parity_leaves_no_artifact(tiny_model_dir: Path, tmp_path: Path) 
     assert list(tmp_path.iterdir()) == []  # no temporary directory left behind either
 
 
+@pytest.mark.slow  # ~5 s: three CLI subprocesses
 def test_cli_exit_codes_and_messages(tiny_model_dir: Path, tiny_artifact: Path, tmp_path: Path) -> None:
     bad = subprocess.run(
         [sys.executable, "-m", "export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],

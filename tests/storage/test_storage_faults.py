@@ -61,6 +61,7 @@ def aws_test_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
+@pytest.mark.slow  # ~20 s: bounded retries against unreachable endpoints
 def test_bad_places_are_refused_before_any_work_naming_the_uri(
     tiny_artifact: Path,
     tmp_path: Path,
