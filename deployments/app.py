@@ -30,18 +30,23 @@ from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
 from embedder.artifact import Artifact
 from embedder.config import GPU_BATCH_TOKENS, as_dict, batch_defaults
+from index.searcher import DEFAULT_SEARCH_THREADS
 from service.collections import collections_config
+from service.config import serving_config
+from service.index_follower import DEFAULT_POLL_SECONDS
 
 # Per-deployment defaults, chosen for a 2-CPU node: logical CPUs add up to 1.85, so the whole
 # graph fits one small node (five 1-CPU replicas would not). Only the backbone computes for
 # long; the light stages mostly wait on I/O, so a fraction of a CPU each is their honest share.
 # max_ongoing_requests bounds work per replica; max_queued_requests turns overload into a 503
-# with Retry-After (backpressure_config) instead of an ever-growing queue.
-_BACKPRESSURE = {"status_code": 503, "retry_after_s": 1}
+# with Retry-After (backpressure_config, its Retry-After from ServingConfig.retry_after_s)
+# instead of an ever-growing queue.
+# The Ingress admits more than ServingConfig.max_in_flight by this much (deployment_options
+# derives its max_ongoing_requests), so the service's own admission answers 429 with its own
+# body before Serve's queue limit is reached.
+INGRESS_HEADROOM = 64
 DEFAULTS: dict[str, dict[str, Any]] = {
-    # Above ServingConfig.max_in_flight, so the service answers 429 itself, with its own body.
-    "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25},
-                "max_ongoing_requests": 320, "max_queued_requests": 256},
+    "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}, "max_queued_requests": 256},
     "Tokenizer": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2},
                   "max_ongoing_requests": 64, "max_queued_requests": 512},
     # One replica per node's worth of cores; max_ongoing_requests must cover a full batch of
@@ -65,8 +70,9 @@ class AppArgs(BaseModel):
     artifact: str
     index: str | None = None
     topology: Literal["auto", "inline", "graph", "fused"] = "auto"
-    # Bearer key for the API routes; empty = no auth (QM_SERVE_API_KEY also sets it).
-    api_key: str = ""
+    # Shorthand for serving.api_key (the setting's one home is ServingConfig: empty = no auth,
+    # QM_SERVE_API_KEY in the replicas' environment); None leaves it to serving / the environment.
+    api_key: str | None = None
     # ServingConfig fields (limits, timeouts); user_config of the ingress.
     serving: dict[str, Any] = Field(default_factory=dict)
     # SessionConfig fields for the onnxruntime session (providers, threads).
@@ -82,11 +88,9 @@ class AppArgs(BaseModel):
     collections_memory_bytes: int = Field(default=0, ge=0)
     # Pin the default collection's version (null follows CURRENT) and how often CURRENT is checked.
     index_version: str | None = None
-    poll_seconds: float = 2.0
-    # FAISS OpenMP threads of the search stage. 1: a request searches a handful of queries,
-    # where more threads only add wake-up cost and spin on cores the model needs. Raise for
-    # large IVF/HNSW indexes answering big `questions` batches.
-    search_threads: int = Field(default=1, ge=1)
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    # FAISS OpenMP threads of the search stage (why 1 by default: index.searcher.DEFAULT_SEARCH_THREADS).
+    search_threads: int = Field(default=DEFAULT_SEARCH_THREADS, ge=1)
     # GPUs for each model replica (0 on CPU nodes). >0 means the CUDA provider (session.providers
     # defaults to [cuda]; a CPU-only session with a GPU reserved is refused) and GPU batching.
     num_gpus: float = 0.0
@@ -102,7 +106,10 @@ class AppArgs(BaseModel):
 def deployment_options(name: str, args: AppArgs) -> dict[str, Any]:
     """Options for one deployment: DEFAULTS, then the args' overrides."""
     opts = copy.deepcopy(DEFAULTS[name])
-    opts["backpressure_config"] = dict(_BACKPRESSURE)
+    serving = serving_config(args.serving)  # the one home of the limits Serve must agree with
+    opts["backpressure_config"] = {"status_code": 503, "retry_after_s": serving.retry_after_s}
+    if name == "Ingress":
+        opts["max_ongoing_requests"] = serving.max_in_flight + INGRESS_HEADROOM
     override = copy.deepcopy(args.deployments.get(name, {}))
     if "autoscaling_config" in override:
         opts.pop("num_replicas", None)
@@ -209,7 +216,7 @@ def build_app(raw: dict[str, Any]) -> Application:
     args = with_gpu_profile(AppArgs.model_validate(raw))
     artifact_dir = storage.resolve(args.artifact).uri  # local paths made absolute; URIs kept
     artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
-    serving = {**args.serving, **({"api_key": args.api_key} if args.api_key else {})}
+    serving = {**args.serving, **({"api_key": args.api_key} if args.api_key is not None else {})}
     topology = resolve_topology(args)
     collections = collections_user_config(args)
     common = {"serving": serving, "model_name": args.model_name}

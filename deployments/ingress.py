@@ -19,6 +19,7 @@ from deployments.stages import FusedStages, GraphStages
 from embedder.artifact import Artifact
 from embedder.config import session_config
 from embedder.tokenize import TextTokenizer
+from index.searcher import DEFAULT_SEARCH_THREADS
 from service.collections import CollectionsConfig, collections_config
 from service.config import serving_config
 from service.core import EmbedService
@@ -45,7 +46,7 @@ class Ingress:
         stages: Stages
         if topology == "inline":
             opts = inline or {}
-            faiss.omp_set_num_threads(int(opts.get("search_threads", 1)))  # see AppArgs.search_threads
+            faiss.omp_set_num_threads(int(opts.get("search_threads", DEFAULT_SEARCH_THREADS)))
             # Collections come with user_config (reconfigure), so a `serve deploy` that changes
             # them reconfigures this replica instead of restarting its model.
             stages = InProcessStages(

@@ -18,6 +18,11 @@ from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_
 from index.filters import Filter, evaluate
 from index.store import IndexManifest, LoadedIndex
 
+# FAISS OpenMP threads of a serving search. 1: a request searches a handful of queries, where
+# more threads only add wake-up cost and spin on cores the model needs. Raise it (Serve arg
+# search_threads) for large IVF/HNSW indexes answering big `questions` batches.
+DEFAULT_SEARCH_THREADS = 1
+
 
 class IndexSearcher:
     """Top-k search over one index version; matches carry id, score and metadata columns."""

@@ -26,7 +26,7 @@ import storage
 from embedder.errors import IndexUnavailable, InvalidInput
 from index.searcher import IndexSearcher
 from service.errors import NotFound
-from service.index_follower import IndexFollower
+from service.index_follower import DEFAULT_POLL_SECONDS, IndexFollower
 from service.stages import SearchResult
 
 log = logging.getLogger("qmatch.collections")
@@ -56,7 +56,7 @@ class CollectionsConfig:
     # push the total over it is refused with the numbers in its reason.
     memory_budget_bytes: int = 0
     # Seconds between looks at each collection's CURRENT (a stat and a small read).
-    poll_seconds: float = 2.0
+    poll_seconds: float = DEFAULT_POLL_SECONDS
 
 
 def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
@@ -81,7 +81,7 @@ def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
                 f"collection {name!r}: give an index root (or {{index: <root>, version: <pin>}})"
             )
     budget = int(data.get("memory_budget_bytes") or 0)
-    poll = float(data.get("poll_seconds") or 2.0)
+    poll = float(data.get("poll_seconds") or DEFAULT_POLL_SECONDS)
     if budget < 0 or poll <= 0:
         raise ValueError("memory_budget_bytes must be >= 0 and poll_seconds > 0")
     return CollectionsConfig(specs, budget, poll)

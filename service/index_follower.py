@@ -32,6 +32,11 @@ log = logging.getLogger("qmatch.index")
 Admit = Callable[[IndexSearcher], str | None]
 
 
+# How often a follower re-reads CURRENT. A flip is seen within this; each check is one small read
+# (cheap on object storage too).
+DEFAULT_POLL_SECONDS = 2.0
+
+
 class IndexFollower:
     """Holds the live IndexSearcher of one index root and follows its CURRENT pointer."""
 
@@ -39,7 +44,7 @@ class IndexFollower:
         self,
         root: str,
         fingerprint: str,
-        poll_s: float = 2.0,
+        poll_s: float = DEFAULT_POLL_SECONDS,
         pinned: str | None = None,
         admit: Admit | None = None,
         name: str | None = None,

@@ -20,7 +20,7 @@ from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, 
 from embedder.pooling import Pooler
 from embedder.tokenize import TextTokenizer
 from service.collections import CollectionsConfig, CollectionSet, collections_config
-from service.index_follower import IndexFollower
+from service.index_follower import DEFAULT_POLL_SECONDS, IndexFollower
 from service.scheduler import ModelScheduler, PassObserver, SchedulerConfig
 from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
 
@@ -79,7 +79,7 @@ class InProcessStages(LocalTokenizer):
         session: SessionConfig | None = None,
         scheduler: SchedulerConfig | None = None,
         model_name: str = "",
-        poll_s: float = 2.0,
+        poll_s: float = DEFAULT_POLL_SECONDS,
         index_version: str | None = None,
         on_pass: PassObserver | None = None,
         collections: CollectionsConfig | None = None,
