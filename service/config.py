@@ -13,6 +13,10 @@ from embedder.config import from_mapping
 SMALLEST_NODE_TOKENS_PER_S = 5_500
 
 
+# ServingConfig fields a client needs to know to stay inside the limits (listed by /info).
+CLIENT_LIMITS = ("max_inputs", "max_request_tokens", "max_body_bytes", "max_top_k", "request_timeout_s")
+
+
 @dataclass(frozen=True)
 class ServingConfig:
     """HTTP-facing limits; settable from build_app args, YAML and QM_SERVE_* environment variables."""
@@ -47,6 +51,10 @@ class ServingConfig:
     max_top_k: int = 100
     # Seconds between readiness probe attempts until the first one passes.
     probe_interval_s: float = 1.0
+
+    def client_limits(self) -> dict[str, Any]:
+        """The limits a client must respect (/info shows these, straight from this object)."""
+        return {name: getattr(self, name) for name in CLIENT_LIMITS}
 
     def __post_init__(self) -> None:
         positive = (

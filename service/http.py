@@ -157,7 +157,12 @@ def create_app(service: EmbedService) -> FastAPI:
                     result = await asyncio.wait_for(work(parsed), timeout)
                 except asyncio.TimeoutError:
                     raise RequestTimeout(f"request did not finish within {timeout:g}s") from None
-            response: Response = JSON(result)
+            # Contract models were validated when the handler built them; vectors stay numpy.
+            # exclude_unset: fields a handler leaves out stay out (e.g. filter_selected without a filter).
+            payload = (
+                result.model_dump(exclude_unset=True) if isinstance(result, pydantic.BaseModel) else result
+            )
+            response: Response = JSON(payload)
         except Exception as exc:
             status, body, headers = error_payload(exc, style)
             response = JSON(body, status, headers=headers)
@@ -189,9 +194,9 @@ def create_app(service: EmbedService) -> FastAPI:
     async def models(request: Request) -> Response:
         """The one model this service serves (OpenAI shape)."""
 
-        async def work(_: None) -> dict[str, Any]:
-            card = {"id": service.model.name, "object": "model", "created": 0, "owned_by": "qmatch"}
-            return {"object": "list", "data": [card]}
+        async def work(_: None) -> c.ModelList:
+            card = c.ModelCard(id=service.model.name, object="model", created=0, owned_by="qmatch")
+            return c.ModelList(object="list", data=[card])
 
         return await serve(request, "openai", None, work)
 
@@ -237,7 +242,7 @@ def create_app(service: EmbedService) -> FastAPI:
     async def match(request: Request) -> Response:
         """Stored questions closest to `question` (or to each of `questions`), with their answers."""
 
-        async def work(req: c.MatchRequest) -> dict[str, Any]:
+        async def work(req: c.MatchRequest) -> c.MatchResponse | c.MatchBatchResponse:
             if (req.question is None) == (req.questions is None):
                 raise InvalidInput("send exactly one of 'question' or 'questions'", field="question")
             single = req.question is not None
@@ -251,16 +256,13 @@ def create_app(service: EmbedService) -> FastAPI:
                 "index_version": found.index_version,
                 "model_fingerprint": service.model.fingerprint,
                 "collection": found.collection,
+                **({"filter_selected": found.selected} if found.selected is not None else {}),
             }
-            if found.selected is not None:
-                meta["filter_selected"] = found.selected
-            rows = [[m.as_dict() for m in row] for row in found.matches]
+            rows = [[c.MatchItem(**m.as_dict()) for m in row] for row in found.matches]
             if single:
-                return {"matches": rows[0], **meta}
-            return {
-                "results": [{"question": q, "matches": m} for q, m in zip(texts, rows, strict=True)],
-                **meta,
-            }
+                return c.MatchResponse(matches=rows[0], **meta)
+            results = [c.MatchResult(question=q, matches=m) for q, m in zip(texts, rows, strict=True)]
+            return c.MatchBatchResponse(results=results, **meta)
 
         return await serve(request, "openai", c.MatchRequest, work)
 
@@ -270,28 +272,30 @@ def create_app(service: EmbedService) -> FastAPI:
     async def collections(request: Request) -> Response:
         """Each collection: live version, size, dimension, filter columns, threshold, memory; the budget."""
 
-        async def work(_: None) -> dict[str, Any]:
+        async def work(_: None) -> c.CollectionList:
             status = await service.stages.collections_status() or {}
             data = [
-                {
-                    "name": name,
-                    "version": s.get("version"),
-                    "size": s.get("size"),
-                    "dimension": s.get("dimension"),
-                    "filter_columns": s.get("filter_columns") or {},
-                    "default_min_score": s.get("default_min_score"),
-                    "memory_bytes": s.get("memory_bytes", 0),
-                    "refused": s.get("refused"),
-                    **({"error": s["error"]} if s.get("error") else {}),
-                }
+                c.CollectionInfo(
+                    **{
+                        "name": name,
+                        "version": s.get("version"),
+                        "size": s.get("size"),
+                        "dimension": s.get("dimension"),
+                        "filter_columns": s.get("filter_columns") or {},
+                        "default_min_score": s.get("default_min_score"),
+                        "memory_bytes": s.get("memory_bytes", 0),
+                        "refused": s.get("refused"),
+                        **({"error": s["error"]} if s.get("error") else {}),
+                    }
+                )
                 for name, s in (status.get("collections") or {}).items()
             ]
-            return {
-                "object": "list",
-                "data": data,
-                "memory_budget_bytes": status.get("memory_budget_bytes", 0),
-                "memory_used_bytes": status.get("memory_used_bytes", 0),
-            }
+            return c.CollectionList(
+                object="list",
+                data=data,
+                memory_budget_bytes=status.get("memory_budget_bytes", 0),
+                memory_used_bytes=status.get("memory_used_bytes", 0),
+            )
 
         return await serve(request, "openai", None, work)
 
@@ -308,7 +312,7 @@ def create_app(service: EmbedService) -> FastAPI:
         """200 once a probe went through every stage and matched the fingerprint, else 503."""
         service.start_probe()
         if service.ready:
-            return JSON({"ready": True, "model_fingerprint": service.model.fingerprint})
+            return JSON(c.ReadyResponse(ready=True, model_fingerprint=service.model.fingerprint).model_dump())
         status, body, headers = error_payload(
             NotReady(f"not ready: {service.not_ready_reason}", retry_after=service.config.retry_after_s),
             "openai",
@@ -319,30 +323,24 @@ def create_app(service: EmbedService) -> FastAPI:
     async def info(request: Request) -> Response:
         """Model, topology, index version and size (and why an index was refused), limits."""
 
-        async def work(_: None) -> dict[str, Any]:
-            m, cfg = service.model, service.config
-            return {
-                "model": m.name,
-                "model_fingerprint": m.fingerprint,
-                "dimension": m.dimension,
-                "max_seq_length": m.max_seq_length,
-                "precision": m.precision,
-                "pooling": m.pooling,
-                "normalize": m.normalize,
-                "topology": service.stages.topology,
-                "runtime": await service.stages.runtime(),
-                "ready": service.ready,
-                "not_ready_reason": None if service.ready else service.not_ready_reason,
-                "index": await service.stages.index_status(),
-                "collections": await service.stages.collections_status(),
-                "limits": {
-                    "max_inputs": cfg.max_inputs,
-                    "max_request_tokens": cfg.max_request_tokens,
-                    "max_body_bytes": cfg.max_body_bytes,
-                    "max_top_k": cfg.max_top_k,
-                    "request_timeout_s": cfg.request_timeout_s,
-                },
-            }
+        async def work(_: None) -> c.InfoResponse:
+            m = service.model
+            return c.InfoResponse(
+                model=m.name,
+                model_fingerprint=m.fingerprint,
+                dimension=m.dimension,
+                max_seq_length=m.max_seq_length,
+                precision=m.precision,
+                pooling=m.pooling,
+                normalize=m.normalize,
+                topology=service.stages.topology,
+                runtime=await service.stages.runtime(),
+                ready=service.ready,
+                not_ready_reason=None if service.ready else service.not_ready_reason,
+                index=await service.stages.index_status(),
+                collections=await service.stages.collections_status(),
+                limits=service.config.client_limits(),
+            )
 
         return await serve(request, "openai", None, work)
 
