@@ -19,8 +19,10 @@ import numpy as np
 from embedder.config import SessionConfig
 from embedder.errors import ArtifactError, ProviderUnavailable
 
-# OpenVINO's names for the precisions we ask for and what it reports back.
-_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# OpenVINO's names for the precisions we ask for and what it reports back. An int8 artifact
+# carries its quantization in the graph (QuantizeLinear/DequantizeLinear): OpenVINO runs those
+# parts with its int8 kernels (VNNI / AMX-INT8) and keeps the rest in f32.
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _REPORTED = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
@@ -43,7 +45,7 @@ class OpenVinoSession:
         if not path.is_file():
             raise ArtifactError(f"ONNX model {path} does not exist")
         if precision not in _HINTS:
-            raise ProviderUnavailable(f"OpenVINO runs fp32 or bf16 here, not {precision}")
+            raise ProviderUnavailable(f"OpenVINO runs fp32, bf16 or an int8 artifact here, not {precision}")
         core = ov.Core()
         props: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _HINTS[precision],
@@ -64,7 +66,7 @@ class OpenVinoSession:
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         reported = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         # What actually runs: on a CPU without bf16 units OpenVINO may keep f32 whatever we ask.
-        self.precision = _REPORTED.get(reported, reported)
+        self.precision = "int8" if precision == "int8" else _REPORTED.get(reported, reported)
         self.placement: dict[str, dict[str, int]] = {}
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
