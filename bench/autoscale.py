@@ -22,21 +22,19 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
@@ -44,9 +42,9 @@ import requests
 from ray import serve
 
 from bench.machine import read_cpuinfo
+from testkit.ray_cluster import fake_cluster, node_kind, object_store_by_node
 
 REPO = Path(__file__).resolve().parent.parent
-RAY_BIN = str(Path(sys.executable).with_name("ray"))
 SERVE_URL = "http://127.0.0.1:8000"
 APP_NAME = "autoscale"
 
@@ -279,16 +277,6 @@ class RealWorkload:
 # --------------------------------------------------------------------------- recording
 
 
-def node_kind(node: dict[str, Any]) -> str:
-    """Classify a ray.nodes() entry by the custom resource its node type carries."""
-    resources = node.get("Resources", {})
-    if "gpu_worker" in resources:
-        return "gpu"
-    if "cpu_worker" in resources:
-        return "cpu"
-    return "head"
-
-
 class Recorder:
     """Samples alive nodes (by type), Serve replicas and offered load once a second."""
 
@@ -357,56 +345,6 @@ class Recorder:
 
 
 # --------------------------------------------------------------------------- cluster
-
-
-def start_head(config: Path) -> str:
-    """Start a fake multi-node head with the autoscaler; return its session directory."""
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1"}
-    cmd = [RAY_BIN, "start", "--head", "--num-cpus=0", "--include-dashboard=false"]
-    cmd += [f"--autoscaling-config={config}", "--disable-usage-stats"]
-    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
-    return os.path.realpath("/tmp/ray/session_latest")
-
-
-def stop_cluster_processes(session_dir: str) -> list[int]:
-    """Kill, by PID, every process of this run's Ray session (head, fake nodes, workers)."""
-    me = os.getpid()
-    victims = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid != me and session_dir in " ".join(proc.info["cmdline"] or []):
-                victims.append(proc)
-    for proc in victims:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(victims, timeout=10)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    return [p.pid for p in victims]
-
-
-def object_store_by_node() -> list[dict[str, Any]]:
-    """Object-store bytes (all copies, primary copies) and object count on each alive node."""
-    from ray._private.internal_api import node_stats
-
-    out = []
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        with contextlib.suppress(Exception):  # a node going away between listing and asking
-            stats = node_stats(
-                node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False
-            ).store_stats
-            out.append(
-                {
-                    "kind": node_kind(node),
-                    "bytes": int(stats.object_store_bytes_used),
-                    "primary_copy_bytes": int(stats.object_store_bytes_primary_copy),
-                    "objects": int(stats.num_local_objects),
-                }
-            )
-    return out
 
 
 # --------------------------------------------------------------------------- load
@@ -649,21 +587,6 @@ def choose_workload(kind: str, artifact: Path | None) -> Workload:
             raise SystemExit("--workload real needs --artifact DIR (python -m export ... --out DIR)")
         return RealWorkload(artifact)
     return SyntheticWorkload()
-
-
-@contextlib.contextmanager
-def fake_cluster(config: Path) -> Iterator[str]:
-    """A running fake multi-node head, connected; every process of it killed on exit."""
-    session = start_head(config)
-    try:
-        ray.init(address="auto", log_to_driver=False)
-        yield session
-    finally:
-        with contextlib.suppress(Exception):
-            serve.shutdown()
-        ray.shutdown()
-        killed = stop_cluster_processes(session)
-        print(f"stopped {len(killed)} Ray processes of this run by PID", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -125,7 +125,7 @@ def stream(tiny_artifact: str, work: Path, rows: int, object_store: int) -> dict
 def export_tiny_artifact(work: Path) -> str:
     """A tiny random BERT artifact for the streaming run (needs the export extra: torch)."""
     # Imported by name: the builder lives with the tests, and bench must not type-check test code.
-    tiny = importlib.import_module("tests.helpers.tiny_model")
+    tiny = importlib.import_module("testkit.tiny_model")
     return str(tiny.export_tiny(tiny.make_tiny_st_model(work / "tiny-model"), work / "tiny-artifact"))
 
 

@@ -36,11 +36,11 @@ import pyarrow as pa
 
 import storage
 from bench.corpus_gen import PREFIXES, groups
-from bench.index import clustered_vectors
 from bench.machine import machine_info
 from bench.peak_memory import PeakMemory
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.find_duplicates import GROUPS_FILE, DedupConfig, run
+from testkit.vectors import clustered_vectors
 
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000)
 STYLES = ("{}", "{}?", "{}!!", "{} ?", "  {}", "{}.")

@@ -33,7 +33,6 @@ import pyarrow.parquet as pq
 import ray
 
 from bench.corpus_gen import write_corpus
-from bench.index import clustered_vectors
 from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from index import store as index_store
@@ -42,6 +41,7 @@ from jobs import index_build
 from jobs.embed_corpus import JobConfig, run
 from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
 from jobs.index_update import update
+from testkit.vectors import clustered_vectors
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -125,7 +125,7 @@ def embed(artifact: str, corpus: Path, out: Path, previous: Path | None) -> dict
 
 def export_tiny_artifact(work: Path) -> str:
     """A tiny random BERT artifact (the builder lives with the tests; needs torch)."""
-    tiny = importlib.import_module("tests.helpers.tiny_model")
+    tiny = importlib.import_module("testkit.tiny_model")
     return str(tiny.export_tiny(tiny.make_tiny_st_model(work / "tiny-model"), work / "tiny-artifact"))
 
 
@@ -206,7 +206,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="incremental-") as tmp:
         work = Path(tmp)
         artifact = a.artifact or export_tiny_artifact(work)
-        results["artifact"] = a.artifact or "tiny random BERT (tests.helpers.tiny_model, dim 32)"
+        results["artifact"] = a.artifact or "tiny random BERT (testkit.tiny_model, dim 32)"
         write_corpus(work / "day1-in", a.rows, files=4, seed=3, row_group_rows=2_000)
         results["edits"] = edit_corpus(work / "day1-in", work / "day2-in", a.changed, a.added, a.deleted, 1)
         ray.init(address="local", num_cpus=2, include_dashboard=False)

@@ -26,11 +26,12 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from bench.index import clustered_vectors, cpu_info
+from bench.index import cpu_info
 from index.faiss_index import ExactKnn, IndexConfig, build_index, choose_factory
 from index.filter_columns import FilterTable, filter_table
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from index.filters import evaluate, parse_filter
+from testkit.vectors import clustered_vectors
 
 SELECTIVITIES = (0.5, 0.05, 0.005, 0.0001)
 K = 10

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.index import clustered_batches, clustered_vectors, cpu_info
+from bench.index import cpu_info
 from bench.load import load_snapshot, warn_if_busy
 from index.faiss_index import IndexConfig, choose_factory, full_vector_bytes
+from testkit.vectors import clustered_batches, clustered_vectors
 
 DIM = 384
 FILE_ROWS = 250_000

@@ -55,7 +55,7 @@ from export.quantize import (
 )
 from export.texts import PARITY_TEXTS
 from export.verify import batch_independence, reference_vectors
-from tests.export.varied_texts import VARIED
+from testkit.varied_texts import VARIED
 
 RESULTS = Path(__file__).parent / "results"
 Builder = Callable[[Path, Path], dict[str, Any]]

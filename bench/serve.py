@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from deployments.app import build_app
     from embedder import Encoder
-    from tests.serve.helpers import publish_index
+    from testkit.serve_index import publish_index
 
     args = parse_args(argv)
     counts = dict(zip(LEVELS, args.requests, strict=True))

@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--artifact", default=str(REPO / "artifacts" / "minilm-fp32"))
     args = parser.parse_args()
 
-    from tests.storage.s3_server import patched_env, s3_server
+    from testkit.s3_server import patched_env, s3_server
 
     envelope = Envelope(f"python -m bench.storage --rows {args.rows} --rounds {args.rounds}")
     table = pq.read_table(REPO / "data" / "sample_qa.parquet")

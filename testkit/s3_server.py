@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from testkit.net import free_port
+
 # Fake credentials: moto accepts any; they only need to exist for the AWS SDK to sign requests.
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -21,12 +23,6 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance profile that is not there
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

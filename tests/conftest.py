@@ -1,11 +1,22 @@
-"""Session-wide fixtures: artifacts exported once per test run (tiny random BERT, real MiniLM)."""
+"""Shared fixtures: artifacts exported once per test run (tiny random BERT, real MiniLM), and per
+module a small local Ray and an S3 server on loopback.
+
+Per-module settings, read from the test module's globals:
+- `LOCAL_RAY`: keyword arguments of testkit.ray_cluster.start_local_ray (default 2 CPUs, 200 MiB
+  object store), e.g. `LOCAL_RAY = {"log_to_driver": False}`;
+- `S3_BUCKET`: the bucket the `s3` fixtures create (default "qm-test").
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from testkit.s3_server import S3Server, patched_env, s3_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,7 +31,7 @@ os.environ.setdefault("QM_SESSION_BACKEND", "onnxruntime")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BERT sentence-transformers directory (mean pooling, normalised, max_len 24)."""
-    from tests.helpers.tiny_model import make_tiny_st_model
+    from testkit.tiny_model import make_tiny_st_model
 
     return make_tiny_st_model(tmp_path_factory.mktemp("tiny-st") / "model")
 
@@ -28,7 +39,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model exported to an fp32 artifact."""
-    from tests.helpers.tiny_model import export_tiny
+    from testkit.tiny_model import export_tiny
 
     return export_tiny(tiny_model_dir, tmp_path_factory.mktemp("tiny-art") / "artifact")
 
@@ -59,6 +70,35 @@ def minilm_fused_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("minilm") / "fused"
     run_export(ExportRequest(model_dir=minilm_dir, out_dir=out, pooling_in_graph=True), log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def local_ray(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A local Ray for the module (run inside loopback-only on the shared machine); yields its address.
+    Resources: the module's `LOCAL_RAY` over start_local_ray's small defaults."""
+    pytest.importorskip("ray")
+    from testkit.ray_cluster import start_local_ray
+
+    settings: dict[str, Any] = getattr(request.module, "LOCAL_RAY", {})
+    with start_local_ray(**settings) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def s3_no_env(request: pytest.FixtureRequest) -> Iterator[S3Server]:
+    """A moto S3 server on loopback with the module's `S3_BUCKET`; the environment is left alone
+    (the module points at it through URIs)."""
+    with s3_server() as server:
+        server.create_bucket(getattr(request.module, "S3_BUCKET", "qm-test"))
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3(s3_no_env: S3Server) -> Iterator[S3Server]:
+    """The module's S3 server with its endpoint and credentials in the environment for the module
+    (a Ray started after this fixture passes them to its workers)."""
+    with patched_env(s3_no_env.env):
+        yield s3_no_env
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from bench.autoscale import ServeSettings, knee, make_corpus, node_kind, read_ids
+from bench.autoscale import ServeSettings, knee, make_corpus, read_ids
+from testkit.ray_cluster import node_kind
 
 
 def test_knee_is_the_smallest_concurrency_near_peak_throughput() -> None:

@@ -9,7 +9,7 @@ they can only run on the GPU nodes the job asked the autoscaler for.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.embed_corpus import JobConfig, main, run
+from testkit.ray_cluster import start_local_ray
+from testkit.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "cluster" / "autoscale-local.yaml"
 ROWS, SHARD_ROWS = 600, 50
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll `condition` until it holds; seconds taken. Fails the test after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not after {timeout:.0f} s")
-        time.sleep(1.0)
-    return time.monotonic() - started
 
 
 def alive_gpu_nodes() -> list[dict[str, Any]]:
@@ -55,10 +47,9 @@ def corpus(directory: Path) -> list[int]:
 def test_gpu_job_on_a_cluster_without_autoscaler_fails_fast_with_the_fix(
     tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     corpus(tmp_path / "in")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20)
-    try:
+    with start_local_ray(object_store_mb=100):
         started = time.monotonic()
         args = [
             "--artifact",
@@ -72,8 +63,6 @@ def test_gpu_job_on_a_cluster_without_autoscaler_fails_fast_with_the_fix(
             [*args, "--device", "gpu", "--providers", "cpu", "--cpu-stand-in-for-gpu", "--no-progress"]
         )
         took = time.monotonic() - started
-    finally:
-        ray.shutdown()
     err = capsys.readouterr().err
     assert code == 2
     assert took < 40, f"took {took:.0f} s: waited instead of failing fast"  # the default wait is 600 s
@@ -86,7 +75,7 @@ def test_gpu_job_on_a_cluster_without_autoscaler_fails_fast_with_the_fix(
 def fake_autoscaling_cluster() -> Iterator[None]:
     """A fake multi-node head with the autoscaler (bench.autoscale's helpers); every process killed after."""
     pytest.importorskip("ray")
-    from bench.autoscale import fake_cluster
+    from testkit.ray_cluster import fake_cluster
 
     with fake_cluster(CONFIG):
         yield
@@ -135,4 +124,6 @@ def test_gpu_job_starts_gpu_nodes_runs_its_actors_there_and_they_go_after_idle(
     assert {a["Address"]["NodeID"] for a in pool} <= gpu_node_ids
 
     # The job withdrew its request: the idle GPU nodes are removed (idle_timeout_minutes 0.5).
-    wait_until(lambda: alive_gpu_nodes() == [], timeout=150, what="GPU nodes removed after idle")
+    wait_until(
+        lambda: alive_gpu_nodes() == [], timeout=150, what="GPU nodes removed after idle", interval=1.0
+    )

@@ -29,7 +29,7 @@ from export.quantize import (
     quantize,
 )
 from export.texts import PARITY_TEXTS
-from tests.export.varied_texts import VARIED
+from testkit.varied_texts import VARIED
 
 
 def int8_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

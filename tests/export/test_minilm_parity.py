@@ -11,8 +11,8 @@ from embedder import Encoder
 from embedder.artifact import Artifact
 from embedder.encoder import cosine_rows
 from export.verify import PARITY_MIN_COSINE, reference_vectors
+from testkit.varied_texts import VARIED
 from tests.export.test_int8_batch_independence import int8_artifact
-from tests.export.varied_texts import VARIED
 
 pytestmark = pytest.mark.slow
 

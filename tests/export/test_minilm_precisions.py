@@ -12,7 +12,7 @@ from embedder import Encoder
 from embedder.config import BatchConfig, EncoderConfig, SessionConfig
 from embedder.encoder import cosine_rows
 from export.verify import reference_vectors
-from tests.export.varied_texts import VARIED
+from testkit.varied_texts import VARIED
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from embedder import Encoder
 from embedder.errors import ArtifactError, EmptyInput, ExportError, InputTooLong, ModelMismatch
 from embedder.pooling import l2_normalize, pool
 from export.pipeline import ExportRequest, run_export
-from tests.helpers.tiny_model import export_tiny, make_tiny_st_model
+from testkit.tiny_model import export_tiny, make_tiny_st_model
 
 TEXTS = [
     "how do i reset my password",

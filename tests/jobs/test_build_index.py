@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bench.index import clustered_vectors
 from index import store as index_store
 from index.faiss_index import IndexConfig, VectorIndex
 from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import inspect_embeddings, write_embeddings_parquet
+from testkit.vectors import clustered_vectors
 
 FP = "sha256:aaaaaaaaaaaaaaaa"
 QA = {"question": ["extra"], "answer": ["extra"]}
@@ -126,17 +125,9 @@ def test_over_the_memory_budget_auto_builds_a_compressed_index_that_passes_the_g
     assert m.recall_at_10 >= 0.95 and m.bytes_per_vector < 48 * 4 / 2
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 @pytest.mark.ray
-def test_sharded_build_equals_single_machine_build(tmp_path: Path, ray_local: None) -> None:
+def test_sharded_build_equals_single_machine_build(tmp_path: Path, local_ray: str) -> None:
     from jobs.index_shards import add_sharded
 
     corpus = clustered_vectors(12_000, 48, seed=9)

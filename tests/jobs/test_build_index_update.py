@@ -6,7 +6,6 @@ rows, and 30 unchanged vectors whose answer text changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +13,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from bench.index import clustered_vectors
 from index import store as index_store
 from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import write_embeddings_parquet
-from tests.storage.s3_server import S3Server, patched_env, s3_server
+from testkit.s3_server import S3Server
+from testkit.vectors import clustered_vectors
 
 FP = "sha256:cccccccccccccccc"
 N, DIM = 4_000, 48
+S3_BUCKET = "upd"  # the conftest `s3` fixture's bucket
 
 
 def write_day(
@@ -265,13 +265,6 @@ def test_a_failed_update_leaves_current_alone_and_no_current_means_a_full_build(
     assert "duplicate id" in capsys.readouterr().err
     assert index_store.current_version(out) == live and index_store.list_versions(out) == [live]
     assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server, patched_env(server.env):
-        server.create_bucket("upd")
-        yield server
 
 
 def test_update_on_s3(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ from jobs.gpu_capacity import (
 from jobs.udfs import ShardTask
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A 2-CPU local Ray for this module (run inside loopback-only on the shared machine)."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
-    yield
-    ray.shutdown()
 
 
 def corpus_with_bad_rows(directory: Path) -> dict[int, str]:
@@ -155,7 +145,7 @@ def test_too_long_null_and_blank_rows_go_to_quarantine(
 @pytest.fixture(scope="module")
 def other_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second tiny model (other random weights): a different fingerprint."""
-    from tests.helpers.tiny_model import export_tiny, make_tiny_st_model
+    from testkit.tiny_model import export_tiny, make_tiny_st_model
 
     base = tmp_path_factory.mktemp("other")
     return export_tiny(make_tiny_st_model(base / "model", seed=1), base / "artifact")

@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from embedder import Encoder
 from embedder.artifact import Artifact
 from jobs.embed_corpus import JobConfig, run
 from jobs.run_state import DONE_DIR
+from testkit.ray_cluster import MiB, multinode_cluster
+from testkit.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -47,21 +48,10 @@ def minilm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A head with no CPUs (driver only) and three 1-CPU worker nodes; the job's two actors fit on any two."""
-    ray = pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    # Connect before adding workers: the driver then attaches to the head's raylet, and any worker
-    # node can be removed without cutting the driver off.
-    c = Cluster(
-        initialize_head=True,
-        connect=True,
-        head_node_args={"num_cpus": 0, "object_store_memory": 100 * 2**20, "include_dashboard": False},
-    )
-    for _ in range(3):
-        c.add_node(num_cpus=1, object_store_memory=100 * 2**20)
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    pytest.importorskip("ray")
+    node = {"num_cpus": 1, "object_store_memory": 100 * MiB}
+    with multinode_cluster({**node, "num_cpus": 0}, [node] * 3) as c:
+        yield c
 
 
 @pytest.fixture()
@@ -72,14 +62,6 @@ def corpus(tmp_path: Path) -> Path:
         pq.read_table(REPO / "data" / "sample_qa.parquet").slice(0, ROWS), path, row_group_size=200
     )
     return path
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def committed_shards(out: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,23 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from bench.index import clustered_vectors
 from jobs import find_duplicates as job
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.index_build import build
+from testkit.vectors import clustered_vectors
 
 FP = "sha256:dddddddddddddddd"
 THRESHOLD = 0.9
 N, DIM = 2400, 32
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A 2-CPU local Ray for this module (run inside loopback-only on the shared machine)."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
-    yield
-    ray.shutdown()
 
 
 class Corpus:
@@ -226,7 +216,7 @@ def test_bad_input_fails_before_any_work_with_one_line(
 @pytest.mark.slow
 def test_everything_on_s3(local_ray: None, corpus: Corpus, tmp_path: Path) -> None:
     """Embeddings, corpus and output on s3:// (a real S3 server on loopback), same result as on disk."""
-    from tests.storage.s3_server import patched_env, s3_server
+    from testkit.s3_server import patched_env, s3_server
 
     with s3_server() as server, patched_env(server.env):
         server.create_bucket("dedup")

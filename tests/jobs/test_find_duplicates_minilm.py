@@ -9,7 +9,6 @@ search must find the pairs an exact all-pairs comparison finds (recall against b
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,12 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROWS = 800
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+LOCAL_RAY = {"log_to_driver": False}  # the conftest fixture's settings
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +20,25 @@ import storage
 from jobs.embed_corpus import JobConfig, main, run
 from jobs.embeddings_io import TEXT_HASH, inspect_embeddings
 from jobs.run_state import Lease, RunConflict
-from tests.storage.s3_server import S3Server, patched_env, s3_server
+from testkit.s3_server import S3Server
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 ROWS = 500
-BUCKET = "qm-incremental"
+BUCKET = S3_BUCKET = "qm-incremental"  # S3_BUCKET: the conftest `s3` fixture's bucket
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server, patched_env(server.env):
-        server.create_bucket(BUCKET)
-        yield server
-
-
-@pytest.fixture(scope="module")
-def local_ray(s3: S3Server) -> Iterator[None]:
-    """A 2-CPU local Ray started after the S3 variables are set, so its workers inherit them."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
-    yield
-    ray.shutdown()
+def local_ray(s3: S3Server, local_ray: str) -> str:
+    """The conftest's local Ray, started after the S3 variables are set, so its workers inherit them."""
+    return local_ray
 
 
 @pytest.fixture(scope="module")
 def other_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second tiny model (other random weights): a different fingerprint."""
-    from tests.helpers.tiny_model import export_tiny, make_tiny_st_model
+    from testkit.tiny_model import export_tiny, make_tiny_st_model
 
     base = tmp_path_factory.mktemp("other")
     return export_tiny(make_tiny_st_model(base / "model", seed=1), base / "artifact")

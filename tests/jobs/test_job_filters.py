@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,6 @@ def _corpus(directory: Path) -> tuple[np.ndarray, list[str]]:
         fingerprint=FP,
     )
     return v, category
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20)
-    yield
-    ray.shutdown()
 
 
 @pytest.mark.ray

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.index import clustered_vectors
 from embedder import Encoder
 from index.thresholds import THRESHOLDS_FILE, lowest_threshold
 from jobs import threshold as job
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.index_build import build
+from testkit.vectors import clustered_vectors
 
 PAIRS = [
     ("How do I reset my password?", "I forgot my password", 1),

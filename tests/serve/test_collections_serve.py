@@ -3,9 +3,6 @@ removes collections without restarting the replica that holds the model."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,24 +11,12 @@ import pytest
 import requests
 
 from embedder import Encoder
-from tests.serve.helpers import FAQ, publish_index
+from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_index import FAQ, publish_index
+from testkit.waiting import wait_until
+from tests.serve.closed_loop import ClosedLoop
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 def _deploy(args: dict[str, Any], deployments: list[dict[str, Any]] | None = None) -> None:
@@ -58,8 +43,6 @@ class App:
 
 @pytest.fixture(scope="module")
 def app(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    import ray
-    from ray import serve
 
     encoder = Encoder.load(tiny_artifact)
     base = tmp_path_factory.mktemp("collections-serve")
@@ -67,83 +50,59 @@ def app(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     for root in roots.values():
         root.mkdir()
         publish_index(root, encoder, tag=f"-{root.name}-v1")
-    port = _free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {
-        "artifact": str(tiny_artifact),
-        "index": str(roots["shop"]),
-        "collections": {"help": str(roots["help"])},
-        "topology": "inline",
-        "poll_seconds": 0.3,
-        "session": {"threads": 1, "allow_spinning": False},
-        "deployments": {"Ingress": {"ray_actor_options": {"num_cpus": 1}}},
-    }
-    _deploy(args)  # declaratively, as `serve deploy serve_config.yaml` does
-    url = f"http://127.0.0.1:{port}"
-    _wait(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
-    try:
+    with start_local_ray(num_cpus=4, log_to_driver=False), serve_on_loopback() as url:
+        args = {
+            "artifact": str(tiny_artifact),
+            "index": str(roots["shop"]),
+            "collections": {"help": str(roots["help"])},
+            "topology": "inline",
+            "poll_seconds": 0.3,
+            "session": {"threads": 1, "allow_spinning": False},
+            "deployments": {"Ingress": {"ray_actor_options": {"num_cpus": 1}}},
+        }
+        _deploy(args)  # declaratively, as `serve deploy serve_config.yaml` does
+        wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
         yield App(url, encoder, roots, args)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
-class Load:
+class Load(ClosedLoop):
     """Closed-loop /match requests on two collections from a few threads, every outcome recorded."""
 
     def __init__(self, app: App, collections: tuple[str, ...]) -> None:
-        self.app, self.collections, self.stop = app, collections, threading.Event()
-        self.outcomes: list[tuple[str, int, str | None]] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(4)]
+        super().__init__(threads=4, limit=20_000)
+        self.app, self.collections = app, collections
 
-    def _run(self, i: int) -> None:
-        n = 0
-        while not self.stop.is_set() and len(self.outcomes) < 20_000:
-            name = self.collections[(i + n) % len(self.collections)]
-            n += 1
-            try:
-                r = self.app.match(name)
-                outcome = (name, r.status_code, r.json().get("index_version"))
-            except requests.RequestException as exc:
-                outcome = (name, 0, str(exc))
-            with self.lock:
-                self.outcomes.append(outcome)
+    def request(self, thread: int, n: int) -> tuple[str, int, str | None]:
+        name = self.collections[(thread + n) % len(self.collections)]
+        try:
+            r = self.app.match(name)
+            return (name, r.status_code, r.json().get("index_version"))
+        except requests.RequestException as exc:
+            return (name, 0, str(exc))
 
     def last(self, name: str) -> str | None:
         with self.lock:
             seen = [v for c, _, v in self.outcomes[-20:] if c == name]
         return seen[-1] if seen else None
 
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
-
 
 def test_two_collections_hot_swap_independently_under_load(app: App) -> None:
     before = app.collections()
     with Load(app, ("default", "help")) as load:
-        _wait(lambda: len(load.outcomes) >= 20, what="first requests")
+        wait_until(lambda: len(load.outcomes) >= 20, 60, "first requests")
         shop_v2 = publish_index(
             app.roots["shop"], app.encoder, [(q, a + " v2") for q, a in FAQ], tag="-shop-v2"
         )
-        _wait(lambda: load.last("default") == shop_v2, what="shop v2 live")
+        wait_until(lambda: load.last("default") == shop_v2, 60, "shop v2 live")
         # help did not move while shop swapped
         assert app.collections()["help"]["version"] == before["help"]["version"]
         help_v2 = publish_index(app.roots["help"], app.encoder, tag="-help-v2")
-        _wait(lambda: load.last("help") == help_v2, what="help v2 live")
+        wait_until(lambda: load.last("help") == help_v2, 60, "help v2 live")
         # A help version built with another model is refused; help v2 and shop keep serving.
         bad = publish_index(app.roots["help"], app.encoder, fingerprint="sha256:0000000000000000", tag="-bad")
-        _wait(lambda: (app.collections()["help"]["refused"] or {}).get("version") == bad, what="refusal")
+        wait_until(lambda: (app.collections()["help"]["refused"] or {}).get("version") == bad, 60, "refusal")
         seen = len(load.outcomes)
-        _wait(lambda: len(load.outcomes) >= seen + 20, what="requests after the refusal")
+        wait_until(lambda: len(load.outcomes) >= seen + 20, 60, "requests after the refusal")
     failed = [o for o in load.outcomes if o[1] != 200]
     assert not failed, failed[:5]
     assert {v for c, _, v in load.outcomes if c == "default"} <= {before["default"]["version"], shop_v2}
@@ -174,7 +133,7 @@ def test_redeploy_adds_and_removes_collections_without_restarting_the_model_repl
     changed = {**app.args, "collections": {"extra": str(app.roots["extra"])}}  # help removed, extra added
     user_config = {"collections": collections_user_config(AppArgs.model_validate(changed))}
     _deploy(app.args, [{"name": "Ingress", "user_config": user_config}])
-    _wait(lambda: set(app.collections()) == {"default", "extra"}, what="redeployed collections")
+    wait_until(lambda: set(app.collections()) == {"default", "extra"}, 60, "redeployed collections")
     assert app.match("extra").status_code == 200
     gone = app.match("help")
     assert gone.status_code == 404 and "'help'" in gone.json()["error"]["message"]

@@ -14,12 +14,13 @@ stages, and a second node that only the Backbone can use (custom resource `gpu_w
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+
+from testkit.ray_cluster import MiB, multinode_cluster, object_store_by_node, serve_on_loopback
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +31,13 @@ ALLOWED_BYTES = 300 * 1024
 
 @pytest.fixture(scope="module")
 def backbone_node_url(minilm_artifact: Path) -> Iterator[str]:
-    import ray
     from ray import serve
-    from ray.cluster_utils import Cluster
 
     from deployments.app import build_app
 
-    cluster = Cluster(
-        initialize_head=True,
-        connect=True,
-        head_node_args={"num_cpus": 2, "object_store_memory": 100 * 2**20, "include_dashboard": False},
-    )
-    cluster.add_node(num_cpus=0, resources={"gpu_worker": 1}, object_store_memory=100 * 2**20)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    head = {"num_cpus": 2, "object_store_memory": 100 * MiB}
+    backbone_node = {"num_cpus": 0, "resources": {"gpu_worker": 1}, "object_store_memory": 100 * MiB}
+    with multinode_cluster(head, [backbone_node]), serve_on_loopback() as url:
         backbone = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0, "resources": {"gpu_worker": 1}}}
         app = build_app(
             {
@@ -57,16 +48,10 @@ def backbone_node_url(minilm_artifact: Path) -> Iterator[str]:
             }
         )
         serve.run(app, name="graph", route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
+        yield url
 
 
 def _primary_copy_bytes_on_gpu_nodes() -> int:
-    from bench.autoscale import object_store_by_node
-
     gpu = [n for n in object_store_by_node() if n["kind"] == "gpu"]
     assert len(gpu) == 1, f"the Backbone node's store could not be read: {gpu}"  # never a silent 0
     return int(gpu[0]["primary_copy_bytes"])

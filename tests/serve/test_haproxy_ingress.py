@@ -8,8 +8,6 @@ that the inline topology answers the same contract through it.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +17,15 @@ import pytest
 import requests
 
 from embedder import Encoder
-from tests.serve.helpers import publish_index
+from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.s3_server import patched_env
+from testkit.serve_index import publish_index
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def haproxy_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import ray
     from ray import serve
 
     from deployments.app import build_app
@@ -34,17 +33,11 @@ def haproxy_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -
     root = tmp_path_factory.mktemp("haproxy-index") / "faq"
     root.mkdir()
     publish_index(root, Encoder.load(tiny_artifact))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    saved = {k: os.environ.get(k) for k in ("RAY_SERVE_ENABLE_DIRECT_INGRESS", "RAY_SERVE_ENABLE_HA_PROXY")}
-    os.environ.update({k: "1" for k in saved})  # read by the controller and replicas this cluster starts
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # Read by the controller and replicas this cluster starts.
+    haproxy = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    with patched_env(haproxy), start_local_ray(log_to_driver=False), serve_on_loopback() as url:
         app = build_app({"artifact": str(tiny_artifact), "index": str(root), "session": {"threads": 1}})
         serve.run(app, name="haproxy", route_prefix="/", blocking=False)
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -55,14 +48,6 @@ def haproxy_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -
             assert time.monotonic() < deadline, "not ready through HAProxy within 120 s"
             time.sleep(0.5)
         yield url
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_inline_app_answers_through_haproxy(haproxy_url: str, tiny_artifact: Path) -> None:

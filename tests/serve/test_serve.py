@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,10 @@ import pytest
 import requests
 
 from embedder import Encoder
-from tests.serve.helpers import FAQ, publish_index
+from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_index import FAQ, publish_index
+from testkit.waiting import wait_until
+from tests.serve.closed_loop import ClosedLoop
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -26,12 +27,6 @@ MAX_INPUTS = 16
 MAX_BODY = 200_000
 MAX_IN_FLIGHT = 6
 LONG_TEXT = "refund policy details " * 200  # ~600 tokens, over the 256-token limit
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _artifact(request: pytest.FixtureRequest, name: str, fallback: str | None) -> Path | None:
@@ -75,7 +70,6 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    import ray
     from ray import serve
 
     from deployments.app import build_app
@@ -86,47 +80,40 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     index_root = tmp_path_factory.mktemp("indexes") / "faq"
     index_root.mkdir()
     v1 = publish_index(index_root, encoder)
-    port = _free_port()
     # Logical CPUs for three apps (graph 2.05, inline 2.0, fused 1.25); reservations, not cores.
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {
-        "artifact": str(artifact),
-        "index": str(index_root),
-        "api_key": KEY,
-        "topology": "graph",
-        "poll_seconds": 0.3,
-        "session": {"threads": 1, "allow_spinning": False},
-        "serving": {"max_inputs": MAX_INPUTS, "max_body_bytes": MAX_BODY, "max_in_flight": MAX_IN_FLIGHT},
-        # Two pooling replicas so one can be killed while the other serves.
-        "deployments": {"Pooling": {"num_replicas": 2}},
-    }
-    serve.run(build_app(args), name="default", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    # The CPU default: the whole pipeline inside each ingress replica.
-    inline_args = {
-        "artifact": str(artifact),
-        "index": str(index_root),
-        "api_key": KEY,
-        "poll_seconds": 0.3,
-        "session": {"threads": 1, "allow_spinning": False},
-    }
-    serve.run(build_app(inline_args), name="inline", route_prefix="/inline", blocking=False)
-    fused_url = None
-    fused = _artifact(request, "minilm-fused", "minilm_fused_artifact")
-    if fused is not None:
-        fused_args = {"artifact": str(fused), "topology": "fused", "api_key": KEY}
-        serve.run(build_app(fused_args), name="fused", route_prefix="/fused", blocking=False)
-        fused_url = url + "/fused"
-    try:
+    with start_local_ray(num_cpus=6, log_to_driver=False), serve_on_loopback() as url:
+        args = {
+            "artifact": str(artifact),
+            "index": str(index_root),
+            "api_key": KEY,
+            "topology": "graph",
+            "poll_seconds": 0.3,
+            "session": {"threads": 1, "allow_spinning": False},
+            "serving": {"max_inputs": MAX_INPUTS, "max_body_bytes": MAX_BODY, "max_in_flight": MAX_IN_FLIGHT},
+            # Two pooling replicas so one can be killed while the other serves.
+            "deployments": {"Pooling": {"num_replicas": 2}},
+        }
+        serve.run(build_app(args), name="default", route_prefix="/", blocking=False)
+        # The CPU default: the whole pipeline inside each ingress replica.
+        inline_args = {
+            "artifact": str(artifact),
+            "index": str(index_root),
+            "api_key": KEY,
+            "poll_seconds": 0.3,
+            "session": {"threads": 1, "allow_spinning": False},
+        }
+        serve.run(build_app(inline_args), name="inline", route_prefix="/inline", blocking=False)
+        fused_url = None
+        fused = _artifact(request, "minilm-fused", "minilm_fused_artifact")
+        if fused is not None:
+            fused_args = {"artifact": str(fused), "topology": "fused", "api_key": KEY}
+            serve.run(build_app(fused_args), name="fused", route_prefix="/fused", blocking=False)
+            fused_url = url + "/fused"
         _wait_ready(url)
         _wait_ready(url + "/inline")
         if fused_url:
             _wait_ready(fused_url)
         yield Service(url, encoder, index_root, v1, fused_url)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def test_health_ready_info_and_page(service: Service) -> None:
@@ -260,42 +247,22 @@ def test_overload_is_429_with_retry_after_never_5xx(service: Service) -> None:
     assert requests.get(service.url + "/ready").status_code == 200
 
 
-class Loop:
+class Loop(ClosedLoop):
     """A bounded closed loop of /match requests from a few threads, recording every outcome."""
 
     def __init__(self, service: Service, threads: int = 3) -> None:
-        self.service, self.stop = service, threading.Event()
-        self.outcomes: list[tuple[int, str | None]] = []
-        self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        super().__init__(threads, limit=5000)
+        self.service = service
 
-    def _run(self) -> None:
-        while not self.stop.is_set() and len(self.outcomes) < 5000:
-            try:
-                r = self.service.post("/match", {"question": "where is my order?", "top_k": 1})
-                outcome = (r.status_code, r.json().get("index_version"))
-            except requests.RequestException as exc:
-                outcome = (0, str(exc))
-            with self._lock:
-                self.outcomes.append(outcome)
-
-    def __enter__(self) -> Loop:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
+    def request(self, thread: int, n: int) -> tuple[int, str | None]:
+        try:
+            r = self.service.post("/match", {"question": "where is my order?", "top_k": 1})
+            return (r.status_code, r.json().get("index_version"))
+        except requests.RequestException as exc:
+            return (0, str(exc))
 
     def wait_for(self, predicate: Any, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.2)
-        raise AssertionError("condition not reached in time")
+        wait_until(predicate, timeout, "condition")
 
 
 def test_hot_swap_without_a_failed_request(service: Service) -> None:

@@ -15,7 +15,7 @@ from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
 from service.inprocess import InProcessStages
-from tests.serve.helpers import FAQ, publish_index
+from testkit.serve_index import FAQ, publish_index
 
 CATEGORY = ["account", "orders", "billing", "orders", "orders", "account",
             "orders", "orders", "support", "account", "billing", "orders"]  # fmt: skip

@@ -3,29 +3,24 @@ rollback works, and a node's cached copy that went bad is fetched again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import storage
-from bench.index import clustered_vectors
 from embedder.errors import IndexInvalid
 from index import store as index_store
 from index.searcher import IndexSearcher
 from jobs import index_build
 from jobs.embeddings_io import write_embeddings_parquet
-from tests.storage.s3_server import S3Server, patched_env, s3_server
+from testkit.s3_server import S3Server
+from testkit.vectors import clustered_vectors
 
 FP = "sha256:bbbbbbbbbbbbbbbb"
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server, patched_env(server.env):
-        server.create_bucket("idx")
-        yield server
+S3_BUCKET = "idx"  # the conftest `s3` fixture's bucket
 
 
 @pytest.fixture()

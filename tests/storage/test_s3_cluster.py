@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,16 @@ import requests
 import storage
 from embedder import Encoder
 from embedder.artifact import Artifact
+from testkit.net import free_port
+from testkit.s3_server import S3Server
+from testkit.waiting import wait_until
 from tests.storage.hidden_nodes import WORKER_CACHE, HiddenDiskCluster
-from tests.storage.s3_server import S3Server, free_port, patched_env, s3_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-BUCKET = "qm-test"
+BUCKET = S3_BUCKET = "qm-test"  # S3_BUCKET: the conftest `s3` fixture's bucket
 ROWS, SHARD_ROWS = 600, 30  # 20 shards of real-model work: long enough to kill a node mid-job
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server, patched_env(server.env):
-        server.create_bucket(BUCKET)
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -75,14 +69,6 @@ def corpus_uri(s3: S3Server) -> str:
     uri = f"s3://{BUCKET}/corpus/qa.parquet"
     storage.write_parquet(uri, table, row_group_size=100)
     return uri
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def committed(out: str) -> list[str]:

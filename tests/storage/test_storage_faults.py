@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,9 +22,13 @@ import pytest
 import storage
 from jobs.embed_corpus import JobConfig, main, prepare
 from jobs.run_state import LEASE_FILE, RUN_FILE, Lease
-from tests.storage.s3_server import S3Server, s3_server
+from testkit.s3_server import S3Server, s3_server
 
 REPO = Path(__file__).resolve().parents[2]
+# The conftest fixtures' settings: the S3 bucket (this module passes the endpoint in URIs, so it uses
+# `s3_no_env`) and the Ray the job subprocesses attach to.
+S3_BUCKET = "faults"
+LOCAL_RAY = {"object_store_mb": 150}
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -39,13 +42,6 @@ def one_clear_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("embed_corpus: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
     return lines[0]
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with s3_server() as server:
-        server.create_bucket("faults")
-        yield server
 
 
 def s3_uri(server: S3Server, key: str) -> str:
@@ -65,7 +61,7 @@ def aws_test_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_places_are_refused_before_any_work_naming_the_uri(
     tiny_artifact: Path,
     tmp_path: Path,
-    s3: S3Server,
+    s3_no_env: S3Server,
     aws_test_keys: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -78,7 +74,7 @@ def test_bad_places_are_refused_before_any_work_naming_the_uri(
     )
     assert code == 2 and "foo://x/q.parquet" in one_clear_line(err) and "unknown storage scheme 'foo'" in err
 
-    missing = s3_uri(s3, "no-such-bucket/out")
+    missing = s3_uri(s3_no_env, "no-such-bucket/out")
     code, _, err = run_cli(capsys, "--artifact", art, "--input", str(corpus), "--output", missing)
     assert code == 2 and "bucket 'no-such-bucket' does not exist" in one_clear_line(err)
     assert "s3://no-such-bucket/out" in err
@@ -88,7 +84,7 @@ def test_bad_places_are_refused_before_any_work_naming_the_uri(
         "--artifact",
         art,
         "--input",
-        s3_uri(s3, "faults/none/*.parquet"),
+        s3_uri(s3_no_env, "faults/none/*.parquet"),
         "--output",
         str(tmp_path / "o"),
     )
@@ -153,15 +149,6 @@ def test_a_second_run_on_a_live_output_is_refused_before_it_writes(
     prepare(cfg, lease=taker)
     assert storage.read_json(out / LEASE_FILE)["run_id"] == taker.run_id
     taker.release()
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[str]:
-    """A local Ray the job subprocesses attach to; yields its address."""
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 2**20)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 def run_job(address: str, *args: str) -> tuple[int, str, str]:

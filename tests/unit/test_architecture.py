@@ -3,7 +3,8 @@
 Rules (docs/architecture.md draws them):
 - the encoding core (embedder), the index and storage import no Ray, no web framework, no torch;
 - service (the HTTP contract, limits, scheduler) imports no Ray: it runs as `python -m service`;
-- nothing the runtime ships imports bench/, tests/ or export/ (export is the torch-only tool);
+- nothing the runtime ships imports bench/, tests/, testkit/ or export/ (export is the torch-only
+  tool; testkit holds the helpers tests and bench share);
 - jobs and deployments are adapters: the core, index, storage and service never import them;
 - no cycle between project modules, counting imports inside functions too (a lazy import
   that hides a cycle is still a cycle).
@@ -17,15 +18,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("embedder", "index", "storage", "service", "jobs", "deployments", "export", "bench")
+PACKAGES = ("embedder", "index", "storage", "service", "jobs", "deployments", "export", "bench", "testkit")
 RAY_WEB_TORCH = ("ray", "fastapi", "starlette", "uvicorn", "torch", "transformers", "sentence_transformers")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "embedder": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "tests"),
-    "storage": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "tests"),
-    "index": (*RAY_WEB_TORCH, "service", "jobs", "deployments", "export", "bench", "tests"),
-    "service": ("ray", "torch", "transformers", "sentence_transformers", "jobs", "deployments", "export", "bench", "tests"),
-    "jobs": ("fastapi", "starlette", "uvicorn", "torch", "deployments", "export", "bench", "tests"),
-    "deployments": ("torch", "transformers", "jobs", "export", "bench", "tests"),
+    "embedder": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "storage": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "index": (*RAY_WEB_TORCH, "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "service": ("ray", "torch", "transformers", "sentence_transformers", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "jobs": ("fastapi", "starlette", "uvicorn", "torch", "deployments", "export", "bench", "testkit", "tests"),
+    "deployments": ("torch", "transformers", "jobs", "export", "bench", "testkit", "tests"),
+    "testkit": ("bench", "tests"),  # shared by tests and bench, so it may import neither
 }  # fmt: skip
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.index import clustered_vectors
 from embedder.errors import InvalidInput
 from index.filter_columns import FILTERS_FILE
 from index.filtered_search import FilterSearchConfig
@@ -16,6 +15,7 @@ from index.filters import evaluate, parse_filter
 from index.searcher import IndexSearcher
 from jobs import build_index
 from jobs.embeddings_io import write_embeddings_parquet
+from testkit.vectors import clustered_vectors
 
 FP = "sha256:ffffffffffffffff"
 N = 6_000

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.index import clustered_vectors
 from embedder.errors import IndexInvalid, InvalidInput
 from index.faiss_index import (
     ExactKnn,
@@ -19,6 +18,7 @@ from index.faiss_index import (
     recall_at_k,
     sq8_bytes,
 )
+from testkit.vectors import clustered_vectors
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from bench.index import clustered_vectors
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from index import store as index_store
 from index.faiss_index import build_index
 from index.searcher import IndexSearcher
 from index.store import IndexManifest
+from testkit.vectors import clustered_vectors
 
 FP = "sha256:0123456789abcdef"
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.index import clustered_vectors
 from embedder.errors import InvalidInput, ModelMismatch
 from index import thresholds as th
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.index_build import build
+from testkit.vectors import clustered_vectors
 
 # Six labelled pairs with known scores, highest first: match, match, not, match, not, not.
 SCORES = [0.95, 0.90, 0.85, 0.80, 0.70, 0.60]

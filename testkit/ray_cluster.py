@@ -1,0 +1,154 @@
+"""Ray clusters for tests and benchmarks: a small local Ray, a multi-node cluster in one machine,
+and Ray's fake multi-node autoscaler (a head started with `ray start`, every process killed by PID).
+
+Run them inside `../shared/bin/loopback-only` on the shared machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from testkit.net import free_port
+
+RAY_BIN = str(Path(sys.executable).with_name("ray"))
+MiB = 2**20
+
+
+@contextlib.contextmanager
+def start_local_ray(
+    num_cpus: int = 2, object_store_mb: int = 200, log_to_driver: bool = True
+) -> Iterator[str]:
+    """A local single-node Ray with small explicit resources and no dashboard; yields its address."""
+    import ray
+
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        object_store_memory=object_store_mb * MiB,
+        include_dashboard=False,
+        log_to_driver=log_to_driver,
+    )
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def multinode_cluster(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterator[Any]:
+    """A `ray.cluster_utils.Cluster`: a head (its node args, no dashboard) and `nodes`, one dict of
+    node args each. The driver connects before the workers are added, so it attaches to the head's
+    raylet and any worker node can be removed without cutting the driver off."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={**head, "include_dashboard": False})
+    try:
+        for node in nodes:
+            cluster.add_node(**node)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def node_kind(node: dict[str, Any]) -> str:
+    """Classify a ray.nodes() entry by the custom resource its node type carries."""
+    resources = node.get("Resources", {})
+    if "gpu_worker" in resources:
+        return "gpu"
+    if "cpu_worker" in resources:
+        return "cpu"
+    return "head"
+
+
+def start_head(config: Path) -> str:
+    """Start a fake multi-node head with the autoscaler; return its session directory."""
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1"}
+    cmd = [RAY_BIN, "start", "--head", "--num-cpus=0", "--include-dashboard=false"]
+    cmd += [f"--autoscaling-config={config}", "--disable-usage-stats"]
+    subprocess.run(cmd, env=env, check=True, timeout=120, capture_output=True)
+    return os.path.realpath("/tmp/ray/session_latest")
+
+
+def stop_cluster_processes(session_dir: str) -> list[int]:
+    """Kill, by PID, every process of this run's Ray session (head, fake nodes, workers)."""
+    me = os.getpid()
+    victims = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != me and session_dir in " ".join(proc.info["cmdline"] or []):
+                victims.append(proc)
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(victims, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return [p.pid for p in victims]
+
+
+def object_store_by_node() -> list[dict[str, Any]]:
+    """Object-store bytes (all copies, primary copies) and object count on each alive node."""
+    import ray
+    from ray._private.internal_api import node_stats
+
+    out = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        with contextlib.suppress(Exception):  # a node going away between listing and asking
+            stats = node_stats(
+                node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False
+            ).store_stats
+            out.append(
+                {
+                    "kind": node_kind(node),
+                    "bytes": int(stats.object_store_bytes_used),
+                    "primary_copy_bytes": int(stats.object_store_bytes_primary_copy),
+                    "objects": int(stats.num_local_objects),
+                }
+            )
+    return out
+
+
+@contextlib.contextmanager
+def fake_cluster(config: Path) -> Iterator[str]:
+    """A running fake multi-node head, connected; every process of it killed on exit."""
+    import ray
+    from ray import serve
+
+    session = start_head(config)
+    try:
+        ray.init(address="auto", log_to_driver=False)
+        yield session
+    finally:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        ray.shutdown()
+        killed = stop_cluster_processes(session)
+        print(f"stopped {len(killed)} Ray processes of this run by PID", flush=True)
+
+
+@contextlib.contextmanager
+def serve_on_loopback() -> Iterator[str]:
+    """Ray Serve on the connected Ray, its HTTP proxy on a free loopback port; yields the base URL
+    and shuts Serve down afterwards."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
