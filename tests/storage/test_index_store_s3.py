@@ -23,6 +23,13 @@ FP = "sha256:bbbbbbbbbbbbbbbb"
 S3_BUCKET = "idx"  # the conftest `s3` fixture's bucket
 
 
+def write_embeddings(emb: str, n: int, dim: int, seed: int) -> np.ndarray:
+    """One embeddings file of `n` clustered vectors (ids 0..n-1) under `emb`; returns the vectors."""
+    vectors = clustered_vectors(n, dim, seed=seed)
+    write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(n)), vectors, fingerprint=FP)
+    return vectors
+
+
 @pytest.fixture()
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QM_CACHE_DIR", str(tmp_path / "cache"))
@@ -30,9 +37,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server, cache: Path) -> None:
-    vectors = clustered_vectors(1_500, 32, seed=3)
     emb = "s3://idx/emb/run1"
-    write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(1_500)), vectors, fingerprint=FP)
+    vectors = write_embeddings(emb, 1_500, 32, seed=3)
     root = "s3://idx/indexes/faq"
     first = index_build.build(emb, root, factory="Flat")
     second = index_build.build(emb, root, factory="IVF16,Flat")
@@ -52,9 +58,8 @@ def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server,
 
 
 def test_a_corrupt_cached_version_is_fetched_again(s3: S3Server, cache: Path) -> None:
-    vectors = clustered_vectors(800, 16, seed=4)
     emb = "s3://idx/emb/run2"
-    write_embeddings_parquet(f"{emb}/part-00000.parquet", list(range(800)), vectors, fingerprint=FP)
+    vectors = write_embeddings(emb, 800, 16, seed=4)
     root = "s3://idx/indexes/cache-test"
     built = index_build.build(emb, root, factory="Flat")
     loaded = index_store.open_current(root)

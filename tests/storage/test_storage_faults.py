@@ -158,6 +158,11 @@ def run_job(address: str, *args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+def job_args(artifact: Path, corpus: Path, out: Path) -> tuple[str, ...]:
+    """The job's arguments for a corpus, in shards of 100 rows."""
+    return ("--artifact", str(artifact), "--input", str(corpus), "--output", str(out), "--shard-rows", "100")
+
+
 def corrupt_second_row_group(path: Path) -> None:
     """Overwrite bytes inside row group 1's question data (past the page header); the footer stays valid."""
     column = pq.read_metadata(path).row_group(1).column(1)
@@ -183,16 +188,7 @@ def test_corrupt_data_pages_stop_the_job_naming_the_file_and_a_rerun_resumes(
     corrupt_second_row_group(src / "a.parquet")
     os.utime(src / "a.parquet", ns=(pristine.stat().st_atime_ns, pristine.stat().st_mtime_ns))
     out = tmp_path / "out"
-    args = (
-        "--artifact",
-        str(tiny_artifact),
-        "--input",
-        str(src),
-        "--output",
-        str(out),
-        "--shard-rows",
-        "100",
-    )
+    args = job_args(tiny_artifact, src, out)
 
     code, _, err = run_job(local_ray, *args)
     assert code == 2
@@ -222,16 +218,7 @@ def test_full_disk_stops_the_job_with_one_line_and_a_rerun_resumes_once_space_is
         corpus = tmp_path / "q.parquet"
         questions = [f"what is the status of order {i} and when does it ship" for i in range(800)]
         pq.write_table(pa.table({"id": pa.array(range(800), pa.int64()), "question": questions}), corpus)
-        args = (
-            "--artifact",
-            str(tiny_artifact),
-            "--input",
-            str(corpus),
-            "--output",
-            str(out),
-            "--shard-rows",
-            "100",
-        )
+        args = job_args(tiny_artifact, corpus, out)
 
         code, _, err = run_job(local_ray, *args)
         assert code == 2
