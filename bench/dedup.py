@@ -4,7 +4,7 @@
 
 Synthetic but shaped like a real FAQ corpus with many paraphrases (no model run: vectors are
 generated directly, dim 384): paraphrase clusters of geometric size (many singletons, a few up to
-30) around centres with topic structure (bench.index.clustered_vectors: a narrow cone, skewed
+30) around centres with topic structure (testkit.vectors.clustered_vectors: a narrow cone, skewed
 topics, so other clusters are near). Each cluster has wording variants whose vectors sit at
 cosine ~0.86-0.96 from each other (straddling the default threshold 0.9); rows of one variant
 differ only in case, spacing and trailing punctuation (exact duplicates after normalisation) and

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedder.config import BACKENDS, RUNTIME_PRECISIONS
+from embedder.cli_flags import add_runtime_flags
 from embedder.encoder import Encoder
 from embedder.errors import EmbedderError
 
@@ -23,18 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     enc.add_argument("--input", required=True, type=Path, help="UTF-8 text file, one text per line")
     enc.add_argument("--output", required=True, type=Path, help=".npy file to write")
     enc.add_argument("--threads", type=int, default=0)
-    enc.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="model runtime (default: QM_SESSION_BACKEND or auto: OpenVINO where the CPU has bf16 units)",
-    )
-    enc.add_argument(
-        "--precision",
-        choices=RUNTIME_PRECISIONS,
-        default=None,
-        help="runtime precision of an fp32 artifact (default: QM_SESSION_PRECISION or auto)",
-    )
+    add_runtime_flags(enc)
     enc.add_argument("--no-truncate", action="store_true", help="fail on texts longer than the max length")
     args = parser.parse_args(argv)
     try:

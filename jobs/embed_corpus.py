@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 import storage
 from embedder.artifact import Artifact
+from embedder.cli_flags import add_runtime_flags
 from embedder.config import (
     BACKENDS,
     PROVIDERS,
@@ -44,6 +45,7 @@ from embedder.config import (
     from_mapping,
 )
 from embedder.errors import EmbedderError
+from jobs.cli import run_job
 from jobs.corpus import (
     ColumnSpec,
     Shard,
@@ -610,6 +612,12 @@ def one_line(summary: dict[str, Any]) -> str:
     )
 
 
+def command_line(artifact: str, input: str, output: str, *flags: str) -> list[str]:
+    """The argv that runs this job in a subprocess (tests, `make gpu-check`) with this interpreter."""
+    return [sys.executable, "-m", "jobs.embed_corpus", "--artifact", artifact, "--input", input,
+            "--output", output, *flags]  # fmt: skip
+
+
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     """CLI flags -> JobConfig: flags given win over QM_JOB_<FIELD> environment variables, which win over defaults."""
     # Defaults are the JobConfig field defaults (shown in --help); unset flags stay out of the namespace
@@ -633,17 +641,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         "--providers",
         help="comma-separated onnxruntime providers of the actors (cpu, cuda); default: cuda on gpu, cpu on cpu",
     )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="model runtime; default: QM_SESSION_BACKEND or auto (OpenVINO on CPUs with AMX / AVX-512 "
-        "BF16 when installed, else onnxruntime)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=RUNTIME_PRECISIONS,
-        help="runtime precision of an fp32 artifact: bf16 (CPU, OpenVINO), fp16 (CUDA); default: auto",
-    )
+    add_runtime_flags(p)
     p.add_argument(
         "--cuda-tf32",
         action="store_const",
@@ -714,13 +712,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success (or nothing to do), 2 on wrong input."""
     cfg = parse_args(argv)
-    try:
-        summary = run(cfg)
-    except EmbedderError as exc:
-        print(f"embed_corpus: error: {exc}", file=sys.stderr)
-        return 2
-    print(one_line(summary))
-    return 0
+    return run_job("embed_corpus", lambda: run(cfg), one_line)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,10 @@ from tqdm import tqdm
 
 import storage
 from embedder.config import FieldValueError, check_field
-from embedder.errors import EmbedderError, IndexInvalid, InvalidInput, ModelMismatch
+from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from index import store as index_store
 from index.faiss_index import VectorIndex
+from jobs.cli import run_job
 from jobs.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
 from jobs.dedup import (
     NORMALIZATION,
@@ -546,13 +547,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DedupConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 on success, 2 on wrong input (one line on stderr)."""
     cfg = parse_args(argv)
-    try:
-        summary = run(cfg)
-    except EmbedderError as exc:
-        print(f"find_duplicates: error: {exc}", file=sys.stderr)
-        return 2
-    print(one_line(summary))
-    return 0
+    return run_job("find_duplicates", lambda: run(cfg), one_line)
 
 
 if __name__ == "__main__":

@@ -186,34 +186,16 @@ def write_corpus(out: Path, rows: int, files: int = 8) -> Path:
 
 
 def job_command(artifact: Path, corpus: Path, output: Path, gpus: int) -> tuple[list[str], str]:
-    """The bulk job's command line and the precision it runs at (fp16 when the job offers it)."""
-    from jobs.embed_corpus import JobConfig
+    """The bulk job's command line and the precision it runs at (fp16: the goal's precision)."""
+    from jobs.embed_corpus import command_line
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "jobs.embed_corpus",
-        "--artifact",
-        str(artifact),
-        "--input",
-        str(corpus),
-        "--output",
-        str(output),
-        "--text-column",
-        "text",
-        "--id-column",
-        "id",
-        "--device",
-        "gpu",
-        "--min-actors",
-        str(gpus),
-        "--max-actors",
-        str(gpus),
-        "--no-progress",
-    ]
-    if "precision" in getattr(JobConfig, "__dataclass_fields__", {}):
-        return [*cmd, "--precision", "fp16"], "fp16"
-    return cmd, "fp32"
+    gpu = ["--device", "gpu", "--min-actors", str(gpus), "--max-actors", str(gpus), "--no-progress"]
+    columns = ["--text-column", "text", "--id-column", "id"]
+    return [
+        *command_line(str(artifact), str(corpus), str(output), *columns, *gpu),
+        "--precision",
+        "fp16",
+    ], "fp16"
 
 
 def step_bulk_job(artifact: Path, work: Path, rows: int, gpus: int, budget: Budget) -> dict[str, Any]:

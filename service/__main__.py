@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from embedder.config import BACKENDS, RUNTIME_PRECISIONS, session_config
+from embedder.cli_flags import add_runtime_flags
+from embedder.config import session_config
 from service.collections import collections_config
 from service.config import serving_config
 from service.core import EmbedService
@@ -47,18 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="onnxruntime intra-op threads (default: QM_SESSION_THREADS or one per core)",
     )
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help="model runtime (default: QM_SESSION_BACKEND or auto: OpenVINO on CPUs with bf16 units when installed)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=RUNTIME_PRECISIONS,
-        default=None,
-        help="runtime precision of an fp32 artifact (default: QM_SESSION_PRECISION or auto)",
-    )
+    add_runtime_flags(p)
     p.add_argument(
         "--api-key", default=None, help="Bearer key for the API routes (default: QM_SERVE_API_KEY)"
     )

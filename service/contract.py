@@ -127,15 +127,20 @@ class MatchItem(BaseModel):
     score: float
 
 
-class MatchResponse(BaseModel):
-    """/match for one question."""
+class _MatchAnswer(BaseModel):
+    """What every /match answer carries besides its matches."""
 
-    matches: list[MatchItem]
     index_version: str
     model_fingerprint: str
     collection: str = "default"
     # Rows of the collection the request's filter selected (only with a filter).
     filter_selected: int | None = None
+
+
+class MatchResponse(_MatchAnswer):
+    """/match for one question."""
+
+    matches: list[MatchItem]
 
 
 class MatchResult(BaseModel):
@@ -145,14 +150,10 @@ class MatchResult(BaseModel):
     matches: list[MatchItem]
 
 
-class MatchBatchResponse(BaseModel):
+class MatchBatchResponse(_MatchAnswer):
     """/match for several questions."""
 
     results: list[MatchResult]
-    index_version: str
-    model_fingerprint: str
-    collection: str = "default"
-    filter_selected: int | None = None
 
 
 class CollectionInfo(BaseModel):

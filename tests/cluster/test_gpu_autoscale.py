@@ -73,7 +73,7 @@ def test_gpu_job_on_a_cluster_without_autoscaler_fails_fast_with_the_fix(
 
 @pytest.fixture(scope="module")
 def fake_autoscaling_cluster() -> Iterator[None]:
-    """A fake multi-node head with the autoscaler (bench.autoscale's helpers); every process killed after."""
+    """A fake multi-node head with the autoscaler (testkit.ray_cluster); every process killed after."""
     pytest.importorskip("ray")
     from testkit.ray_cluster import fake_cluster
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from embedder import Encoder
 from embedder.artifact import Artifact
-from jobs.embed_corpus import JobConfig, run
+from jobs.embed_corpus import JobConfig, command_line, run
 from jobs.run_state import DONE_DIR
 from testkit.ray_cluster import MiB, multinode_cluster
 from testkit.waiting import wait_until
@@ -127,24 +126,8 @@ def test_worker_node_killed_mid_job_still_yields_every_row_once(
 
 
 def embed_cli(corpus: Path, out: Path, artifact: Path, address: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "jobs.embed_corpus",
-        "--artifact",
-        str(artifact),
-        "--input",
-        str(corpus),
-        "--output",
-        str(out),
-        "--shard-rows",
-        str(SHARD_ROWS),
-        "--min-actors",
-        "2",
-        "--ray-address",
-        address,
-        "--no-progress",
-    ]
+    flags = ["--shard-rows", str(SHARD_ROWS), "--min-actors", "2", "--ray-address", address, "--no-progress"]
+    return command_line(str(artifact), str(corpus), str(out), *flags)
 
 
 def test_driver_killed_mid_job_resumes_without_redoing_finished_shards(
