@@ -9,6 +9,7 @@ stored probe vectors, so no second, unfused graph is kept in the artifact
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
@@ -24,6 +25,19 @@ from embedder.errors import ArtifactError, ProviderUnavailable
 # parts with its int8 kernels (VNNI / AMX-INT8) and keeps the rest in f32.
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 _REPORTED = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+
+
+def streams_for(threads: int) -> int:
+    """OpenVINO streams so that `threads` means what it means for onnxruntime: threads per pass.
+
+    onnxruntime runs concurrent calls side by side, each on `threads` intra-op threads (the Serve
+    inline layout: two 1-thread passes on 2 cores). OpenVINO runs one call per stream at a time,
+    so one stream would queue the second pass behind the first: give it one stream per `threads`
+    cores. threads 0 (all cores for one pass): one stream.
+    """
+    if threads <= 0:
+        return 1
+    return max(1, (os.cpu_count() or 1) // threads)
 
 
 class OpenVinoSession:
@@ -47,18 +61,17 @@ class OpenVinoSession:
         if precision not in _HINTS:
             raise ProviderUnavailable(f"OpenVINO runs fp32, bf16 or an int8 artifact here, not {precision}")
         core = ov.Core()
+        streams = streams_for(config.threads)
         props: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _HINTS[precision],
-            # One stream: one pass uses all the session's threads, as onnxruntime's does; the
-            # pool below still lets two callers overlap their Python work.
             "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
+            "NUM_STREAMS": str(streams),
             # Compiled kernels are cached per input shape; bounded so RSS stays flat when a
             # server sees every (batch, length) pair (OpenVINO's default keeps 5000).
             "CPU_RUNTIME_CACHE_CAPACITY": str(config.openvino_shape_cache),
         }
         if config.threads:
-            props["INFERENCE_NUM_THREADS"] = str(config.threads)
+            props["INFERENCE_NUM_THREADS"] = str(config.threads * streams)
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", props)
         except Exception as exc:  # OpenVINO raises RuntimeError with the frontend's message

@@ -58,3 +58,15 @@ def test_concurrent_callers_get_their_own_results(tiny_artifact: Path) -> None:
         results = list(pool.map(lambda t: (t, enc.encode([t])[0]), TEXTS * 10))
     for text, vector in results:
         assert np.allclose(vector, singles[text], atol=1e-6)
+
+
+def test_threads_mean_threads_per_pass_as_for_onnxruntime() -> None:
+    """Two 1-thread passes side by side (the Serve inline layout) need one OpenVINO stream each."""
+    import os
+
+    from embedder.openvino_session import streams_for
+
+    cores = os.cpu_count() or 1
+    assert streams_for(0) == 1  # one pass on every core
+    assert streams_for(1) == cores
+    assert streams_for(cores) == 1
