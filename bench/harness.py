@@ -10,6 +10,7 @@ records the machine (CPU model, flags, matrix units) and how busy it was at star
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -90,5 +91,8 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     """Write a result JSON (creating its folder) and return its path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    tmp = out.with_suffix(".tmp")  # a half-written result never replaces the committed one
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
     return out

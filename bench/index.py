@@ -9,16 +9,15 @@ and flags are recorded because FAISS kernels differ between AVX2 and AVX-512 mac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
+from bench.harness import write_report
 from bench.machine import read_cpuinfo
 from index.faiss_index import IndexConfig, build_index, choose_factory
 from testkit.vectors import clustered_vectors
@@ -99,12 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "note": "latency = median seconds/query x 1e3; speedups are Flat latency / factory latency, same run",
         "runs": runs,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

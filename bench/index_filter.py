@@ -15,17 +15,15 @@ evaluating the filter to a row mask. Ratios are within this run (DESIGN rule 8).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
 
+from bench.harness import write_report
 from bench.index import cpu_info
 from index.faiss_index import ExactKnn, IndexConfig, build_index, choose_factory
 from index.filter_columns import FilterTable, filter_table
@@ -184,12 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "the filter; recall@10 against exact search over the selected rows; filters independent of clusters",
         "run": run(args.rows, args.dim, args.queries, factory, args.seed),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_report(args.out, result)
 
 
 if __name__ == "__main__":

@@ -68,12 +68,7 @@ def _feeds(
     tokenized = encoder.tokenizer.tokenize(list(texts))
     out = []
     for i in range(len(texts)):
-        batch = tokenized.batch(np.array([i]))
-        feed = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "token_type_ids": batch.token_type_ids,
-        }
+        feed = tokenized.batch(np.array([i])).feeds(("input_ids", "attention_mask", "token_type_ids"))
         if pad_to is not None:
             feed = {k: np.pad(v, ((0, 0), (0, pad_to - v.shape[1]))) for k, v in feed.items()}
         out.append(feed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,15 @@ class TokenBatch:
     def padded_tokens(self) -> int:
         """Tokens the model computes, padding included (the cost of the batch)."""
         return int(self.input_ids.size)
+
+    def feeds(self, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The graph's inputs by name (an artifact lists the ones its graph takes)."""
+        available = {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
+        return {name: available[name] for name in input_names}
 
 
 @dataclass(frozen=True)

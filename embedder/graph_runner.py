@@ -28,12 +28,7 @@ class GraphRunner:
         return cls(artifact, config or session_config())
 
     def _feeds(self, batch: TokenBatch) -> dict[str, np.ndarray]:
-        available = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "token_type_ids": batch.token_type_ids,
-        }
-        return {name: available[name] for name in self.input_names}
+        return batch.feeds(self.input_names)
 
     def _run(self, batch: TokenBatch) -> np.ndarray:
         (out,) = self.session.run([self.output_name], self._feeds(batch))

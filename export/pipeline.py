@@ -185,13 +185,7 @@ def _quantize_int8(tmp: Path, fused: Path, manifest: Manifest, log: Any) -> Mani
 
     def feeds() -> Iterator[dict[str, np.ndarray]]:
         for i in range(len(CALIBRATION_TEXTS)):
-            batch = tokenized.batch(np.array([i]))
-            available = {
-                "input_ids": batch.input_ids,
-                "attention_mask": batch.attention_mask,
-                "token_type_ids": batch.token_type_ids,
-            }
-            yield {name: available[name] for name in manifest.input_names}
+            yield tokenized.batch(np.array([i])).feeds(manifest.input_names)
 
     log(f"export: calibrating int8 scales on {len(CALIBRATION_TEXTS)} texts")
     ranges = calibrate(fused, feeds())
