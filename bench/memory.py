@@ -31,22 +31,7 @@ ENGINES = {
 }
 GOAL_GROWTH = 0.10
 # Words that are one WordPiece token each in MiniLM's vocabulary, so a text of n words is n + 2 tokens.
-WORDS = [
-    "how",
-    "do",
-    "i",
-    "reset",
-    "my",
-    "password",
-    "refund",
-    "order",
-    "delivery",
-    "account",
-    "billing",
-    "change",
-    "the",
-    "address",
-]
+WORDS = "how do i reset my password refund order delivery account billing change the address".split()  # noqa: SIM905
 
 
 def requests(n: int, seed: int = 0) -> list[list[str]]:
