@@ -15,7 +15,7 @@ from ray.serve.metrics import Counter, Histogram
 
 from embedder.artifact import Artifact
 from embedder.config import EncoderConfig, from_mapping, session_config
-from embedder.encoder import Encoder, verify_probe
+from embedder.encoder import Encoder
 from embedder.graph_runner import GraphRunner
 from embedder.handoff import TokenPack
 from service.scheduler import ModelScheduler, SchedulerConfig
@@ -55,8 +55,9 @@ class ModelReplica:
         self.artifact = Artifact.load(artifact_dir)
         self.model = GraphRunner.from_artifact(self.artifact, session_config(session))
         # Like a job actor, a replica re-embeds the probe through its own session and refuses to
-        # start when its runtime drifts past the tolerance of the precision it runs.
-        verify_probe(Encoder(self.artifact, EncoderConfig(session=self.model.config), backbone=self.model))
+        # start when its runtime drifts past the tolerance of the precision it runs (the Encoder
+        # verifies the probe when it is built around the replica's runner).
+        Encoder(self.artifact, EncoderConfig(session=self.model.config), backbone=self.model)
         self.pooled = self.artifact.manifest.pooling_in_graph
         forward = self.model.run_pooled if self.pooled else self.model.run
         self.scheduler = ModelScheduler(

@@ -13,7 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled
-from embedder.pooling import l2_normalize, truncate_dims
+from embedder.pooling import Pooler
 from service.inprocess import LocalTokenizer
 from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
 
@@ -111,6 +111,8 @@ class FusedStages(LocalTokenizer, _Search):
         super().__init__(local.tokenizer)
         self.model = model
         self.encoder, self.searcher = encoder, searcher
+        # Normalisation and the dimension cut for vectors the replica pooled unnormalised.
+        self.pooler = Pooler(model.pooling, model.normalize)
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Pooled vectors from the FusedEncoder, then this request's normalisation and dimension cut."""
@@ -118,9 +120,7 @@ class FusedStages(LocalTokenizer, _Search):
         if self.model.pooling_in_graph:
             return finish_pooled(pooled, options.dimensions, self.model.normalize)
         # Pooled in the replica without normalising: the request decides (manifest default otherwise).
-        normalize = self.model.normalize if options.normalize is None else options.normalize
-        vectors = l2_normalize(pooled) if normalize else pooled
-        return truncate_dims(vectors, options.dimensions, normalize)
+        return self.pooler.finish(pooled, options.normalize, options.dimensions)
 
     async def runtime(self) -> dict[str, Any]:
         """The model replica's runtime (one replica answers; all run the same config)."""

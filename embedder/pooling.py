@@ -68,8 +68,13 @@ class Pooler:
         self, hidden: HiddenStates, normalize: bool | None = None, dimensions: int | None = None
     ) -> Vectors:
         """Pool, normalise (manifest default unless overridden), then cut dimensions."""
-        do_norm = self.normalize if normalize is None else normalize
         vectors = pool(hidden.token_embeddings, hidden.attention_mask, self.mode)
-        if do_norm:
-            vectors = l2_normalize(vectors)
-        return Vectors(truncate_dims(vectors, dimensions, do_norm), hidden.positions)
+        return Vectors(self.finish(vectors, normalize, dimensions), hidden.positions)
+
+    def finish(
+        self, pooled: np.ndarray, normalize: bool | None = None, dimensions: int | None = None
+    ) -> np.ndarray:
+        """Normalise (manifest default unless overridden) and cut dimensions of vectors pooled unnormalised."""
+        do_norm = self.normalize if normalize is None else normalize
+        vectors = l2_normalize(pooled) if do_norm else pooled
+        return truncate_dims(vectors, dimensions, do_norm)

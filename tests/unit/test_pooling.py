@@ -70,3 +70,20 @@ def test_truncate_dims_cuts_then_renormalises() -> None:
     np.testing.assert_array_equal(truncate_dims(v, 4, normalize=False), v[:, :4])
     with pytest.raises(ValueError, match="between 1 and 8"):
         truncate_dims(v, 9, normalize=True)
+
+
+@pytest.mark.parametrize("normalize", [None, True, False])
+@pytest.mark.parametrize("dimensions", [None, 3])
+def test_pooling_in_the_replica_then_finishing_in_the_ingress_equals_pooling_in_one_place(
+    normalize: bool | None, dimensions: int | None
+) -> None:
+    """The fused topology pools unnormalised in the model replica and applies the request's
+    normalize / dimensions in the ingress; the vectors must be those of the one-stage Pooler."""
+    from embedder.batches import HiddenStates
+    from embedder.pooling import Pooler
+
+    emb, mask = _inputs()
+    pooler = Pooler("mean", normalize=True)
+    whole = pooler(HiddenStates(emb, mask, np.arange(len(emb))), normalize, dimensions).embeddings
+    split = pooler.finish(pool(emb, mask, "mean"), normalize, dimensions)
+    np.testing.assert_allclose(split, whole, atol=1e-7)
