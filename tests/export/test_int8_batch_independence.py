@@ -18,16 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 from embedder import Encoder
 from embedder.config import BatchConfig
 from embedder.encoder import cosine_rows
+from export import quantize
 from export.pipeline import ExportRequest, run_export
-from export.quantize import (
-    CALIBRATION_TEXTS,
-    FFN_INPUT,
-    FFN_OUTPUT,
-    Int8Scheme,
-    calibrate,
-    find_targets,
-    quantize,
-)
 from export.texts import PARITY_TEXTS
 from testkit.varied_texts import VARIED
 
@@ -41,7 +33,7 @@ def int8_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_calibration_texts_are_disjoint_from_the_measured_sets() -> None:
-    calibration = set(CALIBRATION_TEXTS)
+    calibration = set(quantize.CALIBRATION_TEXTS)
     assert not calibration & set(VARIED), "calibration must not see the held-out set"
     assert not calibration & set(PARITY_TEXTS), "calibration must not see the export's parity set"
 
@@ -69,22 +61,24 @@ def _toy_ffn(path: Path, rng: np.random.Generator) -> None:
     onnx.save(model, str(path))
 
 
-@pytest.mark.parametrize("split", [(), (FFN_INPUT,)], ids=["smoothing-only", "outlier-channel-in-fp32"])
+@pytest.mark.parametrize(
+    "split", [(), (quantize.FFN_INPUT,)], ids=["smoothing-only", "outlier-channel-in-fp32"]
+)
 def test_static_int8_is_close_to_fp32_and_row_independent(tmp_path: Path, split: tuple[str, ...]) -> None:
     rng = np.random.default_rng(0)
     src, dst = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     _toy_ffn(src, rng)
-    kinds = [t.kind for t in find_targets(onnx.load(str(src)).graph)]
-    assert kinds == [FFN_INPUT, FFN_OUTPUT]
+    kinds = [t.kind for t in quantize.find_targets(onnx.load(str(src)).graph)]
+    assert kinds == [quantize.FFN_INPUT, quantize.FFN_OUTPUT]
 
     def sample(n: int) -> np.ndarray:
         x = rng.standard_normal((n, 8, 128)).astype(np.float32)
         x[..., 5] *= 12  # one outlier channel, as LayerNorm outputs have
         return x
 
-    ranges = calibrate(src, [{"x": sample(4)} for _ in range(8)])
-    done = quantize(src, dst, ranges, Int8Scheme(outlier_kinds=split))
-    assert done["quantized_nodes"] == {FFN_INPUT: 1, FFN_OUTPUT: 1}
+    ranges = quantize.calibrate(src, [{"x": sample(4)} for _ in range(8)])
+    done = quantize.quantize(src, dst, ranges, quantize.Int8Scheme(outlier_kinds=split))
+    assert done["quantized_nodes"] == {quantize.FFN_INPUT: 1, quantize.FFN_OUTPUT: 1}
     assert done["fp32_outlier_channels"] == ({"up": 1} if split else {})
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
