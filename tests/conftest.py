@@ -107,7 +107,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
-    from bench.gpu_smi import cuda_unusable_reason
+    from testkit.cuda_gpu import cuda_unusable_reason
 
     reason = cuda_unusable_reason()
     if reason:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bench import gpu_smi
 from bench.gpu_goals import cpu_serve_reference, evaluate_goals
-from bench.gpu_smi import parse_gpu_query, parse_utilization, summarize_utilization
+from bench.gpu_smi import UtilizationSampler, parse_utilization, summarize_utilization
 from scripts import gpu_check
+from testkit.cuda_gpu import cuda_unusable_reason, parse_gpu_query, query_gpus
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu_check.py"
@@ -34,7 +34,7 @@ def fake_nvidia_smi(tmp_path: Path, body: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-no_gpu_here = pytest.mark.skipif(gpu_smi.cuda_unusable_reason() is None, reason="a usable CUDA GPU is here")
+no_gpu_here = pytest.mark.skipif(cuda_unusable_reason() is None, reason="a usable CUDA GPU is here")
 
 
 @no_gpu_here
@@ -76,15 +76,15 @@ def test_query_gpus_reports_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9",
     )
     monkeypatch.setenv("PATH", env["PATH"])
-    gpus, reason = gpu_smi.query_gpus()
+    gpus, reason = query_gpus()
     assert gpus == [] and reason is not None
     assert "exit 9" in reason and "could not communicate" in reason
     env = fake_nvidia_smi(tmp_path, f"printf '{H100}'")
     monkeypatch.setenv("PATH", env["PATH"])
-    gpus, reason = gpu_smi.query_gpus()
+    gpus, reason = query_gpus()
     assert reason is None and gpus[0].driver == "580.82.07"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert "no nvidia-smi" in (gpu_smi.query_gpus()[1] or "")
+    assert "no nvidia-smi" in (query_gpus()[1] or "")
 
 
 def test_utilization_parsing_and_encode_window() -> None:
@@ -106,7 +106,7 @@ def test_sampler_collects_nvidia_smi_lines_while_a_block_runs(
 ) -> None:
     env = fake_nvidia_smi(tmp_path, "for v in 0 55 99; do echo $v; done; sleep 30")
     monkeypatch.setenv("PATH", env["PATH"])
-    with gpu_smi.UtilizationSampler() as sampler:
+    with UtilizationSampler() as sampler:
         time.sleep(0.5)
     assert sampler.samples == [0, 55, 99]
     assert sampler.command[-4:] == ["-i", "0", "-lms", "200"]
