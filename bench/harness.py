@@ -67,9 +67,9 @@ def median_spread(values: Iterable[float], digits: int = 3) -> dict[str, float]:
     }
 
 
-def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> dict[str, float]:
+def ratios(numerators: Sequence[float], denominators: Sequence[float], digits: int = 3) -> dict[str, float]:
     """Per-round ratios (engines of one round ran back to back), as median and spread."""
-    return median_spread(n / d for n, d in zip(numerators, denominators, strict=True))
+    return median_spread((n / d for n, d in zip(numerators, denominators, strict=True)), digits)
 
 
 class Envelope:

@@ -1,80 +1,142 @@
 """Index benchmark: build time, bytes/vector, recall@10 and query latency per FAISS factory.
 
-    python -m bench.index [--sizes 100000 1000000] [--dim 384] [--out bench/results/index.json]
+    python -m bench.index [--sizes 100000 1000000] [--dim 384] [--rounds 5] [--out bench/results/index.json]
 
-Latencies are reported as ratios against Flat measured in the same run (DESIGN rule 8); CPU model
-and flags are recorded because FAISS kernels differ between AVX2 and AVX-512 machines.
+Each factory's index is built once (build time, size, recall); then, for `--rounds` rounds, every
+factory's single-query and batch-64 latency is measured in turn, the order rotating each round
+(bench.harness), so a slow drift of a shared machine never favours one factory. Latencies are the
+median over rounds with min and max; speed-ups are per-round ratios against Flat measured in the
+same round (DESIGN rule 8). The result records the machine and its load at start and end
+(bench.harness.Envelope); the FAISS build and thread count are in `config`, because FAISS kernels
+differ between AVX2 and AVX-512 machines. All indexes of one size are held in memory at once
+(about n x dim x 4 bytes each, more for HNSW).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
 
-from bench.harness import write_report
+from bench.harness import Envelope, median_spread, ratios, run_rounds, write_report
 from bench.machine import read_cpuinfo
-from index.faiss_index import IndexConfig, build_index, choose_factory
+from index.faiss_index import IndexConfig, VectorIndex, build_index, choose_factory
 from testkit.vectors import clustered_vectors
 
+K = 10
+# Calls per factory per round: enough single queries for a stable median, batches of 64 cost more.
+SINGLE_CALLS = 200
+BATCH = 64
+BATCH_CALLS = 20
 
-def cpu_info() -> dict[str, Any]:
-    """CPU model, SIMD flags that matter to FAISS, thread count, FAISS build."""
-    model, flags = read_cpuinfo()
-    simd = sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "f16c")))
+
+def faiss_build() -> dict[str, Any]:
+    """The FAISS build and threads, and the SIMD flags its kernels choose from."""
+    _, flags = read_cpuinfo()
     return {
-        "model": model,
-        "simd_flags": simd,
+        "simd_flags": sorted(f for f in flags if f.startswith(("avx", "sse4", "fma", "f16c"))),
         "threads": faiss.omp_get_max_threads(),
         "faiss": faiss.__version__,
         "faiss_simd": faiss.get_compile_options(),
+    }
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, SIMD flags that matter to FAISS, thread count, FAISS build, load average.
+
+    bench.index itself records bench.harness.Envelope; this stays for the benchmarks that still
+    write it (bench.index_filter, bench.index_scale).
+    """
+    return {
+        "model": read_cpuinfo()[0],
+        **faiss_build(),
         # Shared machine: a high load average means absolute times are inflated; ratios less so.
         "load_average": os.getloadavg(),
     }
 
 
-def _latency(index: Any, queries: np.ndarray, batch: int, repeats: int) -> float:
-    """Median seconds per query when searching `batch` queries per call."""
+def _latency(index: VectorIndex, queries: np.ndarray, batch: int, calls: int) -> float:
+    """Median seconds per query over `calls` searches of `batch` queries each."""
     times = []
-    for r in range(repeats):
+    for r in range(calls):
         q = queries[(r * batch) % len(queries) :][:batch]
         t = time.perf_counter()
-        index.search(q, 10)
+        index.search(q, K)
         times.append((time.perf_counter() - t) / len(q))
     return float(np.median(times))
 
 
-def bench_size(n: int, dim: int, factories: Sequence[str], cfg: IndexConfig) -> dict[str, Any]:
-    """Build each factory over one generated corpus and measure it."""
+def bench_size(n: int, dim: int, factories: Sequence[str], cfg: IndexConfig, rounds: int) -> dict[str, Any]:
+    """Build each factory once over one generated corpus, then time them all in rotating rounds."""
     vectors = clustered_vectors(n, dim)
     queries = clustered_vectors(2_000, dim, seed=1)  # unseen queries from the same distribution
     rows: dict[str, dict[str, Any]] = {}
+    indexes: dict[str, VectorIndex] = {}
     for factory in factories:
         started = time.perf_counter()
         index, report = build_index(vectors, factory, "ip", cfg)
         build_s = time.perf_counter() - started  # includes the recall measurement and tuning
+        index.search(queries[:BATCH], K)  # warm-up: the first round's first factory is not cold
+        indexes[factory] = index
         rows[factory] = {
             "build_seconds": round(build_s, 2),
             "bytes_per_vector": round(index.bytes_per_vector(), 1),
             "recall_at_10": report.recall_at_10,
             "search_params": index.search_params,
-            "single_query_ms": round(1e3 * _latency(index, queries, 1, 200), 3),
-            "batch64_query_ms": round(1e3 * _latency(index, queries, 64, 20), 3),
         }
         print(n, factory, rows[factory], flush=True)
-        del index
-    base = rows.get("Flat")
-    if base:
-        for row in rows.values():
-            row["single_speedup_vs_flat"] = round(base["single_query_ms"] / row["single_query_ms"], 2)
-            row["batch64_speedup_vs_flat"] = round(base["batch64_query_ms"] / row["batch64_query_ms"], 2)
-            row["build_vs_flat"] = round(row["build_seconds"] / base["build_seconds"], 2)
-    return {"n": n, "dim": dim, "auto_factory": choose_factory(n, dim, cfg), "factories": rows}
+    del vectors
+
+    orders: list[list[str]] = []  # the order factories actually ran in, per round
+
+    def timed(factory: str) -> Callable[[int], dict[str, float]]:
+        def one(r: int) -> dict[str, float]:
+            if len(orders) <= r:
+                orders.append([])
+            orders[r].append(factory)
+            # The same queries every round: the rounds differ only by what the machine did.
+            return {
+                "single": _latency(indexes[factory], queries, 1, SINGLE_CALLS),
+                "batch64": _latency(indexes[factory], queries, BATCH, BATCH_CALLS),
+            }
+
+        return one
+
+    measured = run_rounds({f: timed(f) for f in factories}, rounds)
+    indexes.clear()
+    per_round = {
+        f: {kind: [m[kind] for m in runs] for kind in ("single", "batch64")} for f, runs in measured.items()
+    }
+    for factory, row in rows.items():
+        for kind, key in (("single", "single_query_ms"), ("batch64", "batch64_query_ms")):
+            ms = [1e3 * s for s in per_round[factory][kind]]
+            spread = median_spread(ms)
+            row[key] = spread["median"]  # the key earlier results and docs read
+            row[f"{key}_spread"] = spread
+            row[f"{key}_rounds"] = [round(v, 4) for v in ms]
+    if "Flat" in rows:
+        flat = per_round["Flat"]
+        for factory, row in rows.items():
+            for kind in ("single", "batch64"):
+                # Flat's time over the factory's, within each round (both ran in that round).
+                spread = ratios(flat[kind], per_round[factory][kind], digits=2)
+                row[f"{kind}_speedup_vs_flat"] = spread["median"]
+                row[f"{kind}_speedup_vs_flat_spread"] = spread
+            row["build_vs_flat"] = round(row["build_seconds"] / rows["Flat"]["build_seconds"], 2)
+    return {
+        "n": n,
+        "dim": dim,
+        "auto_factory": choose_factory(n, dim, cfg),
+        "round_orders": orders,
+        "factories": rows,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -83,20 +145,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--factories", nargs="+", default=None, help="default: Flat, auto IVF, HNSW32")
+    p.add_argument("--rounds", type=int, default=5, help="latency rounds, factories alternating")
     p.add_argument("--out", default="bench/results/index.json")
     args = p.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    envelope = Envelope(" ".join(["python -m bench.index", *given]))
     cfg = IndexConfig()
     runs = []
     for n in args.sizes:
         factories = args.factories or ["Flat", choose_factory(n, args.dim, cfg, "ivf"), "HNSW32"]
-        runs.append(bench_size(n, args.dim, factories, cfg))
+        runs.append(bench_size(n, args.dim, factories, cfg, args.rounds))
     result = {
         "benchmark": "index",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu": cpu_info(),
-        "config": IndexConfig().__dict__,
-        "note": "latency = median seconds/query x 1e3; speedups are Flat latency / factory latency, same run",
+        "config": {
+            **dataclasses.asdict(cfg),
+            "faiss": faiss_build(),
+            "rounds": args.rounds,
+            "calls_per_round": {"single": SINGLE_CALLS, "batch64": BATCH_CALLS},
+        },
+        "note": (
+            "latency = seconds/query x 1e3, median of each round's calls; `*_ms` and `*_speedup_vs_flat` "
+            "are medians over rounds (min/max in `*_spread`); speed-ups are Flat latency / factory "
+            "latency within each round"
+        ),
         "runs": runs,
+        # FAISS's OpenMP threads keep the cores busy to the end: that much load is the run's own.
+        **envelope.finish(own_load=float(faiss.omp_get_max_threads())),
     }
     write_report(args.out, result)
 
