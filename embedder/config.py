@@ -41,6 +41,10 @@ RUNTIME_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
+# The `overrides_from` label of command-line flags: errors then name the flag (`--max-actors 0`).
+COMMAND_LINE = "command line"
+
+
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names where it came from (environment variable or key)."""
 
@@ -275,6 +279,8 @@ class _Given:
     def describe(self) -> str:
         if self.source == "env":
             return f"environment variable {self.env_var}={self.value!r}"
+        if self.source == COMMAND_LINE:  # spelled as the user typed it
+            return f"--{self.path.rsplit('.', 1)[-1].replace('_', '-')} {self.value}"
         return f"{self.owner}.{self.path.rsplit('.', 1)[-1]}={self.value!r} (from {self.source})"
 
 
@@ -386,6 +392,8 @@ def _refusal(name: str, path: str, exc: ValueError, given: list[_Given]) -> Conf
         g = next((g for g in given if g.path == path + exc.name), None)
         if g is not None and g.source == "env":
             return ConfigError(f"{g.describe()} ({exc.owner}.{exc.name}): {exc.reason}")
+        if g is not None and g.source == COMMAND_LINE:
+            return ConfigError(f"{g.describe()}: {exc.reason}")
         if g is not None:
             return ConfigError(f"{exc.owner}.{exc.name}={exc.value!r} (from {g.source}): {exc.reason}")
     message = str(exc)

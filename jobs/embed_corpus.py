@@ -19,7 +19,6 @@ through the model, and the output is still a complete, self-contained run of the
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -39,13 +38,11 @@ from embedder.config import (
     PROVIDERS,
     RUNTIME_PRECISIONS,
     BatchConfig,
-    ConfigError,
     batch_defaults,
     check_field,
-    from_mapping,
 )
 from embedder.errors import EmbedderError
-from jobs.cli import run_job
+from jobs.cli import JobArgumentParser, run_job
 from jobs.corpus import (
     ColumnSpec,
     Shard,
@@ -621,13 +618,8 @@ def command_line(artifact: str, input: str, output: str, *flags: str) -> list[st
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     """CLI flags -> JobConfig: flags given win over QM_JOB_<FIELD> environment variables, which win over defaults."""
     # Defaults are the JobConfig field defaults (shown in --help); unset flags stay out of the namespace
-    # so that from_mapping can tell a flag given explicitly from an environment override.
-    p = argparse.ArgumentParser(
-        prog="python -m jobs.embed_corpus",
-        description=__doc__.splitlines()[0],
-        epilog="Any setting can also come from QM_JOB_<FIELD> (e.g. QM_JOB_MAX_ACTORS=4); flags win.",
-        argument_default=argparse.SUPPRESS,
-    )
+    # so that the QM_JOB_* environment can fill them (jobs.cli.JobArgumentParser).
+    p = JobArgumentParser("embed_corpus", __doc__, "QM_JOB_")
     p.add_argument("--artifact", required=True, help="exported model directory")
     p.add_argument("--input", required=True, help="parquet file, directory or glob")
     p.add_argument(
@@ -699,14 +691,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         "--previous",
         help="an earlier complete output of the same artifact: reuse its vectors for unchanged texts",
     )
-    p.add_argument("--no-progress", action="store_true")
-    given = vars(p.parse_args(argv))
-    if given.pop("no_progress", False):
-        given["progress"] = False
-    try:
-        return from_mapping(JobConfig, None, "QM_JOB_", overrides=given, overrides_from="command line")
-    except ConfigError as exc:
-        p.error(str(exc))
+    return p.config(JobConfig, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,6 @@ representative, size) and, written last, _SUMMARY.json. Wrong input exits 2 with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import faiss
 import numpy as np
@@ -42,7 +41,7 @@ from embedder.config import FieldValueError, check_field
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from index import store as index_store
 from index.faiss_index import VectorIndex
-from jobs.cli import run_job
+from jobs.cli import JobArgumentParser, run_job
 from jobs.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
 from jobs.dedup import (
     NORMALIZATION,
@@ -87,10 +86,16 @@ class DedupConfig:
     seed: int = 0
     ray_address: str | None = None
     progress: bool = True
-    # Only rows this /match-style filter selects (jobs/embeddings_filter.py), e.g. one category.
+    # Only rows this /match-style filter selects (jobs/embeddings_filter.py), e.g. one category;
+    # from the command line or QM_DEDUP_FILTER as JSON text.
     filter: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.filter, str):
+            try:
+                object.__setattr__(self, "filter", parse_cli_filter(self.filter))
+            except InvalidInput as exc:
+                raise FieldValueError(type(self).__name__, "filter", self.filter, str(exc)) from None
         check_field(self, "threshold", 0.0 < self.threshold <= 1.0, "must be in (0, 1] (a cosine similarity)")
         check_field(self, "k", self.k >= 1, "must be >= 1")
         for name in ("workers", "build_cpus", "shard_rows"):
@@ -454,14 +459,6 @@ def one_line(summary: dict[str, Any]) -> str:
     )
 
 
-class _Parser(argparse.ArgumentParser):
-    """Argument errors as one line and exit 2 (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"find_duplicates: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def _run_filtered(cfg: DedupConfig) -> dict[str, Any]:
     """Duplicates among the rows the filter selects: the run over a filtered copy of the embeddings."""
     assert cfg.filter is not None
@@ -484,64 +481,39 @@ def _run_filtered(cfg: DedupConfig) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DedupConfig:
-    """Command line -> DedupConfig (values checked before any work)."""
+    """Command line (flags win over QM_DEDUP_<FIELD> environment variables) -> DedupConfig, checked before any work."""
     d = DedupConfig("", "")
-    p = _Parser(prog="python -m jobs.find_duplicates", description=__doc__.splitlines()[0])
+    p = JobArgumentParser("find_duplicates", __doc__, "QM_DEDUP_")
     p.add_argument("--embeddings", required=True, help="embeddings directory (part-*.parquet)")
     p.add_argument("--output", required=True, help="output directory or URI")
     p.add_argument("--corpus", help="the embed job's input (parquet file, directory or glob), for the texts")
     p.add_argument(
-        "--text-column", default=d.text_column, help="text column in --corpus, or a passthrough column"
+        "--text-column", help=f"text column in --corpus, or a passthrough column (default: {d.text_column})"
     )
-    p.add_argument("--id-column", default=d.id_column, help="id column in --corpus ('' = row positions)")
-    p.add_argument("--no-exact", action="store_true", help="skip the exact stage (no texts needed)")
-    p.add_argument("--threshold", type=float, default=d.threshold, help="cosine in (0, 1]")
-    p.add_argument("--k", type=int, default=d.k, help="neighbours searched per question")
+    p.add_argument("--id-column", help=f"id column in --corpus ('' = row positions; default: {d.id_column})")
+    p.add_argument(
+        "--no-exact", dest="exact", action="store_false", help="skip the exact stage (no texts needed)"
+    )
+    p.add_argument("--threshold", type=float, help=f"cosine in (0, 1] (default: {d.threshold})")
+    p.add_argument("--k", type=int, help=f"neighbours searched per question (default: {d.k})")
     p.add_argument("--index", help="index root: use its CURRENT (or --index-version) instead of building")
     p.add_argument("--index-version")
-    p.add_argument("--factory", default=d.factory, help="'auto' or a FAISS factory for the index built here")
-    p.add_argument("--workers", type=int, default=d.workers, help="search actors (1 CPU each)")
-    p.add_argument("--build-cpus", type=int, default=d.build_cpus)
-    p.add_argument("--shard-rows", type=int, default=d.shard_rows)
     p.add_argument(
-        "--check-sample", type=int, default=d.check_sample, help="rows checked by brute force (0: none)"
+        "--factory", help=f"'auto' or a FAISS factory for the index built here (default: {d.factory})"
     )
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, help=f"search actors, 1 CPU each (default: {d.workers})")
+    p.add_argument("--build-cpus", type=int, help=f"default: {d.build_cpus}")
+    p.add_argument("--shard-rows", type=int, help=f"default: {d.shard_rows}")
+    p.add_argument(
+        "--check-sample", type=int, help=f"rows checked by brute force (0: none; default: {d.check_sample})"
+    )
+    p.add_argument("--seed", type=int, help=f"default: {d.seed}")
     p.add_argument("--ray-address")
-    p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--filter",
         help='only rows this /match filter selects, e.g. \'{"category": "billing"}\' (not with --index)',
     )
-    a = p.parse_args(argv)
-    try:
-        spec = parse_cli_filter(a.filter)
-    except InvalidInput as exc:
-        p.error(str(exc))
-    try:
-        return DedupConfig(
-            embeddings=a.embeddings,
-            output=a.output,
-            corpus=a.corpus,
-            text_column=a.text_column,
-            id_column=a.id_column,
-            exact=not a.no_exact,
-            threshold=a.threshold,
-            k=a.k,
-            index=a.index,
-            index_version=a.index_version,
-            factory=a.factory,
-            workers=a.workers,
-            build_cpus=a.build_cpus,
-            shard_rows=a.shard_rows,
-            check_sample=a.check_sample,
-            seed=a.seed,
-            ray_address=a.ray_address,
-            progress=not a.no_progress,
-            filter=spec,
-        )
-    except FieldValueError as exc:
-        p.error(f"--{exc.name.replace('_', '-')} {exc.value}: {exc.reason}")
+    return p.config(DedupConfig, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

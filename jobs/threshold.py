@@ -15,12 +15,11 @@ stored); 2: wrong input (one line on stderr).
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,10 +27,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 import storage
+from embedder.config import check_field
 from embedder.encoder import Encoder, cosine_rows
-from embedder.errors import EmbedderError, IndexInvalid, InvalidInput
+from embedder.errors import IndexInvalid, InvalidInput
 from index import store as index_store
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
+from jobs.cli import JobArgumentParser, run_job
 from jobs.embeddings_filter import parse_cli_filter, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
 from jobs.progress import QUIET, Progress
@@ -197,51 +198,63 @@ def format_table(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"threshold: error: {message}", file=sys.stderr)
-        sys.exit(2)
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """Every setting of one run: from flags, else QM_THRESHOLD_<FIELD>, else these defaults."""
+
+    pairs: str  # labelled pairs: parquet, or CSV (a name ending in .csv)
+    artifact: str | None = None  # score text_a / text_b with this model artifact
+    embeddings: str | None = None  # score id_a / id_b from this embeddings directory
+    target_precision: float = 0.95
+    step: float = 0.05  # the table's thresholds: step, 2 x step, ... 1.0
+    index: str | None = None  # store the threshold as this index version's default min_score
+    index_version: str | None = None  # None: CURRENT
+    output: str | None = None  # the report as JSON (path or URI)
+    threads: int = 0  # encoder threads (0: one per core)
+    progress: bool = True
+    # With --embeddings: only pairs whose two rows this /match filter selects (JSON text).
+    filter: str | None = None
+
+    def __post_init__(self) -> None:
+        check_field(self, "target_precision", 0.0 < self.target_precision <= 1.0, "must be in (0, 1]")
+        check_field(self, "step", 0.0 < self.step <= 1.0, "must be in (0, 1]")
+        check_field(self, "threads", self.threads >= 0, "must be >= 0 (0: one per core)")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = _Parser(prog="python -m jobs.threshold", description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None = None) -> ThresholdConfig:
+    """Command line (flags win over QM_THRESHOLD_<FIELD> environment variables) -> ThresholdConfig."""
+    d = ThresholdConfig("")
+    p = JobArgumentParser("threshold", __doc__, "QM_THRESHOLD_")
     p.add_argument("--pairs", required=True, help="labelled pairs: parquet, or CSV (*.csv)")
     p.add_argument("--artifact", help="score text_a/text_b with this model artifact")
     p.add_argument("--embeddings", help="score id_a/id_b from this embeddings directory")
-    p.add_argument("--target-precision", type=float, default=0.95)
-    p.add_argument("--step", type=float, default=0.05, help="table thresholds every STEP")
+    p.add_argument("--target-precision", type=float, help=f"default: {d.target_precision}")
+    p.add_argument("--step", type=float, help=f"table thresholds every STEP (default: {d.step})")
     p.add_argument("--index", help="index root: store the threshold as its version's default min_score")
     p.add_argument("--index-version", help="default: CURRENT")
     p.add_argument("--output", help="write the report as JSON here (path or URI)")
-    p.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
-    p.add_argument("--threads", type=int, default=0, help="encoder threads (0: one per core)")
+    p.add_argument("--threads", type=int, help="encoder threads (default 0: one per core)")
     p.add_argument(
         "--filter",
         help='with --embeddings: only pairs whose two rows this /match filter selects, e.g. \'{"category": "billing"}\'',
     )
-    args = p.parse_args(argv)
-    if not 0.0 < args.target_precision <= 1.0:
-        p.error(f"--target-precision must be in (0, 1], got {args.target_precision}")
-    if not 0.0 < args.step <= 1.0:
-        p.error(f"--step must be in (0, 1], got {args.step}")
-    return args
+    return p.config(ThresholdConfig, argv)
 
 
-def score(args: argparse.Namespace, progress: Progress = QUIET) -> Scored:
+def score(cfg: ThresholdConfig, progress: Progress = QUIET) -> Scored:
     """Scores by texts (with --artifact) or by ids (with --embeddings), whichever the file has."""
-    pairs = read_pairs(args.pairs)
+    pairs = read_pairs(cfg.pairs)
     names = set(pairs.column_names)
-    if {"text_a", "text_b"} <= names and args.artifact:
+    if {"text_a", "text_b"} <= names and cfg.artifact:
         # The one long step (the model embeds both sides of every pair); inputs are checked by now.
         with progress.step(f"embedding both texts of {len(pairs)} pairs"):
-            return score_texts(pairs, args.artifact, args.threads)
-    if {"id_a", "id_b"} <= names and args.embeddings:
-        spec = parse_cli_filter(getattr(args, "filter", None))
+            return score_texts(pairs, cfg.artifact, cfg.threads)
+    if {"id_a", "id_b"} <= names and cfg.embeddings:
+        spec = parse_cli_filter(cfg.filter)
         if spec is not None:
-            pairs = pairs_within(pairs, args.embeddings, spec)
-        return score_ids(pairs, args.embeddings)
-    if getattr(args, "filter", None) is not None:
+            pairs = pairs_within(pairs, cfg.embeddings, spec)
+        return score_ids(pairs, cfg.embeddings)
+    if cfg.filter is not None:
         raise InvalidInput("--filter needs --embeddings and pairs by id (id_a, id_b)", field="filter")
     raise InvalidInput(
         f"need text_a, text_b, label with --artifact, or id_a, id_b, label with --embeddings; "
@@ -249,39 +262,51 @@ def score(args: argparse.Namespace, progress: Progress = QUIET) -> Scored:
     )
 
 
+def run(cfg: ThresholdConfig) -> dict[str, Any]:
+    """Score the pairs, choose the threshold, store it with --index, write --output; the report."""
+    version = None
+    if cfg.index:  # checked before scoring: a missing index should not cost a model run
+        version = cfg.index_version or index_store.current_version(cfg.index)
+        if version is None:
+            raise IndexInvalid(f"{cfg.index}: no CURRENT index version (pass --index-version)")
+        index_store.verify_version(storage.resolve(cfg.index).child(version))
+    scored = score(cfg, Progress("threshold", enabled=cfg.progress))
+    rep = report(scored, cfg.target_precision, cfg.step)
+    if cfg.filter is not None:
+        rep["filter"] = parse_cli_filter(cfg.filter)  # the pairs it scored are the filter's
+    chosen = rep["chosen"]
+    if chosen is not None and cfg.index and version is not None:
+        rep["stored"] = write_thresholds(
+            cfg.index,
+            version,
+            Point(**chosen),
+            cfg.target_precision,
+            scored.fingerprint,
+            storage.resolve(cfg.pairs).uri,
+            rep["pairs"],
+        )
+    if cfg.output:
+        storage.write_json(cfg.output, rep)
+    return rep
+
+
+def printed(cfg: ThresholdConfig, rep: dict[str, Any]) -> str:
+    """What the command prints: the table, the chosen threshold and where it was stored."""
+    text = format_table(rep)
+    if "stored" in rep:
+        text += f"\nstored as the default min_score of {cfg.index} version {rep['stored']['version']}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 threshold found (and stored with --index), 1 none reaches the target, 2 bad input."""
-    args = parse_args(argv)
-    try:
-        version = None
-        if args.index:  # checked before scoring: a missing index should not cost a model run
-            version = args.index_version or index_store.current_version(args.index)
-            if version is None:
-                raise IndexInvalid(f"{args.index}: no CURRENT index version (pass --index-version)")
-            index_store.verify_version(storage.resolve(args.index).child(version))
-        scored = score(args, Progress("threshold", enabled=not args.no_progress))
-        rep = report(scored, args.target_precision, args.step)
-        if args.filter is not None:
-            rep["filter"] = parse_cli_filter(args.filter)  # the pairs it scored are the filter's
-        print(format_table(rep))
-        chosen = rep["chosen"]
-        if chosen is not None and args.index and version is not None:
-            rep["stored"] = write_thresholds(
-                args.index,
-                version,
-                Point(**chosen),
-                args.target_precision,
-                scored.fingerprint,
-                storage.resolve(args.pairs).uri,
-                rep["pairs"],
-            )
-            print(f"stored as the default min_score of {args.index} version {version}")
-        if args.output:
-            storage.write_json(args.output, rep)
-    except EmbedderError as exc:
-        print(f"threshold: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if rep["chosen"] is not None else 1
+    cfg = parse_args(argv)
+    return run_job(
+        "threshold",
+        lambda: run(cfg),
+        lambda rep: printed(cfg, rep),
+        lambda rep: 0 if rep["chosen"] is not None else 1,
+    )
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ def test_a_cpu_session_on_a_reserved_gpu_is_a_config_error_naming_both_settings(
         parse_args(
             ["--artifact", "a", "--input", "i", "--output", "o", "--device", "gpu", "--providers", "cpu"]
         )
-    assert "JobConfig.providers=('cpu',) (from command line)" in capsys.readouterr().err
+    assert "--providers cpu: device=gpu reserves a GPU" in capsys.readouterr().err
 
 
 def test_the_run_records_the_providers_and_batching_that_ran(tiny_artifact: Path, tmp_path: Path) -> None:

@@ -75,4 +75,4 @@ def test_job_config_bad_values_exit_with_the_source(
     assert "JobConfig.max_actors=2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args([*REQUIRED, "--min-actors", "0"])
-    assert "JobConfig.min_actors=0 (from command line): must be >= 1" in capsys.readouterr().err
+    assert "--min-actors 0: must be >= 1" in capsys.readouterr().err
