@@ -76,3 +76,35 @@ def test_job_config_bad_values_exit_with_the_source(
     with pytest.raises(SystemExit):
         parse_args([*REQUIRED, "--min-actors", "0"])
     assert "--min-actors 0: must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "required", "env", "flag", "field"),
+    [
+        ("find_duplicates", ["--embeddings", "e", "--output", "o"], "QM_DEDUP_THRESHOLD", "--threshold", "threshold"),
+        ("threshold", ["--pairs", "p.parquet"], "QM_THRESHOLD_TARGET_PRECISION", "--target-precision", "target_precision"),
+    ],
+)  # fmt: skip
+def test_every_job_reads_its_settings_the_same_way(
+    module: str,
+    required: list[str],
+    env: str,
+    flag: str,
+    field: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Flags win over the job's environment variables, which win over defaults; bad values name their source."""
+    import importlib
+
+    parse = importlib.import_module(f"jobs.{module}").parse_args
+    default = getattr(parse(required), field)
+    monkeypatch.setenv(env, "0.5")
+    assert getattr(parse(required), field) == 0.5 != default
+    assert getattr(parse([*required, flag, "0.75"]), field) == 0.75
+    monkeypatch.setenv(env, "7")
+    with pytest.raises(SystemExit) as exit_:
+        parse(required)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"environment variable {env}='7'" in err and "must be in (0, 1]" in err
+    assert len(err.strip().splitlines()) == 1
