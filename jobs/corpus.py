@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import storage
 from embedder.errors import EmbedderError
 from embedder.tokenize import text_problem
+from jobs.records import from_record
 
 PARQUET_MAGIC = b"PAR1"
 REASON = "reason"
@@ -159,15 +160,7 @@ def inspect_inputs(files: Sequence[str], columns: ColumnSpec) -> list[InputFile]
 
 def shard_from_dict(data: dict[str, Any]) -> Shard:
     """A Shard from its asdict()/JSON form (lists back to tuples)."""
-    return Shard(
-        shard_id=str(data["shard_id"]),
-        file=str(data["file"]),
-        start=int(data["start"]),
-        stop=int(data["stop"]),
-        first_row=int(data["first_row"]),
-        duplicate_offsets=tuple(data.get("duplicate_offsets", ())),
-        duplicate_first=tuple(data.get("duplicate_first", ())),
-    )
+    return from_record(Shard, data)
 
 
 def resolve_columns(first_file: str, text: str, id_column: str | None, keep: Sequence[str]) -> ColumnSpec:

@@ -58,6 +58,7 @@ from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
 from jobs.embeddings_io import RESERVED_COLUMNS
 from jobs.gpu_capacity import actor_bundle, gpu_capacity
 from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
+from jobs.records import from_record
 from jobs.run_state import LEASE_TTL_SECONDS, RUN_FILE, SUMMARY_FILE, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 
@@ -481,20 +482,7 @@ def embedder_cause(exc: BaseException) -> EmbedderError | None:
 
 def stats_from_row(row: dict[str, Any]) -> ShardStats:
     """A result row (numpy scalars) -> ShardStats with plain Python values."""
-    return ShardStats(
-        shard_id=str(row["shard_id"]),
-        rows_read=int(row["rows_read"]),
-        rows_embedded=int(row["rows_embedded"]),
-        rows_quarantined=int(row["rows_quarantined"]),
-        rows_truncated=int(row["rows_truncated"]),
-        tokens=int(row["tokens"]),
-        seconds=float(row["seconds"]),
-        tokenize_seconds=float(row["tokenize_seconds"]),
-        encode_seconds=float(row["encode_seconds"]),
-        rows_reused=int(row["rows_reused"]),
-        reuse_seconds=float(row["reuse_seconds"]),
-        runtime=str(row.get("runtime", "")),
-    )
+    return from_record(ShardStats, row)
 
 
 def verify_output(state: RunState) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import storage
 from embedder.errors import EmbedderError
 from jobs.corpus import Shard, shard_from_dict
+from jobs.records import from_record
 
 RUN_FILE = "_RUN.json"
 DONE_DIR = "_done"
@@ -157,7 +158,7 @@ def read_markers(output: storage.Location) -> dict[str, ShardStats]:
         if not f.base_name.endswith(".json"):
             continue  # a local temp file left by a killed driver
         try:
-            stats = ShardStats(**storage.read_json(storage.located(output, f.path)))
+            stats = from_record(ShardStats, storage.read_json(storage.located(output, f.path)))
         except (storage.StorageError, TypeError):
             continue
         done[stats.shard_id] = stats
