@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from embedder.errors import EmbedderError
+from embedder.progress import Progress
 from export.pipeline import PRECISIONS, ExportRequest
 from export.remote import export_to
-
-
-class StepLog:
-    """Progress on stderr: each step as it starts, with the time since the export began."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     request = ExportRequest(args.model, Path(), args.precision, args.pooling_in_graph, args.overwrite)
     try:
-        manifest = export_to(request, args.out, log=(lambda _m: None) if args.no_progress else StepLog())
+        manifest = export_to(request, args.out, log=Progress("export", enabled=not args.no_progress).say)
     except EmbedderError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2

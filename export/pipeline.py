@@ -112,14 +112,14 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     (tmp / "1_Pooling").mkdir()
     (tmp / POOLING_FILE).write_text(json.dumps(source.pooling_config, indent=2), encoding="utf-8")
     log(
-        f"export: {source.architecture} dim={source.hidden_size} pooling={source.pooling} "
+        f"{source.architecture} dim={source.hidden_size} pooling={source.pooling} "
         f"normalize={source.normalize} max_len={source.max_seq_length} -> {req.precision}"
     )
     raw = tmp / "raw.onnx"
-    log("export: tracing the model with torch.onnx (dynamic batch and sequence axes)")
+    log("tracing the model with torch.onnx (dynamic batch and sequence axes)")
     output_name = export_onnx(source, raw, input_names, req.pooling_in_graph)
     fused = tmp / ("fp32.onnx" if req.precision == "int8" else MODEL_FILE)
-    log("export: fusing the graph (onnxruntime transformer optimizer)")
+    log("fusing the graph (onnxruntime transformer optimizer)")
     fused_ops = optimize(source, raw, fused, fp16=req.precision == "fp16")
     raw.unlink()
     manifest = Manifest(
@@ -140,14 +140,14 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
         onnxruntime_version=ort.__version__,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    log("export: computing reference vectors with sentence-transformers")
+    log("computing reference vectors with sentence-transformers")
     reference = reference_vectors(source.path, PARITY_TEXTS)
     empty_probe = np.zeros((0, source.hidden_size), np.float32)
 
     if req.precision == "int8":
         manifest = _quantize_int8(tmp, fused, manifest, log)
     encoder = _encoder_for(tmp, manifest, empty_probe)
-    log(f"export: parity against sentence-transformers on {len(PARITY_TEXTS)} texts")
+    log(f"parity against sentence-transformers on {len(PARITY_TEXTS)} texts")
     figures = parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))
     figures["fused_ops"] = fused_ops
     floor = req.min_cosine if req.min_cosine is not None else PARITY_MIN_COSINE[req.precision]
@@ -156,14 +156,14 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
         # Static scales: a text's vector must not depend on its batch companions (padding included).
         figures.update(batch_independence(encoder, PARITY_TEXTS))
         figures["batch_min_cosine_required"] = BATCH_MIN_COSINE
-        log(f"export: int8 alone vs in one padded batch: min cosine {figures['batch_min_cosine']:.7f}")
+        log(f"int8 alone vs in one padded batch: min cosine {figures['batch_min_cosine']:.7f}")
         if figures["batch_min_cosine"] < BATCH_MIN_COSINE:
             raise ExportError(
                 f"int8 vectors depend on their batch: min cosine {figures['batch_min_cosine']:.6f} between a "
                 f"text alone and in a batch (< {BATCH_MIN_COSINE}); no artifact written"
             )
     log(
-        f"export: parity vs sentence-transformers: min cosine {figures['min_cosine']:.6f}, "
+        f"parity vs sentence-transformers: min cosine {figures['min_cosine']:.6f}, "
         f"max abs diff {figures['max_abs_diff']:.2e} over {figures['texts']} texts"
     )
     if figures["min_cosine"] < floor:
@@ -187,13 +187,13 @@ def _quantize_int8(tmp: Path, fused: Path, manifest: Manifest, log: Any) -> Mani
         for i in range(len(CALIBRATION_TEXTS)):
             yield tokenized.batch(np.array([i])).feeds(manifest.input_names)
 
-    log(f"export: calibrating int8 scales on {len(CALIBRATION_TEXTS)} texts")
+    log(f"calibrating int8 scales on {len(CALIBRATION_TEXTS)} texts")
     ranges = calibrate(fused, feeds())
     scheme = Int8Scheme()
     done = quantize(fused, tmp / MODEL_FILE, ranges, scheme)
     fused.unlink()
     log(
-        f"export: static int8, {sum(done['quantized_nodes'].values())} nodes, calibrated on {len(CALIBRATION_TEXTS)} texts"
+        f"static int8, {sum(done['quantized_nodes'].values())} nodes, calibrated on {len(CALIBRATION_TEXTS)} texts"
     )
     return dataclasses.replace(
         manifest,

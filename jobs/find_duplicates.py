@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 from ray.util import ActorPool
-from tqdm import tqdm
 
 import storage
 from embedder.config import FieldValueError, check_field
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
+from embedder.progress import QUIET, Progress
 from index import store as index_store
 from index.faiss_index import VectorIndex
 from jobs.cli import JobArgumentParser, run_job
@@ -315,8 +315,10 @@ def _check(vectors: np.ndarray, near: NearPairs, threshold: float, sample: int, 
     return check_agreement(vectors, near, threshold, sample, seed)
 
 
-def search_on_ray(cfg: DedupConfig, vectors_ref: ray.ObjectRef, blob_ref: ray.ObjectRef, n: int) -> NearPairs:
-    """Query shards over a pool of search actors; a progress bar on stderr."""
+def search_on_ray(
+    cfg: DedupConfig, vectors_ref: ray.ObjectRef, blob_ref: ray.ObjectRef, n: int, progress: Progress = QUIET
+) -> NearPairs:
+    """Query shards over a pool of search actors; a row bar on stderr."""
     shards = [(lo, min(n, lo + cfg.shard_rows)) for lo in range(0, n, cfg.shard_rows)]
     actors = [
         NearSearcher.remote(blob_ref, vectors_ref, cfg.k, cfg.threshold)  # type: ignore[attr-defined]
@@ -325,7 +327,7 @@ def search_on_ray(cfg: DedupConfig, vectors_ref: ray.ObjectRef, blob_ref: ray.Ob
     parts: list[NearPairs] = []
     try:
         pool = ActorPool(actors)
-        with tqdm(total=n, unit="rows", desc="near search", disable=not cfg.progress, file=sys.stderr) as bar:
+        with progress.rows(n, f"near search ({len(actors)} actors, k={cfg.k})") as bar:
             for part, (lo, hi) in zip(
                 pool.map(lambda actor, s: actor.search.remote(*s), shards), shards, strict=True
             ):
@@ -358,13 +360,17 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         VectorIndex.create(info.dimension, cfg.factory)  # a bad factory string fails here, not in Ray
     version = check_index(cfg, info) if cfg.index else None
 
-    t = time.perf_counter()
-    rows = read_rows(cfg, info, source, corpus_files)
-    seconds["read"] = time.perf_counter() - t
-    blob = load_index(cfg, version, rows.ids) if version is not None else None
-    t = time.perf_counter()
-    keys = hash_questions(rows.texts) if rows.texts is not None else None
-    seconds["hash_texts"] = time.perf_counter() - t
+    progress = Progress("find_duplicates", enabled=cfg.progress)
+    with progress.step(f"reading {info.count} rows ({source} texts)", seconds, "read"):
+        rows = read_rows(cfg, info, source, corpus_files)
+    blob = None
+    if version is not None:
+        with progress.step(f"loading index version {version}"):
+            blob = load_index(cfg, version, rows.ids)
+    keys = None
+    if rows.texts is not None:
+        with progress.step("exact stage: hashing normalised texts", seconds, "hash_texts"):
+            keys = hash_questions(rows.texts)
 
     n = info.count
     started_ray = False
@@ -379,29 +385,30 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         def search() -> NearPairs:
             if n < 2:
                 return NearPairs.empty()
-            t0 = time.perf_counter()
-            blob_ref = (
-                ray.put(blob)
-                if blob is not None
-                else _build_index.options(num_cpus=cfg.build_cpus).remote(  # type: ignore[attr-defined]
-                    vectors_ref, cfg.factory, cfg.build_cpus
+            label = "index to the object store" if blob is not None else f"building an index of {n} vectors"
+            with progress.step(label, seconds, "index"):
+                blob_ref = (
+                    ray.put(blob)
+                    if blob is not None
+                    else _build_index.options(num_cpus=cfg.build_cpus).remote(  # type: ignore[attr-defined]
+                        vectors_ref, cfg.factory, cfg.build_cpus
+                    )
                 )
-            )
-            described.update(ray.get(blob_ref).description)
-            seconds["index"] = time.perf_counter() - t0
+                described.update(ray.get(blob_ref).description)
             t1 = time.perf_counter()
-            found = search_on_ray(cfg, vectors_ref, blob_ref, n)
+            found = search_on_ray(cfg, vectors_ref, blob_ref, n, progress)
             seconds["near_search"] = time.perf_counter() - t1
             return found
 
         result = find_duplicates(rows.ids, rows.vectors, keys, cfg.threshold, cfg.k, search)
         agreement = None
         if cfg.check_sample and n >= 2:
-            t = time.perf_counter()
-            agreement = ray.get(
-                _check.remote(vectors_ref, result.near, cfg.threshold, cfg.check_sample, cfg.seed)  # type: ignore[attr-defined]
-            )
-            seconds["check"] = time.perf_counter() - t
+            with progress.step(
+                f"checking against brute force on {min(cfg.check_sample, n)} rows", seconds, "check"
+            ):
+                agreement = ray.get(
+                    _check.remote(vectors_ref, result.near, cfg.threshold, cfg.check_sample, cfg.seed)  # type: ignore[attr-defined]
+                )
     except Exception as exc:
         cause = embedder_cause(exc)
         if cause is None or cause is exc:

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 import storage
 from embedder.errors import IndexInvalid
+from embedder.progress import QUIET, Progress
 from index import store as index_store
 from index.faiss_index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
 from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
@@ -34,7 +35,6 @@ from jobs.embeddings_io import (
     inspect_embeddings,
     read_embeddings,
 )
-from jobs.progress import QUIET, Progress
 
 K = 10  # recall@10 is what the manifest records
 
@@ -121,8 +121,9 @@ def build(
         progress.say(f"{info.count} vectors of dimension {info.dimension} -> {chosen} ({metric})")
         with progress.rows(info.count, "pass 1: metadata, ids, samples") as bar:
             samples = pass_one(info, staged / index_store.METADATA_FILE, train_rows, query_rows, cfg, bar)
-        with progress.step(f"training {chosen} on {len(samples.train)} vectors"):
-            index.train(samples.train)
+        if len(train_rows):  # Flat and HNSW,Flat need no training: no step to announce
+            with progress.step(f"training {chosen} on {len(samples.train)} vectors"):
+                index.train(samples.train)
         if shards > 1:
             from jobs.index_shards import add_sharded  # imports ray only when asked for
 

@@ -30,12 +30,12 @@ import storage
 from embedder.config import check_field
 from embedder.encoder import Encoder, cosine_rows
 from embedder.errors import IndexInvalid, InvalidInput
+from embedder.progress import QUIET, Progress
 from index import store as index_store
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
 from jobs.cli import JobArgumentParser, run_job
 from jobs.embeddings_filter import parse_cli_filter, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
-from jobs.progress import QUIET, Progress
 
 
 @dataclass(frozen=True)

@@ -89,13 +89,14 @@ def pairs_of(out: Path, kind: str | None = None) -> set[tuple[int, int]]:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_pairs_and_groups_agree_with_brute_force_and_do_not_depend_on_file_order(
-    local_ray: None, corpus: Corpus, tmp_path: Path
+    local_ray: None, corpus: Corpus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     emb = corpus.write(tmp_path / "emb", files=3, order_seed=1)
     source = corpus.write_corpus(tmp_path / "corpus.parquet")
     args = ["--threshold", str(THRESHOLD), "--factory", "IVF16,Flat", "--shard-rows", "400"]
     args += ["--check-sample", "600", "--corpus", str(source)]
     assert run(["--embeddings", str(emb), "--output", str(tmp_path / "out"), *args]) == 0
+    assert "find_duplicates [" not in capsys.readouterr().err  # --no-progress: no step lines
 
     out = tmp_path / "out"
     summary = json.loads((out / job.SUMMARY_FILE).read_text())
@@ -123,9 +124,20 @@ def test_pairs_and_groups_agree_with_brute_force_and_do_not_depend_on_file_order
     assert sum(g["size"] for g in groups) == len(member_of) == summary["rows_in_groups"]
     assert all(g["representative"] == min(g["member_ids"]) == g["member_ids"][0] for g in groups)
 
-    # Same rows in other files, another order: byte-for-byte the same pairs and groups.
+    # Same rows in other files, another order: byte-for-byte the same pairs and groups. This run
+    # shows its progress: a line for every long step and a row bar for the search.
     emb2 = corpus.write(tmp_path / "emb2", files=5, order_seed=2)
-    assert run(["--embeddings", str(emb2), "--output", str(tmp_path / "out2"), *args]) == 0
+    assert job.main(["--embeddings", str(emb2), "--output", str(tmp_path / "out2"), *args]) == 0
+    err = capsys.readouterr().err
+    for step in (
+        f"reading {N} rows",
+        "exact stage",
+        f"building an index of {N}",
+        "near search",
+        "brute force",
+    ):
+        assert step in err, err
+    assert "done in" in err
     for name in (job.PAIRS_FILE, job.GROUPS_FILE):
         assert pq.read_table(tmp_path / "out2" / name).equals(pq.read_table(out / name))
 

@@ -1,4 +1,4 @@
-"""Progress on stderr for the jobs' long steps, in the embed job's style; `--no-progress` turns it off.
+"""Progress on stderr for every command's long steps (export, the jobs); `--no-progress` turns it off.
 
 A step line when each step starts and how long it took when it ends, and a tqdm row bar for the
 steps that stream rows, so a 10M-row index build is never minutes of silence.
@@ -32,12 +32,15 @@ class Progress:
             )
 
     @contextmanager
-    def step(self, label: str) -> Iterator[None]:
-        """Announce a step, then say how long it took."""
+    def step(self, label: str, seconds: dict[str, float] | None = None, key: str = "") -> Iterator[None]:
+        """Announce a step, then say how long it took (and record it as `seconds[key]` when given)."""
         self.say(f"{label} ...")
         begun = time.perf_counter()
         yield
-        self.say(f"{label}: done in {time.perf_counter() - begun:.1f} s")
+        took = time.perf_counter() - begun
+        if seconds is not None:
+            seconds[key or label] = took
+        self.say(f"{label}: done in {took:.1f} s")
 
     def rows(self, total: int, label: str) -> Any:
         """A tqdm bar counting rows (disabled: a bar that prints nothing)."""
