@@ -10,6 +10,7 @@ Per-module settings, read from the test module's globals:
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 
 from testkit.s3_server import S3Server, patched_env, s3_server
+
+REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download weights
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -60,6 +63,21 @@ def minilm_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("minilm") / "fp32"
     run_export(ExportRequest(model_dir=minilm_dir, out_dir=out), log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def shipped_minilm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fp32 MiniLM artifact without exporting it when the repository has one: a private copy of
+    artifacts/minilm-fp32, else `minilm_artifact` (exported for the session)."""
+    from embedder.artifact import Artifact
+
+    try:
+        copy = tmp_path_factory.mktemp("minilm-shipped") / "fp32"
+        shutil.copytree(REPO / "artifacts" / "minilm-fp32", copy)
+        Artifact.load(copy)  # a copy taken while someone re-exports is refused here
+        return copy
+    except Exception:
+        return Path(request.getfixturevalue("minilm_artifact"))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
-from embedder.artifact import Artifact
 from jobs.embed_corpus import JobConfig, command_line, run
 from jobs.run_state import DONE_DIR
 from testkit.ray_cluster import MiB, multinode_cluster
@@ -29,19 +27,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 ROWS, SHARD_ROWS = 800, 40  # 20 shards of real-model work: long enough to be interrupted mid-job
 SHARDS = ROWS // SHARD_ROWS
-
-
-@pytest.fixture(scope="module")
-def minilm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real MiniLM artifact (a private copy of artifacts/minilm-fp32, else exported for the session)."""
-    shipped = REPO / "artifacts" / "minilm-fp32"
-    try:
-        copy = tmp_path_factory.mktemp("minilm") / "fp32"
-        shutil.copytree(shipped, copy)
-        Artifact.load(copy)  # a copy taken while someone re-exports is refused here
-        return copy
-    except Exception:
-        return Path(request.getfixturevalue("minilm_artifact"))
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +77,14 @@ def assert_every_row_once(out: Path, corpus: Path, artifact: Path) -> None:
 
 
 def test_worker_node_killed_mid_job_still_yields_every_row_once(
-    cluster: Any, minilm: Path, corpus: Path, tmp_path: Path
+    cluster: Any, shipped_minilm: Path, corpus: Path, tmp_path: Path
 ) -> None:
     import ray._private.state as ray_state
 
     out = tmp_path / "out"
-    cfg = JobConfig(str(minilm), str(corpus), str(out), shard_rows=SHARD_ROWS, min_actors=2, progress=False)
+    cfg = JobConfig(
+        str(shipped_minilm), str(corpus), str(out), shard_rows=SHARD_ROWS, min_actors=2, progress=False
+    )
     result: dict[str, Any] = {}
 
     def job() -> None:
@@ -121,7 +108,7 @@ def test_worker_node_killed_mid_job_still_yields_every_row_once(
     assert "error" not in result, result.get("error")
     assert done_at_kill < SHARDS, "the job finished before the node was killed; nothing was tested"
     assert result["summary"]["rows_embedded"] == ROWS
-    assert_every_row_once(out, corpus, minilm)
+    assert_every_row_once(out, corpus, shipped_minilm)
     cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)  # back to three workers for the next test
 
 
@@ -131,10 +118,10 @@ def embed_cli(corpus: Path, out: Path, artifact: Path, address: str) -> list[str
 
 
 def test_driver_killed_mid_job_resumes_without_redoing_finished_shards(
-    cluster: Any, minilm: Path, corpus: Path, tmp_path: Path
+    cluster: Any, shipped_minilm: Path, corpus: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    cmd = embed_cli(corpus, out, minilm, cluster.address)
+    cmd = embed_cli(corpus, out, shipped_minilm, cluster.address)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     first = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -156,7 +143,7 @@ def test_driver_killed_mid_job_resumes_without_redoing_finished_shards(
     assert summary["rows_embedded"] == ROWS
     journal = committed_shards(out)
     assert set(committed) <= set(journal) and len(journal) == SHARDS
-    assert_every_row_once(out, corpus, minilm)
+    assert_every_row_once(out, corpus, shipped_minilm)
 
     third = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert third.returncode == 0 and third.stdout.startswith("nothing to do:"), third.stderr[-2000:]

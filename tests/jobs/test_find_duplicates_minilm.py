@@ -8,7 +8,6 @@ search must find the pairs an exact all-pairs comparison finds (recall against b
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,25 +26,15 @@ ROWS = 800
 LOCAL_RAY = {"log_to_driver": False}  # the conftest fixture's settings
 
 
-@pytest.fixture(scope="module")
-def minilm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    shipped = REPO / "artifacts" / "minilm-fp32"
-    if (shipped / "manifest.json").is_file():
-        copy = tmp_path_factory.mktemp("minilm") / "fp32"
-        shutil.copytree(shipped, copy)
-        return copy
-    return Path(request.getfixturevalue("minilm_artifact"))
-
-
 def test_reported_near_duplicates_are_paraphrases_and_match_brute_force(
-    local_ray: None, minilm: Path, tmp_path: Path
+    local_ray: None, shipped_minilm: Path, tmp_path: Path
 ) -> None:
     table = pq.read_table(REPO / "data" / "sample_qa.parquet").slice(0, ROWS)
     corpus = tmp_path / "corpus.parquet"
     pq.write_table(table, corpus)
     ids = table.column("id").to_pylist()
     questions = table.column("question").to_pylist()
-    vectors = Encoder.load(minilm, threads=2).encode(questions)
+    vectors = Encoder.load(shipped_minilm, threads=2).encode(questions)
     emb = tmp_path / "emb"
     write_embeddings_parquet(emb / "part-00000.parquet", ids, vectors, fingerprint="sha256:minilm-test")
 
