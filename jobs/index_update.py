@@ -70,12 +70,7 @@ class RowDiff:
 
     def counts(self) -> dict[str, int]:
         """Row counts for the manifest and the output line."""
-        return {
-            "rows_added": self.added,
-            "rows_changed": self.changed,
-            "rows_removed": self.removed,
-            "rows_unchanged": self.unchanged,
-        }
+        return {f"rows_{kind}": getattr(self, kind) for kind in ("added", "changed", "removed", "unchanged")}
 
 
 def diff_rows(old: pa.Table, new_ids: pa.ChunkedArray, new_hashes: np.ndarray) -> RowDiff:
