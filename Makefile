@@ -17,7 +17,7 @@ $(VENV_STAMP): pyproject.toml
 install: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
-	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q tests $(PYTEST_ARGS)
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q --durations=15 tests $(PYTEST_ARGS)
 
 test-fast: $(VENV_STAMP)
 	$(PY) -m pytest -q -m "not slow and not ray" tests
