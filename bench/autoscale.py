@@ -42,6 +42,7 @@ import requests
 from ray import serve
 
 from bench.machine import read_cpuinfo
+from jobs.layout import SUMMARY_FILE
 from testkit.ray_cluster import fake_cluster, node_kind, object_store_by_node
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ APP_NAME = "autoscale"
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Ray Data pool sizes for the bulk phase (why: see docs/cluster.md)."""
+    """Ray Data pool sizes for the bulk phase (why: docs/operations.md#autoscaling-shown-on-one-machine)."""
 
     rows: int = 6000
     # More actors than one node's CPUs: the pool can only reach max_actors by adding nodes.
@@ -248,7 +249,7 @@ class RealWorkload:
         if proc.returncode != 0:
             raise RuntimeError(f"embed_corpus failed:\n{proc.stderr[-3000:]}")
         got = read_ids(out)
-        summary_path = out / "_SUMMARY.json"
+        summary_path = out / SUMMARY_FILE
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         if str(summary.get("artifact", "")).startswith(str(REPO)):  # no machine path in the JSON
             summary["artifact"] = os.path.relpath(summary["artifact"], REPO)
@@ -416,7 +417,8 @@ def data_phase(rec: Recorder, workload: Workload, data: DataSettings, workdir: P
     end = rec.events[-1]["t"]
     gone = rec.wait_until(lambda s: s["nodes"]["cpu"] == 0, timeout=180)
     rec.event("data: worker nodes removed" if gone else "data: timed out waiting for scale-down")
-    # A CPU-only job must never start a GPU node (GPU types offer CPU 0: docs/cluster.md).
+    # A CPU-only job must never start a GPU node (GPU types offer CPU 0:
+    # docs/operations.md#autoscaling-shown-on-one-machine).
     gpu_during_job = max(s["nodes"]["gpu"] for s in rec.samples)
     return {
         "settings": asdict(data),
@@ -522,7 +524,8 @@ def serve_phase(rec: Recorder, workload: Workload, settings: ServeSettings) -> d
         "max_replicas_reached_after_s": round(reached - t_load, 1) if reached else None,
         "replicas_back_to_min_after_load_off_s": round(at_min - t_off, 1) if at_min else None,
         "object_store_when_replicas_at_min": pinned,
-        # The defect this tracks: freed GPU nodes kept alive by objects (docs/cluster.md).
+        # The defect this tracks: freed GPU nodes kept alive by objects
+        # (docs/operations.md#autoscaling-shown-on-one-machine).
         "freed_gpu_nodes_removed_after_replicas_at_min_s": (
             round(down - at_min, 1) if down and at_min else None
         ),

@@ -54,12 +54,13 @@ from jobs.corpus import (
     plan_shards,
     resolve_columns,
 )
-from jobs.embed_output import QUARANTINE_DIR, part_name, remove_temp_files
+from jobs.embed_output import remove_temp_files
 from jobs.embeddings_io import RESERVED_COLUMNS
 from jobs.gpu_capacity import actor_bundle, gpu_capacity
 from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
+from jobs.layout import QUARANTINE_DIR, RUN_FILE, SUMMARY_FILE, is_part_file, part_name
 from jobs.records import from_record
-from jobs.run_state import LEASE_TTL_SECONDS, RUN_FILE, SUMMARY_FILE, Lease, RunState, ShardStats
+from jobs.run_state import LEASE_TTL_SECONDS, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 
 
@@ -495,7 +496,7 @@ def verify_output(state: RunState) -> None:
     found = {
         f.base_name: storage.parquet_file(storage.located(state.output, f.path)).metadata.num_rows
         for f in storage.list_files(state.output, recursive=False)
-        if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
+        if is_part_file(f.base_name)
     }
     if found != expected:
         extra = sorted(set(found) - set(expected))[:5]
@@ -511,7 +512,7 @@ def changes_since(previous: PreviousRun, state: RunState) -> dict[str, Any]:
     files = [
         storage.located(state.output, f.path).uri
         for f in storage.list_files(state.output, recursive=False)
-        if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
+        if is_part_file(f.base_name)
     ]
     current, _ = read_ids_and_keys(files, f"output {state.output}")
     return {"previous": previous.location.uri, "previous_rows": previous.rows, **previous.diff(current)}

@@ -13,16 +13,11 @@ import pyarrow as pa
 
 import storage
 from jobs.embeddings_io import embeddings_table
+from jobs.layout import QUARANTINE_DIR, part_name
 
-__all__ = ["embeddings_table", "part_name", "remove_temp_files", "write_shard_outputs"]
+__all__ = ["embeddings_table", "remove_temp_files", "write_shard_outputs"]
 
-QUARANTINE_DIR = "quarantine"
 TMP_SUFFIX = ".tmp"
-
-
-def part_name(shard_id: str) -> str:
-    """File name of a shard's output, the same in the output and quarantine directories."""
-    return f"part-{shard_id}.parquet"
 
 
 def write_shard_outputs(

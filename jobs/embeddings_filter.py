@@ -22,6 +22,7 @@ from embedder.errors import InvalidInput
 from index.filter_columns import Kind, column_kind, filter_table
 from index.filters import Filter, evaluate, parse_filter
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings, write_embeddings_parquet
+from jobs.layout import part_name
 
 
 def parse_cli_filter(text: str | None) -> dict[str, Any] | None:
@@ -84,7 +85,7 @@ def write_filtered(embeddings: str, spec: dict[str, Any], out: Path) -> tuple[st
         table = pa.concat_tables(tables)
         columns = {name: table.column(name).to_pylist() for name in info.passthrough}
         write_embeddings_parquet(
-            out / f"part-{i:05d}.parquet",
+            out / part_name(f"{i:05d}"),
             table.column("id").to_pylist(),
             np.concatenate(vectors),
             columns,

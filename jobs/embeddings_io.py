@@ -17,6 +17,7 @@ import pyarrow as pa
 
 import storage
 from embedder.errors import IndexInvalid, ModelMismatch
+from jobs.layout import PART_GLOB
 
 FINGERPRINT_KEY = b"qm.fingerprint"
 DIMENSION_KEY = b"qm.dimension"
@@ -140,10 +141,10 @@ def embedding_files(directory: str | os.PathLike[str]) -> list[str]:
     files = [
         storage.located(root, f.path).uri
         for f in storage.list_files(root, recursive=False)
-        if fnmatch.fnmatchcase(f.base_name, "part-*.parquet")
+        if fnmatch.fnmatchcase(f.base_name, PART_GLOB)
     ]
     if not files:
-        raise IndexInvalid(f"no embeddings files (part-*.parquet) in {root}")
+        raise IndexInvalid(f"no embeddings files ({PART_GLOB}) in {root}")
     return files
 
 

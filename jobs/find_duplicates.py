@@ -58,10 +58,7 @@ from jobs.dedup import (
 from jobs.embed_corpus import embedder_cause
 from jobs.embeddings_filter import parse_cli_filter, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
-
-PAIRS_FILE = "pairs.parquet"
-GROUPS_FILE = "groups.parquet"
-SUMMARY_FILE = "_SUMMARY.json"
+from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ import pyarrow.compute as pc
 
 import storage
 from embedder.errors import EmbedderError, ModelMismatch
-from jobs.embed_output import part_name
 from jobs.embeddings_io import (
     EMBEDDING,
     HASH_BYTES,
@@ -43,7 +42,8 @@ from jobs.embeddings_io import (
     inspect_embeddings,
     to_matrix,
 )
-from jobs.run_state import RUN_FILE, SUMMARY_FILE, live_lease, read_markers
+from jobs.layout import RUN_FILE, SUMMARY_FILE, is_part_file, part_name
+from jobs.run_state import live_lease, read_markers
 
 KEY_DTYPE = f"S{HASH_BYTES}"
 
@@ -278,7 +278,7 @@ def open_previous(
     listed = {
         f.base_name: storage.located(loc, f.path).uri
         for f in storage.list_files(loc, recursive=False)
-        if f.base_name.startswith("part-") and f.base_name.endswith(".parquet")
+        if is_part_file(f.base_name)
     }
     if set(listed) != set(expected):
         raise PreviousRunError(

@@ -35,6 +35,7 @@ from jobs.embeddings_io import (
     inspect_embeddings,
     read_embeddings,
 )
+from jobs.layout import SUMMARY_FILE
 
 K = 10  # recall@10 is what the manifest records
 
@@ -289,7 +290,7 @@ def _add_local(
 
 
 def _source_summary(embeddings: str | Path) -> dict | None:
-    path = storage.resolve(embeddings).child("_SUMMARY.json")
+    path = storage.resolve(embeddings).child(SUMMARY_FILE)
     if not storage.is_file(path):
         return None
     summary: dict = storage.read_json(path)

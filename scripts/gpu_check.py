@@ -51,6 +51,7 @@ from bench.gpu_smi import (  # noqa: E402
     query_gpus,
     summarize_utilization,
 )
+from jobs.layout import SUMMARY_FILE  # noqa: E402
 
 BUDGET_S = 300.0
 STEPS = ("placement", "probe_cosine", "bulk_job", "serve", "gpu_tests")
@@ -211,7 +212,7 @@ def step_bulk_job(artifact: Path, work: Path, rows: int, gpus: int, budget: Budg
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         raise RuntimeError(f"jobs.embed_corpus exit {done.returncode}: {' | '.join(tail)}")
-    summary = json.loads((output / "_SUMMARY.json").read_text(encoding="utf-8"))
+    summary = json.loads((output / SUMMARY_FILE).read_text(encoding="utf-8"))
     return {
         "command": " ".join(cmd[1:]),
         "rows": rows,
