@@ -15,17 +15,26 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import storage
+from embedder.config import from_mapping
 from embedder.errors import EmbedderError
 
-CACHE_ENV = "QM_CACHE_DIR"
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Where this node keeps its copies (QM_CACHE_DIR)."""
+
+    # A local directory with room for the artifacts and live index versions; "" : ~/.cache/qmatch.
+    dir: str = ""
 
 
 def cache_root() -> Path:
-    """QM_CACHE_DIR, else ~/.cache/qmatch."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "qmatch")
+    """QM_CACHE_DIR (read through the config system on every call: tests and nodes set it late)."""
+    configured = from_mapping(CacheConfig, None, "QM_CACHE_").dir
+    return Path(configured) if configured else Path.home() / ".cache" / "qmatch"
 
 
 def safe_key(text: str) -> str:
