@@ -108,3 +108,32 @@ def test_no_import_cycles_between_project_modules() -> None:
         if start not in state:
             visit(start, [start])
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+RUNTIME = ("embedder", "index", "storage", "service", "jobs", "deployments")
+# The one reader of the environment: from_mapping, whose errors name the variable that was wrong.
+ENVIRONMENT_READER = "embedder.config"
+
+
+def reads_environment(path: Path) -> list[int]:
+    """Lines that read os.environ / os.getenv (a write such as `os.environ[k] = v` counts too)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return sorted(
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("environ", "getenv")
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+    )
+
+
+def test_settings_come_from_the_environment_only_through_the_config_system() -> None:
+    bad = [
+        f"{name}:{line}"
+        for name, path in modules().items()
+        if name.split(".")[0] in RUNTIME and name != ENVIRONMENT_READER
+        for line in reads_environment(path)
+    ]
+    assert not bad, "read os.environ through embedder.config.from_mapping instead: " + ", ".join(bad)
+    assert reads_environment(modules()[ENVIRONMENT_READER])  # the rule would pass vacuously otherwise
