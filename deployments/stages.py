@@ -83,7 +83,8 @@ class GraphStages(_Search):
         Not by reference (handing Pooling the Backbone's DeploymentResponse): in Ray 2.60 the
         objects passed that way stayed referenced after the request, pinned in the Backbone
         node's object store, and a node holding objects is never removed, so scaled-down GPU
-        nodes stayed up (docs/cluster.md; bench/results/autoscale.json shows them go now).
+        nodes stayed up (docs/operations.md#autoscaling-shown-on-one-machine;
+        bench/results/autoscale.json shows them go now).
         The extra hop costs one copy of the hidden states (~1.5 KB per token).
         """
         hidden: HiddenPack = await self.backbone.remote(pack)

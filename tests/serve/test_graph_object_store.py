@@ -5,8 +5,9 @@ made them (a GPU node on a real cluster). Ray never removes a node that holds pr
 copies; when the graph handed Pooling the Backbone's DeploymentResponse by reference, some of
 them stayed referenced after their requests (911 KB in 6 objects after 40 requests, measured
 with the setup below), so a GPU node freed by a Backbone scale-down was never given back
-(docs/cluster.md). Passing them by value through the ingress leaves one ~118 KB object there:
-the Serve controller's handle on the replica's start-up result, released with the replica.
+(docs/operations.md#autoscaling-shown-on-one-machine). Passing them by value through the
+ingress leaves one ~118 KB object there: the Serve controller's handle on the replica's start-up
+result, released with the replica.
 
 A real two-node Ray cluster: a head with the driver, Serve's controller, proxy and the light
 stages, and a second node that only the Backbone can use (custom resource `gpu_worker`).
