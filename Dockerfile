@@ -76,5 +76,5 @@ RUN pip install --no-cache-dir . \
     && python -c "import deployments.app, jobs.embed_corpus, jobs.build_index, storage"
 
 # Serve HTTP (the only port meant for clients). Ray's own ports (6379, 8265, 10001, ...) are
-# for the cluster's pods and the KubeRay operator only; see k8s/ and README "On a real cluster".
+# for the cluster's pods and the KubeRay operator only; see k8s/ and docs/operations.md, "On a real cluster".
 EXPOSE 8000

@@ -260,8 +260,9 @@ class RealWorkload:
         from deployments.app import build_app  # only present once the Serve app has landed
 
         scale: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": 1}
-        # One Backbone per (fake) GPU node, in the graph topology a GPU deployment gets (the
-        # fake GPUs run the CPU provider, so it is named, not inferred from num_gpus). GPU nodes
+        # One Backbone per (fake) GPU node, in the graph topology (a real GPU deployment gets
+        # `fused`; this measurement predates that default and keeps its layout to stay comparable;
+        # the fake GPUs run the CPU provider, so the topology is named, not inferred). GPU nodes
         # offer no logical CPU, so the light stages (Ingress, Tokenizer, Pooling) go to CPU
         # nodes, as on the real cluster.
         actor = {"num_cpus": 0, "resources": {"gpu_worker": 1}}
