@@ -339,8 +339,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["summary"] = summarise(results["apps"], results["load"])
     out = args.out or ("bench/results/serve-haproxy.json" if args.haproxy else "bench/results/serve.json")
     write_report(out, results)
+    plot(results, Path(out).with_suffix(".png"))
     print(json.dumps(results["summary"], indent=2))
     return 0
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """texts/s per client count (median of rounds, min-max bars) and single /match p50, per app."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rate, latency) = plt.subplots(1, 2, figsize=(11, 3.8))
+    apps = results["apps"]
+    for name, entry in apps.items():
+        levels = [row["concurrency"] for row in entry["rounds"][0]["app"]["embeddings"]]
+        per_level = [
+            [r["app"]["embeddings"][i]["req_per_s"] for r in entry["rounds"]] for i in range(len(levels))
+        ]
+        mid = [statistics.median(v) for v in per_level]
+        err = [[m - min(v) for m, v in zip(mid, per_level, strict=True)],
+               [max(v) - m for m, v in zip(mid, per_level, strict=True)]]  # fmt: skip
+        rate.errorbar(levels, mid, yerr=err, marker="o", capsize=3, label=name)
+    baselines = [r["baseline"]["texts_per_s"] for e in apps.values() for r in e["rounds"]]
+    if baselines:
+        rate.axhline(statistics.median(baselines), color="grey", ls=":", label="in-process encode")
+    rate.set_xscale("log", base=2)
+    rate.set_xlabel("concurrent clients (1 text per request)")
+    rate.set_ylabel("texts/s (median of rounds)")
+    rate.legend(fontsize=8)
+    names = list(apps)
+    p50 = [statistics.median(r["app"]["match_single"]["p50_ms"] for r in apps[n]["rounds"]) for n in names]
+    latency.barh(names, p50, color="tab:blue")
+    for y, v in enumerate(p50):
+        latency.text(v, y, f" {v:.1f} ms", va="center")
+    latency.set_xlabel("/match p50, one client (ms, median of rounds)")
+    fig.suptitle(
+        f"bench.serve, {results['config']['http_ingress']}, {results['config']['rounds']} rounds", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
