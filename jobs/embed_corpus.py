@@ -59,6 +59,7 @@ from jobs.embeddings_io import RESERVED_COLUMNS
 from jobs.gpu_capacity import actor_bundle, gpu_capacity
 from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
 from jobs.layout import QUARANTINE_DIR, RUN_FILE, SUMMARY_FILE, is_part_file, part_name
+from jobs.ray_errors import embedder_cause
 from jobs.records import from_record
 from jobs.run_state import LEASE_TTL_SECONDS, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
@@ -463,22 +464,6 @@ def _stream_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: L
             f"{failures[0]}{more}; the {len(prep.state.done)} finished shards are kept: rerun the same "
             "command to resume once the cause is fixed"
         )
-
-
-def embedder_cause(exc: BaseException) -> EmbedderError | None:
-    """The project error a remote failure carries (Ray wraps it in task / user-code exceptions)."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        cause = getattr(current, "cause", None)  # ray.exceptions.RayTaskError keeps the original here
-        if isinstance(current, EmbedderError) and not isinstance(current, ray.exceptions.RayError):
-            return current
-        stack.extend([cause, current.__cause__, current.__context__])
-    return None
 
 
 def stats_from_row(row: dict[str, Any]) -> ShardStats:

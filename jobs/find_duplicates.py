@@ -55,10 +55,10 @@ from jobs.dedup import (
     near_pairs,
     unit_rows,
 )
-from jobs.embed_corpus import embedder_cause
 from jobs.embeddings_filter import parse_cli_filter, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
 from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
+from jobs.ray_errors import embedder_cause
 
 
 @dataclass(frozen=True)
