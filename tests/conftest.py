@@ -90,6 +90,14 @@ def minilm_fused_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFac
     return out
 
 
+@pytest.fixture()
+def input_dir(tmp_path: Path) -> Path:
+    """An empty folder for a job's input files (tmp_path / "in")."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return folder
+
+
 @pytest.fixture(scope="module")
 def local_ray(request: pytest.FixtureRequest) -> Iterator[str]:
     """A local Ray for the module (run inside loopback-only on the shared machine); yields its address.

@@ -21,6 +21,8 @@ from jobs.embed_corpus import JobConfig, main, run
 from testkit.ray_cluster import start_local_ray
 from testkit.waiting import wait_until
 
+pytestmark = pytest.mark.ray
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "cluster" / "autoscale-local.yaml"
 ROWS, SHARD_ROWS = 600, 50
@@ -33,29 +35,27 @@ def alive_gpu_nodes() -> list[dict[str, Any]]:
 
 
 def corpus(directory: Path) -> list[int]:
-    """Three files of sample questions with ids 0..ROWS-1."""
+    """Three files of sample questions with ids 0..ROWS-1, written into `directory`."""
     t = pq.read_table(REPO / "data" / "sample_qa.parquet").slice(0, ROWS).select(["question"])
     t = t.append_column("id", pa.array(range(ROWS), pa.int64()))
-    directory.mkdir(parents=True)
     third = ROWS // 3
     for i in range(3):
         pq.write_table(t.slice(i * third, third), directory / f"qa-{i}.parquet")
     return list(range(ROWS))
 
 
-@pytest.mark.ray
 def test_gpu_job_on_a_cluster_without_autoscaler_fails_fast_with_the_fix(
-    tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_artifact: Path, input_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("ray")
-    corpus(tmp_path / "in")
+    corpus(input_dir)
     with start_local_ray(object_store_mb=100):
         started = time.monotonic()
         args = [
             "--artifact",
             str(tiny_artifact),
             "--input",
-            str(tmp_path / "in"),
+            str(input_dir),
             "--output",
             str(tmp_path / "out"),
         ]
@@ -81,19 +81,22 @@ def fake_autoscaling_cluster() -> Iterator[None]:
         yield
 
 
-@pytest.mark.ray
 @pytest.mark.slow
 def test_gpu_job_starts_gpu_nodes_runs_its_actors_there_and_they_go_after_idle(
-    fake_autoscaling_cluster: None, tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake_autoscaling_cluster: None,
+    tiny_artifact: Path,
+    input_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import ray
 
-    ids = corpus(tmp_path / "in")
+    ids = corpus(input_dir)
     assert alive_gpu_nodes() == []  # the GPU type is at min_workers 0: nothing to run on yet
     out = tmp_path / "out"
     cfg = JobConfig(
         artifact=str(tiny_artifact),
-        input=str(tmp_path / "in"),
+        input=str(input_dir),
         output=str(out),
         device="gpu",
         providers=("cpu",),

@@ -33,14 +33,14 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 
 
 def corpus_with_bad_rows(directory: Path) -> dict[int, str]:
-    """Two files (400 rows) from the sample with bad rows planted; returns {id: expected reason}."""
+    """Two files (400 rows) from the sample with bad rows planted, written into `directory`; returns
+    {id: expected reason}."""
     t = pq.read_table(SAMPLE).slice(0, 400)
     q, ids = t.column("question").to_pylist(), t.column("id").to_pylist()
     q[3], q[57], q[120] = None, "", " \t\n"
     ids[300] = ids[10]  # the second file repeats an id of the first
     ids[200] = None
     t = t.set_column(0, "id", pa.array(ids, pa.int64())).set_column(1, "question", pa.array(q, pa.string()))
-    directory.mkdir(parents=True)
     pq.write_table(t.slice(0, 250), directory / "a.parquet", row_group_size=50)
     pq.write_table(t.slice(250), directory / "b.parquet", row_group_size=50)
     return {3: "null text", 57: "empty or whitespace-only text", 120: "empty or whitespace-only text"}
@@ -53,13 +53,13 @@ def read_output(out: Path) -> pa.Table:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
-    local_ray: None, tiny_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    local_ray: None, tiny_artifact: Path, input_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    reasons = corpus_with_bad_rows(tmp_path / "in")
+    reasons = corpus_with_bad_rows(input_dir)
     out = tmp_path / "out"
     cfg = JobConfig(
         artifact=str(tiny_artifact),
-        input=str(tmp_path / "in"),
+        input=str(input_dir),
         output=str(out),
         keep_columns=("answer", "category"),
         shard_rows=64,
@@ -67,7 +67,7 @@ def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
     )
     summary = run(cfg)
 
-    source = pq.read_table(tmp_path / "in")
+    source = pq.read_table(input_dir)
     by_position = source.to_pylist()
     good_positions = [i for i, r in enumerate(by_position) if i not in reasons and i not in (200, 300)]
     got = read_output(out)
@@ -121,15 +121,17 @@ def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
 @pytest.mark.ray
 @pytest.mark.slow
 def test_too_long_null_and_blank_rows_go_to_quarantine(
-    local_ray: None, tiny_artifact: Path, tmp_path: Path
+    local_ray: None, tiny_artifact: Path, input_dir: Path, tmp_path: Path
 ) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
     long_text = "how do i reset my password " * 20
-    pq.write_table(pa.table({"question": ["what is the capital of france", long_text]}), src / "a.parquet")
-    pq.write_table(pa.table({"question": pa.array([None, "  "], pa.string())}), src / "b.parquet")
+    pq.write_table(
+        pa.table({"question": ["what is the capital of france", long_text]}), input_dir / "a.parquet"
+    )
+    pq.write_table(pa.table({"question": pa.array([None, "  "], pa.string())}), input_dir / "b.parquet")
     out = tmp_path / "out"
-    summary = run(JobConfig(str(tiny_artifact), str(src), str(out), too_long="quarantine", progress=False))
+    summary = run(
+        JobConfig(str(tiny_artifact), str(input_dir), str(out), too_long="quarantine", progress=False)
+    )
     assert (summary["rows_read"], summary["rows_embedded"], summary["rows_quarantined"]) == (4, 1, 3)
     assert summary["rows_truncated"] == 0
     got = read_output(out)

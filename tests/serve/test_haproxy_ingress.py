@@ -8,7 +8,6 @@ that the inline topology answers the same contract through it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,11 @@ import pytest
 import requests
 
 from embedder import Encoder
+from testkit.net import http_ok
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.s3_server import patched_env
 from testkit.serve_index import publish_index
+from testkit.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -38,15 +39,7 @@ def haproxy_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -
     with patched_env(haproxy), start_local_ray(log_to_driver=False), serve_on_loopback() as url:
         app = build_app({"artifact": str(tiny_artifact), "index": str(root), "session": {"threads": 1}})
         serve.run(app, name="haproxy", route_prefix="/", blocking=False)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(url + "/ready", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass  # HAProxy not listening yet
-            assert time.monotonic() < deadline, "not ready through HAProxy within 120 s"
-            time.sleep(0.5)
+        wait_until(lambda: http_ok(url + "/ready"), timeout=120, what="/ready through HAProxy", interval=0.5)
         yield url
 
 

@@ -5,9 +5,7 @@ get exactly the vectors embedder.Encoder computes locally."""
 from __future__ import annotations
 
 import random
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,8 @@ from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
 from service.inprocess import InProcessStages
+from testkit.net import free_port, http_ok
+from testkit.waiting import wait_until
 
 KEY = "k"
 TEXTS = [
@@ -46,12 +46,6 @@ class Served:
     request_sizes: list[int]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def encoder(tiny_artifact: Path) -> Encoder:
     return Encoder.load(tiny_artifact)
@@ -70,24 +64,21 @@ def served(tiny_artifact: Path) -> Iterator[Served]:
         return await embed(inputs, *args, **kwargs)
 
     service.embed = recording_embed  # type: ignore[method-assign]
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("the test server stopped before it answered")
+        return http_ok(url + "/health", timeout=1)
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
+        wait_until(answering, timeout=20, what="the test server's /health", interval=0.05)
         yield Served(url, stages.model.name, sizes)
     finally:
         server.should_exit = True

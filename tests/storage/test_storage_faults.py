@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -176,26 +177,25 @@ def corrupt_second_row_group(path: Path) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_corrupt_data_pages_stop_the_job_naming_the_file_and_a_rerun_resumes(
-    local_ray: str, tiny_artifact: Path, tmp_path: Path
+    local_ray: str, tiny_artifact: Path, input_dir: Path, tmp_path: Path
 ) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
+    data = input_dir / "a.parquet"
     questions = [f"how do I change setting number {i} in my account" for i in range(300)]
     table = pa.table({"id": pa.array(range(300), pa.int64()), "question": questions})
-    pq.write_table(table, src / "a.parquet", row_group_size=100, compression="snappy")
+    pq.write_table(table, data, row_group_size=100, compression="snappy")
     pristine = tmp_path / "a.pristine.parquet"
-    shutil.copy2(src / "a.parquet", pristine)
-    corrupt_second_row_group(src / "a.parquet")
-    os.utime(src / "a.parquet", ns=(pristine.stat().st_atime_ns, pristine.stat().st_mtime_ns))
+    shutil.copy2(data, pristine)
+    corrupt_second_row_group(data)
+    os.utime(data, ns=(pristine.stat().st_atime_ns, pristine.stat().st_mtime_ns))
     out = tmp_path / "out"
-    args = job_args(tiny_artifact, src, out)
+    args = job_args(tiny_artifact, input_dir, out)
 
     code, _, err = run_job(local_ray, *args)
     assert code == 2
     line = one_clear_line(err)
-    assert str(src / "a.parquet") in line and "rows 100-200" in line, line
+    assert str(data) in line and "rows 100-200" in line, line
 
-    shutil.copy2(pristine, src / "a.parquet")  # restored from backup (`cp -p`): same file identity
+    shutil.copy2(pristine, data)  # restored from backup (`cp -p`): same file identity
     code, out_text, err = run_job(local_ray, *args)
     assert code == 0, err
     assert "resumed:" in out_text
@@ -203,33 +203,40 @@ def test_corrupt_data_pages_stop_the_job_naming_the_file_and_a_rerun_resumes(
     assert sorted(got.column("id").to_pylist()) == list(range(300))
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_full_disk_stops_the_job_with_one_line_and_a_rerun_resumes_once_space_is_back(
-    local_ray: str, tiny_artifact: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "small-disk"
-    out.mkdir()
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (grow it with `mount -o remount,size=...`), unmounted after the test."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
     if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(out)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True
     ).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root in a private mount namespace)")
     try:
-        corpus = tmp_path / "q.parquet"
-        questions = [f"what is the status of order {i} and when does it ship" for i in range(800)]
-        pq.write_table(pa.table({"id": pa.array(range(800), pa.int64()), "question": questions}), corpus)
-        args = job_args(tiny_artifact, corpus, out)
-
-        code, _, err = run_job(local_ray, *args)
-        assert code == 2
-        line = one_clear_line(err)
-        assert "no space left on device" in line and str(out) in line, line
-        assert not list(out.rglob("*.tmp")), "a failed write left a temp file behind"
-
-        subprocess.run(["mount", "-o", "remount,size=8m", str(out)], check=True)
-        code, _, err = run_job(local_ray, *args)
-        assert code == 0, err
-        got = pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet")))
-        assert sorted(got.column("id").to_pylist()) == list(range(800))
+        yield disk
     finally:
-        subprocess.run(["umount", "-l", str(out)], capture_output=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_full_disk_stops_the_job_with_one_line_and_a_rerun_resumes_once_space_is_back(
+    local_ray: str, tiny_artifact: Path, tmp_path: Path, small_disk: Path
+) -> None:
+    out = small_disk
+    corpus = tmp_path / "q.parquet"
+    questions = [f"what is the status of order {i} and when does it ship" for i in range(800)]
+    pq.write_table(pa.table({"id": pa.array(range(800), pa.int64()), "question": questions}), corpus)
+    args = job_args(tiny_artifact, corpus, out)
+
+    code, _, err = run_job(local_ray, *args)
+    assert code == 2
+    line = one_clear_line(err)
+    assert "no space left on device" in line and str(out) in line, line
+    assert not list(out.rglob("*.tmp")), "a failed write left a temp file behind"
+
+    subprocess.run(["mount", "-o", "remount,size=8m", str(out)], check=True)
+    code, _, err = run_job(local_ray, *args)
+    assert code == 0, err
+    got = pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("part-*.parquet")))
+    assert sorted(got.column("id").to_pylist()) == list(range(800))
