@@ -38,8 +38,9 @@ import storage
 from bench.corpus_gen import PREFIXES, groups
 from bench.machine import machine_info
 from bench.peak_memory import PeakMemory
+from jobs.dedup_run import DedupConfig, run
 from jobs.embeddings_io import write_embeddings_parquet
-from jobs.find_duplicates import GROUPS_FILE, DedupConfig, run
+from jobs.layout import GROUPS_FILE
 from testkit.vectors import clustered_vectors
 
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000)

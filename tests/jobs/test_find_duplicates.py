@@ -14,6 +14,7 @@ import storage
 from jobs import find_duplicates as job
 from jobs.embeddings_io import write_embeddings_parquet
 from jobs.index_build import build
+from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
 from testkit.vectors import clustered_vectors
 
 FP = "sha256:dddddddddddddddd"
@@ -82,7 +83,7 @@ def run(argv: list[str]) -> int:
 
 
 def pairs_of(out: Path, kind: str | None = None) -> set[tuple[int, int]]:
-    rows = pq.read_table(out / job.PAIRS_FILE).to_pylist()
+    rows = pq.read_table(out / PAIRS_FILE).to_pylist()
     return {(r["id_a"], r["id_b"]) for r in rows if kind is None or r["kind"] == kind}
 
 
@@ -99,7 +100,7 @@ def test_pairs_and_groups_agree_with_brute_force_and_do_not_depend_on_file_order
     assert "find_duplicates [" not in capsys.readouterr().err  # --no-progress: no step lines
 
     out = tmp_path / "out"
-    summary = json.loads((out / job.SUMMARY_FILE).read_text())
+    summary = json.loads((out / SUMMARY_FILE).read_text())
     truth = corpus.brute_force_pairs()
     assert len(truth) > 500  # enough pairs for the recall to mean something
     recall = len(pairs_of(out) & truth) / len(truth)
@@ -111,14 +112,14 @@ def test_pairs_and_groups_agree_with_brute_force_and_do_not_depend_on_file_order
     assert summary["texts"]["source"] == "corpus" and summary["fingerprint"] == FP
     assert summary["rows"] == N and summary["threshold"] == THRESHOLD and summary["k"] == 20
 
-    table = pq.read_table(out / job.PAIRS_FILE)
+    table = pq.read_table(out / PAIRS_FILE)
     ids_a, ids_b = table.column("id_a").to_pylist(), table.column("id_b").to_pylist()
     assert all(a < b for a, b in zip(ids_a, ids_b, strict=True))
     assert len(set(zip(ids_a, ids_b, strict=True))) == table.num_rows  # each unordered pair once
     assert summary["exact_pairs"] + summary["near_pairs"] == table.num_rows
 
     # Groups are the connected components of the pairs; the representative is the smallest id.
-    groups = pq.read_table(out / job.GROUPS_FILE).to_pylist()
+    groups = pq.read_table(out / GROUPS_FILE).to_pylist()
     member_of = {m: g["group_id"] for g in groups for m in g["member_ids"]}
     assert all(member_of[a] == member_of[b] for a, b in zip(ids_a, ids_b, strict=True))
     assert sum(g["size"] for g in groups) == len(member_of) == summary["rows_in_groups"]
@@ -138,7 +139,7 @@ def test_pairs_and_groups_agree_with_brute_force_and_do_not_depend_on_file_order
     ):
         assert step in err, err
     assert "done in" in err
-    for name in (job.PAIRS_FILE, job.GROUPS_FILE):
+    for name in (PAIRS_FILE, GROUPS_FILE):
         assert pq.read_table(tmp_path / "out2" / name).equals(pq.read_table(out / name))
 
 
@@ -152,7 +153,7 @@ def test_a_matching_index_version_is_used_and_a_mismatching_one_refused(
     out = tmp_path / "out"
     argv = ["--embeddings", str(emb), "--output", str(out), "--index", str(tmp_path / "idx")]
     assert run([*argv, "--shard-rows", "500"]) == 0  # texts from the passthrough column
-    summary = json.loads((out / job.SUMMARY_FILE).read_text())
+    summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["index"]["source"] == "loaded" and summary["index"]["version"] == version
     assert summary["texts"]["source"] == "embeddings"
     truth = corpus.brute_force_pairs()
@@ -174,7 +175,7 @@ def test_a_matching_index_version_is_used_and_a_mismatching_one_refused(
     assert run(argv) == 2
     err = capsys.readouterr().err
     assert "was built from model sha256:eeeeeeeeeeeeeeee" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "out3" / job.SUMMARY_FILE).exists()
+    assert not (tmp_path / "out3" / SUMMARY_FILE).exists()
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def test_everything_on_s3(local_ray: None, corpus: Corpus, tmp_path: Path) -> No
         assert run([*on_disk, *args]) == 0
         summary = storage.read_json("s3://dedup/dups/_SUMMARY.json")
         assert summary["output"] == "s3://dedup/dups" and summary["texts"]["source"] == "corpus"
-        for name in (job.PAIRS_FILE, job.GROUPS_FILE):
+        for name in (PAIRS_FILE, GROUPS_FILE):
             assert storage.read_parquet(f"s3://dedup/dups/{name}").equals(
                 pq.read_table(tmp_path / "out" / name)
             )

@@ -12,6 +12,7 @@ import pytest
 
 from jobs import find_duplicates, threshold
 from jobs.embeddings_io import write_embeddings_parquet
+from jobs.layout import PAIRS_FILE, SUMMARY_FILE
 
 FP = "sha256:eeeeeeeeeeeeeeee"
 N, DIM = 400, 16
@@ -42,11 +43,11 @@ def test_find_duplicates_within_a_category_finds_only_that_categorys_pairs(
     _, category = _corpus(emb)
     argv = ["--embeddings", str(emb), "--output", str(out), "--no-exact", "--no-progress", "--workers", "1"]
     assert find_duplicates.main([*argv, "--filter", '{"category": "billing"}']) == 0
-    pairs = pq.read_table(out / find_duplicates.PAIRS_FILE).to_pylist()
+    pairs = pq.read_table(out / PAIRS_FILE).to_pylist()
     want = {(i, i + 1) for i in range(0, N, 2) if category[i] == "billing"}
     got = {(min(p["id_a"], p["id_b"]), max(p["id_a"], p["id_b"])) for p in pairs}
     assert got == want
-    summary = json.loads((out / find_duplicates.SUMMARY_FILE).read_text())
+    summary = json.loads((out / SUMMARY_FILE).read_text())
     assert (
         summary["filter_selected"] == sum(c == "billing" for c in category)
         and summary["rows_before_filter"] == N

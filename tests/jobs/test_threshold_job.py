@@ -74,7 +74,11 @@ def test_a_target_no_threshold_reaches_exits_1_and_stores_nothing(tmp_path: Path
         ("a,b,label\n0,1,1\n", [], "need text_a, text_b, label"),
         ("id_a,id_b,label\n0,1,2\n", [], "label must be 1"),
         ("id_a,id_b,label\n0,999,1\n", [], "ids not in the embeddings"),
-        ("id_a,id_b,label\n0,1,1\n", ["--target-precision", "0"], "--target-precision 0.0: must be in (0, 1]"),
+        (
+            "id_a,id_b,label\n0,1,1\n",
+            ["--target-precision", "0"],
+            "--target-precision 0.0: must be in (0, 1]",
+        ),
         ("id_a,id_b,label\n0,1,1\n", ["--index", "OTHER"], "does not carry across models"),
         ("id_a,id_b,label\n0,1,1\n", ["--pairs", "missing.parquet"], "not found"),
     ],
