@@ -38,7 +38,7 @@ from bench.load import load_snapshot, warn_if_busy
 from bench.machine import machine_info
 from bench.peak_memory import PeakMemory
 from embedder import Encoder
-from jobs.embed_corpus import JobConfig, run
+from jobs.embed_run import JobConfig, run
 
 RESULTS = Path(__file__).parent / "results"
 FP32: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp32"}  # the job as it was before bf16

@@ -38,7 +38,7 @@ from bench.machine import machine_info
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory
 from jobs import index_build
-from jobs.embed_corpus import JobConfig, run
+from jobs.embed_run import JobConfig, run
 from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
 from jobs.index_update import update
 from testkit.vectors import clustered_vectors

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.embed_corpus import JobConfig, main, run
+from jobs.embed_corpus import main
+from jobs.embed_run import JobConfig, run
 from testkit.ray_cluster import start_local_ray
 from testkit.waiting import wait_until
 

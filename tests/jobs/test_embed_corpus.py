@@ -16,7 +16,8 @@ from embedder import Encoder
 from embedder.config import BatchConfig, FieldValueError, batch_defaults
 from embedder.errors import EmbedderError
 from jobs.corpus import ColumnSpec
-from jobs.embed_corpus import JobConfig, main, map_batches_kwargs, parse_args, prepare, run
+from jobs.embed_corpus import main, parse_args
+from jobs.embed_run import JobConfig, map_batches_kwargs, prepare, run
 from jobs.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
 from jobs.gpu_capacity import (
     NO_STATUS_SECONDS,

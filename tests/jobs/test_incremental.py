@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs.embed_corpus import JobConfig, main, run
+from jobs.embed_corpus import main
+from jobs.embed_run import JobConfig, run
 from jobs.embeddings_io import TEXT_HASH, inspect_embeddings
 from jobs.run_state import Lease, RunConflict
 from testkit.s3_server import S3Server

@@ -148,7 +148,7 @@ def test_export_to_s3_and_a_worker_loads_and_recovers_a_corrupt_cache(
 def test_embed_s3_to_s3_with_a_worker_node_killed_mid_job(
     cluster: HiddenDiskCluster, minilm_uri: str, corpus_uri: str
 ) -> None:
-    from jobs.embed_corpus import JobConfig, run
+    from jobs.embed_run import JobConfig, run
 
     out = f"s3://{BUCKET}/runs/killed-worker"
     cfg = JobConfig(minilm_uri, corpus_uri, out, shard_rows=SHARD_ROWS, min_actors=2, progress=False)
@@ -220,7 +220,7 @@ def test_index_on_s3_and_serve_match_follows_current_in_the_bucket(
     from ray import serve
 
     from deployments.app import build_app
-    from jobs.embed_corpus import JobConfig, run
+    from jobs.embed_run import JobConfig, run
     from jobs.index_build import build
 
     emb = f"s3://{BUCKET}/runs/for-index"

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs.embed_corpus import JobConfig, main, prepare
+from jobs.embed_corpus import main
+from jobs.embed_run import JobConfig, prepare
 from jobs.run_state import LEASE_FILE, RUN_FILE, Lease
 from testkit.s3_server import S3Server, s3_server
 

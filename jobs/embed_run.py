@@ -1,0 +1,542 @@
+"""One embedding run (the command line: jobs/embed_corpus.py; settings: JobConfig).
+
+Streaming over deterministic shards (file, row range): an actor pool whose actors each hold one
+Encoder reads a shard, quarantines bad rows, embeds the rest and writes the shard's part file
+under a name fixed by the shard (one all-or-nothing write); the driver then commits the shard
+with a marker object (jobs/run_state.py). Rerunning the same
+command resumes; a retried shard rewrites the same file, so every good row lands in the output
+exactly once. A lease on the output refuses a second run on it while the first is alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import ray
+from tqdm import tqdm
+
+import storage
+from embedder.artifact import Artifact
+from embedder.config import (
+    BACKENDS,
+    PROVIDERS,
+    RUNTIME_PRECISIONS,
+    BatchConfig,
+    batch_defaults,
+    check_field,
+)
+from embedder.errors import EmbedderError
+from jobs.corpus import (
+    ColumnSpec,
+    Shard,
+    attach_duplicates,
+    auto_shard_rows,
+    discover_inputs,
+    find_duplicate_ids,
+    inspect_inputs,
+    plan_shards,
+    resolve_columns,
+)
+from jobs.embed_output import remove_temp_files
+from jobs.embeddings_io import RESERVED_COLUMNS
+from jobs.gpu_capacity import actor_bundle, gpu_capacity
+from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
+from jobs.layout import QUARANTINE_DIR, RUN_FILE, SUMMARY_FILE, is_part_file, part_name
+from jobs.ray_errors import embedder_cause
+from jobs.records import from_record
+from jobs.run_state import LEASE_TTL_SECONDS, Lease, RunState, ShardStats
+from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Every setting of one embedding run (recorded in _RUN.json and _SUMMARY.json)."""
+
+    artifact: str
+    input: str
+    output: str
+    text_column: str = "question"
+    # None: use an 'id' column when the input has one, else the global row position.
+    id_column: str | None = None
+    keep_columns: tuple[str, ...] = ()
+    device: str = "cpu"  # "cpu" | "gpu"
+    # onnxruntime execution providers of the actors; None = ("cuda",) on gpu, ("cpu",) on cpu.
+    # With device gpu the list must hold "cuda": a CPU session on a reserved GPU would waste it.
+    providers: tuple[str, ...] | None = None
+    # Model runtime and precision (embedder.runtime_choice): None = the nodes' QM_SESSION_BACKEND /
+    # QM_SESSION_PRECISION, else auto (OpenVINO bf16 on CPUs with AMX / AVX-512 BF16 when the
+    # openvino extra is installed, onnxruntime fp32 elsewhere; fp32 on CUDA unless fp16 is asked).
+    backend: str | None = None
+    precision: str | None = None
+    # CUDA TF32 matmuls (faster on Ampere+, ~1e-3 relative; the probe then uses its TF32 floor).
+    cuda_tf32: bool = False
+    # Only for rehearsing GPU scheduling on a fake cluster (tests, cluster/autoscale-local.yaml):
+    # actors reserve GPUs as with device gpu but run the providers given (e.g. cpu), so the
+    # vectors come from the CPU. Never set it for a real run.
+    cpu_stand_in_for_gpu: bool = False
+    # Actor pool bounds; each actor holds one Encoder (one model copy in memory).
+    min_actors: int = 1
+    max_actors: int = 2
+    # Batching per onnxruntime call; None = the device's default (embedder.config.batch_defaults:
+    # cache-sized batches on cpu, large ones that fill the device on gpu).
+    batch_tokens: int | None = None
+    max_batch_size: int | None = None
+    call_overhead_tokens: int | None = None
+    # Shards per UDF call (map_batches batch_size); 0 = 1 on cpu, 4 on gpu. Above 1 an actor
+    # reads and tokenizes the next shard and writes the previous one while the model runs, so a
+    # GPU does not wait for parquet I/O; on cpu those threads would compete with the model's.
+    shards_per_call: int = 0
+    too_long: str = "truncate"  # or "quarantine"
+    # Rows per shard (the unit of retry and resume); 0 = about 8 shards per actor, 256..8192.
+    shard_rows: int = 0
+    # Logical CPU reservation per actor; None = 1 on cpu, 0 on gpu. 1, not 2: an actor taking
+    # every CPU of a 2-CPU node starves Ray Data's other operators and the pipeline deadlocks.
+    # 0 on gpu because GPU node types advertise CPU 0 (cluster.yaml): then no CPU-only work can
+    # ever make the autoscaler start a GPU node, and a GPU actor must not wait for a CPU there.
+    cpus_per_actor: float | None = None
+    # onnxruntime intra-op threads per actor; 0 = the actor's CPU reservation (at least 1).
+    threads_per_actor: int = 0
+    gpus_per_actor: float = 1.0
+    # --device gpu: how long to wait for the autoscaler to bring up GPU nodes for min_actors
+    # actors before giving up (GPU instances often take minutes to boot and set up).
+    gpu_wait_seconds: float = 600.0
+    # A second run on this output is refused while this run's lease is fresher than this (its
+    # heartbeat renews it every ttl/4); a crashed driver's lease expires after it.
+    lease_ttl_seconds: float = LEASE_TTL_SECONDS
+    ray_address: str | None = None  # None: ray.init() default (the running cluster, else a local one)
+    progress: bool = True
+    # An earlier complete output of the same artifact: reuse its vectors for unchanged texts.
+    previous: str | None = None
+
+    def __post_init__(self) -> None:
+        check_field(self, "device", self.device in ("cpu", "gpu"), "must be 'cpu' or 'gpu'")
+        check_field(
+            self, "too_long", self.too_long in TOO_LONG_POLICIES, f"must be one of {TOO_LONG_POLICIES}"
+        )
+        check_field(self, "min_actors", self.min_actors >= 1, "must be >= 1")
+        check_field(
+            self,
+            "max_actors",
+            self.max_actors >= self.min_actors,
+            f"must be >= min_actors ({self.min_actors})",
+        )
+        for name in ("batch_tokens", "max_batch_size"):
+            value = getattr(self, name)
+            check_field(self, name, value is None or value >= 1, "must be >= 1 (or unset: device default)")
+        check_field(
+            self,
+            "call_overhead_tokens",
+            self.call_overhead_tokens is None or self.call_overhead_tokens >= 0,
+            "must be >= 0 (or unset: device default)",
+        )
+        for name in ("shard_rows", "threads_per_actor", "shards_per_call"):
+            check_field(self, name, getattr(self, name) >= 0, "must be >= 0 (0: automatic)")
+        check_field(self, "gpu_wait_seconds", self.gpu_wait_seconds >= 0, "must be >= 0")
+        check_field(self, "lease_ttl_seconds", self.lease_ttl_seconds > 0, "must be > 0")
+        check_field(self, "backend", self.backend in (None, *BACKENDS), f"must be one of {list(BACKENDS)}")
+        check_field(
+            self,
+            "precision",
+            self.precision in (None, *RUNTIME_PRECISIONS),
+            f"must be one of {list(RUNTIME_PRECISIONS)} (int8 is an exported artifact)",
+        )
+        self._check_providers()
+        check_field(self, "gpus_per_actor", self.gpus_per_actor > 0, "must be > 0")
+        if self.cpus_per_actor is not None:
+            ok = self.cpus_per_actor > 0 or (self.device == "gpu" and self.cpus_per_actor == 0)
+            check_field(self, "cpus_per_actor", ok, "must be > 0 (0 allowed with --device gpu)")
+
+    def _check_providers(self) -> None:
+        if self.providers is None:
+            check_field(
+                self,
+                "cpu_stand_in_for_gpu",
+                not self.cpu_stand_in_for_gpu,
+                "needs providers without cuda (e.g. providers=('cpu',)) and device=gpu",
+            )
+            return
+        check_field(self, "providers", len(self.providers) > 0, "must name at least one provider")
+        for name in self.providers:
+            check_field(
+                self,
+                "providers",
+                name in PROVIDERS,
+                f"unknown provider {name!r}; expected some of {PROVIDERS}",
+            )
+        if self.device == "gpu":
+            check_field(
+                self,
+                "providers",
+                "cuda" in self.providers or self.cpu_stand_in_for_gpu,
+                "device=gpu reserves a GPU per actor, but these providers would run the model on the "
+                "CPU; add 'cuda', or use device=cpu (cpu_stand_in_for_gpu=true only rehearses GPU "
+                "scheduling on a fake cluster)",
+            )
+        else:
+            check_field(
+                self,
+                "providers",
+                "cuda" not in self.providers and "tensorrt" not in self.providers,
+                "device=cpu reserves no GPU for the actors; a GPU provider needs device=gpu",
+            )
+            check_field(self, "cpu_stand_in_for_gpu", not self.cpu_stand_in_for_gpu, "only with device=gpu")
+
+    @property
+    def actor_providers(self) -> tuple[str, ...]:
+        """The actors' onnxruntime providers after the device default."""
+        if self.providers is not None:
+            return self.providers
+        return ("cuda",) if self.device == "gpu" else ("cpu",)
+
+    @property
+    def batch(self) -> BatchConfig:
+        """Batching for the actors: the fields given, the device's defaults for the rest."""
+        base = batch_defaults(self.device)
+        return BatchConfig(
+            batch_tokens=self.batch_tokens or base.batch_tokens,
+            max_batch_size=self.max_batch_size or base.max_batch_size,
+            call_overhead_tokens=(
+                base.call_overhead_tokens if self.call_overhead_tokens is None else self.call_overhead_tokens
+            ),
+        )
+
+    @property
+    def shards_in_each_call(self) -> int:
+        """map_batches batch_size after the device default."""
+        return self.shards_per_call or (4 if self.device == "gpu" else 1)
+
+    @property
+    def actor_cpus(self) -> float:
+        """The CPU reservation per actor after the device default."""
+        if self.cpus_per_actor is not None:
+            return self.cpus_per_actor
+        return 0.0 if self.device == "gpu" else 1.0
+
+
+def actor_threads(cfg: JobConfig) -> int:
+    """onnxruntime threads each actor uses."""
+    return cfg.threads_per_actor or max(1, int(cfg.actor_cpus))
+
+
+def map_batches_kwargs(
+    cfg: JobConfig, fingerprint: str, task: ShardTask, reuse: Any = None
+) -> dict[str, Any]:
+    """map_batches arguments for the encode stage: actor pool, resources, providers per device."""
+    gpu = cfg.device == "gpu"
+    kwargs: dict[str, Any] = {
+        "compute": ray.data.ActorPoolStrategy(
+            min_size=cfg.min_actors,
+            max_size=cfg.max_actors,
+            # Two, not the default four: shards take seconds, so a deep queue per actor leaves others
+            # idle at the end of the run; one would keep the pool from ever scaling past min_size
+            # (Ray Data scales up when queued work exceeds 175% of the pool's slots).
+            max_tasks_in_flight_per_actor=2,
+        ),
+        "batch_size": cfg.shards_in_each_call,
+        "batch_format": "numpy",
+        "num_cpus": cfg.actor_cpus,
+        "fn_constructor_kwargs": {
+            "artifact": artifact_ref(cfg.artifact),
+            "fingerprint": fingerprint,
+            "task": task,
+            # A GPU provider that fails to load is an error in the session factory, never a silent CPU run.
+            "providers": cfg.actor_providers,
+            "threads": actor_threads(cfg),
+            "batch": cfg.batch,
+            "reuse": reuse,  # incremental runs: object ref of the ReuseIndex
+            "backend": cfg.backend,
+            "precision": cfg.precision,
+            "cuda_tf32": cfg.cuda_tf32 or None,
+        },
+    }
+    if gpu:
+        kwargs["num_gpus"] = cfg.gpus_per_actor
+    return kwargs
+
+
+class ShardsFailed(EmbedderError):
+    """Some shards met an error (unreadable input, storage fault); the others were committed."""
+
+
+def config_record(cfg: JobConfig) -> dict[str, Any]:
+    """The settings as recorded in _RUN.json / _SUMMARY.json: device defaults resolved to what ran."""
+    record = dataclasses.asdict(cfg)
+    record.update(
+        providers=list(cfg.actor_providers),
+        shards_per_call=cfg.shards_in_each_call,
+        cpus_per_actor=cfg.actor_cpus,
+        **dataclasses.asdict(cfg.batch),
+    )
+    return record
+
+
+def artifact_ref(spec: str) -> str:
+    """How workers name the artifact: a URI as given, a local path made absolute."""
+    return storage.resolve(spec).uri
+
+
+@dataclass
+class Prepared:
+    """What the driver knows before any work: artifact, columns, run state, shards to do."""
+
+    fingerprint: str
+    columns: ColumnSpec
+    state: RunState
+    normalized: bool
+    previous: PreviousRun | None = None
+
+
+def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease | None = None) -> Prepared:
+    """All fail-fast checks (artifact, inputs, columns, output) without Ray, then the run state.
+
+    Nothing is written to the output until every check passed; then the lease is taken (when
+    given) and the run state opened.
+    """
+    output = output or storage.resolve(cfg.output)
+    storage.check_bucket(output)
+    if cfg.too_long not in TOO_LONG_POLICIES:
+        raise EmbedderError(f"--too-long must be one of {TOO_LONG_POLICIES}, got {cfg.too_long!r}")
+    if cfg.device not in ("cpu", "gpu"):
+        raise EmbedderError(f"--device must be cpu or gpu, got {cfg.device!r}")
+    artifact = Artifact.load(cfg.artifact)  # verifies file hashes against the manifest fingerprint
+    files = discover_inputs(cfg.input)
+    columns = resolve_columns(files[0], cfg.text_column, cfg.id_column, cfg.keep_columns)
+    reserved = [c for c in columns.keep if c in RESERVED_COLUMNS]
+    if reserved:
+        raise EmbedderError(f"--keep-columns {reserved} clash with output columns {list(RESERVED_COLUMNS)}")
+    inputs = inspect_inputs(files, columns)
+    previous, previous_identity = None, None
+    if cfg.previous:
+        previous_identity = finished_with(output, cfg.previous)
+        if previous_identity is None:
+            # Checked and read (ids and text hashes only) before anything is written to the output.
+            previous = open_previous(
+                cfg.previous,
+                output,
+                artifact.fingerprint,
+                artifact_ref(cfg.artifact),
+                id_type(files[0], columns),
+                columns.id,
+            )
+            previous_identity = previous.identity()
+    total = sum(f.rows for f in inputs)
+    shards = plan_shards(inputs, cfg.shard_rows or auto_shard_rows(total, cfg.max_actors))
+    run = {
+        "artifact": artifact_ref(cfg.artifact),
+        "fingerprint": artifact.fingerprint,
+        "inputs": [f.signature() for f in inputs],
+        "text_column": columns.text,
+        "id_column": columns.id,
+        "keep_columns": list(columns.keep),
+        "too_long": cfg.too_long,
+        "shards": [dataclasses.asdict(s) for s in shards],
+        "config": config_record(cfg),
+        "previous": previous_identity,
+    }
+    if lease is not None:
+        lease.acquire()  # a second run on this output stops here, before touching anything
+    state = RunState.open(output, run)
+    return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize, previous)
+
+
+def finished_with(output: storage.Location, previous: str) -> dict[str, Any] | None:
+    """The recorded --previous identity when `output` already holds a complete run made from it.
+
+    Rerunning a finished incremental run is a no-op that says so, even after its previous output
+    was deleted (the new output is self-contained); the rest of the identity is still checked.
+    """
+    run_file = output.child(RUN_FILE)
+    if not (storage.is_file(run_file) and storage.is_file(output.child(SUMMARY_FILE))):
+        return None
+    recorded = storage.read_json(run_file).get("previous")
+    if isinstance(recorded, dict) and recorded.get("output") == storage.resolve(previous).uri:
+        return recorded
+    return None
+
+
+def id_type(first_file: str, columns: ColumnSpec) -> str:
+    """The output's id type, as jobs.embeddings_io names it: generated row positions are int64."""
+    if columns.id is None:
+        return "int64"
+    field = storage.parquet_file(first_file).schema_arrow.field(columns.id)
+    return "int64" if pa.types.is_integer(field.type) else "string"
+
+
+def run(cfg: JobConfig) -> dict[str, Any]:
+    """Run (or resume, or confirm) an embedding job; returns the summary dict."""
+    started = time.perf_counter()
+    output = storage.resolve(cfg.output)
+    lease = Lease(output, ttl=cfg.lease_ttl_seconds)
+    try:
+        return _run_leased(cfg, output, lease, started)
+    finally:
+        lease.release()
+
+
+def _run_leased(cfg: JobConfig, output: storage.Location, lease: Lease, started: float) -> dict[str, Any]:
+    prep = prepare(cfg, output, lease)
+    state = prep.state
+    if state.complete:
+        summary: dict[str, Any] = storage.read_json(state.summary_path)
+        summary["already_complete"] = True
+        return summary
+    pending = state.pending
+    resumed = len(pending) < len(state.shards)
+    remove_temp_files(state.output)
+    if pending:
+        if prep.columns.id is not None:
+            # Duplicates are judged over the whole corpus, so resumed shards agree with finished ones.
+            inputs = [str(p[0]) for p in state.run["inputs"]]
+            positions, first = find_duplicate_ids(inspect_inputs(inputs, prep.columns), prep.columns.id)
+            pending = attach_duplicates(pending, positions, first)
+        run_shards(cfg, prep, pending, lease)
+    verify_output(state)
+    ran_now = {s.shard_id for s in pending}
+    summary = make_summary(cfg, state, time.perf_counter() - started, ran_now, resumed)
+    if prep.previous is not None:
+        summary.update(changes_since(prep.previous, state))
+    storage.write_json(state.summary_path, summary)
+    return summary
+
+
+def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease) -> None:
+    """Stream the pending shards through the actor pool, journaling each as it finishes."""
+    if not ray.is_initialized():
+        ray.init(address=cfg.ray_address, include_dashboard=False)
+    if cfg.device == "gpu":
+        # cluster_resources() counts live nodes only: GPU node types at min_workers 0 exist only
+        # once asked for, so ask the autoscaler for the pool's bundles and wait (bounded).
+        bundle = actor_bundle(cfg.gpus_per_actor, cfg.actor_cpus)
+        with gpu_capacity(bundle, cfg.min_actors, cfg.gpu_wait_seconds):
+            _stream_shards(cfg, prep, shards, lease)
+    else:
+        _stream_shards(cfg, prep, shards, lease)
+
+
+def _stream_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
+    task = ShardTask(output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long)
+    # One copy of the lookup in the object store, shared by every actor on a node (24 B/previous row).
+    reuse = ray.put(prep.previous.reuse_index()) if prep.previous is not None else None
+    items = ray.data.from_items([{"spec": shard_to_json(s)} for s in shards], override_num_blocks=len(shards))
+    ds = items.map_batches(EmbedShards, **map_batches_kwargs(cfg, prep.fingerprint, task, reuse))
+    with tqdm(
+        total=sum(s.rows for s in shards), unit="rows", disable=not cfg.progress, file=sys.stderr
+    ) as bar:
+        failures: list[str] = []
+        try:
+            for row in ds.iter_rows():
+                stats = stats_from_row(row)
+                bar.update(stats.rows_read)
+                if row[ERROR_FIELD]:
+                    failures.append(f"shard {stats.shard_id}: {row[ERROR_FIELD]}")
+                    continue  # not committed: a rerun does it again
+                lease.check()  # never commit after another run took the output over
+                prep.state.record(stats)
+        except Exception as exc:
+            # A worker's clear error (unreadable shard, disk full, missing bucket) arrives wrapped
+            # in Ray's task errors; surface the original one line, not the remote traceback.
+            cause = embedder_cause(exc)
+            if cause is None or cause is exc:
+                raise
+            raise cause from None
+    if failures:
+        more = f" (and {len(failures) - 1} more failed shard(s))" if len(failures) > 1 else ""
+        raise ShardsFailed(
+            f"{failures[0]}{more}; the {len(prep.state.done)} finished shards are kept: rerun the same "
+            "command to resume once the cause is fixed"
+        )
+
+
+def stats_from_row(row: dict[str, Any]) -> ShardStats:
+    """A result row (numpy scalars) -> ShardStats with plain Python values."""
+    return from_record(ShardStats, row)
+
+
+def verify_output(state: RunState) -> None:
+    """Every shard done; part files are exactly the shards with embedded rows, with their row counts."""
+    if state.pending:
+        raise EmbedderError(
+            f"{len(state.pending)} shard(s) did not finish: {[s.shard_id for s in state.pending][:5]}"
+        )
+    expected = {part_name(s.shard_id): s.rows_embedded for s in state.done.values() if s.rows_embedded}
+    found = {
+        f.base_name: storage.parquet_file(storage.located(state.output, f.path)).metadata.num_rows
+        for f in storage.list_files(state.output, recursive=False)
+        if is_part_file(f.base_name)
+    }
+    if found != expected:
+        extra = sorted(set(found) - set(expected))[:5]
+        missing = sorted(set(expected) - set(found))[:5]
+        wrong = sorted(n for n in set(found) & set(expected) if found[n] != expected[n])[:5]
+        raise EmbedderError(
+            f"output does not match the journal: extra {extra}, missing {missing}, row counts {wrong}"
+        )
+
+
+def changes_since(previous: PreviousRun, state: RunState) -> dict[str, Any]:
+    """Summary fields of an incremental run: ids removed / changed / added since the previous run."""
+    files = [
+        storage.located(state.output, f.path).uri
+        for f in storage.list_files(state.output, recursive=False)
+        if is_part_file(f.base_name)
+    ]
+    current, _ = read_ids_and_keys(files, f"output {state.output}")
+    return {"previous": previous.location.uri, "previous_rows": previous.rows, **previous.diff(current)}
+
+
+def make_summary(
+    cfg: JobConfig, state: RunState, wall: float, ran_now: set[str], resumed: bool
+) -> dict[str, Any]:
+    """_SUMMARY.json content: totals over all attempts, speed of this attempt."""
+    done = list(state.done.values())
+    ran = [s for s in done if s.shard_id in ran_now]
+    embedded_now = sum(s.rows_embedded for s in ran)
+    reused = sum(s.rows_reused for s in done)
+    return {
+        "rows_read": sum(s.rows_read for s in done),
+        "rows_embedded": sum(s.rows_embedded for s in done),
+        # Of rows_embedded: vectors copied from --previous, and rows that went through the model.
+        "rows_reused": reused,
+        "rows_embedded_new": sum(s.rows_embedded for s in done) - reused,
+        # Set by changes_since for incremental runs (ids compared with the previous output).
+        "previous": None,
+        "previous_rows": None,
+        "rows_removed": None,
+        "rows_changed": None,
+        "rows_added": None,
+        "rows_quarantined": sum(s.rows_quarantined for s in done),
+        "rows_truncated": sum(s.rows_truncated for s in done),
+        "tokens": sum(s.tokens for s in done),
+        "wall_seconds": round(wall, 3),
+        "rows_per_second": round(embedded_now / wall, 1) if wall > 0 else 0.0,
+        "rows_embedded_this_run": embedded_now,
+        "encode_seconds": round(sum(s.encode_seconds for s in ran), 3),
+        "reuse_seconds": round(sum(s.reuse_seconds for s in ran), 3),
+        "shard_seconds": round(sum(s.seconds for s in ran), 3),
+        "shards": len(state.shards),
+        "shards_this_run": len(ran_now),
+        "resumed": resumed,
+        "fingerprint": state.run["fingerprint"],
+        "artifact": state.run["artifact"],
+        "output": state.output.uri,
+        "quarantine": state.output.child(QUARANTINE_DIR).uri,
+        "config": config_record(cfg),
+        # Which backend / precision / CPU units made the vectors, with the shards each made.
+        "runtimes": runtime_counts(done),
+    }
+
+
+def runtime_counts(done: list[ShardStats]) -> dict[str, int]:
+    """Shards per runtime label (more than one when nodes differ, e.g. AMX and AVX2 workers under auto)."""
+    counts: dict[str, int] = {}
+    for s in done:
+        label = s.runtime or "unrecorded"
+        counts[label] = counts.get(label, 0) + 1
+    return dict(sorted(counts.items()))
