@@ -1,7 +1,7 @@
 """GPU utilisation through `nvidia-smi`, sampled while a benchmark runs.
 
 Whether a usable CUDA GPU is here and what it is lives in testkit.cuda_gpu (tests skip
-`gpu`-marked tests with it without importing bench); scripts/gpu_check.py takes both from here.
+`gpu`-marked tests with it without importing bench).
 Parsing is kept apart from running nvidia-smi so it can be tested from sample output on machines
 without a GPU.
 """
@@ -14,17 +14,6 @@ from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
-
-from testkit.cuda_gpu import GpuInfo, cuda_unusable_reason, query_gpus
-
-__all__ = [
-    "GpuInfo",
-    "UtilizationSampler",
-    "cuda_unusable_reason",
-    "parse_utilization",
-    "query_gpus",
-    "summarize_utilization",
-]
 
 UTIL_QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
 SAMPLE_MS = 200

@@ -44,14 +44,9 @@ if str(REPO) not in sys.path:  # run as a script: make the project's packages im
     sys.path.insert(0, str(REPO))
 
 from bench.gpu_goals import SERVE_CLIENTS, cpu_serve_reference, evaluate_goals  # noqa: E402
-from bench.gpu_smi import (  # noqa: E402
-    GpuInfo,
-    UtilizationSampler,
-    cuda_unusable_reason,
-    query_gpus,
-    summarize_utilization,
-)
+from bench.gpu_smi import UtilizationSampler, summarize_utilization  # noqa: E402
 from jobs.layout import SUMMARY_FILE  # noqa: E402
+from testkit.cuda_gpu import GpuInfo, cuda_unusable_reason, query_gpus  # noqa: E402
 
 BUDGET_S = 300.0
 STEPS = ("placement", "probe_cosine", "bulk_job", "serve", "gpu_tests")
