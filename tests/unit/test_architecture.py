@@ -7,7 +7,9 @@ Rules (docs/architecture.md draws them):
   tool; testkit holds the helpers tests and bench share);
 - jobs and deployments are adapters: the core, index, storage and service never import them;
 - no cycle between project modules, counting imports inside functions too (a lazy import
-  that hides a cycle is still a cycle).
+  that hides a cycle is still a cycle);
+- no runtime module reads os.environ but embedder.config, so every setting from the environment
+  goes through from_mapping and its named errors.
 """
 
 from __future__ import annotations
