@@ -38,6 +38,8 @@ from ray import serve
 
 from bench.corpus_gen import generate
 from bench.harness import Envelope, median_spread, rotations, write_report
+from testkit.net import http_ok
+from testkit.waiting import wait_until
 
 LEVELS = (1, 4, 16, 32)
 NOOP_DIM = 384
@@ -134,15 +136,7 @@ async def drive(url: str, path: str, bodies: list[dict[str, Any]], concurrency: 
 
 def wait_ready(url: str, timeout: float = 300.0) -> None:
     """Poll /ready until 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/ready", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
+    wait_until(lambda: http_ok(url + "/ready"), timeout, f"{url}/ready to answer 200")
 
 
 class Baseline:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from embedder import Encoder
+from testkit.net import http_ok
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
@@ -37,15 +37,7 @@ def _artifact(request: pytest.FixtureRequest, name: str, fallback: str | None) -
 
 
 def _wait_ready(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        r = requests.get(url + "/ready", timeout=10)
-        if r.status_code == 200:
-            return
-        last = r.text
-        time.sleep(0.5)
-    raise AssertionError(f"service not ready after {timeout}s: {last}")
+    wait_until(lambda: http_ok(url + "/ready"), timeout, f"{url}/ready to answer 200")
 
 
 class Service:
@@ -74,8 +66,7 @@ def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
     from deployments.app import build_app
 
-    artifact = _artifact(request, "minilm-fp32", "minilm_artifact")
-    assert artifact is not None
+    artifact = Path(request.getfixturevalue("shipped_minilm"))
     encoder = Encoder.load(artifact)
     index_root = tmp_path_factory.mktemp("indexes") / "faq"
     index_root.mkdir()

@@ -52,14 +52,10 @@ def cluster(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def minilm_uri(request: pytest.FixtureRequest, s3: S3Server) -> str:
+def minilm_uri(shipped_minilm: Path, s3: S3Server) -> str:
     """The real MiniLM artifact, uploaded to the bucket (manifest last)."""
-    shipped = REPO / "artifacts" / "minilm-fp32"
-    local = (
-        shipped if (shipped / "manifest.json").is_file() else Path(request.getfixturevalue("minilm_artifact"))
-    )
     uri = f"s3://{BUCKET}/artifacts/minilm-fp32"
-    storage.upload_dir(local, uri, last=["manifest.json"])
+    storage.upload_dir(shipped_minilm, uri, last=["manifest.json"])
     return uri
 
 
