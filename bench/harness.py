@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +73,12 @@ def ratios(numerators: Sequence[float], denominators: Sequence[float], digits: i
     return median_spread((n / d for n, d in zip(numerators, denominators, strict=True)), digits)
 
 
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command as run (`python -m <module> <args>`), for the envelope; argv None: sys.argv's."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    return " ".join([f"python -m {module}", *given])
+
+
 class Envelope:
     """The machine and its load around one benchmark run: start() before, finish() after."""
 
@@ -79,6 +86,11 @@ class Envelope:
         self.command = command
         self.start = load_snapshot()
         warn_if_busy(self.start, "start")
+
+    def so_far(self) -> dict[str, Any]:
+        """command, machine and the start load: for a benchmark that writes a partial result before
+        its long last phase (finish() replaces it once the run is over)."""
+        return {"command": self.command, "machine": machine_info(), "load": {"start": self.start}}
 
     def finish(self, own_load: float = 2.0) -> dict[str, Any]:
         """command, machine (CPU flags, matrix units, versions) and load/steal at start and end."""

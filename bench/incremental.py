@@ -1,19 +1,26 @@
 """Incremental embedding and index updates vs full runs, same corpus, same machine, one script.
 
     ../shared/bin/loopback-only .venv/bin/python -m bench.incremental [--rows 20000] [--changed 0.01]
-        [--artifact artifacts/minilm-fp32] [--rounds 2]
+        [--artifact artifacts/minilm-fp32] [--rounds 3]
 
 Day one: `--rows` generated FAQ rows (bench.corpus_gen), embedded in full. Day two: the same rows
 with `--changed` of the texts edited (plus optional `--added` / `--deleted` fractions). Day two
-is then embedded twice per round, in alternating order: a full run, and an incremental run with
---previous day one. Both outputs are compared (same ids, max abs vector difference). Then the
-index, on synthetic clustered vectors with the same edits: day one is built into an IVF index,
-and day two goes in once as `build_index --update` from it and once as a full build.
+is then embedded twice per round, the order rotating each round (bench.harness.run_rounds): a
+full run, and an incremental run with --previous day one. The last round's outputs are compared
+(same ids, max abs vector difference). Then the index, on synthetic clustered vectors with the
+same edits: day one is built into an IVF index, and day two goes in, again alternating for
+`--rounds` rounds, once as `build_index --update` from day one's version and once as a full build.
+
+Wall seconds are reported as median, min and max over the rounds; full / incremental and full
+build / update are per-round ratios (both runs of a round ran back to back), as median and spread
+(bench.harness.ratios); the old keys (`full_over_incremental_median`, `index.full_over_update`)
+hold the medians. The result records the command, the machine and its load and CPU steal at
+start and end (bench.harness.Envelope: `command`, `machine`, `load`).
 
 Without --artifact a tiny random BERT is exported (needs the export extra), so the model's share
 of the work is small and the ratio understates what a real model gains; with a real model the
 full run's time grows with the corpus while the incremental run's model time grows with the edits.
-Writes bench/results/incremental.json with machine info and the load before and after.
+Writes bench/results/incremental.json.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +41,7 @@ import pyarrow.parquet as pq
 import ray
 
 from bench.corpus_gen import write_corpus
-from bench.load import load_snapshot, warn_if_busy
-from bench.machine import machine_info
+from bench.harness import Envelope, command_line, median_spread, ratios, rotations, run_rounds, write_report
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory
 from jobs import index_build
@@ -44,6 +51,7 @@ from jobs.index_update import update
 from testkit.vectors import clustered_vectors
 
 RESULTS = Path(__file__).parent / "results"
+EMBED_RUNS = ("full", "incremental")  # run_rounds order: round 1 runs the full embed first
 
 
 def edit_corpus(
@@ -130,9 +138,10 @@ def export_tiny_artifact(work: Path) -> str:
 
 
 def index_phase(
-    rows: int, changed: float, added: float, deleted: float, dim: int, work: Path
+    rows: int, changed: float, added: float, deleted: float, dim: int, work: Path, rounds: int
 ) -> dict[str, Any]:
-    """IVF index: day two as an --update from day one's version vs a full build of day two.
+    """IVF index: day two as an --update from day one's version vs a full build of day two,
+    alternating for `rounds` rounds (order rotating).
 
     On synthetic clustered vectors (bench.index), not the model's: the tiny model maps the
     generated corpus to a few dozen distinct vectors, where recall only measures tie-breaking.
@@ -157,12 +166,35 @@ def index_phase(
     factory = choose_factory(rows, dim, IndexConfig(), "ivf")
     root, fresh_root = work / "idx", work / "idx-full"
     base = index_build.build(work / "vec-day1", root, factory)
-    t0 = time.perf_counter()
-    updated = update(work / "vec-day2", root)
-    t_update = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    full = index_build.build(work / "vec-day2", fresh_root, factory)
-    t_full = time.perf_counter() - t0
+
+    def run_update(_: int) -> dict[str, Any]:
+        # Every round updates from day one's version (an update publishes day two and flips
+        # CURRENT; pointing it back is one small write, outside the timed call).
+        index_store.set_current(root, base.version)
+        t0 = time.perf_counter()
+        updated = update(work / "vec-day2", root)
+        wall = time.perf_counter() - t0
+        return {
+            "mode": updated.mode,
+            "reason": updated.reason,
+            "counts": updated.counts,
+            "wall_seconds": round(wall, 3),  # ms matter: a small index updates in tens of them
+            "recall_at_10": updated.built.manifest.recall_at_10,
+            "search_params": updated.built.manifest.search_params,
+            "current_flipped": index_store.current_version(root) == updated.built.version,
+        }
+
+    def run_full(_: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        full = index_build.build(work / "vec-day2", fresh_root, factory)
+        wall = time.perf_counter() - t0
+        return {
+            "wall_seconds": round(wall, 3),
+            "recall_at_10": full.manifest.recall_at_10,
+            "search_params": full.manifest.search_params,
+        }
+
+    runs = run_rounds({"update": run_update, "full_build": run_full}, rounds, log=_log)
     return {
         "vectors": f"bench.index.clustered_vectors, dim {dim}",
         "factory": factory,
@@ -171,38 +203,110 @@ def index_phase(
             "recall_at_10": base.manifest.recall_at_10,
             "search_params": base.manifest.search_params,
         },
-        "update": {
-            "mode": updated.mode,
-            "reason": updated.reason,
-            "counts": updated.counts,
-            "wall_seconds": round(t_update, 2),
-            "recall_at_10": updated.built.manifest.recall_at_10,
-            "search_params": updated.built.manifest.search_params,
-            "current_flipped": index_store.current_version(root) == updated.built.version,
-        },
-        "full_build": {
-            "wall_seconds": round(t_full, 2),
-            "recall_at_10": full.manifest.recall_at_10,
-            "search_params": full.manifest.search_params,
-        },
-        "full_over_update": round(t_full / t_update, 2) if t_update > 0 else None,
+        **summarise_index(runs, round_orders(list(runs), rounds)),
     }
 
 
-def main() -> None:
-    """Run both days, both ways, and write the JSON."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _log(line: str) -> None:
+    print(f"[incremental] {line}", flush=True)
+
+
+def round_orders(names: Sequence[str], rounds: int) -> list[list[str]]:
+    """The order the runs went in, per round (what bench.harness.run_rounds does with `names`)."""
+    return [order for _, order in rotations(list(names), rounds)]
+
+
+def summarise_embed(runs: dict[str, list[dict[str, Any]]], orders: list[list[str]]) -> dict[str, Any]:
+    """Day two's embeds over the rounds: each round's pair (the `rounds` list earlier files hold),
+    wall seconds of each kind as median/min/max, and full/incremental per round as median/spread.
+
+    `runs`: run_rounds' result, {"full": [...], "incremental": [...]}, embed() summaries in round order.
+    """
+    full = [r["wall_seconds"] for r in runs["full"]]
+    incremental = [r["wall_seconds"] for r in runs["incremental"]]
+    pairs = [
+        {
+            "order": order,
+            "incremental": i,
+            "full": f,
+            "full_over_incremental": round(f["wall_seconds"] / i["wall_seconds"], 2),
+        }
+        for order, f, i in zip(orders, runs["full"], runs["incremental"], strict=True)
+    ]
+    full_over = ratios(full, incremental)
+    return {
+        "rounds": pairs,
+        "full_wall_seconds": median_spread(full, 2),
+        "incremental_wall_seconds": median_spread(incremental, 2),
+        "full_over_incremental": full_over,
+        # docs/benchmarks.md quotes the incremental run as a share of the full one.
+        "incremental_over_full": ratios(incremental, full),
+        "full_over_incremental_median": full_over["median"],  # the key earlier files and docs read
+    }
+
+
+def summarise_index(runs: dict[str, list[dict[str, Any]]], orders: list[list[str]]) -> dict[str, Any]:
+    """The index phase over the rounds: `update` and `full_build` as earlier files hold them (the
+    first round's details, `wall_seconds` the median over rounds, min/max in `wall_seconds_spread`),
+    `full_over_update` the median per-round ratio (spread beside it) and every round's figures.
+
+    `runs`: run_rounds' result, {"update": [...], "full_build": [...]} in round order.
+    """
+    upd = [r["wall_seconds"] for r in runs["update"]]
+    full = [r["wall_seconds"] for r in runs["full_build"]]
+    ratio = ratios(full, upd, digits=2)
+    upd_spread, full_spread = median_spread(upd), median_spread(full)
+    return {
+        "update": {
+            **runs["update"][0],
+            "wall_seconds": upd_spread["median"],
+            "wall_seconds_spread": upd_spread,
+        },
+        "full_build": {
+            **runs["full_build"][0],
+            "wall_seconds": full_spread["median"],
+            "wall_seconds_spread": full_spread,
+        },
+        "full_over_update": ratio["median"],
+        "full_over_update_spread": ratio,
+        "rounds": [
+            {
+                "order": order,
+                "update": u,
+                "full_build": f,
+                "full_over_update": round(f["wall_seconds"] / u["wall_seconds"], 2),
+            }
+            for order, u, f in zip(orders, runs["update"], runs["full_build"], strict=True)
+        ],
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m bench.incremental", description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--changed", type=float, default=0.01, help="fraction of texts edited on day two")
     p.add_argument("--added", type=float, default=0.0, help="fraction of rows added on day two")
     p.add_argument("--deleted", type=float, default=0.0, help="fraction of rows deleted on day two")
     p.add_argument("--artifact", help="default: a tiny random BERT exported here")
-    p.add_argument("--rounds", type=int, default=2, help="full/incremental pairs, alternating order")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds of full and incremental runs, order rotating"
+    )
     p.add_argument("--index-dim", type=int, default=384, help="dimension of the index phase's vectors")
     p.add_argument("--out", type=Path, default=RESULTS / "incremental.json")
-    a = p.parse_args()
-    results: dict[str, Any] = {"machine": machine_info(), "rows": a.rows, "load_at_start": load_snapshot()}
-    warn_if_busy(results["load_at_start"], "start")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run both days, both ways, in alternating rounds, and write the JSON."""
+    a = parse_args(argv)
+    envelope = Envelope(command_line("bench.incremental", argv))
+    results: dict[str, Any] = {
+        "benchmark": "incremental",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": a.rows,
+        "config": {k: v for k, v in vars(a).items() if k != "out"},
+    }
     with tempfile.TemporaryDirectory(prefix="incremental-") as tmp:
         work = Path(tmp)
         artifact = a.artifact or export_tiny_artifact(work)
@@ -211,21 +315,20 @@ def main() -> None:
         results["edits"] = edit_corpus(work / "day1-in", work / "day2-in", a.changed, a.added, a.deleted, 1)
         ray.init(address="local", num_cpus=2, include_dashboard=False)
         results["day_one_full"] = embed(artifact, work / "day1-in", work / "day1", None)
-        rounds = []
-        for r in range(a.rounds):
-            pair: dict[str, Any] = {}
-            order = ("incremental", "full") if r % 2 == 0 else ("full", "incremental")
-            for kind in order:
+
+        def day_two(kind: str) -> Callable[[int], dict[str, Any]]:
+            def one(r: int) -> dict[str, Any]:
                 out = work / f"day2-{kind}"
-                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(out, ignore_errors=True)  # each round writes afresh; the last is compared
                 previous = work / "day1" if kind == "incremental" else None
-                pair[kind] = embed(artifact, work / "day2-in", out, previous)
-                print(f"[incremental] round {r} {kind}: {json.dumps(pair[kind])}", flush=True)
-            pair["full_over_incremental"] = round(
-                pair["full"]["wall_seconds"] / pair["incremental"]["wall_seconds"], 2
-            )
-            rounds.append(pair)
-        results["rounds"] = rounds
+                summary = embed(artifact, work / "day2-in", out, previous)
+                _log(f"round {r + 1} {kind}: {json.dumps(summary)}")
+                return summary
+
+            return one
+
+        runs = run_rounds({kind: day_two(kind) for kind in EMBED_RUNS}, a.rounds, log=_log)
+        results.update(summarise_embed(runs, round_orders(list(runs), a.rounds)))
         ids_f, vec_f = vectors_by_id(work / "day2-full")
         ids_i, vec_i = vectors_by_id(work / "day2-incremental")
         results["outputs_equal"] = {
@@ -235,21 +338,20 @@ def main() -> None:
             else None,
         }
         ray.shutdown()
-        results["index"] = index_phase(a.rows, a.changed, a.added, a.deleted, a.index_dim, work)
-    results["load_at_end"] = load_snapshot(own_load=2.0)
-    warn_if_busy(results["load_at_end"], "end")
-    results["busy"] = results["load_at_start"]["busy"] or results["load_at_end"]["busy"]
-    ratios = [r["full_over_incremental"] for r in rounds]
-    results["full_over_incremental_median"] = float(np.median(ratios))
+        results["index"] = index_phase(a.rows, a.changed, a.added, a.deleted, a.index_dim, work, a.rounds)
+    # The index phase's FAISS threads kept both cores busy to the end: that load is the run's own.
+    results.update(envelope.finish(own_load=2.0))
+    # docs/benchmarks.md cites this flag: the envelope's busy test, at start or end.
+    results["busy"] = bool(results["load"]["start"]["busy"] or results["load"]["end"]["busy"])
     results["note"] = (
-        "full and incremental runs alternate within each round on the same machine; compare the ratio, "
-        "not absolute seconds" + ("; the machine was busy (shared 2-core VM)" if results["busy"] else "")
+        "full and incremental runs alternate within each round (order rotating) on the same machine; "
+        "*_over_* are per-round ratios, median with min/max; compare the ratio, not absolute seconds"
+        + ("; the machine was busy (shared 2-core VM)" if results["busy"] else "")
     )
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(
-        f"[incremental] wrote {a.out}: full/incremental embed = {ratios}, "
-        f"full build/update = {results['index']['full_over_update']}, "
+    write_report(a.out, results)
+    _log(
+        f"full/incremental embed = {results['full_over_incremental']}, "
+        f"full build/update = {results['index']['full_over_update_spread']}, "
         f"max |diff| = {results['outputs_equal']['max_abs_vector_difference']}"
     )
 

@@ -13,11 +13,20 @@ its RSS growth on loading is the index's memory. Recall@10 is the build's own ga
 The corpus is generated once (250k-row part files) and the smaller sizes hard-link the first
 files, so 1M is a prefix of 3M is a prefix of 10M. Goals (the ten-million issue): build <= 30
 min, index memory <= 4 GiB, recall@10 >= 0.95, single query <= 5 ms.
+
+One build per size and factory, no alternating rounds: the figures are absolute ones checked
+against those goals (a build's minutes, its peak memory, the index's memory, recall), not ratios
+between engines run side by side, and one pass over the curve takes hours (the 10M build alone
+~9 min plus ~15 GiB of corpus streamed twice). The result records the command, the machine and
+its load and CPU steal at start and end (bench.harness.Envelope: `command`, `machine`, `load`);
+`loads` keeps that record per invocation, since `--merge` combines sizes measured at different
+times. FAISS's version, compile options and threads are in `config.faiss`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -29,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.index import cpu_info
-from bench.load import load_snapshot, warn_if_busy
+from bench.harness import Envelope, command_line, write_report
+from bench.index import faiss_build
 from index.faiss_index import IndexConfig, choose_factory, full_vector_bytes
 from testkit.vectors import clustered_batches, clustered_vectors
 
@@ -202,10 +211,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(run_queries(*args.child_query)))
         return
 
+    envelope = Envelope(command_line("bench.index_scale", argv))
     cfg = IndexConfig()
     work = Path(args.work)
-    start_load = load_snapshot()
-    warn_if_busy(start_load, "start")
     everything = generate(work, max(args.sizes))
     runs = []
     for n in sorted(args.sizes):
@@ -220,37 +228,54 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "factories": rows,
             }
         )
-    end_load = load_snapshot(own_load=2.0)
-    warn_if_busy(end_load, "end")
+    # The builds' FAISS threads kept both cores busy to the end: that load is the run's own.
+    env = envelope.finish(own_load=2.0)
     out = Path(args.out)
-    loads = [{"sizes": sorted(args.sizes), "start": start_load, "end": end_load}]
-    if args.merge and out.exists():
-        # Other sizes' rows stay as they were measured (each run carries its measured_at).
-        earlier = json.loads(out.read_text())
-        runs = sorted(
-            [r for r in earlier["runs"] if r["n"] not in args.sizes] + runs, key=lambda r: int(r["n"])
-        )
-        loads = (
-            earlier.get("loads") or [{"sizes": [r["n"] for r in earlier["runs"]], **earlier["load"]}]
-        ) + loads
+    earlier = json.loads(out.read_text()) if args.merge and out.exists() else None
+    runs, loads = merge(earlier, runs, load_entry(sorted(args.sizes), env))
     result = {
         "benchmark": "index_scale",
-        "command": "python -m bench.index_scale [--sizes ...] [--merge]",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu": cpu_info(),
+        **env,
         "loads": loads,
         "goals": GOALS,
-        "config": cfg.__dict__,
+        "config": {**dataclasses.asdict(cfg), "faiss": faiss_build()},
         "note": (
             "build_seconds: the whole jobs.build_index build (two parquet passes, training, adding, exact "
             "recall check, tuning, writing, publishing). index_rss_bytes: RSS growth of a fresh process "
-            "loading the version. recall_at_10: the build's gate on 1000 held-out corpus rows."
+            "loading the version. recall_at_10: the build's gate on 1000 held-out corpus rows. "
+            "command/machine/load: this invocation; loads: every invocation whose runs the file holds."
         ),
         "runs": runs,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"wrote {out}")
+    write_report(out, result)
+
+
+def load_entry(sizes: list[int], env: dict[str, Any]) -> dict[str, Any]:
+    """One invocation in `loads`: its sizes, command, CPU and load at start and end (from `env`,
+    Envelope.finish()), so rows merged from different runs can each be traced to theirs."""
+    return {
+        "sizes": sizes,
+        "command": env["command"],
+        "cpu_model": env["machine"]["cpu_model"],
+        **env["load"],
+    }
+
+
+def merge(
+    earlier: dict[str, Any] | None, runs: list[dict[str, Any]], entry: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs, loads) to write: with an earlier file (--merge), its runs of other sizes stay as they
+    were measured (each carries its measured_at) and its load history goes before this run's."""
+    if earlier is None:
+        return runs, [entry]
+    sizes = {int(r["n"]) for r in runs}
+    merged = sorted(
+        [r for r in earlier["runs"] if int(r["n"]) not in sizes] + runs, key=lambda r: int(r["n"])
+    )
+    # Files written before `loads` existed hold one `load` for all of their runs.
+    history = earlier.get("loads") or [{"sizes": [r["n"] for r in earlier["runs"]], **earlier["load"]}]
+    return merged, [*history, entry]
 
 
 if __name__ == "__main__":

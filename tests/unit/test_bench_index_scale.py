@@ -1,0 +1,76 @@
+"""bench.index_scale's load history and --merge on hand-made files (no build, no Ray): runs of
+other sizes survive a merge, every invocation's envelope stays in `loads`, old files still merge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.index_scale import load_entry, markdown_table, merge
+
+START = {"loadavg_1m": 0.2, "steal_fraction": 0.0, "busy": False}
+END = {"loadavg_1m": 2.1, "steal_fraction": 0.0, "busy": False}
+
+
+def env(command: str) -> dict[str, Any]:
+    """What bench.harness.Envelope.finish() returns."""
+    return {"command": command, "machine": {"cpu_model": "test CPU"}, "load": {"start": START, "end": END}}
+
+
+def run(n: int, build_seconds: float) -> dict[str, Any]:
+    """One size's run as bench.index_scale records it (what the table and bench.scaling read)."""
+    return {
+        "n": n,
+        "auto_factory": "IVF4096,Flat",
+        "measured_at": "2026-01-01T00:00:00Z",
+        "factories": [
+            {
+                "factory": "IVF4096,Flat",
+                "build_seconds": build_seconds,
+                "index_rss_bytes": 2**30,
+                "build_peak_rss_bytes": 2 * 2**30,
+                "recall_at_10": 0.97,
+                "search_params": {"nprobe": 16},
+                "single_query_ms": 0.3,
+                "single_query_p95_ms": 0.5,
+                "meets": {"index_bytes": True},
+            }
+        ],
+    }
+
+
+def test_load_entry_names_the_invocation() -> None:
+    entry = load_entry([1_000_000], env("python -m bench.index_scale --sizes 1000000"))
+    assert entry == {
+        "sizes": [1_000_000],
+        "command": "python -m bench.index_scale --sizes 1000000",
+        "cpu_model": "test CPU",
+        "start": START,
+        "end": END,
+    }
+
+
+def test_without_an_earlier_file_the_history_is_this_run() -> None:
+    runs, loads = merge(None, [run(1_000_000, 100.0)], {"sizes": [1_000_000]})
+    assert [r["n"] for r in runs] == [1_000_000]
+    assert loads == [{"sizes": [1_000_000]}]
+
+
+def test_merge_replaces_the_sizes_measured_again_and_appends_the_envelope() -> None:
+    earlier = {
+        "runs": [run(1_000_000, 100.0), run(10_000_000, 600.0)],
+        "loads": [{"sizes": [1_000_000, 10_000_000], "start": START, "end": END}],
+    }
+    entry = load_entry([10_000_000], env("python -m bench.index_scale --sizes 10000000 --merge"))
+    runs, loads = merge(earlier, [run(10_000_000, 540.0)], entry)
+    assert [(r["n"], r["factories"][0]["build_seconds"]) for r in runs] == [
+        (1_000_000, 100.0),
+        (10_000_000, 540.0),
+    ]
+    assert loads == [earlier["loads"][0], entry]
+    assert "| 10M | `IVF4096,Flat` (auto) | 540 s |" in markdown_table({"runs": runs})
+
+
+def test_a_file_from_before_the_load_history_still_merges() -> None:
+    old = {"runs": [run(3_000_000, 300.0)], "load": {"start": START, "end": END}}
+    _, loads = merge(old, [run(1_000_000, 90.0)], {"sizes": [1_000_000]})
+    assert loads == [{"sizes": [3_000_000], "start": START, "end": END}, {"sizes": [1_000_000]}]
