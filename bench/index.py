@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,20 +44,6 @@ def faiss_build() -> dict[str, Any]:
         "threads": faiss.omp_get_max_threads(),
         "faiss": faiss.__version__,
         "faiss_simd": faiss.get_compile_options(),
-    }
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model, SIMD flags that matter to FAISS, thread count, FAISS build, load average.
-
-    bench.index itself records bench.harness.Envelope; this stays for the benchmarks that still
-    write it (bench.index_filter, bench.index_scale).
-    """
-    return {
-        "model": read_cpuinfo()[0],
-        **faiss_build(),
-        # Shared machine: a high load average means absolute times are inflated; ratios less so.
-        "load_average": os.getloadavg(),
     }
 
 

@@ -23,8 +23,8 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from bench.harness import write_report
-from bench.index import cpu_info
+from bench.harness import Envelope, command_line, write_report
+from bench.index import faiss_build
 from index.faiss_index import ExactKnn, IndexConfig, build_index, choose_factory
 from index.filter_columns import FilterTable, filter_table
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
@@ -172,15 +172,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench/results/index_filter.json")
     args = p.parse_args(argv)
+    envelope = Envelope(command_line("bench.index_filter", argv))
     factory = args.factory or choose_factory(args.rows, args.dim, IndexConfig(), "ivf")
+    measured = run(args.rows, args.dim, args.queries, factory, args.seed)
     result = {
         "benchmark": "index_filter",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu": cpu_info(),
+        # The index build runs FAISS on every core; the timed queries on one thread.
+        **envelope.finish(own_load=2.0),
+        "config": {"faiss": faiss_build()},
         "goals": GOALS,
         "note": "p50 = median seconds/query x 1e3, one query per call; filtered times include evaluating "
         "the filter; recall@10 against exact search over the selected rows; filters independent of clusters",
-        "run": run(args.rows, args.dim, args.queries, factory, args.seed),
+        "run": measured,
     }
     write_report(args.out, result)
 
