@@ -43,6 +43,15 @@ def start_local_ray(
         ray.shutdown()
 
 
+# The GCS declares a node dead after this many missed health checks (Ray's defaults: every 3 s,
+# 5 misses, ~15 s). Tests that kill a node wait for that before the job reschedules; 1.5 s here.
+FAST_NODE_DEATH = {
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+}
+
+
 @contextlib.contextmanager
 def multinode_cluster(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterator[Any]:
     """A `ray.cluster_utils.Cluster`: a head (its node args, no dashboard) and `nodes`, one dict of
@@ -51,7 +60,8 @@ def multinode_cluster(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> 
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, connect=True, head_node_args={**head, "include_dashboard": False})
+    head_args = {"include_dashboard": False, "_system_config": FAST_NODE_DEATH, **head}
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args=head_args)
     try:
         for node in nodes:
             cluster.add_node(**node)
@@ -91,7 +101,8 @@ def stop_cluster_processes(session_dir: str) -> list[int]:
     for proc in victims:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(victims, timeout=10)
+    # A throwaway test cluster has nothing to flush: whatever has not exited after 3 s is killed.
+    _, alive = psutil.wait_procs(victims, timeout=3)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()

@@ -126,7 +126,8 @@ def schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> JSON Schema, for every served version of every CRD, plus CORE_SCHEMAS."""
     found: dict[tuple[str, str], dict[str, Any]] = dict(CORE_SCHEMAS)
     for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
+        # libyaml's C loader: the three CRDs are 3.3 MB of YAML (~14 s with the pure-Python loader).
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
             continue
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]

@@ -35,7 +35,13 @@ def haproxy_url(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -
     root.mkdir()
     publish_index(root, Encoder.load(tiny_artifact))
     # Read by the controller and replicas this cluster starts.
-    haproxy = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+    haproxy = {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # A replica behind HAProxy stays reachable this long when it stops (30 s by default, for
+        # HAProxy reloads on a live cluster); nothing routes to it after the test, so 1 s.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    }
     with patched_env(haproxy), start_local_ray(log_to_driver=False), serve_on_loopback() as url:
         app = build_app({"artifact": str(tiny_artifact), "index": str(root), "session": {"threads": 1}})
         serve.run(app, name="haproxy", route_prefix="/", blocking=False)

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testkit.ray_cluster import FAST_NODE_DEATH
+
 REPO = Path(__file__).resolve().parents[2]
 HIDDEN_REPO_DIRS = ("artifacts", "data", "runs", "indexes")
 WORKER_CACHE = "/tmp/ray/qm-cache"  # inside the worker's private /tmp/ray
@@ -59,7 +61,13 @@ class HiddenDiskCluster:
     def start(self) -> None:
         import ray
 
-        ray.init(num_cpus=0, include_dashboard=False, log_to_driver=False, object_store_memory=150 * 2**20)
+        ray.init(
+            num_cpus=0,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=150 * 2**20,
+            _system_config=FAST_NODE_DEATH,  # a killed node is declared dead in ~1.5 s, not ~15 s
+        )
         self.address = ray.get_runtime_context().gcs_address
 
     def add_node(self, num_cpus: int = 1, timeout: float = 90.0) -> HiddenNode:
