@@ -66,7 +66,7 @@ class HiddenDiskCluster:
             include_dashboard=False,
             log_to_driver=False,
             object_store_memory=150 * 2**20,
-            _system_config=FAST_NODE_DEATH,  # a killed node is declared dead in ~1.5 s, not ~15 s
+            _system_config=FAST_NODE_DEATH,  # a killed node is declared dead in ~3 s, not ~15 s
         )
         self.address = ray.get_runtime_context().gcs_address
 
