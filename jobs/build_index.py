@@ -29,8 +29,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.epilog = (
         "Index tunables (index.faiss_index.IndexConfig) come from QM_INDEX_<FIELD>, e.g. QM_INDEX_NPROBE=16."
     )
-    p.set_defaults(embeddings=None, factory=None, metric=None, shards=0, filter_columns=None, progress=True)
-    p.set_defaults(rollback=False, update=False)
+    p.set_defaults(
+        embeddings=None,
+        factory=None,
+        metric=None,
+        shards=0,
+        filter_columns=None,
+        progress=True,
+        rollback=False,
+        update=False,
+    )
     p.add_argument("--embeddings", help="embeddings directory (part-*.parquet)")
     p.add_argument("--out", required=True, help="index root, e.g. indexes/<name>")
     p.add_argument(

@@ -33,7 +33,7 @@ class JobArgumentParser(argparse.ArgumentParser):
             if env_prefix
             else None
         )
-        description = (doc or "").splitlines()[0] if doc else None
+        description = doc.splitlines()[0] if doc else None
         super().__init__(
             prog=f"python -m jobs.{job}",
             description=description,
@@ -49,9 +49,9 @@ class JobArgumentParser(argparse.ArgumentParser):
         print(f"{self.job}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    def config(self, cls: type[T], argv: Sequence[str] | None = None, **fixed: Any) -> T:
-        """Parse argv into `cls`: flags given > environment > defaults; `fixed` are derived values."""
-        given = {**vars(self.parse_args(argv)), **fixed}
+    def config(self, cls: type[T], argv: Sequence[str] | None = None) -> T:
+        """Parse argv into `cls`: flags given > environment > defaults."""
+        given = vars(self.parse_args(argv))
         try:
             return from_mapping(cls, None, self.env_prefix, overrides=given, overrides_from=COMMAND_LINE)
         except ConfigError as exc:

@@ -27,7 +27,7 @@ import ray
 from ray.util import ActorPool
 
 import storage
-from embedder.config import FieldValueError, check_field
+from embedder.config import check_field
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from embedder.progress import QUIET, Progress
 from index import store as index_store
@@ -45,7 +45,7 @@ from jobs.dedup import (
     near_pairs,
     unit_rows,
 )
-from jobs.embeddings_filter import parse_cli_filter, write_filtered
+from jobs.embeddings_filter import parse_filter_setting, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
 from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
 from jobs.ray_errors import embedder_cause
@@ -78,11 +78,7 @@ class DedupConfig:
     filter: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.filter, str):
-            try:
-                object.__setattr__(self, "filter", parse_cli_filter(self.filter))
-            except InvalidInput as exc:
-                raise FieldValueError(type(self).__name__, "filter", self.filter, str(exc)) from None
+        parse_filter_setting(self)
         check_field(self, "threshold", 0.0 < self.threshold <= 1.0, "must be in (0, 1] (a cosine similarity)")
         check_field(self, "k", self.k >= 1, "must be >= 1")
         for name in ("workers", "build_cpus", "shard_rows"):

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 import storage
+from embedder.config import FieldValueError
 from embedder.errors import InvalidInput
 from index.filter_columns import Kind, column_kind, filter_table
 from index.filters import Filter, evaluate, parse_filter
@@ -36,6 +37,16 @@ def parse_cli_filter(text: str | None) -> dict[str, Any] | None:
     if not isinstance(spec, dict):
         raise InvalidInput('--filter must be a JSON object, e.g. \'{"category": "billing"}\'', field="filter")
     return spec
+
+
+def parse_filter_setting(cfg: Any) -> None:
+    """For a job config's __post_init__: its `filter` given as JSON text (flag or environment)
+    becomes the spec dict once, or a FieldValueError naming the setting."""
+    if isinstance(cfg.filter, str):
+        try:
+            object.__setattr__(cfg, "filter", parse_cli_filter(cfg.filter))
+        except InvalidInput as exc:
+            raise FieldValueError(type(cfg).__name__, "filter", cfg.filter, str(exc)) from None
 
 
 def embeddings_filter(info: EmbeddingsInfo, spec: dict[str, Any]) -> tuple[Filter, dict[str, Kind]]:

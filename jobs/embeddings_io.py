@@ -6,7 +6,6 @@ memory stays bounded by one batch, whatever the corpus size.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import pyarrow as pa
 
 import storage
 from embedder.errors import IndexInvalid, ModelMismatch
-from jobs.layout import PART_GLOB
+from jobs.layout import PART_GLOB, is_part_file
 
 FINGERPRINT_KEY = b"qm.fingerprint"
 DIMENSION_KEY = b"qm.dimension"
@@ -141,7 +140,7 @@ def embedding_files(directory: str | os.PathLike[str]) -> list[str]:
     files = [
         storage.located(root, f.path).uri
         for f in storage.list_files(root, recursive=False)
-        if fnmatch.fnmatchcase(f.base_name, PART_GLOB)
+        if is_part_file(f.base_name)
     ]
     if not files:
         raise IndexInvalid(f"no embeddings files ({PART_GLOB}) in {root}")

@@ -24,7 +24,7 @@ from embedder.errors import IndexInvalid, InvalidInput
 from embedder.progress import QUIET, Progress
 from index import store as index_store
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
-from jobs.embeddings_filter import parse_cli_filter, row_mask
+from jobs.embeddings_filter import parse_filter_setting, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
 
 
@@ -202,10 +202,12 @@ class ThresholdConfig:
     output: str | None = None  # the report as JSON (path or URI)
     threads: int = 0  # encoder threads (0: one per core)
     progress: bool = True
-    # With --embeddings: only pairs whose two rows this /match filter selects (JSON text).
-    filter: str | None = None
+    # With --embeddings: only pairs whose two rows this /match filter selects; from the command
+    # line or QM_THRESHOLD_FILTER as JSON text.
+    filter: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        parse_filter_setting(self)
         check_field(self, "target_precision", 0.0 < self.target_precision <= 1.0, "must be in (0, 1]")
         check_field(self, "step", 0.0 < self.step <= 1.0, "must be in (0, 1]")
         check_field(self, "threads", self.threads >= 0, "must be >= 0 (0: one per core)")
@@ -220,9 +222,8 @@ def score(cfg: ThresholdConfig, progress: Progress = QUIET) -> Scored:
         with progress.step(f"embedding both texts of {len(pairs)} pairs"):
             return score_texts(pairs, cfg.artifact, cfg.threads)
     if {"id_a", "id_b"} <= names and cfg.embeddings:
-        spec = parse_cli_filter(cfg.filter)
-        if spec is not None:
-            pairs = pairs_within(pairs, cfg.embeddings, spec)
+        if cfg.filter is not None:
+            pairs = pairs_within(pairs, cfg.embeddings, cfg.filter)
         return score_ids(pairs, cfg.embeddings)
     if cfg.filter is not None:
         raise InvalidInput("--filter needs --embeddings and pairs by id (id_a, id_b)", field="filter")
@@ -243,7 +244,7 @@ def run(cfg: ThresholdConfig) -> dict[str, Any]:
     scored = score(cfg, Progress("threshold", enabled=cfg.progress))
     rep = report(scored, cfg.target_precision, cfg.step)
     if cfg.filter is not None:
-        rep["filter"] = parse_cli_filter(cfg.filter)  # the pairs it scored are the filter's
+        rep["filter"] = cfg.filter  # the pairs it scored are the filter's
     chosen = rep["chosen"]
     if chosen is not None and cfg.index and version is not None:
         rep["stored"] = write_thresholds(
