@@ -16,6 +16,7 @@ import numpy as np
 
 import storage
 from embedder.errors import ArtifactError, ModelMismatch
+from embedder.prompts import Prompts
 from storage.cache import fetch_dir, safe_key
 
 FORMAT_VERSION = 1
@@ -52,11 +53,24 @@ class Manifest:
     fingerprint: str = ""
     format_version: int = FORMAT_VERSION
     created_at: str = ""
+    # Width of the backbone's token vectors; differs from `dimension` when Dense layers follow
+    # pooling (0 in artifacts written before Dense support: the same as `dimension`).
+    hidden_size: int = 0
+    # Dense layers after pooling, in order: {file, in_features, out_features, bias, activation}.
+    dense: tuple[dict[str, Any], ...] = ()
+    # The model's prompts (name -> text) and default prompt name, as sentence-transformers keeps them.
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    # The source model's family facts, for /info and the docs (how its tokenizer padded, and why
+    # padding right here gives the same vectors: see docs/models.md).
+    source_padding_side: str = "right"
+    graph: str = ""  # "fused" (onnxruntime optimizer) or "plain", with the reason in parity
 
     def to_json(self) -> str:
         """Serialise for manifest.json."""
         data = dataclasses.asdict(self)
         data["input_names"] = list(self.input_names)
+        data["dense"] = [dict(d) for d in self.dense]
         return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
 
     @classmethod
@@ -70,14 +84,37 @@ class Manifest:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["input_names"] = tuple(kwargs.get("input_names", ()))
+        kwargs["dense"] = tuple(dict(d) for d in kwargs.get("dense", ()))
         try:
             return cls(**kwargs)
         except TypeError as exc:
             raise ArtifactError(f"manifest.json is incomplete: {exc}") from exc
 
+    def prompt_set(self) -> Prompts:
+        """The model's prompts with sentence-transformers' rules for choosing one."""
+        return Prompts(self.prompts, self.default_prompt_name)
+
+    @property
+    def backbone_width(self) -> int:
+        """Width of the graph's per-token vectors (the pooled width before any Dense layer)."""
+        return self.hidden_size or self.dimension
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file whose bytes define the artifact (the fixed ones plus each Dense layer's)."""
+        return FINGERPRINTED_FILES + tuple(str(d["file"]) for d in self.dense)
+
     def identity(self) -> dict[str, Any]:
         """The fields that change what vectors mean; hashed into the fingerprint."""
+        extra: dict[str, Any] = {}
+        # Only when present, so artifacts exported before prompts and Dense support keep their fingerprint.
+        if self.dense:
+            extra["dense"] = [dict(d) for d in self.dense]
+        if self.prompts:
+            extra["prompts"] = dict(sorted(self.prompts.items()))
+            extra["default_prompt_name"] = self.default_prompt_name
         return {
+            **extra,
             "dimension": self.dimension,
             "max_seq_length": self.max_seq_length,
             "pooling": self.pooling,
@@ -93,7 +130,7 @@ class Manifest:
 def compute_fingerprint(directory: Path, manifest: Manifest) -> str:
     """Hash of the defining files plus the identity fields: 'sha256:' + 16 hex digits."""
     digest = hashlib.sha256()
-    for name in FINGERPRINTED_FILES:
+    for name in manifest.files:
         path = directory / name
         digest.update(name.encode())
         with open(path, "rb") as fh:
@@ -152,6 +189,9 @@ class Artifact:
         except (OSError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"cannot read {directory / MANIFEST_FILE}: {exc}") from exc
         manifest = Manifest.from_dict(data)
+        missing = [n for n in manifest.files if not (directory / n).is_file()]
+        if missing:
+            raise ArtifactError(f"artifact {directory} is incomplete: missing {', '.join(missing)}")
         if verify_files:
             actual = compute_fingerprint(directory, manifest)
             if actual != manifest.fingerprint:

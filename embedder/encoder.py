@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,8 @@ from embedder.config import BatchConfig, EncoderConfig, session_config
 from embedder.errors import InvalidInput, ModelMismatch
 from embedder.graph_runner import GraphRunner
 from embedder.pooling import Pooler, truncate_dims
-from embedder.probe import PROBE_TEXTS, probe_floor
+from embedder.probe import PROBE_TEXTS, probe_floor, probe_plan
+from embedder.prompts import Prompts
 from embedder.session import RuntimeInfo
 from embedder.tokenize import TextTokenizer, Tokenized, plan_batches
 
@@ -94,15 +96,33 @@ class Encoder:
         """Tokens per text the model sees; longer texts are truncated or refused."""
         return self.artifact.manifest.max_seq_length
 
+    @property
+    def prompts(self) -> Prompts:
+        """The model's prompts and sentence-transformers' rules for choosing one."""
+        return self.artifact.manifest.prompt_set()
+
     def encode(
         self,
         texts: Sequence[str],
         truncate: bool = True,
         normalize: bool | None = None,
         dimensions: int | None = None,
+        prompt_name: str | None = None,
     ) -> np.ndarray:
-        """(n, dim) float32 vectors in input order."""
-        return self.encode_detailed(texts, truncate, normalize, dimensions).vectors
+        """(n, dim) float32 vectors in input order.
+
+        prompt_name means what it means to sentence-transformers' `encode`: a key of the model's
+        prompts, or None for the model's default prompt (no prompt when it has none).
+        """
+        return self.encode_detailed(texts, truncate, normalize, dimensions, prompt_name).vectors
+
+    def encode_query(self, texts: Sequence[str], **options: Any) -> np.ndarray:
+        """Vectors by sentence-transformers' `encode_query` rule (the "query" prompt when the model has one)."""
+        return self.encode(texts, prompt_name=self.prompts.query_name(), **options)
+
+    def encode_document(self, texts: Sequence[str], **options: Any) -> np.ndarray:
+        """Vectors by `encode_document`'s rule (the first of "document", "passage", "corpus" it has)."""
+        return self.encode(texts, prompt_name=self.prompts.document_name(), **options)
 
     def encode_detailed(
         self,
@@ -110,8 +130,9 @@ class Encoder:
         truncate: bool = True,
         normalize: bool | None = None,
         dimensions: int | None = None,
+        prompt_name: str | None = None,
     ) -> Encoded:
-        """Vectors plus token counts and truncation flags."""
+        """Vectors plus token counts (prompt included) and truncation flags."""
         if isinstance(texts, str):
             raise InvalidInput("encode() takes a list of texts, not a single string", field="input")
         dim = dimensions or self.dimension
@@ -122,7 +143,9 @@ class Encoder:
             raise InvalidInput(
                 "normalize=false is not available: this artifact normalises inside the graph", "normalize"
             )
-        return self.encode_tokenized(self.tokenizer.tokenize(texts, truncate=truncate), normalize, dimensions)
+        prompt = self.prompts.resolve(prompt_name)
+        tokenized = self.tokenizer.tokenize(texts, truncate=truncate, prompt=prompt)
+        return self.encode_tokenized(tokenized, normalize, dimensions)
 
     def encode_tokenized(
         self, tokenized: Tokenized, normalize: bool | None = None, dimensions: int | None = None
@@ -149,10 +172,19 @@ class Encoder:
 def probe_cosines(encoder: Encoder) -> np.ndarray:
     """Cosine of each freshly embedded probe text to the vector stored in the artifact."""
     stored = encoder.artifact.probe_vectors
-    fresh = encoder.encode(list(PROBE_TEXTS), normalize=None)
+    fresh = embed_probe(encoder)
     if stored.shape != fresh.shape:
         raise ModelMismatch(f"probe vectors have shape {stored.shape}, the model gives {fresh.shape}")
     return cosine_rows(stored, fresh)
+
+
+def embed_probe(encoder: Encoder) -> np.ndarray:
+    """The probe rows an artifact stores: the probe texts as `encode` gives them, then a few per prompt."""
+    rows = [
+        encoder.encode(list(texts), prompt_name=name)
+        for name, texts in probe_plan(encoder.prompts.names, PROBE_TEXTS)
+    ]
+    return np.concatenate(rows)
 
 
 def verify_probe(encoder: Encoder) -> None:
@@ -162,9 +194,10 @@ def verify_probe(encoder: Encoder) -> None:
     floor = probe_floor(runtime.tolerance_key)
     if float(cos.min()) < floor:
         worst = int(cos.argmin())
+        worst_text = [t for _, texts in probe_plan(encoder.prompts.names, PROBE_TEXTS) for t in texts][worst]
         raise ModelMismatch(
             f"artifact {encoder.artifact.path} ({encoder.fingerprint}): probe text {worst} "
-            f"({PROBE_TEXTS[worst][:40]!r}) embeds with cosine {cos.min():.6f} to the stored vector "
+            f"({worst_text[:40]!r}) embeds with cosine {cos.min():.6f} to the stored vector "
             f"(minimum {floor} for {runtime.tolerance_key} on {runtime.backend}/{runtime.device}). The "
             "runtime, tokenizer or model differs from the one that exported this artifact; refusing to "
             "serve drifting vectors."

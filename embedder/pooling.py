@@ -6,6 +6,7 @@ import numpy as np
 
 from embedder.artifact import Artifact
 from embedder.batches import HiddenStates, Vectors
+from embedder.head import DenseLayer, load_dense
 
 POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 
@@ -53,28 +54,40 @@ def truncate_dims(vectors: np.ndarray, dimensions: int | None, normalize: bool) 
 
 
 class Pooler:
-    """Applies the artifact's pooling mode, normalisation and optional dimension cut."""
+    """Everything after the backbone, as sentence-transformers runs it: Pooling -> Dense* -> Normalize.
 
-    def __init__(self, mode: str, normalize: bool) -> None:
+    Then the request's options: normalisation override and the dimension cut. `finish` is the
+    last part alone, for vectors pooled (and projected) elsewhere, e.g. in a GPU replica.
+    """
+
+    def __init__(self, mode: str, normalize: bool, dense: tuple[DenseLayer, ...] = ()) -> None:
         self.mode = mode
         self.normalize = normalize
+        self.dense = dense
 
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> Pooler:
-        """Read pooling mode and normalisation from the manifest."""
-        return cls(artifact.manifest.pooling, artifact.manifest.normalize)
+        """Read pooling mode, Dense layers and normalisation from the manifest."""
+        m = artifact.manifest
+        return cls(m.pooling, m.normalize, load_dense(artifact.path, m.dense))
+
+    def project(self, pooled: np.ndarray) -> np.ndarray:
+        """The Dense layers, in order (none for most models)."""
+        for layer in self.dense:
+            pooled = layer(pooled)
+        return pooled
 
     def __call__(
         self, hidden: HiddenStates, normalize: bool | None = None, dimensions: int | None = None
     ) -> Vectors:
-        """Pool, normalise (manifest default unless overridden), then cut dimensions."""
-        vectors = pool(hidden.token_embeddings, hidden.attention_mask, self.mode)
+        """Pool, apply Dense layers, normalise (manifest default unless overridden), then cut dimensions."""
+        vectors = self.project(pool(hidden.token_embeddings, hidden.attention_mask, self.mode))
         return Vectors(self.finish(vectors, normalize, dimensions), hidden.positions)
 
     def finish(
         self, pooled: np.ndarray, normalize: bool | None = None, dimensions: int | None = None
     ) -> np.ndarray:
-        """Normalise (manifest default unless overridden) and cut dimensions of vectors pooled unnormalised."""
+        """Normalise (manifest default unless overridden) and cut dimensions of vectors pooled and projected unnormalised."""
         do_norm = self.normalize if normalize is None else normalize
         vectors = l2_normalize(pooled) if do_norm else pooled
         return truncate_dims(vectors, dimensions, do_norm)

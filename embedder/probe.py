@@ -7,6 +7,8 @@ The set mixes lengths and scripts so both short and padded paths are exercised.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PROBE_TEXTS: tuple[str, ...] = (
     "How do I reset my password?",
     "What is the capital of France?",
@@ -19,6 +21,22 @@ PROBE_TEXTS: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog. " * 3,
     "What's the difference between a Roth IRA and a traditional IRA?",
 )
+
+# Texts per named prompt added to the probe, so an edited or dropped prompt fails the probe too.
+PROMPT_PROBE_TEXTS = 3
+
+
+def probe_plan(
+    prompt_names: Sequence[str], texts: Sequence[str] = PROBE_TEXTS
+) -> list[tuple[str | None, tuple[str, ...]]]:
+    """(prompt name, texts) groups in probe order: all texts with the default, then a few per prompt.
+
+    A model without prompts has the one group, so older artifacts' probes keep their meaning.
+    """
+    plan: list[tuple[str | None, tuple[str, ...]]] = [(None, tuple(texts))]
+    plan += [(name, tuple(texts[:PROMPT_PROBE_TEXTS])) for name in sorted(prompt_names)]
+    return plan
+
 
 # Minimum cosine between re-embedded and stored probe vectors, by the precision that runs (the
 # stored vectors are the exporter's: fp32 onnxruntime on the CPU for fp32 artifacts). Set from

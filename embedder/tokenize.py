@@ -92,10 +92,17 @@ class TextTokenizer:
         m = artifact.manifest
         return cls(str(artifact.tokenizer_path), m.max_seq_length, m.pad_token_id, m.do_lower_case)
 
-    def tokenize(self, texts: Sequence[str], truncate: bool = True, field: str = "input") -> Tokenized:
-        """Tokenize; texts over max length are truncated (counted) or raise InputTooLong."""
+    def tokenize(
+        self, texts: Sequence[str], truncate: bool = True, field: str = "input", prompt: str = ""
+    ) -> Tokenized:
+        """Tokenize; texts over max length are truncated (counted) or raise InputTooLong.
+
+        `prompt` is prepended to every text after the texts were checked (an empty text stays an
+        error), as sentence-transformers does: its tokens count toward the max length.
+        """
         check_texts(texts, field)
-        prepared = [t.lower() for t in texts] if self.lower_case else list(texts)
+        prompted = [prompt + t for t in texts] if prompt else list(texts)
+        prepared = [t.lower() for t in prompted] if self.lower_case else prompted
         encodings = self._full.encode_batch(prepared) if prepared else []
         ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         type_ids = [np.asarray(e.type_ids, dtype=np.int64) for e in encodings]

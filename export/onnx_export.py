@@ -9,30 +9,50 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from embedder.errors import ExportError
-from export.source import SourceModel
+from export.source import DenseSpec, SourceModel
 
 OPSET = 17
+# A Dense layer in torch, for artifacts that pool inside the graph: (weight, bias, activation name).
+TorchDense = tuple[torch.Tensor, torch.Tensor | None, str]
+# The same activations as embedder.head.ACTIVATIONS, in torch.
+TORCH_ACTIVATIONS: dict[str, Any] = {
+    "identity": lambda x: x,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+}
 
 
 class _Wrapper(torch.nn.Module):
     """Calls the HF model with keyword arguments (transformers 5.x rejects positional ones)."""
 
     def __init__(
-        self, model: torch.nn.Module, input_names: list[str], pooling: str | None, normalize: bool
+        self,
+        model: torch.nn.Module,
+        input_names: list[str],
+        pooling: str | None,
+        normalize: bool,
+        decoder: bool,
+        dense: tuple[TorchDense, ...] = (),
     ) -> None:
         super().__init__()
         self.model = model
         self.input_names = input_names
         self.pooling = pooling
         self.normalize = normalize
+        # Decoders would build a KV cache for generation; an embedding needs none.
+        self.extra: dict[str, Any] = {"use_cache": False} if decoder else {}
+        self.dense = dense
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self.input_names, inputs, strict=True))
-        hidden = self.model(**kwargs).last_hidden_state
+        hidden = self.model(**kwargs, **self.extra).last_hidden_state
         if self.pooling is None:
             return hidden
         mask = kwargs["attention_mask"]
         pooled = torch_pool(hidden, mask, self.pooling)
+        for weight, bias, activation in self.dense:
+            pooled = TORCH_ACTIVATIONS[activation](torch.nn.functional.linear(pooled, weight, bias))
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
         return pooled
@@ -61,13 +81,30 @@ def load_tokenizer(source: SourceModel) -> Any:
     return tok
 
 
-def export_onnx(source: SourceModel, out_path: Path, input_names: list[str], pooling_in_graph: bool) -> str:
+def export_onnx(
+    source: SourceModel,
+    out_path: Path,
+    input_names: list[str],
+    pooling_in_graph: bool,
+    dense: tuple[TorchDense, ...] = (),
+) -> str:
     """Write the fp32 graph; returns the output name ('token_embeddings' or 'sentence_embedding')."""
-    model = AutoModel.from_pretrained(
-        str(source.transformer_path), attn_implementation="eager", dtype=torch.float32
-    )
+    try:
+        model = AutoModel.from_pretrained(
+            str(source.transformer_path), attn_implementation="eager", dtype=torch.float32
+        )
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{source.transformer_path}: transformers cannot load the model: {exc}") from exc
     model.eval()
-    wrapper = _Wrapper(model, input_names, source.pooling if pooling_in_graph else None, source.normalize)
+    pooling = source.pooling if pooling_in_graph else None
+    wrapper = _Wrapper(
+        model,
+        input_names,
+        pooling,
+        source.normalize,
+        source.family.decoder,
+        dense if pooling_in_graph else (),
+    )
     output_name = "sentence_embedding" if pooling_in_graph else "token_embeddings"
     # Example inputs of batch 2 and length 8; the axes are declared dynamic so any shape works.
     example = tuple(torch.ones((2, 8), dtype=torch.long) for _ in input_names)
@@ -86,3 +123,24 @@ def export_onnx(source: SourceModel, out_path: Path, input_names: list[str], poo
             dynamo=False,
         )
     return output_name
+
+
+def dense_weights(spec: DenseSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A Dense module's (weight, bias) from model.safetensors (ST 3+) or pytorch_model.bin (ST 2)."""
+    safetensors_file, bin_file = spec.path / "model.safetensors", spec.path / "pytorch_model.bin"
+    if safetensors_file.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(safetensors_file))
+    elif bin_file.is_file():
+        state = torch.load(str(bin_file), map_location="cpu", weights_only=True)
+    else:
+        raise ExportError(f"{spec.path}: Dense weights missing (model.safetensors or pytorch_model.bin)")
+    weight = state.get("linear.weight")
+    if weight is None or tuple(weight.shape) != (spec.out_features, spec.in_features):
+        raise ExportError(
+            f"{spec.path}: expected linear.weight of shape {(spec.out_features, spec.in_features)}, "
+            f"found {None if weight is None else tuple(weight.shape)}"
+        )
+    bias = state.get("linear.bias") if spec.bias else None
+    return weight.float(), None if bias is None else bias.float()

@@ -28,15 +28,15 @@ from embedder.artifact import (
     compute_fingerprint,
 )
 from embedder.config import EncoderConfig, SessionConfig
-from embedder.encoder import Encoder
+from embedder.encoder import Encoder, embed_probe
 from embedder.errors import ExportError
-from embedder.probe import PROBE_TEXTS
+from embedder.head import save_dense
 from embedder.tokenize import TextTokenizer
-from export.onnx_export import OPSET, export_onnx, load_tokenizer
+from export.onnx_export import OPSET, TorchDense, dense_weights, export_onnx, load_tokenizer
 from export.optimize import optimize
 from export.quantize import CALIBRATION_TEXTS, Int8Scheme, calibrate, quantize
 from export.source import SourceModel, hash_weights, read_source
-from export.texts import PARITY_TEXTS
+from export.texts import PARITY_TEXTS, PROMPT_PARITY_TEXTS
 from export.verify import (
     BATCH_MIN_COSINE,
     PARITY_MIN_COSINE,
@@ -65,12 +65,35 @@ def _write_tokenizer(source: SourceModel, tmp: Path) -> tuple[list[str], int]:
     hf_tok = load_tokenizer(source)
     backend = Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
     # The artifact's tokenizer has no built-in padding/truncation: max length comes from the manifest.
+    # Its post-processor (CLS/SEP, or the EOS a decoder embedder appends) stays: it is the truth,
+    # as sentence-transformers uses it.
     backend.no_padding()
     backend.no_truncation()
     backend.save(str(tmp / TOKENIZER_FILE))
     names = [n for n in _INPUT_ORDER if n in hf_tok.model_input_names]
-    pad_id = hf_tok.pad_token_id if hf_tok.pad_token_id is not None else 0
+    # Padding is masked out, so its id only has to be a valid one; decoders often have no pad token.
+    pad_id = next((i for i in (hf_tok.pad_token_id, hf_tok.eos_token_id) if i is not None), 0)
     return names, int(pad_id)
+
+
+def _write_dense(source: SourceModel, tmp: Path) -> tuple[tuple[dict[str, Any], ...], tuple[TorchDense, ...]]:
+    """Each Dense module's weights as head/dense_<i>.npz, its manifest entry, and the torch copy."""
+    entries, layers = [], []
+    for i, spec in enumerate(source.dense):
+        weight, bias = dense_weights(spec)
+        name = f"head/dense_{i}.npz"
+        save_dense(tmp / name, weight.numpy(), None if bias is None else bias.numpy())
+        entries.append(
+            {
+                "file": name,
+                "in_features": spec.in_features,
+                "out_features": spec.out_features,
+                "bias": spec.bias,
+                "activation": spec.activation,
+            }
+        )
+        layers.append((weight, bias, spec.activation))
+    return tuple(entries), tuple(layers)
 
 
 def _encoder_for(tmp: Path, manifest: Manifest, probe: np.ndarray) -> Encoder:
@@ -111,19 +134,24 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     input_names, pad_id = _write_tokenizer(source, tmp)
     (tmp / "1_Pooling").mkdir()
     (tmp / POOLING_FILE).write_text(json.dumps(source.pooling_config, indent=2), encoding="utf-8")
+    dense_entries, dense_layers = _write_dense(source, tmp)
     log(
-        f"{source.architecture} dim={source.hidden_size} pooling={source.pooling} "
-        f"normalize={source.normalize} max_len={source.max_seq_length} -> {req.precision}"
+        f"{source.architecture} ({source.save_format} layout) hidden={source.hidden_size} "
+        f"pooling={source.pooling} dense={len(source.dense)} normalize={source.normalize} "
+        f"dim={source.dimension} max_len={source.max_seq_length} prompts={sorted(source.prompts) or 'none'} "
+        f"-> {req.precision}"
     )
     raw = tmp / "raw.onnx"
     log("tracing the model with torch.onnx (dynamic batch and sequence axes)")
-    output_name = export_onnx(source, raw, input_names, req.pooling_in_graph)
+    output_name = export_onnx(source, raw, input_names, req.pooling_in_graph, dense_layers)
     fused = tmp / ("fp32.onnx" if req.precision == "int8" else MODEL_FILE)
-    log("fusing the graph (onnxruntime transformer optimizer)")
-    fused_ops = optimize(source, raw, fused, fp16=req.precision == "fp16")
-    raw.unlink()
+    fuse = source.family.fuse
+    log(
+        "fusing the graph (onnxruntime transformer optimizer)" if fuse else "plain graph (no fusion patterns)"
+    )
+    fused_ops = optimize(source, raw, fused, fp16=req.precision == "fp16", fuse=fuse)
     manifest = Manifest(
-        dimension=source.hidden_size,
+        dimension=source.dimension,
         max_seq_length=source.max_seq_length,
         pooling=source.pooling,
         normalize=source.normalize,
@@ -139,41 +167,72 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
         opset=OPSET,
         onnxruntime_version=ort.__version__,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        hidden_size=source.hidden_size,
+        dense=dense_entries,
+        prompts=dict(source.prompts),
+        default_prompt_name=source.default_prompt_name,
+        source_padding_side=source.padding_side,
+        graph="fused" if fuse else "plain",
     )
     log("computing reference vectors with sentence-transformers")
     reference = reference_vectors(source.path, PARITY_TEXTS)
-    empty_probe = np.zeros((0, source.hidden_size), np.float32)
-
+    prompted = {
+        name: reference_vectors(source.path, PROMPT_PARITY_TEXTS, prompt_name=name) for name in source.prompts
+    }
     if req.precision == "int8":
         manifest = _quantize_int8(tmp, fused, manifest, log)
-    encoder = _encoder_for(tmp, manifest, empty_probe)
-    log(f"parity against sentence-transformers on {len(PARITY_TEXTS)} texts")
-    figures = parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))
-    figures["fused_ops"] = fused_ops
     floor = req.min_cosine if req.min_cosine is not None else PARITY_MIN_COSINE[req.precision]
+    figures = _parity(tmp, manifest, reference, prompted)
+    if fuse and figures["min_cosine"] < floor and req.precision != "int8":
+        # A fusion pattern that matched where it should not: the plain graph is the same model.
+        log(f"fused graph parity {figures['min_cosine']:.6f} < {floor}; falling back to the plain graph")
+        optimize(source, raw, fused, fp16=req.precision == "fp16", fuse=False)
+        fused_ops, manifest = {}, dataclasses.replace(manifest, graph="plain")
+        figures = {**_parity(tmp, manifest, reference, prompted), "fusion_fallback": True}
+    raw.unlink()
+    figures["fused_ops"] = fused_ops
     figures["min_cosine_required"] = floor
-    if req.precision == "int8":
-        # Static scales: a text's vector must not depend on its batch companions (padding included).
-        figures.update(batch_independence(encoder, PARITY_TEXTS))
-        figures["batch_min_cosine_required"] = BATCH_MIN_COSINE
-        log(f"int8 alone vs in one padded batch: min cosine {figures['batch_min_cosine']:.7f}")
-        if figures["batch_min_cosine"] < BATCH_MIN_COSINE:
-            raise ExportError(
-                f"int8 vectors depend on their batch: min cosine {figures['batch_min_cosine']:.6f} between a "
-                f"text alone and in a batch (< {BATCH_MIN_COSINE}); no artifact written"
-            )
+    encoder = _encoder_for(tmp, manifest, np.zeros((0, source.dimension), np.float32))
+    # Every precision: a text's vector must not depend on its batch companions (padding included).
+    figures.update(batch_independence(encoder, PARITY_TEXTS))
+    figures["batch_min_cosine_required"] = BATCH_MIN_COSINE
+    log(f"alone vs in one padded batch: min cosine {figures['batch_min_cosine']:.7f}")
+    if figures["batch_min_cosine"] < BATCH_MIN_COSINE:
+        raise ExportError(
+            f"vectors depend on their batch: min cosine {figures['batch_min_cosine']:.6f} between a "
+            f"text alone and in a batch (< {BATCH_MIN_COSINE}); no artifact written"
+        )
     log(
         f"parity vs sentence-transformers: min cosine {figures['min_cosine']:.6f}, "
         f"max abs diff {figures['max_abs_diff']:.2e} over {figures['texts']} texts"
+        + (f" (+{len(prompted)} prompts: min {figures['prompt_min_cosine']:.6f})" if prompted else "")
     )
-    if figures["min_cosine"] < floor:
+    worst = min(figures["min_cosine"], figures.get("prompt_min_cosine", 1.0))
+    if worst < floor:
         raise ExportError(
-            f"parity check failed: min cosine {figures['min_cosine']:.6f} < {floor} for {req.precision} "
-            f"(worst text #{figures['worst_index']}: {PARITY_TEXTS[figures['worst_index']][:40]!r}); no artifact written"
+            f"parity check failed: min cosine {worst:.6f} < {floor} for {req.precision} on "
+            f"{source.architecture} (worst text #{figures['worst_index']}: "
+            f"{PARITY_TEXTS[figures['worst_index']][:40]!r}); no artifact written"
         )
-    np.save(tmp / PROBE_FILE, encoder.encode(list(PROBE_TEXTS)))
+    np.save(tmp / PROBE_FILE, embed_probe(encoder))
     manifest = dataclasses.replace(manifest, parity=figures)
     return dataclasses.replace(manifest, fingerprint=compute_fingerprint(tmp, manifest))
+
+
+def _parity(
+    tmp: Path, manifest: Manifest, reference: np.ndarray, prompted: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Parity of the graph now at tmp against sentence-transformers, without and with each prompt."""
+    encoder = _encoder_for(tmp, manifest, np.zeros((0, manifest.dimension), np.float32))
+    figures = parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))
+    per_prompt = {
+        name: parity_figures(ref, encoder.encode(list(PROMPT_PARITY_TEXTS), prompt_name=name))["min_cosine"]
+        for name, ref in prompted.items()
+    }
+    if per_prompt:
+        figures["prompt_min_cosine"] = min(per_prompt.values())
+        figures["prompt_min_cosine_by_name"] = per_prompt
+    return figures
 
 
 def _quantize_int8(tmp: Path, fused: Path, manifest: Manifest, log: Any) -> Manifest:

@@ -72,3 +72,14 @@ PARITY_TEXTS: tuple[str, ...] = (
     ("Emoji 🚀 and text " * 80).strip(),
     "The quick brown fox jumps over the lazy dog.",
 )
+
+# Texts embedded with each of a model's prompts at export (the prompt counts toward truncation,
+# so the long one checks that too).
+PROMPT_PARITY_TEXTS: tuple[str, ...] = (
+    "How do I reset my password?",
+    "refund",
+    "如何重置我的密码？",
+    "Is the app available on Android 🤖?",
+    "What does HTTP 404 mean?",
+    _LONG * 4,
+)
