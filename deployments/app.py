@@ -30,6 +30,7 @@ from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
 from embedder.artifact import Artifact
 from embedder.config import GPU_BATCH_TOKENS, as_dict, batch_defaults
+from index.prompt import DocumentPrompt
 from index.searcher import DEFAULT_SEARCH_THREADS
 from service.collections import collections_config
 from service.config import serving_config
@@ -232,7 +233,11 @@ def build_app(raw: dict[str, Any]) -> Application:
         handles["searcher"] = (
             _dep(Searcher)
             .options(**deployment_options("Searcher", args), user_config=collections)
-            .bind(artifact.fingerprint, args.search_threads)
+            .bind(
+                artifact.fingerprint,
+                args.search_threads,
+                DocumentPrompt.chosen(artifact.manifest.prompt_set()),
+            )
         )
     session = args.session or None
     if topology == "fused":

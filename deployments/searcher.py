@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 from ray import serve
 
+from index.prompt import NO_PROMPT, DocumentPrompt
 from service.collections import DEFAULT, CollectionSet, collections_config
 from service.stages import SearchResult
 
@@ -16,11 +17,12 @@ from service.stages import SearchResult
 class Searcher:
     """A CollectionSet (service/collections.py) behind a handle; the collection map is its user_config."""
 
-    def __init__(self, fingerprint: str, threads: int = 1) -> None:
+    def __init__(self, fingerprint: str, threads: int = 1, prompt: DocumentPrompt = NO_PROMPT) -> None:
         # One OpenMP thread by default: a request searches a handful of queries, where extra
         # threads only add wake-up cost and spin on cores the model replica needs.
         faiss.omp_set_num_threads(threads)
-        self.collections = CollectionSet(fingerprint)
+        # `prompt`: the model's document prompt; an index embedded with another one is refused.
+        self.collections = CollectionSet(fingerprint, prompt=prompt)
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
         """user_config: {"collections": {name: root | {index, version}}, "memory_budget_bytes", "poll_seconds"}.

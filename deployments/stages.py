@@ -67,9 +67,9 @@ class GraphStages(_Search):
         self.model = model
         self.tokenizer, self.backbone, self.pooling, self.searcher = tokenizer, backbone, pooling, searcher
 
-    async def tokenize(self, texts: list[str]) -> TokenPack:
-        """Token ids from the Tokenizer deployment."""
-        pack: TokenPack = await self.tokenizer.remote(texts)
+    async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:
+        """Token ids from the Tokenizer deployment (which prepends the prompt, as every topology does)."""
+        pack: TokenPack = await self.tokenizer.remote(texts, prompt)
         return pack
 
     async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:

@@ -20,9 +20,9 @@ class Tokenizer:
             TextTokenizer.from_artifact(Artifact.load(artifact_dir, verify_files=False))
         )
 
-    async def __call__(self, texts: list[str]) -> TokenPack:
-        """Token ids for texts the service already validated."""
-        return await self.local.tokenize(texts)
+    async def __call__(self, texts: list[str], prompt: str = "") -> TokenPack:
+        """Token ids for texts the service already validated, with the prompt the service resolved."""
+        return await self.local.tokenize(texts, prompt)
 
     async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
         """Tokens with offsets (POST /tokenize)."""

@@ -16,6 +16,7 @@ from index import store as index_store
 from index.filter_columns import Kind
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from index.filters import Filter, evaluate
+from index.prompt import DocumentPrompt
 from index.store import IndexManifest, LoadedIndex
 
 # FAISS OpenMP threads of a serving search. 1: a request searches a handful of queries, where
@@ -42,8 +43,13 @@ class IndexSearcher:
         root: str | os.PathLike[str],
         version: str | None = None,
         expected_fingerprint: str | None = None,
+        expected_prompt: DocumentPrompt | None = None,
     ) -> IndexSearcher:
-        """Open CURRENT (or `version`); refuse an index built with a different model."""
+        """Open CURRENT (or `version`); refuse an index built with a different model or document prompt.
+
+        `expected_prompt`: the prompt the server's model gives documents (DocumentPrompt.chosen);
+        None skips that check (tools that only read an index).
+        """
         loaded = (
             index_store.open_current(root) if version is None else index_store.open_version(root, version)
         )
@@ -52,6 +58,8 @@ class IndexSearcher:
                 f"index {loaded.path} was built with model {loaded.manifest.fingerprint!r}, "
                 f"this server's model is {expected_fingerprint!r}"
             )
+        if expected_prompt is not None:
+            loaded.manifest.prompt.agrees(expected_prompt, f"index {loaded.path}", "this server's model")
         return cls(loaded)
 
     @property

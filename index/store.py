@@ -34,6 +34,7 @@ import storage
 from embedder.errors import IndexInvalid
 from index.faiss_index import VectorIndex
 from index.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
+from index.prompt import DocumentPrompt
 from storage.cache import fetch_dir, file_digest, root_key
 
 INDEX_FILE = "index.faiss"
@@ -74,6 +75,15 @@ class IndexManifest:
     # Filter columns stored in filters.parquet (index/filter_columns.py): name -> {"type":
     # "string" | "int" | "timestamp", "dtype", "values" (distinct strings), "unit"}; {} = none.
     filters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The prompt the indexed vectors were embedded with (jobs.embed_corpus --prompt-name, from the
+    # embeddings' metadata); None / "" = no prompt, also for versions built before prompts existed.
+    document_prompt_name: str | None = None
+    document_prompt: str = ""
+
+    @property
+    def prompt(self) -> DocumentPrompt:
+        """The document prompt of this version's vectors."""
+        return DocumentPrompt(self.document_prompt_name, self.document_prompt)
 
     def to_json(self) -> str:
         """Serialised manifest."""

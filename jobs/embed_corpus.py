@@ -8,6 +8,10 @@ actor call takes several shards and overlaps their reads and writes with the mod
 asks the autoscaler for the GPU nodes the pool needs and waits for them (--gpu-wait-seconds),
 so a cluster whose GPU type starts at zero nodes works; a cluster that cannot grow fails at once.
 
+Texts get the model's document prompt (sentence-transformers' encode_document rule: e5's
+"passage: "), or the one `--prompt-name` names; the summary and every part file record it, and an
+index built from the output only serves a model that gives documents the same prompt.
+
 `--previous P` makes the run incremental (jobs/incremental.py): rows whose exact text was embedded
 in the complete earlier run P with the same artifact take P's vector, only new or changed texts go
 through the model, and the output is still a complete, self-contained run of the current input.
@@ -46,12 +50,13 @@ def one_line(summary: dict[str, Any]) -> str:
         if summary.get("previous")
         else ""
     )
+    prompt = f", prompt {summary['prompt_name']!r}" if summary.get("prompt") else ""
     return (
         f"embedded {summary['rows_embedded']} of {summary['rows_read']} rows "
         f"({summary['rows_quarantined']} quarantined, {summary['rows_truncated']} truncated, "
         f"{summary['tokens']} tokens){incremental} "
         f"in {summary['wall_seconds']:.1f} s, {summary['rows_per_second']:.0f} rows/s{resumed} "
-        f"-> {summary['output']} [{summary['fingerprint']}] by {', '.join(summary.get('runtimes') or ['?'])}"
+        f"-> {summary['output']} [{summary['fingerprint']}{prompt}] by {', '.join(summary.get('runtimes') or ['?'])}"
     )
 
 
@@ -131,6 +136,11 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         "--gpu-wait-seconds",
         type=float,
         help="--device gpu: how long to wait for the autoscaler's GPU nodes (default: 600)",
+    )
+    p.add_argument(
+        "--prompt-name",
+        help="which of the model's prompts the texts get (e.g. query); default: its document prompt "
+        "(the first of document, passage, corpus it has, else its default prompt, else none)",
     )
     p.add_argument("--ray-address", help="default: ray.init() (running cluster, else local)")
     p.add_argument(

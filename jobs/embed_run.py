@@ -31,6 +31,7 @@ from embedder.config import (
     check_field,
 )
 from embedder.errors import EmbedderError
+from index.prompt import NO_PROMPT, DocumentPrompt
 from jobs.corpus import (
     ColumnSpec,
     Shard,
@@ -112,6 +113,10 @@ class JobConfig:
     progress: bool = True
     # An earlier complete output of the same artifact: reuse its vectors for unchanged texts.
     previous: str | None = None
+    # Which of the model's prompts the texts get. None: the document prompt by sentence-transformers'
+    # encode_document rule (the first of "document", "passage", "corpus" the model has, else its
+    # default prompt), because the corpus is what /match's queries are compared with.
+    prompt_name: str | None = None
 
     def __post_init__(self) -> None:
         check_field(self, "device", self.device in ("cpu", "gpu"), "must be 'cpu' or 'gpu'")
@@ -289,6 +294,7 @@ class Prepared:
     state: RunState
     normalized: bool
     previous: PreviousRun | None = None
+    prompt: DocumentPrompt = NO_PROMPT
 
 
 def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease | None = None) -> Prepared:
@@ -304,6 +310,7 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
     if cfg.device not in ("cpu", "gpu"):
         raise EmbedderError(f"--device must be cpu or gpu, got {cfg.device!r}")
     artifact = Artifact.load(cfg.artifact)  # verifies file hashes against the manifest fingerprint
+    prompt = choose_prompt(cfg, artifact)
     files = discover_inputs(cfg.input)
     columns = resolve_columns(files[0], cfg.text_column, cfg.id_column, cfg.keep_columns)
     reserved = [c for c in columns.keep if c in RESERVED_COLUMNS]
@@ -322,6 +329,7 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
                 artifact_ref(cfg.artifact),
                 id_type(files[0], columns),
                 columns.id,
+                prompt,
             )
             previous_identity = previous.identity()
     total = sum(f.rows for f in inputs)
@@ -337,11 +345,24 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
         "shards": [dataclasses.asdict(s) for s in shards],
         "config": config_record(cfg),
         "previous": previous_identity,
+        "prompt_name": prompt.name,
+        "prompt": prompt.text,
     }
     if lease is not None:
         lease.acquire()  # a second run on this output stops here, before touching anything
     state = RunState.open(output, run)
-    return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize, previous)
+    return Prepared(artifact.fingerprint, columns, state, artifact.manifest.normalize, previous, prompt)
+
+
+def choose_prompt(cfg: JobConfig, artifact: Artifact) -> DocumentPrompt:
+    """The prompt the texts get: --prompt-name, else the model's document prompt; an unknown name is refused."""
+    prompts = artifact.manifest.prompt_set()
+    if cfg.prompt_name is not None and cfg.prompt_name not in prompts.names:
+        raise EmbedderError(
+            f"--prompt-name {cfg.prompt_name!r}: artifact {cfg.artifact} has no such prompt; its prompt "
+            f"names: {', '.join(prompts.names) or 'none (it takes texts as they are)'}"
+        )
+    return DocumentPrompt.chosen(prompts, cfg.prompt_name)
 
 
 def finished_with(output: storage.Location, previous: str) -> dict[str, Any] | None:
@@ -421,7 +442,9 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease
 def _stream_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
-    task = ShardTask(output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long)
+    task = ShardTask(
+        output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long, prompt=prep.prompt
+    )
     # One copy of the lookup in the object store, shared by every actor on a node (24 B/previous row).
     reuse = ray.put(prep.previous.reuse_index()) if prep.previous is not None else None
     items = ray.data.from_items([{"spec": shard_to_json(s)} for s in shards], override_num_blocks=len(shards))
@@ -525,6 +548,9 @@ def make_summary(
         "resumed": resumed,
         "fingerprint": state.run["fingerprint"],
         "artifact": state.run["artifact"],
+        # The prompt every vector was embedded with (None / "": none).
+        "prompt_name": state.run.get("prompt_name"),
+        "prompt": state.run.get("prompt", ""),
         "output": state.output.uri,
         "quarantine": state.output.child(QUARANTINE_DIR).uri,
         "config": config_record(cfg),

@@ -16,11 +16,15 @@ import pyarrow as pa
 
 import storage
 from embedder.errors import IndexInvalid, ModelMismatch
+from index.prompt import NO_PROMPT, DocumentPrompt
 from jobs.layout import PART_GLOB, is_part_file
 
 FINGERPRINT_KEY = b"qm.fingerprint"
 DIMENSION_KEY = b"qm.dimension"
 NORMALIZED_KEY = b"qm.normalized"
+# The prompt the vectors were embedded with (index.prompt): its text ("" = none) and name (absent = none).
+PROMPT_KEY = b"qm.prompt"
+PROMPT_NAME_KEY = b"qm.prompt_name"
 EMBEDDING = "embedding"
 # Hash of the exact text each vector was made from, with the artifact fingerprint (16 bytes,
 # jobs/incremental.py): lets a later run reuse the vector. Bookkeeping, not a passthrough column.
@@ -61,6 +65,7 @@ def embeddings_table(
     fingerprint: str,
     normalized: bool,
     text_hashes: np.ndarray | None = None,
+    prompt: DocumentPrompt = NO_PROMPT,
 ) -> pa.Table:
     """id, embedding (fixed_size_list<float32>[dim]), passthrough columns, qm_text_hash, qm.* file metadata."""
     columns = {"id": ids, EMBEDDING: embedding_array(vectors)}
@@ -72,8 +77,18 @@ def embeddings_table(
         FINGERPRINT_KEY: fingerprint.encode(),
         DIMENSION_KEY: str(vectors.shape[1]).encode(),
         NORMALIZED_KEY: b"true" if normalized else b"false",
+        PROMPT_KEY: prompt.text.encode(),
     }
+    if prompt.name is not None:
+        metadata[PROMPT_NAME_KEY] = prompt.name.encode()
     return pa.table(columns).replace_schema_metadata(metadata)
+
+
+def prompt_of(metadata: Mapping[bytes, bytes] | None) -> DocumentPrompt:
+    """The prompt a file's metadata records (files written before prompts: none)."""
+    meta = metadata or {}
+    name = meta.get(PROMPT_NAME_KEY)
+    return DocumentPrompt(name.decode() if name is not None else None, meta.get(PROMPT_KEY, b"").decode())
 
 
 def write_embeddings_parquet(
@@ -84,6 +99,7 @@ def write_embeddings_parquet(
     fingerprint: str = "",
     normalized: bool = True,
     row_group_rows: int = 65_536,
+    prompt: DocumentPrompt = NO_PROMPT,
 ) -> str:
     """Write one embeddings parquet file through the job's own table builder (embeddings_table).
 
@@ -94,7 +110,7 @@ def write_embeddings_parquet(
         raise ValueError(f"vectors {vectors.shape} do not match {len(ids)} ids")
     id_arr = pa.array(ids, type=pa.int64()) if _all_ints(ids) else pa.array([str(i) for i in ids])
     passthrough = pa.table({name: pa.array(values) for name, values in (columns or {}).items()})
-    table = embeddings_table(id_arr, vectors, passthrough, fingerprint, normalized)
+    table = embeddings_table(id_arr, vectors, passthrough, fingerprint, normalized, prompt=prompt)
     return storage.write_parquet(path, table, row_group_size=row_group_rows).uri
 
 
@@ -116,6 +132,7 @@ class EmbeddingsInfo:
     id_type: str  # "int64" | "string"
     passthrough: tuple[str, ...]
     text_hash: bool = False  # the files carry TEXT_HASH (written by jobs.embed_corpus)
+    prompt: DocumentPrompt = NO_PROMPT  # the prompt every file's vectors were embedded with
 
     @property
     def count(self) -> int:
@@ -155,15 +172,21 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
     """Check every file's schema and metadata agree (fingerprint, dimension, columns) and summarise."""
     files = embedding_files(directory)
     fingerprints: dict[str, list[str]] = {}
+    prompts: dict[DocumentPrompt, list[str]] = {}
     first: tuple[int, str, tuple[str, ...], bool, bool] | None = None
     rows: list[int] = []
     schemas = [(f, storage.parquet_file(f).metadata) for f in files]
     for f, meta in schemas:
-        fp = (meta.schema.to_arrow_schema().metadata or {}).get(FINGERPRINT_KEY, b"").decode()
+        file_meta = meta.schema.to_arrow_schema().metadata or {}
+        fp = file_meta.get(FINGERPRINT_KEY, b"").decode()
         fingerprints.setdefault(fp, []).append(_name(f))
+        prompts.setdefault(prompt_of(file_meta), []).append(_name(f))
     if len(fingerprints) > 1:  # checked first: a different model is the root cause of any other mismatch
         detail = "; ".join(f"{fp or '<none>'}: {', '.join(names[:3])}" for fp, names in fingerprints.items())
         raise ModelMismatch(f"embeddings files come from different model artifacts ({detail})")
+    if len({p.text for p in prompts}) > 1:  # same model, other prompt: vectors that do not compare
+        detail = "; ".join(f"{p.describe()}: {', '.join(names[:3])}" for p, names in prompts.items())
+        raise ModelMismatch(f"embeddings files were embedded with different prompts ({detail})")
     for f, meta in schemas:
         shape = _file_shape(f, meta.schema.to_arrow_schema())
         if first is None:
@@ -185,6 +208,7 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
         id_type=id_type,
         passthrough=passthrough,
         text_hash=text_hash,
+        prompt=next(iter(prompts)),
     )
 
 

@@ -4,8 +4,10 @@
 
 The reuse key of a row is `qm_text_hash` (jobs.embeddings_io.TEXT_HASH): BLAKE2b-128 over the
 artifact fingerprint, a NUL byte and the text as the job read it from the input, UTF-8 encoded.
-That string is exactly what the job hands to the tokenizer, so equal keys mean equal model input
-and, with the same artifact, the same vector. No normalisation is applied (not even the casefold
+That string is exactly what the job hands to the tokenizer, after the run's prompt (--prompt-name,
+else the model's document prompt), so equal keys mean equal model input and, with the same
+artifact and prompt, the same vector: a previous run embedded with another prompt is refused
+(`open_previous`), like one of another artifact. No normalisation is applied (not even the casefold
 and whitespace folding of jobs/dedup.py, nor the tokenizer's own lower-casing): two texts that
 differ only in case or spacing can tokenize differently (cased models, whitespace-sensitive
 vocabularies), and the key must never depend on tokenizer internals. Every run writes the column,
@@ -34,6 +36,7 @@ import pyarrow.compute as pc
 
 import storage
 from embedder.errors import EmbedderError, ModelMismatch
+from index.prompt import NO_PROMPT, DocumentPrompt
 from jobs.embeddings_io import (
     EMBEDDING,
     HASH_BYTES,
@@ -219,6 +222,7 @@ def open_previous(
     artifact: str,
     id_type: str,
     id_column: str | None = None,
+    prompt: DocumentPrompt = NO_PROMPT,
 ) -> PreviousRun:
     """Check the --previous output can be reused and read its ids and keys; nothing is written.
 
@@ -252,6 +256,8 @@ def open_previous(
             f"{run.get('fingerprint')}); this run uses {artifact} (fingerprint {fingerprint}). Vectors "
             "of another model are never reused: drop --previous for a full run."
         )
+    # Same artifact, another prompt: other vectors for the same text, so none of them is reused.
+    _same_prompt(loc, DocumentPrompt(run.get("prompt_name"), run.get("prompt") or ""), prompt)
     held = live_lease(loc)
     if held is not None:
         raise PreviousRunError(
@@ -297,6 +303,7 @@ def open_previous(
                 f"previous run {loc}: its part files carry fingerprint {info.fingerprint}, this run "
                 f"uses {fingerprint}; vectors of another model are never reused"
             )
+        _same_prompt(loc, info.prompt, prompt)
         if info.id_type != id_type:
             raise PreviousRunError(
                 f"previous run {loc} has {info.id_type} ids, this input gives {id_type} ids: the "
@@ -313,3 +320,13 @@ def open_previous(
         dimension = info.dimension
     table, keys = read_ids_and_keys(files, f"previous run {loc}")
     return PreviousRun(loc, fingerprint, files, table, keys, dimension)
+
+
+def _same_prompt(loc: storage.Location, previous: DocumentPrompt, current: DocumentPrompt) -> None:
+    """Refuse a previous run embedded with another prompt, as one of another model."""
+    if previous.text != current.text:
+        raise ModelMismatch(
+            f"previous run {loc} was embedded with {previous.describe()}; this run uses "
+            f"{current.describe()}. Vectors made with another prompt are never reused: drop "
+            "--previous for a full run (or give the previous run's --prompt-name)."
+        )

@@ -208,6 +208,9 @@ def save_version(
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         update=update,
         filters=described,
+        # Servers refuse the version unless their model gives documents this prompt (index.prompt).
+        document_prompt_name=info.prompt.name,
+        document_prompt=info.prompt.text,
     )
     (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest

@@ -20,8 +20,8 @@ nprobe / efSearch and may widen it up to `IndexConfig.update_max_widen` times (Q
 if the target is still missed the quantizer no longer fits the data, and the job retrains from
 scratch (a full build with the same factory) and says so in its output line.
 
-Falls back to a full build, saying why, when nothing can be reused: no CURRENT yet, another model,
-dimension, id type, factory or metric, a version built before vector hashes existed, a Flat index
+Falls back to a full build, saying why, when nothing can be reused: no CURRENT yet, another model
+or prompt, dimension, id type, factory or metric, a version built before vector hashes existed, a Flat index
 (nothing trained: the build is the update) and indexes whose ids cannot be removed or relabelled
 (HNSW graphs). Publishing is the build's: a staging directory, verified, then CURRENT flips
 (index_store.publish); a failure leaves CURRENT alone, and `--rollback` returns to the version
@@ -143,6 +143,8 @@ def cannot_update(loaded: LoadedIndex, info: EmbeddingsInfo, factory: str, metri
     m = loaded.manifest
     if info.fingerprint != m.fingerprint:
         return f"embeddings come from model {info.fingerprint}, version {loaded.version} from {m.fingerprint}"
+    if info.prompt.text != m.document_prompt:
+        return f"embeddings were embedded with {info.prompt.describe()}, version {loaded.version} with {m.prompt.describe()}"
     if info.dimension != m.dimension:
         return f"dimension {info.dimension} != {m.dimension}"
     if info.id_type != m.id_type:

@@ -2,8 +2,8 @@
 
 Files (local directory or object-store prefix, all through storage):
 
-- `_RUN.json`: the artifact fingerprint, the inputs (path/URI, size, mtime, rows), the column roles
-  and the shard plan. A rerun must match it to resume.
+- `_RUN.json`: the artifact fingerprint, the inputs (path/URI, size, mtime, rows), the column roles,
+  the prompt and the shard plan. A rerun must match it to resume.
 - `_done/<shard_id>.json`: one small marker per finished shard, written by the driver after the
   shard's part files are in place. It is the commit record. One object per shard, not an appended
   journal, because object stores cannot append; each marker is one all-or-nothing write.
@@ -42,7 +42,10 @@ IDENTITY_FIELDS = (
     "keep_columns",
     "too_long",
     "previous",
+    "prompt",
 )
+# What an identity field means when a _RUN.json written before it existed lacks it.
+IDENTITY_DEFAULTS: dict[str, Any] = {"prompt": ""}  # no prompt
 # How long a lease outlives its last heartbeat (sent every ttl/4). Set per run with JobConfig's
 # lease_ttl_seconds (QM_JOB_LEASE_TTL_SECONDS); this is its default.
 LEASE_TTL_SECONDS = 60.0
@@ -140,7 +143,11 @@ def check_same_run(output: storage.Location, stored: dict[str, Any], run: dict[s
             f"(fingerprint {run['fingerprint']}). Embeddings of two models cannot share an output: "
             "choose a new --output."
         )
-    differing = [f for f in IDENTITY_FIELDS if stored.get(f) != run.get(f)]
+    differing = [
+        f
+        for f in IDENTITY_FIELDS
+        if stored.get(f, IDENTITY_DEFAULTS.get(f)) != run.get(f, IDENTITY_DEFAULTS.get(f))
+    ]
     if differing:
         raise RunConflict(
             f"output {output} holds a run with different {', '.join(differing)}; "

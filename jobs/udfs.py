@@ -25,6 +25,7 @@ from embedder.config import BatchConfig, EncoderConfig, session_config
 from embedder.errors import EmbedderError, ModelMismatch
 from embedder.session import RuntimeInfo
 from embedder.tokenize import Tokenized
+from index.prompt import NO_PROMPT, DocumentPrompt
 from jobs.corpus import (
     ColumnSpec,
     Shard,
@@ -49,6 +50,9 @@ class ShardTask:
     output: str  # local path or URI
     columns: ColumnSpec
     too_long: str = "truncate"
+    # Prepended to every text before tokenizing (the driver chose it: --prompt-name or the model's
+    # document prompt), and recorded in each part file's metadata.
+    prompt: DocumentPrompt = NO_PROMPT
 
 
 def shard_to_json(shard: Shard) -> str:
@@ -114,12 +118,14 @@ def prepare_shard(
         hit = np.flatnonzero(found)
         if len(hit):
             vectors[hit] = reuse.read_vectors(files[hit], rows[hit], keys[hit])
-            tokens = encoder.tokenizer.tokenize([texts[i] for i in hit.tolist()], truncate=True)
+            hits = [texts[i] for i in hit.tolist()]
+            tokens = encoder.tokenizer.tokenize(hits, truncate=True, prompt=task.prompt.text)
             token_counts[hit], truncated[hit] = tokens.token_counts, tokens.truncated
     reuse_seconds = time.perf_counter() - t_reuse
     fresh = np.flatnonzero(~found)
     t_tokenize = time.perf_counter()
-    tokenized = encoder.tokenizer.tokenize([texts[i] for i in fresh.tolist()], truncate=True)
+    fresh_texts = [texts[i] for i in fresh.tolist()]
+    tokenized = encoder.tokenizer.tokenize(fresh_texts, truncate=True, prompt=task.prompt.text)
     return PreparedShard(
         shard=shard,
         table=table,
@@ -172,6 +178,7 @@ def finish_shard(encoder: Encoder, prep: PreparedShard, task: ShardTask) -> Shar
         encoder.fingerprint,
         encoder.artifact.manifest.normalize,
         text_hashes=prep.keys[keep],
+        prompt=task.prompt,
     )
     order = np.argsort(bad, kind="stable")  # quarantine rows in input order
     quarantine = quarantine_table(table, np.asarray(bad, np.int64)[order], [reasons[i] for i in order])

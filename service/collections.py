@@ -24,6 +24,7 @@ import numpy as np
 
 import storage
 from embedder.errors import IndexUnavailable, InvalidInput
+from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
 from service.errors import NotFound
 from service.index_follower import DEFAULT_POLL_SECONDS, IndexFollower
@@ -90,8 +91,11 @@ def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
 class CollectionSet:
     """Every collection of one service replica, keyed by name."""
 
-    def __init__(self, fingerprint: str, config: CollectionsConfig | None = None) -> None:
+    def __init__(
+        self, fingerprint: str, config: CollectionsConfig | None = None, prompt: DocumentPrompt = NO_PROMPT
+    ) -> None:
         self.fingerprint = fingerprint
+        self.prompt = prompt  # the model's document prompt: every collection's index must agree
         self.config = CollectionsConfig()
         self.followers: dict[str, IndexFollower] = {}
         self._lock = threading.Lock()  # one configure at a time; searches never take it
@@ -116,7 +120,13 @@ class CollectionSet:
                 if current is not None:
                     current.close()
                 followers[name] = IndexFollower(
-                    root, self.fingerprint, config.poll_seconds, spec.version, self._admitter(name), name
+                    root,
+                    self.fingerprint,
+                    config.poll_seconds,
+                    spec.version,
+                    self._admitter(name),
+                    name,
+                    self.prompt,
                 )
                 self.followers = dict(
                     followers

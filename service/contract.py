@@ -30,6 +30,12 @@ class EmbeddingsRequest(_Request):
         default=None, ge=1, description="Cut vectors to this many dimensions."
     )
     user: StrictStr | None = None
+    prompt_name: StrictStr | None = Field(
+        default=None,
+        description="Which of the model's prompts to prepend to each text (see GET /info `prompts`), as "
+        "sentence-transformers' encode(prompt_name=...); omitted: the model's default prompt, if any.",
+        examples=["query"],
+    )
 
 
 class EmbeddingItem(BaseModel):
@@ -63,6 +69,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qmatch"
+    # The model's prompts (name -> text) and default prompt name: what `prompt_name` may be.
+    prompts: dict[str, str] = Field(default_factory=dict)
+    default_prompt_name: str | None = None
 
 
 class ModelList(BaseModel):
@@ -79,6 +88,12 @@ class EmbedRequest(_Request):
     normalize: StrictBool = True
     truncate: StrictBool = True
     dimensions: StrictInt | None = Field(default=None, ge=1)
+    prompt_name: StrictStr | None = Field(
+        default=None,
+        description="Which of the model's prompts to prepend to each text (see GET /info `prompts`), as "
+        "sentence-transformers' encode(prompt_name=...); omitted: the model's default prompt, if any.",
+        examples=["query"],
+    )
 
 
 class TokenizeRequest(_Request):
@@ -204,6 +219,12 @@ class InfoResponse(BaseModel):
     precision: str
     pooling: str
     normalize: bool
+    # The model's prompts (name -> text), its default prompt name, and the prompts /match gives
+    # questions (encode_query rule) and an index's documents must have had (encode_document rule).
+    prompts: dict[str, str] = Field(default_factory=dict)
+    default_prompt_name: str | None = None
+    query_prompt_name: str | None = None
+    document_prompt_name: str | None = None
     topology: str
     # Which backend, precision, device and CPU units produce the vectors (and why: "reason").
     runtime: dict[str, Any]

@@ -25,7 +25,7 @@ from embedder.errors import (
     ModelMismatch,
 )
 from embedder.handoff import TokenPack
-from embedder.probe import PROBE_TEXTS, probe_floor
+from embedder.probe import PROBE_TEXTS, probe_floor, probe_plan
 from embedder.tokenize import check_texts, text_problem
 from service.admission import Admission
 from service.config import ServingConfig
@@ -77,10 +77,11 @@ class EmbedService:
     async def embed(
         self, inputs: Inputs, field: str, truncate: bool = True, options: EmbedOptions | None = None
     ) -> Embedded:
-        """Vectors for one request's texts or token ids, in input order."""
+        """Vectors for one request's texts or token ids, in input order (texts get the options' prompt)."""
         options = options or EmbedOptions()
         self._check_options(options)
-        pack = await self._pack(inputs, field, truncate)
+        prompt = self._prompt(inputs, options.prompt_name)
+        pack = await self._pack(inputs, field, truncate, prompt)
         return Embedded(await self._encode(pack, options), pack.tokens)
 
     async def match(
@@ -101,7 +102,10 @@ class EmbedService:
         if filter is not None or collection != "default":
             # An unknown collection (404) or a bad filter (422) is refused before any model work.
             await self.stages.check_search(collection, filter)
-        pack = await self._pack(questions, field, truncate)
+        # Questions are queries: sentence-transformers' encode_query rule picks their prompt, as the
+        # index's documents got the encode_document rule's (index.prompt refuses any other index).
+        prompts = self.model.prompt_set()
+        pack = await self._pack(questions, field, truncate, prompts.resolve(prompts.query_name()))
         vectors = await self._encode(pack, EmbedOptions())
         result = await self.stages.search(vectors, top_k, collection, filter)
         if min_score is None:
@@ -131,6 +135,19 @@ class EmbedService:
                 "normalize=false is not available: the model normalises inside its graph", field="normalize"
             )
 
+    def _prompt(self, inputs: Inputs, prompt_name: str | None) -> str:
+        """The prompt text for a request's texts; 422 for an unknown name or a name with token ids."""
+        prompts = self.model.prompt_set()
+        prompts.check(prompt_name)
+        if isinstance(inputs, list) and inputs and not isinstance(inputs[0], str):
+            if prompt_name is not None:
+                raise InvalidInput(
+                    "prompt_name applies to texts; token ids are taken as given (include the prompt's tokens)",
+                    field="prompt_name",
+                )
+            return ""
+        return prompts.resolve(prompt_name)
+
     def _texts(self, inputs: str | Sequence[str], field: str) -> list[str]:
         if isinstance(inputs, str):
             problem = text_problem(inputs)
@@ -150,13 +167,13 @@ class EmbedService:
                 f"{field}: {n} inputs; at most {self.config.max_inputs} per request", field=field
             )
 
-    async def _pack(self, inputs: Inputs, field: str, truncate: bool) -> TokenPack:
-        """Validate one request's inputs and turn them into a TokenPack (tokenizing texts)."""
+    async def _pack(self, inputs: Inputs, field: str, truncate: bool, prompt: str = "") -> TokenPack:
+        """Validate one request's inputs and turn them into a TokenPack (tokenizing texts after the prompt)."""
         if isinstance(inputs, list) and inputs and not isinstance(inputs[0], str):
             pack = self._pack_ids(inputs, field, truncate)  # type: ignore[arg-type]
         else:
             texts = self._texts(inputs, field)  # type: ignore[arg-type]
-            pack = await self.stages.tokenize(texts)
+            pack = await self.stages.tokenize(texts, prompt)
             if not truncate:
                 check_lengths(
                     pack.token_counts, self.model.max_seq_length, field, single=isinstance(inputs, str)
@@ -218,9 +235,18 @@ class EmbedService:
                 await asyncio.sleep(self.config.probe_interval_s)
 
     async def probe(self) -> None:
-        """Embed the probe set through the stages, compare with the artifact; search once if indexed."""
-        pack = await self.stages.tokenize(list(PROBE_TEXTS))
-        served = await self.stages.encode(pack, EmbedOptions())
+        """Embed the probe set through the stages, compare with the artifact; search once if indexed.
+
+        Every group of the artifact's probe (embedder.probe.probe_plan: all texts with the default
+        prompt, then a few per named prompt) goes through the stages' own prompt path, so a prompt
+        lost or changed on the way fails the probe.
+        """
+        prompts = self.model.prompt_set()
+        rows = []
+        for name, texts in probe_plan(prompts.names, PROBE_TEXTS):
+            pack = await self.stages.tokenize(list(texts), prompts.resolve(name))
+            rows.append(await self.stages.encode(pack, EmbedOptions()))
+        served = np.concatenate(rows)
         runtime = await self.stages.runtime()
         floor = probe_floor(str(runtime.get("tolerance_key", "fp32")))
         agreement = probe_agreement(self.model.probe_vectors, served)

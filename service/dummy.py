@@ -95,9 +95,9 @@ class DummyStages:
         hidden = HiddenPack(self.table[pack.ids], pack.lengths)
         return self.pooler(hidden.to_hidden_states()).embeddings
 
-    async def tokenize(self, texts: list[str]) -> TokenPack:
-        """Whitespace tokens, truncated to MAX_LEN."""
-        return self._pack(texts)
+    async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:
+        """Whitespace tokens (the prompt's first), truncated to MAX_LEN."""
+        return self._pack([prompt + t for t in texts] if prompt else texts)
 
     async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
         """Words with offsets."""

@@ -179,7 +179,8 @@ def create_app(service: EmbedService) -> FastAPI:
         """OpenAI-compatible embeddings (the `openai` client and LangChain work unchanged)."""
 
         async def work(req: c.EmbeddingsRequest) -> dict[str, Any]:
-            out = await service.embed(req.input, "input", True, EmbedOptions(dimensions=req.dimensions))
+            options = EmbedOptions(dimensions=req.dimensions, prompt_name=req.prompt_name)
+            out = await service.embed(req.input, "input", True, options)
             b64 = req.encoding_format == "base64"
             data = [
                 {"object": "embedding", "index": i, "embedding": _b64(v) if b64 else v}
@@ -195,7 +196,15 @@ def create_app(service: EmbedService) -> FastAPI:
         """The one model this service serves (OpenAI shape)."""
 
         async def work(_: None) -> c.ModelList:
-            card = c.ModelCard(id=service.model.name, object="model", created=0, owned_by="qmatch")
+            m = service.model
+            card = c.ModelCard(
+                id=m.name,
+                object="model",
+                created=0,
+                owned_by="qmatch",
+                prompts=m.prompts,
+                default_prompt_name=m.default_prompt_name,
+            )
             return c.ModelList(object="list", data=[card])
 
         return await serve(request, "openai", None, work)
@@ -211,7 +220,9 @@ def create_app(service: EmbedService) -> FastAPI:
         """text-embeddings-inference-style embeddings: a list of vectors."""
 
         async def work(req: c.EmbedRequest) -> np.ndarray:
-            options = EmbedOptions(normalize=req.normalize, dimensions=req.dimensions)
+            options = EmbedOptions(
+                normalize=req.normalize, dimensions=req.dimensions, prompt_name=req.prompt_name
+            )
             return (await service.embed(req.inputs, "inputs", req.truncate, options)).vectors
 
         return await serve(request, "tei", c.EmbedRequest, work)
@@ -325,6 +336,7 @@ def create_app(service: EmbedService) -> FastAPI:
 
         async def work(_: None) -> c.InfoResponse:
             m = service.model
+            prompts = m.prompt_set()
             return c.InfoResponse(
                 model=m.name,
                 model_fingerprint=m.fingerprint,
@@ -333,6 +345,10 @@ def create_app(service: EmbedService) -> FastAPI:
                 precision=m.precision,
                 pooling=m.pooling,
                 normalize=m.normalize,
+                prompts=m.prompts,
+                default_prompt_name=m.default_prompt_name,
+                query_prompt_name=prompts.query_name(),
+                document_prompt_name=prompts.document_name(),
                 topology=service.stages.topology,
                 runtime=await service.stages.runtime(),
                 ready=service.ready,

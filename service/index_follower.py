@@ -3,7 +3,7 @@
 A background thread looks at `indexes/<name>/CURRENT` (or a pinned version). A new version is
 opened beside the live one and swapped in with one reference assignment, so searches in flight
 finish on the version they started with and none fails. A version built with another model
-(fingerprint mismatch) or a broken one is refused: the old one keeps serving and `status()` says why.
+(fingerprint mismatch), from documents embedded with another prompt, or a broken one is refused: the old one keeps serving and `status()` says why.
 Used by the in-process stages and by the Searcher deployment.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
 from index import store as index_store
 from index.filters import parse_filter
+from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
 from index.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
 from service.stages import Match, SearchResult
@@ -48,11 +49,14 @@ class IndexFollower:
         pinned: str | None = None,
         admit: Admit | None = None,
         name: str | None = None,
+        prompt: DocumentPrompt = NO_PROMPT,
     ) -> None:
         self.root = root
         self.name = name or Path(root).name
         self.admit = admit
         self.fingerprint = fingerprint
+        # The prompt this server's model gives documents: a version embedded with another is refused.
+        self.prompt = prompt
         # Seconds between looks at CURRENT: a stat and a small read, cheap enough to do often.
         self.poll_s = poll_s
         self.pinned = pinned
@@ -99,7 +103,12 @@ class IndexFollower:
                 return
             started = time.perf_counter()
             try:
-                fresh = IndexSearcher.open(self.root, version=wanted, expected_fingerprint=self.fingerprint)
+                fresh = IndexSearcher.open(
+                    self.root,
+                    version=wanted,
+                    expected_fingerprint=self.fingerprint,
+                    expected_prompt=self.prompt,
+                )
             except (ModelMismatch, IndexInvalid, StorageError, OSError) as exc:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)

@@ -19,6 +19,7 @@ from embedder.graph_runner import GraphRunner
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
 from embedder.pooling import Pooler
 from embedder.tokenize import TextTokenizer
+from index.prompt import DocumentPrompt
 from service.collections import CollectionsConfig, CollectionSet, collections_config
 from service.index_follower import DEFAULT_POLL_SECONDS, IndexFollower
 from service.scheduler import ModelScheduler, PassObserver, SchedulerConfig
@@ -31,6 +32,7 @@ THREAD_TOKENIZE_AT = 64
 def model_info(artifact: Artifact, tokenizer: TextTokenizer, name: str = "") -> ModelInfo:
     """What the service needs to know about an artifact."""
     m = artifact.manifest
+    prompts = m.prompt_set()  # only prompts with text, as the encoder applies them
     return ModelInfo(
         # The manifest's source_model is often a local path; the artifact directory names the model.
         name=name or (storage.resolve(artifact.origin).name if artifact.origin else artifact.path.name),
@@ -43,6 +45,8 @@ def model_info(artifact: Artifact, tokenizer: TextTokenizer, name: str = "") -> 
         pooling_in_graph=m.pooling_in_graph,
         vocab_size=tokenizer.vocab_size,
         probe_vectors=artifact.probe_vectors,
+        prompts=dict(prompts.prompts),
+        default_prompt_name=prompts.default_name,
     )
 
 
@@ -52,14 +56,18 @@ class LocalTokenizer:
     def __init__(self, tokenizer: TextTokenizer) -> None:
         self.tokenizer = tokenizer
 
-    async def tokenize(self, texts: list[str]) -> TokenPack:
-        """Token ids truncated to max length, counts before truncation."""
-        if len(texts) >= THREAD_TOKENIZE_AT:
-            return await asyncio.to_thread(self._pack, texts)
-        return self._pack(texts)
+    async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:
+        """Token ids truncated to max length, counts before truncation; the prompt counts toward both.
 
-    def _pack(self, texts: list[str]) -> TokenPack:
-        return pack_tokens(self.tokenizer.tokenize(texts, truncate=True))
+        Every topology tokenizes here (inline and fused in the ingress, graph in the Tokenizer
+        deployment), so a prompt reaches the model the same way in all of them.
+        """
+        if len(texts) >= THREAD_TOKENIZE_AT:
+            return await asyncio.to_thread(self._pack, texts, prompt)
+        return self._pack(texts, prompt)
+
+    def _pack(self, texts: list[str], prompt: str) -> TokenPack:
+        return pack_tokens(self.tokenizer.tokenize(texts, truncate=True, prompt=prompt))
 
     async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
         """Tokens with offsets."""
@@ -97,7 +105,8 @@ class InProcessStages(LocalTokenizer):
         if collections is None:
             single = {"default": {"index": index_root, "version": index_version}} if index_root else {}
             collections = collections_config({"collections": single, "poll_seconds": poll_s})
-        self.collections = CollectionSet(self.model.fingerprint, collections)
+        prompt = DocumentPrompt.chosen(self.artifact.manifest.prompt_set())
+        self.collections = CollectionSet(self.model.fingerprint, collections, prompt)
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Sentence vectors: model pass (shared with other requests), then this request's pooling."""

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedder.handoff import TokenPack
+from embedder.prompts import Prompts
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,24 @@ class ModelInfo:
     # Vectors of embedder.probe.PROBE_TEXTS stored in the artifact; /ready compares against them
     # within the tolerance of the precision the model replicas run (embedder.probe.probe_floor).
     probe_vectors: np.ndarray = field(repr=False, compare=False)
+    # The model's prompts (name -> text) and default prompt name (embedder.prompts): /embed's
+    # prompt_name picks one, /match takes the query rule's, an index must have the document rule's.
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+    def prompt_set(self) -> Prompts:
+        """The prompts with sentence-transformers' rules for choosing one."""
+        return Prompts(self.prompts, self.default_prompt_name)
 
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """Per-request pooling options."""
+    """Per-request options: the prompt (applied when tokenizing) and pooling."""
 
     normalize: bool | None = None  # None: the artifact's own setting
     dimensions: int | None = None  # None: full dimension
+    # A key of the model's prompts; None: its default prompt (none when it has no default).
+    prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,8 @@ class Stages(Protocol):
     model: ModelInfo
     topology: str
 
-    async def tokenize(self, texts: list[str]) -> TokenPack:
-        """Token ids (truncated to max length) plus counts before truncation."""
+    async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:
+        """Token ids (truncated to max length) plus counts before truncation; `prompt` prepended to each text."""
         ...
 
     async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:

@@ -11,6 +11,7 @@ from embedder.encoder import Encoder
 from index import store as index_store
 from index.faiss_index import VectorIndex
 from index.filter_columns import FILTERS_FILE, column_kind, write_filters
+from index.prompt import DocumentPrompt
 from index.store import IndexManifest
 
 FAQ: list[tuple[str, str]] = [
@@ -37,12 +38,16 @@ def publish_index(
     tag: str = "",
     make_current: bool = True,
     filters: dict[str, list] | None = None,
+    prompt_name: str | None = None,
 ) -> str:
     """Embed the questions, write one Flat index version under `root`, publish it; returns the version.
 
     `filters`: extra metadata columns (one value per row) stored as filter columns too.
+    `prompt_name`: the prompt the questions get (default: the model's document prompt, as the embed job).
     """
-    vectors = encoder.encode([q for q, _ in rows])
+    # Stored questions are documents: the model's document prompt, recorded as the embed job does.
+    prompt = DocumentPrompt.chosen(encoder.prompts, prompt_name)
+    vectors = encoder.encode([q for q, _ in rows], prompt_name=prompt.name)
     index = VectorIndex.create(vectors.shape[1], "Flat", "ip")
     index.add(vectors)
     version = index_store.new_version_name() + tag
@@ -74,6 +79,8 @@ def publish_index(
         build_seconds=0.0,
         columns=("question", "answer", *(filters or {})),
         filters=described,
+        document_prompt_name=prompt.name,
+        document_prompt=prompt.text,
     )
     (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     index_store.publish(root, staged, version, make_current=make_current)

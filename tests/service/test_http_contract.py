@@ -146,6 +146,8 @@ def test_match_single_batch_min_score(client: TestClient) -> None:
         ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "dimensions"),
         ("/v1/embeddings", {"input": "x", "dimensions": 17}, 422, "dimensions"),
         ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "encoding_format"),
+        ("/v1/embeddings", {"input": "x", "prompt_name": "query"}, 422, "prompt_name"),  # no prompts
+        ("/v1/embeddings", {"input": "x", "prompt_name": 7}, 422, "prompt_name"),
         ("/match", {"question": "x", "top_k": 0}, 422, "top_k"),
         ("/match", {"question": "x", "top_k": 101}, 422, "top_k"),
         ("/match", {"question": "x", "questions": ["y"]}, 422, "question"),

@@ -1,0 +1,65 @@
+"""A model with prompts on a real Ray Serve graph app (loopback only): the Tokenizer deployment gets the
+prompt the service chose, so /match gives questions the query prompt, the probe passes, and the
+Searcher deployment refuses an index whose documents got another prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from embedder import Encoder
+from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_index import FAQ, publish_index
+from testkit.waiting import wait_until
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def app(prompted_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from ray import serve
+
+    from deployments.app import build_app
+
+    encoder = Encoder.load(prompted_artifact)
+    base = tmp_path_factory.mktemp("prompted-serve")
+    (base / "faq").mkdir()
+    (base / "queried").mkdir()
+    publish_index(base / "faq", encoder)  # documents with the document prompt
+    bad = publish_index(base / "queried", encoder, prompt_name="query")
+    with start_local_ray(num_cpus=4, log_to_driver=False), serve_on_loopback() as url:
+        args = {
+            "artifact": str(prompted_artifact),
+            "index": str(base / "faq"),
+            "collections": {"queried": str(base / "queried")},
+            "topology": "graph",  # the one topology that tokenizes in its own deployment
+            "poll_seconds": 0.3,
+            "session": {"threads": 1, "allow_spinning": False},
+        }
+        serve.run(build_app(args), name="prompted", route_prefix="/", blocking=False)
+        wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
+        yield {"url": url, "encoder": encoder, "bad": bad}
+
+
+def test_match_through_serve_uses_the_query_prompt(app: dict[str, Any]) -> None:
+    url, encoder = app["url"], app["encoder"]
+    question = "where is my parcel"
+    got = requests.post(url + "/match", json={"question": question, "top_k": len(FAQ)}, timeout=30)
+    assert got.status_code == 200, got.text
+    scores = {m["id"] - 1000: m["score"] for m in got.json()["matches"]}
+    documents = encoder.encode_document([q for q, _ in FAQ])
+    want = documents @ encoder.encode_query([question])[0]
+    assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5
+    assert np.abs(want - documents @ encoder.encode([question])[0]).max() > 1e-3  # the prompt matters
+
+    embedded = requests.post(url + "/embed", json={"inputs": [question], "prompt_name": "query"}, timeout=30)
+    assert np.abs(np.array(embedded.json()) - encoder.encode_query([question])).max() < 1e-5
+
+    listed = {c["name"]: c for c in requests.get(url + "/v1/collections", timeout=30).json()["data"]}
+    refused = listed["queried"]["refused"]
+    assert refused["version"] == app["bad"] and "prompt 'query' ('query: ')" in refused["reason"]
