@@ -16,6 +16,7 @@ import pytest
 from embedder import Encoder
 from embedder.cpu_features import cpu_flags
 from embedder.encoder import cosine_rows
+from embedder.errors import ExportError
 from export.pipeline import ExportRequest, run_export
 from testkit.st_families import FAMILIES, build_family_model, family_spec
 from testkit.varied_texts import VARIED
@@ -99,3 +100,34 @@ def test_family_runs_on_openvino_bf16_at_its_probe_floor(
     # Encoder.load re-embeds the probe and refuses below the bf16 floor: loading is the assertion.
     encoder = Encoder.load(artifact, backend="openvino", precision="bf16")
     assert encoder.runtime.precision == "bf16"
+
+
+@pytest.mark.parametrize("family", ["bert-dense", "mpnet", "modernbert", "qwen3"])
+def test_int8_is_kept_at_its_floor_or_refused_with_the_measured_figure(tmp_path: Path, family: str) -> None:
+    model = build_family_model(family, tmp_path / "model")
+    artifact = tmp_path / "int8"
+    run_export(ExportRequest(model_dir=model, out_dir=artifact, precision="int8"), log=lambda *_: None)
+    ref = np.asarray(_st(model).encode(TEXTS, convert_to_numpy=True, batch_size=8))
+    ours = Encoder.load(artifact, backend="onnxruntime").encode(TEXTS)
+    assert cosine_rows(ours, ref).min() >= 0.99  # the int8 floor, checked here on held-out texts
+    # A floor the int8 graph cannot reach: refused, naming the measured figure, nothing written.
+    with pytest.raises(ExportError, match=r"parity check failed: min cosine 0\.9\d+ < 0\.99999 for int8"):
+        run_export(
+            ExportRequest(
+                model_dir=model, out_dir=tmp_path / "refused", precision="int8", min_cosine=0.99999
+            ),
+            log=lambda *_: None,
+        )
+    assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("family", ["mpnet", "modernbert", "qwen3"])
+def test_fp16_conversion_of_plain_graphs_keeps_its_floor(tmp_path: Path, family: str) -> None:
+    """The converter behind fp16 artifacts is the one CUDA's fp16 runtime precision applies at load."""
+    model = build_family_model(family, tmp_path / "model")
+    run_export(
+        ExportRequest(model_dir=model, out_dir=tmp_path / "fp16", precision="fp16"), log=lambda *_: None
+    )
+    ref = np.asarray(_st(model).encode(TEXTS, convert_to_numpy=True, batch_size=8))
+    ours = Encoder.load(tmp_path / "fp16", backend="onnxruntime").encode(TEXTS)
+    assert cosine_rows(ours, ref).min() >= 0.999
