@@ -60,14 +60,16 @@ def _ensure_artifact(path: Path, model_dir: Path, precision: str) -> Path:
 HIDDEN, FFN, LAYERS = 384, 1536, 6
 
 
-def flops_per_token(seq_len: float) -> float:
-    """Multiply-add FLOPs (x2) of one token through the MiniLM-L6 encoder at `seq_len` tokens."""
-    dense = 4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN
-    attention = 2 * seq_len * HIDDEN
-    return 2.0 * LAYERS * (dense + attention)
+def flops_per_token(seq_len: float, hidden: int = HIDDEN, ffn: int = FFN, layers: int = LAYERS) -> float:
+    """Multiply-add FLOPs (x2) of one token through a BERT-shaped encoder (MiniLM-L6 by default)."""
+    dense = 4 * hidden * hidden + 2 * hidden * ffn
+    attention = 2 * seq_len * hidden
+    return 2.0 * layers * (dense + attention)
 
 
-def gemm_ceiling(threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, float]:
+def gemm_ceiling(
+    threads: int, rows: int = 2048, repeats: int = 5, hidden: int = HIDDEN, ffn: int = FFN
+) -> dict[str, float]:
     """The machine's fp32 GEMM rate on the model's own shapes (numpy/OpenBLAS sgemm, same threads).
 
     Per layer the weights are 4 x (384x384) and (384x1536) + (1536x384); `rows` token rows go through
@@ -76,12 +78,12 @@ def gemm_ceiling(threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, 
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((rows, HIDDEN), dtype=np.float32)
-    h = rng.standard_normal((rows, FFN), dtype=np.float32)
-    w_qkvo = rng.standard_normal((HIDDEN, HIDDEN), dtype=np.float32)
-    w_up = rng.standard_normal((HIDDEN, FFN), dtype=np.float32)
-    w_down = rng.standard_normal((FFN, HIDDEN), dtype=np.float32)
-    flops = 2.0 * rows * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
+    x = rng.standard_normal((rows, hidden), dtype=np.float32)
+    h = rng.standard_normal((rows, ffn), dtype=np.float32)
+    w_qkvo = rng.standard_normal((hidden, hidden), dtype=np.float32)
+    w_up = rng.standard_normal((hidden, ffn), dtype=np.float32)
+    w_down = rng.standard_normal((ffn, hidden), dtype=np.float32)
+    flops = 2.0 * rows * (4 * hidden * hidden + 2 * hidden * ffn)
     best = float("inf")
     with threadpool_limits(limits=threads):
         for _ in range(repeats + 1):
@@ -94,7 +96,9 @@ def gemm_ceiling(threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, 
     return {"gflops": flops / best / 1e9, "rows": rows}
 
 
-def torch_gemm_ceiling(dtype: str, threads: int, rows: int = 2048, repeats: int = 5) -> dict[str, float]:
+def torch_gemm_ceiling(
+    dtype: str, threads: int, rows: int = 2048, repeats: int = 5, hidden: int = HIDDEN, ffn: int = FFN
+) -> dict[str, float]:
     """bf16 or int8 GEMM rate (GFLOP/s, int8 counted as ops) on the model's shapes through torch.
 
     torch's CPU matmul goes through oneDNN, which uses AMX tiles, AVX-512 BF16 or VNNI where the CPU
@@ -105,20 +109,20 @@ def torch_gemm_ceiling(dtype: str, threads: int, rows: int = 2048, repeats: int 
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)
     if dtype == "bf16":
-        x = torch.randn(rows, HIDDEN, generator=gen).to(torch.bfloat16)
-        h = torch.randn(rows, FFN, generator=gen).to(torch.bfloat16)
-        w_qkvo = torch.randn(HIDDEN, HIDDEN, generator=gen).to(torch.bfloat16)
-        w_up = torch.randn(HIDDEN, FFN, generator=gen).to(torch.bfloat16)
-        w_down = torch.randn(FFN, HIDDEN, generator=gen).to(torch.bfloat16)
+        x = torch.randn(rows, hidden, generator=gen).to(torch.bfloat16)
+        h = torch.randn(rows, ffn, generator=gen).to(torch.bfloat16)
+        w_qkvo = torch.randn(hidden, hidden, generator=gen).to(torch.bfloat16)
+        w_up = torch.randn(hidden, ffn, generator=gen).to(torch.bfloat16)
+        w_down = torch.randn(ffn, hidden, generator=gen).to(torch.bfloat16)
         mm: Callable[..., Any] = torch.matmul
     else:
-        x = torch.randint(-100, 100, (rows, HIDDEN), dtype=torch.int8, generator=gen)
-        h = torch.randint(-100, 100, (rows, FFN), dtype=torch.int8, generator=gen)
-        w_qkvo = torch.randint(-100, 100, (HIDDEN, HIDDEN), dtype=torch.int8, generator=gen)
-        w_up = torch.randint(-100, 100, (HIDDEN, FFN), dtype=torch.int8, generator=gen)
-        w_down = torch.randint(-100, 100, (FFN, HIDDEN), dtype=torch.int8, generator=gen)
+        x = torch.randint(-100, 100, (rows, hidden), dtype=torch.int8, generator=gen)
+        h = torch.randint(-100, 100, (rows, ffn), dtype=torch.int8, generator=gen)
+        w_qkvo = torch.randint(-100, 100, (hidden, hidden), dtype=torch.int8, generator=gen)
+        w_up = torch.randint(-100, 100, (hidden, ffn), dtype=torch.int8, generator=gen)
+        w_down = torch.randint(-100, 100, (ffn, hidden), dtype=torch.int8, generator=gen)
         mm = torch._int_mm
-    flops = 2.0 * rows * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
+    flops = 2.0 * rows * (4 * hidden * hidden + 2 * hidden * ffn)
     best = float("inf")
     with torch.inference_mode():
         for _ in range(repeats + 1):

