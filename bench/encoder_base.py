@@ -27,6 +27,7 @@ import numpy as np
 
 from bench.encoder import (
     RESULTS,
+    _ensure_artifact,
     _plot,
     cpu_class,
     flops_per_token,
@@ -70,14 +71,6 @@ def build_base_model(out: Path, minilm_dir: Path) -> Path:
     pooling = models.Pooling(BASE_SHAPE["hidden"], pooling_mode="cls")  # bge's pooling
     SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(str(out))
     shutil.rmtree(raw)
-    return out
-
-
-def _export(model_dir: Path, out: Path) -> Path:
-    if not (out / "manifest.json").exists():
-        from export.pipeline import ExportRequest, run_export
-
-        run_export(ExportRequest(model_dir, out, precision="fp32"))
     return out
 
 
@@ -159,10 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     base_dir = build_base_model(args.work / "base-model", minilm_dir)
     models = {
         "minilm": measure_model(
-            "minilm", minilm_dir, _export(minilm_dir, args.work / "minilm-fp32"), MINILM_SHAPE, args
+            "minilm",
+            minilm_dir,
+            _ensure_artifact(args.work / "minilm-fp32", minilm_dir, "fp32"),
+            MINILM_SHAPE,
+            args,
         ),
         "base_12x768": measure_model(
-            "base_12x768", base_dir, _export(base_dir, args.work / "base-fp32"), BASE_SHAPE, args
+            "base_12x768",
+            base_dir,
+            _ensure_artifact(args.work / "base-fp32", base_dir, "fp32"),
+            BASE_SHAPE,
+            args,
         ),
     }
     env = envelope.finish(own_load=float(args.threads))

@@ -42,7 +42,7 @@ from export.verify import (
     PARITY_MIN_COSINE,
     batch_independence,
     parity_figures,
-    reference_vectors,
+    prompted_reference_vectors,
 )
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -175,24 +175,24 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
         graph="fused" if fuse else "plain",
     )
     log("computing reference vectors with sentence-transformers")
-    reference = reference_vectors(source.path, PARITY_TEXTS)
-    prompted = {
-        name: reference_vectors(source.path, PROMPT_PARITY_TEXTS, prompt_name=name) for name in source.prompts
-    }
+    reference, prompted = prompted_reference_vectors(
+        source.path, PARITY_TEXTS, sorted(source.prompts), PROMPT_PARITY_TEXTS
+    )
     if req.precision == "int8":
         manifest = _quantize_int8(tmp, fused, manifest, log)
     floor = req.min_cosine if req.min_cosine is not None else PARITY_MIN_COSINE[req.precision]
-    figures = _parity(tmp, manifest, reference, prompted)
+    encoder = _encoder_for(tmp, manifest, np.zeros((0, source.dimension), np.float32))
+    figures = _parity(encoder, reference, prompted)
     if fuse and figures["min_cosine"] < floor and req.precision != "int8":
         # A fusion pattern that matched where it should not: the plain graph is the same model.
         log(f"fused graph parity {figures['min_cosine']:.6f} < {floor}; falling back to the plain graph")
         optimize(source, raw, fused, fp16=req.precision == "fp16", fuse=False)
         fused_ops, manifest = {}, dataclasses.replace(manifest, graph="plain")
-        figures = {**_parity(tmp, manifest, reference, prompted), "fusion_fallback": True}
+        encoder = _encoder_for(tmp, manifest, np.zeros((0, source.dimension), np.float32))
+        figures = {**_parity(encoder, reference, prompted), "fusion_fallback": True}
     raw.unlink()
     figures["fused_ops"] = fused_ops
     figures["min_cosine_required"] = floor
-    encoder = _encoder_for(tmp, manifest, np.zeros((0, source.dimension), np.float32))
     # Every precision: a text's vector must not depend on its batch companions (padding included).
     figures.update(batch_independence(encoder, PARITY_TEXTS))
     figures["batch_min_cosine_required"] = BATCH_MIN_COSINE
@@ -219,11 +219,8 @@ def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Mani
     return dataclasses.replace(manifest, fingerprint=compute_fingerprint(tmp, manifest))
 
 
-def _parity(
-    tmp: Path, manifest: Manifest, reference: np.ndarray, prompted: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    """Parity of the graph now at tmp against sentence-transformers, without and with each prompt."""
-    encoder = _encoder_for(tmp, manifest, np.zeros((0, manifest.dimension), np.float32))
+def _parity(encoder: Encoder, reference: np.ndarray, prompted: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Parity of the encoder's graph against sentence-transformers, without and with each prompt."""
     figures = parity_figures(reference, encoder.encode(list(PARITY_TEXTS)))
     per_prompt = {
         name: parity_figures(ref, encoder.encode(list(PROMPT_PARITY_TEXTS), prompt_name=name))["min_cosine"]

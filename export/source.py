@@ -154,12 +154,11 @@ def _dense(root: Path, module: dict[str, Any], in_features: int) -> DenseSpec:
     )
 
 
-def _max_length(transformer_path: Path, st_config: dict[str, Any], hf_config: dict[str, Any]) -> int:
+def _max_length(st_config: dict[str, Any], tok_config: dict[str, Any], hf_config: dict[str, Any]) -> int:
     """sentence_bert_config.json (2-4), else the tokenizer's model_max_length (5-6), else the positions."""
     positions = int(hf_config.get("max_position_embeddings", 512))
     declared = st_config.get("max_seq_length")
     if not declared:
-        tok_config = _read_optional(transformer_path / "tokenizer_config.json")
         limit = tok_config.get("model_max_length")
         declared = limit if isinstance(limit, int | float) and 0 < limit < _NO_LIMIT else None
     return int(declared or positions)
@@ -182,11 +181,11 @@ def read_source(model_dir: str | Path) -> SourceModel:
     for module in modules:
         if module_kind(str(module["type"])) == "Dense":
             dense.append(_dense(root, module, dense[-1].out_features if dense else hidden))
-    max_len = min(_max_length(transformer_path, st_config, hf_config), family.max_positions(hf_config))
+    tok_config = _read_optional(transformer_path / "tokenizer_config.json")
+    max_len = min(_max_length(st_config, tok_config, hf_config), family.max_positions(hf_config))
     model_config = _read_optional(root / "config_sentence_transformers.json")
     prompts = {str(k): str(v) for k, v in (model_config.get("prompts") or {}).items() if v}
     default_name = model_config.get("default_prompt_name") or None
-    tok_config = _read_optional(transformer_path / "tokenizer_config.json")
     return SourceModel(
         path=root,
         transformer_path=transformer_path,

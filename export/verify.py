@@ -18,15 +18,30 @@ PARITY_MIN_COSINE = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
 BATCH_MIN_COSINE = 0.999
 
 
-def reference_vectors(model_dir: Path, texts: Sequence[str], prompt_name: str | None = None) -> np.ndarray:
-    """Vectors from sentence-transformers itself (torch, CPU): the ground truth."""
+def _load_reference(model_dir: Path) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+
+
+def _encode(model: Any, texts: Sequence[str], prompt_name: str | None) -> np.ndarray:
     vectors = model.encode(
         list(texts), batch_size=16, convert_to_numpy=True, show_progress_bar=False, prompt_name=prompt_name
     )
     return np.asarray(vectors, dtype=np.float32)
+
+
+def reference_vectors(model_dir: Path, texts: Sequence[str], prompt_name: str | None = None) -> np.ndarray:
+    """Vectors from sentence-transformers itself (torch, CPU): the ground truth."""
+    return _encode(_load_reference(model_dir), texts, prompt_name)
+
+
+def prompted_reference_vectors(
+    model_dir: Path, texts: Sequence[str], prompt_names: Sequence[str], prompt_texts: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """`texts` with the default prompt, and `prompt_texts` with each named prompt, from one model load."""
+    model = _load_reference(model_dir)
+    return _encode(model, texts, None), {name: _encode(model, prompt_texts, name) for name in prompt_names}
 
 
 def parity_figures(reference: np.ndarray, ours: np.ndarray) -> dict[str, Any]:
