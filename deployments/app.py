@@ -29,12 +29,13 @@ from deployments.pooling import Pooling
 from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
 from embedder.artifact import Artifact
-from embedder.config import GPU_BATCH_TOKENS, as_dict, batch_defaults
+from embedder.config import GPU_BATCH_TOKENS, batch_defaults
 from index.prompt import DocumentPrompt
 from index.searcher import DEFAULT_SEARCH_THREADS
 from service.collections import collections_config
 from service.config import serving_config
 from service.index_follower import DEFAULT_POLL_SECONDS
+from settings.loader import as_dict
 
 # Per-deployment defaults, chosen for a 2-CPU node: logical CPUs add up to 1.85, so the whole
 # graph fits one small node (five 1-CPU replicas would not). Only the backbone computes for

@@ -14,11 +14,12 @@ import numpy as np
 from ray.serve.metrics import Counter, Histogram
 
 from embedder.artifact import Artifact
-from embedder.config import EncoderConfig, from_mapping, session_config
+from embedder.config import EncoderConfig, session_config
 from embedder.encoder import Encoder
 from embedder.graph_runner import GraphRunner
 from embedder.handoff import TokenPack
 from service.scheduler import ModelScheduler, SchedulerConfig
+from settings.loader import from_mapping
 
 SIZE_BUCKETS = [1.0, 2, 4, 8, 16, 32, 64, 128, 256]
 TOKEN_BUCKETS = [16.0, 64, 256, 1024, 2048, 4096, 8192, 16384]

@@ -14,13 +14,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from embedder.config import from_mapping
 from embedder.progress import Progress
 from index import store as index_store
 from index.faiss_index import IndexConfig
 from jobs.cli import JobArgumentParser, run_job
 from jobs.index_build import build
 from jobs.index_update import update
+from settings.loader import from_mapping
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

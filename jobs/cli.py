@@ -2,7 +2,7 @@
 
 Settings: a job's config is a frozen dataclass; each field comes from its flag when the flag is
 given, else from the job's environment variable (`QM_<JOB>_<FIELD>`), else from the field's
-default. `JobArgumentParser.config` does this for every job through `embedder.config.from_mapping`,
+default. `JobArgumentParser.config` does this for every job through `settings.loader.from_mapping`,
 so a bad value is refused the same way everywhere, naming the flag or the variable it came from.
 
 Exit codes: 0 done (or nothing to do), 2 wrong input or a clear failure (the message says what and
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from embedder.config import COMMAND_LINE, ConfigError, from_mapping
 from embedder.errors import EmbedderError
+from settings.loader import COMMAND_LINE, ConfigError, from_mapping
 
 T = TypeVar("T")
 

@@ -27,7 +27,6 @@ import ray
 from ray.util import ActorPool
 
 import storage
-from embedder.config import check_field
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from embedder.progress import QUIET, Progress
 from index import store as index_store
@@ -49,6 +48,7 @@ from jobs.embeddings_filter import parse_filter_setting, write_filtered
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
 from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
 from jobs.ray_errors import embedder_cause
+from settings.loader import check_field
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,7 @@ from tqdm import tqdm
 
 import storage
 from embedder.artifact import Artifact
-from embedder.config import (
-    BACKENDS,
-    PROVIDERS,
-    RUNTIME_PRECISIONS,
-    BatchConfig,
-    batch_defaults,
-    check_field,
-)
+from embedder.config import BACKENDS, PROVIDERS, RUNTIME_PRECISIONS, BatchConfig, batch_defaults
 from embedder.errors import EmbedderError
 from index.prompt import NO_PROMPT, DocumentPrompt
 from jobs.corpus import (
@@ -52,6 +45,7 @@ from jobs.ray_errors import embedder_cause
 from jobs.records import from_record
 from jobs.run_state import LEASE_TTL_SECONDS, Lease, RunState, ShardStats
 from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
+from settings.loader import check_field
 
 
 @dataclass(frozen=True)

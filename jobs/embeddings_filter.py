@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 import storage
-from embedder.config import FieldValueError
 from embedder.errors import InvalidInput
 from index.filter_columns import Kind, column_kind, filter_table
 from index.filters import Filter, evaluate, parse_filter
 from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings, write_embeddings_parquet
 from jobs.layout import part_name
+from settings.loader import FieldValueError
 
 
 def parse_cli_filter(text: str | None) -> dict[str, Any] | None:

@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 import storage
-from embedder.config import check_field
 from embedder.encoder import Encoder, cosine_rows
 from embedder.errors import IndexInvalid, InvalidInput
 from embedder.progress import QUIET, Progress
@@ -26,6 +25,7 @@ from index import store as index_store
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
 from jobs.embeddings_filter import parse_filter_setting, row_mask
 from jobs.embeddings_io import inspect_embeddings, read_embeddings
+from settings.loader import check_field
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from embedder.config import from_mapping
+from settings.loader import from_mapping
 
 # Measured on the smallest supported node (2 cores, AVX2, no GPU): the fp32 MiniLM-L6 encoder
 # computes about 5,500 real tokens/s. Every limit below is chosen against that figure so that

@@ -40,8 +40,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from embedder.config import check_field, from_mapping
 from embedder.errors import EmbedderError
+from settings.loader import check_field, from_mapping
 
 T = TypeVar("T")
 # Transient failures worth retrying (on top of the AWS SDK's own retries): the endpoint did not

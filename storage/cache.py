@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import storage
-from embedder.config import from_mapping
 from embedder.errors import EmbedderError
+from settings.loader import from_mapping
 
 
 @dataclass(frozen=True)

@@ -314,7 +314,8 @@ def test_rayservice_args_are_accepted_by_the_app() -> None:
     layout: the app's GPU topology, whose model deployment sits on the GPU group's custom
     resource (an override under another deployment's name would silently not apply)."""
     from deployments.app import AppArgs, resolve_topology, with_gpu_profile
-    from embedder.config import as_dict, batch_defaults
+    from embedder.config import batch_defaults
+    from settings.loader import as_dict
 
     model_deployment = {"fused": "FusedEncoder", "graph": "Backbone"}
     remote = yaml.safe_load(only("RayService")["spec"]["serveConfigV2"])

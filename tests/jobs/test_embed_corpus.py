@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
-from embedder.config import BatchConfig, FieldValueError, batch_defaults
+from embedder.config import BatchConfig, batch_defaults
 from embedder.errors import EmbedderError
 from jobs.corpus import ColumnSpec
 from jobs.embed_corpus import main, parse_args
@@ -29,6 +29,7 @@ from jobs.gpu_capacity import (
     gpu_capacity,
 )
 from jobs.udfs import ShardTask
+from settings.loader import FieldValueError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 

@@ -1,6 +1,7 @@
 """The layers stay layers: what each package may import, and no import cycle between modules.
 
 Rules (docs/architecture.md draws them):
+- the settings loader imports no other project package;
 - the encoding core (embedder), the index and storage import no Ray, no web framework, no torch;
 - service (the HTTP contract, limits, scheduler) imports no Ray: it runs as `python -m service`;
 - nothing the runtime ships imports bench/, tests/, testkit/ or export/ (export is the torch-only
@@ -8,7 +9,7 @@ Rules (docs/architecture.md draws them):
 - jobs and deployments are adapters: the core, index, storage and service never import them;
 - no cycle between project modules, counting imports inside functions too (a lazy import
   that hides a cycle is still a cycle);
-- no runtime module reads os.environ but embedder.config, so every setting from the environment
+- no runtime module reads os.environ but settings.loader, so every setting from the environment
   goes through from_mapping and its named errors.
 """
 
@@ -20,9 +21,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("embedder", "index", "storage", "service", "jobs", "deployments", "export", "bench", "testkit")
+PACKAGES = (
+    "settings",
+    "embedder",
+    "index",
+    "storage",
+    "service",
+    "jobs",
+    "deployments",
+    "export",
+    "bench",
+    "testkit",
+)
 RAY_WEB_TORCH = ("ray", "fastapi", "starlette", "uvicorn", "torch", "transformers", "sentence_transformers")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "settings": (*RAY_WEB_TORCH, "embedder", "index", "storage", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
     "embedder": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
     "storage": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
     "index": (*RAY_WEB_TORCH, "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
@@ -112,9 +125,9 @@ def test_no_import_cycles_between_project_modules() -> None:
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
-RUNTIME = ("embedder", "index", "storage", "service", "jobs", "deployments")
+RUNTIME = ("settings", "embedder", "index", "storage", "service", "jobs", "deployments")
 # The one reader of the environment: from_mapping, whose errors name the variable that was wrong.
-ENVIRONMENT_READER = "embedder.config"
+ENVIRONMENT_READER = "settings.loader"
 
 
 def reads_environment(path: Path) -> list[int]:
@@ -137,5 +150,5 @@ def test_settings_come_from_the_environment_only_through_the_config_system() -> 
         if name.split(".")[0] in RUNTIME and name != ENVIRONMENT_READER
         for line in reads_environment(path)
     ]
-    assert not bad, "read os.environ through embedder.config.from_mapping instead: " + ", ".join(bad)
+    assert not bad, "read os.environ through settings.loader.from_mapping instead: " + ", ".join(bad)
     assert reads_environment(modules()[ENVIRONMENT_READER])  # the rule would pass vacuously otherwise

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from embedder.config import BatchConfig, EncoderConfig, SessionConfig, from_mapping
+from embedder.config import BatchConfig, EncoderConfig, SessionConfig
+from settings.loader import from_mapping
 
 
 def test_mapping_then_environment_override(monkeypatch: pytest.MonkeyPatch) -> None:

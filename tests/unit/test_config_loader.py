@@ -6,16 +6,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from embedder.config import (
-    BatchConfig,
-    ConfigError,
-    EncoderConfig,
-    SessionConfig,
-    from_mapping,
-)
+from embedder.config import BatchConfig, EncoderConfig, SessionConfig
 from index.faiss_index import IndexConfig
 from service.config import ServingConfig
 from service.scheduler import SchedulerConfig
+from settings.loader import ConfigError, from_mapping
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from embedder.artifact import Artifact
-from embedder.config import ConfigError, SessionConfig, session_config
+from embedder.config import SessionConfig, session_config
 from embedder.encoder import cosine_rows
 from embedder.errors import ArtifactError, ProviderUnavailable
 from embedder.ort_session import (
@@ -22,6 +22,7 @@ from embedder.ort_session import (
     session_options,
 )
 from embedder.session import create_session
+from settings.loader import ConfigError
 
 
 def test_cpu_only_by_default() -> None:

@@ -1,0 +1,1 @@
+"""Settings: the one loader every entry point builds its config dataclasses with (settings.loader)."""
