@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
-from bench.corpus_gen import write_corpus
+from testkit.faq_corpus import write_corpus
 from bench.harness import Envelope, command_line, median_spread, ratios, run_rounds, write_report
 from bench.peak_memory import PeakMemory
 from embedder import Encoder

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.harness import Envelope, command_line, median_spread, ratios, time_rounds, write_report
-from bench.sentences import make_sentences
+from testkit.sentences import make_sentences
 from embedder import Encoder
 from embedder.encoder import cosine_rows
 from embedder.tokenize import plan_batches

@@ -37,7 +37,7 @@ from bench.encoder import (
     torch_gemm_ceiling,
 )
 from bench.harness import Envelope, command_line, write_report
-from bench.sentences import make_sentences
+from testkit.sentences import make_sentences
 from embedder import Encoder
 from embedder.encoder import cosine_rows
 

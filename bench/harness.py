@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.load import load_snapshot, warn_if_busy
-from bench.machine import machine_info
+from testkit.machine import machine_info
 
 T = TypeVar("T")
 RESULTS = Path(__file__).parent / "results"

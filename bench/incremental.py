@@ -3,7 +3,7 @@
     ../shared/bin/loopback-only .venv/bin/python -m bench.incremental [--rows 20000] [--changed 0.01]
         [--artifact artifacts/minilm-fp32] [--rounds 3]
 
-Day one: `--rows` generated FAQ rows (bench.corpus_gen), embedded in full. Day two: the same rows
+Day one: `--rows` generated FAQ rows (testkit.faq_corpus), embedded in full. Day two: the same rows
 with `--changed` of the texts edited (plus optional `--added` / `--deleted` fractions). Day two
 is then embedded twice per round, the order rotating each round (bench.harness.run_rounds): a
 full run, and an incremental run with --previous day one. The last round's outputs are compared
@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from bench.corpus_gen import write_corpus
+from testkit.faq_corpus import write_corpus
 from bench.harness import Envelope, command_line, median_spread, ratios, rotations, run_rounds, write_report
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory

@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 from bench.harness import Envelope, median_spread, ratios, run_rounds, write_report
-from bench.machine import read_cpuinfo
+from testkit.machine import read_cpuinfo
 from index.faiss_index import IndexConfig, VectorIndex, build_index, choose_factory
 from testkit.vectors import clustered_vectors
 

@@ -36,10 +36,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from bench.corpus_gen import generate
 from bench.harness import Envelope, median_spread, rotations, write_report
-from testkit.net import http_ok
-from testkit.waiting import wait_until
+from testkit.faq_corpus import generate
+from testkit.http_load import drive, percentiles, wait_ready
 
 LEVELS = (1, 4, 16, 32)
 NOOP_DIM = 384
@@ -95,48 +94,6 @@ def noop_app_graph() -> Any:
     stage: Any = NoopStage  # a Deployment at runtime; type checkers see the class
     ingress: Any = NoopIngress
     return ingress.bind(stage.bind(), stage.bind(), stage.bind(), stage.bind())
-
-
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / mean in milliseconds."""
-    arr = np.asarray(samples) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "mean_ms": float(arr.mean()),
-    }
-
-
-async def drive(url: str, path: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    """Send every body once with `concurrency` workers; latency percentiles, req/s and status counts."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                t0 = time.perf_counter()
-                r = await client.post(path, json=body)
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-        # Warm the connections and the path before timing.
-        await asyncio.gather(*(client.post(path, json=bodies[i % len(bodies)]) for i in range(concurrency)))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": len(bodies), "req_per_s": len(bodies) / wall,
-            "statuses": statuses, **percentiles(latencies)}  # fmt: skip
-
-
-def wait_ready(url: str, timeout: float = 300.0) -> None:
-    """Poll /ready until 200."""
-    wait_until(lambda: http_ok(url + "/ready"), timeout, f"{url}/ready to answer 200")
 
 
 class Baseline:
