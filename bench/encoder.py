@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.out or RESULTS / f"encoder-{cpu_class(machine_info())}.json"
     # The GEMM ceilings ran on `threads` cores up to the end: that load is the run's own.
-    bench.report(report, out, own_load=float(args.threads))  # `load`: bench.scaling reads it
+    bench.report(report, out, own_load=float(args.threads))
     _plot({k: v["results"] for k, v in measured.items()}, out.with_suffix(".png"))
     return 0
 

@@ -1,5 +1,5 @@
 """bench.encoder's per-set summary on hand-made round times (no model): sentences/s as median and
-spread, and the ratio to sentence-transformers taken per round, under the keys bench.scaling and
+spread, and the ratio to sentence-transformers taken per round, under the keys the plots and
 the committed files use."""
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def env(command: str) -> dict[str, Any]:
 
 
 def run(n: int, build_seconds: float) -> dict[str, Any]:
-    """One size's run as `bench.index scale` records it (what the table and bench.scaling read)."""
+    """One size's run as `bench.index scale` records it (what the table reads)."""
     return {
         "n": n,
         "auto_factory": "IVF4096,Flat",
