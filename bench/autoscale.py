@@ -261,7 +261,7 @@ class RealWorkload:
 
     def serve_app(self, settings: ServeSettings, autoscaling: dict[str, float] | None) -> Any:
         """deployments.app.build_app with the Backbone pinned to GPU nodes and scaled by us."""
-        from deployments.app import build_app  # only present once the Serve app has landed
+        from deployments.app import build_app  # Serve's app only for the real workload
 
         scale: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": 1}
         # One Backbone per (fake) GPU node, in the graph topology (a real GPU deployment gets
@@ -348,9 +348,6 @@ class Recorder:
                 return float(self.samples[-1]["t"])
             time.sleep(0.5)
         return None
-
-
-# --------------------------------------------------------------------------- cluster
 
 
 # --------------------------------------------------------------------------- load
@@ -581,9 +578,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def choose_workload(kind: str, artifact: Path | None) -> Workload:
-    """The real project workload when asked for (or available with --workload auto)."""
-    real_ready = (REPO / "jobs" / "embed_corpus.py").exists() and (REPO / "deployments" / "app.py").exists()
-    if kind == "real" or (kind == "auto" and real_ready and artifact is not None):
+    """The real project workload when asked for (or with --workload auto and an --artifact)."""
+    if kind == "real" or (kind == "auto" and artifact is not None):
         if artifact is None:
             raise SystemExit("--workload real needs --artifact DIR (python -m export ... --out DIR)")
         return RealWorkload(artifact)

@@ -3,9 +3,6 @@
     ../shared/bin/loopback-only .venv/bin/python -m bench.bulk [--rows 10000] [--rounds 5]
         [--stream-rows 200000 2000000]
 
-(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
-namespace with loopback networking only; on your own machine no wrapper is needed.)
-
 Writes bench/results/bulk.json: the plain loop, the job with 1 actor (2 onnxruntime threads) and
 the job with 2 actors (1 thread each), alternating for `--rounds` rounds on one Ray instance
 (start-up included in every run: model load, actor pool); per engine the median and spread of

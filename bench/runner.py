@@ -7,6 +7,8 @@ headline is the median of per-round figures with their min and max, and every re
 records the command, the machine (CPU model, flags, matrix units: testkit.machine) and how busy
 it was at start and end (load average and CPU steal: `command`, `machine`, `load`, `busy`).
 Benchmarks that run once instead (a timeline, an absolute figure checked against a goal) say why.
+Those that start Ray run inside ../shared/bin/loopback-only on the project's CI machine (Ray must
+bind to loopback only there); on your own machine no wrapper is needed.
 """
 
 from __future__ import annotations
@@ -117,19 +119,6 @@ def load_snapshot(window_s: float = 1.0, own_load: float = 0.0) -> dict[str, Any
     return snapshot
 
 
-class Envelope:
-    """The machine and its load around one benchmark run: created before, finish() after."""
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-        self.start = load_snapshot()
-
-    def finish(self, own_load: float = 2.0) -> dict[str, Any]:
-        """command, machine (CPU flags, matrix units, versions) and load/steal at start and end."""
-        end = load_snapshot(own_load=own_load)
-        return {"command": self.command, "machine": machine_info(), "load": {"start": self.start, "end": end}}
-
-
 class Benchmark:
     """One run of `python -m bench.<name>`: its flags (the common ones here), envelope and report.
 
@@ -145,7 +134,7 @@ class Benchmark:
             description=doc,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        self.envelope: Envelope | None = None
+        self.started: tuple[str, dict[str, Any]] | None = None  # (command, load at start)
         self.env: dict[str, Any] | None = None
 
     def flags(
@@ -170,7 +159,7 @@ class Benchmark:
 
     def begin(self, argv: Sequence[str] | None) -> None:
         """Record the command and the machine's load now (a 1-second sample)."""
-        self.envelope = Envelope(command_line(self.command, argv))
+        self.started = (command_line(self.command, argv), load_snapshot())
 
     def start(self, argv: Sequence[str] | None) -> argparse.Namespace:
         """Parse the flags and begin the envelope."""
@@ -179,10 +168,13 @@ class Benchmark:
         return args
 
     def finish(self, own_load: float = 2.0) -> dict[str, Any]:
-        """The envelope's end (once): `own_load` is the load the run itself leaves (its threads)."""
+        """The envelope (once): command, machine (CPU flags, matrix units, versions), load and steal
+        at start and end; `own_load` is the load the run itself leaves at the end (its threads)."""
         if self.env is None:
-            assert self.envelope is not None, "begin() first"
-            self.env = self.envelope.finish(own_load=own_load)
+            assert self.started is not None, "begin() first"
+            command, start = self.started
+            load = {"start": start, "end": load_snapshot(own_load=own_load)}
+            self.env = {"command": command, "machine": machine_info(), "load": load}
         return self.env
 
     def busy(self) -> bool:

@@ -3,9 +3,6 @@
     ../shared/bin/loopback-only .venv/bin/python -m bench.serve [--artifact artifacts/minilm-fp32] \
         [--apps noop inline graph] [--rounds 5] [--haproxy]
 
-(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
-namespace with loopback networking only; on your own machine no wrapper is needed.)
-
 For `--rounds` rounds, and for each app in turn within a round, it deploys the app alone,
 measures the in-process baseline (Encoder.encode of the same texts, and encode + search of one
 question), then the app, then deletes it. Each app is measured with `/v1/embeddings` (one FAQ

@@ -2,9 +2,6 @@
 
     ../shared/bin/loopback-only .venv/bin/python -m bench.storage [--rows 2000] [--rounds 5]
 
-(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
-namespace with loopback networking only; on your own machine no wrapper is needed.)
-
 What it isolates: the cost of the storage layer itself (listing, footer reads, shard reads
 through pyarrow's S3 client, all-or-nothing uploads of part files and markers, the lease), not
 network bandwidth: the server is moto on loopback. Both engines run the same corpus with the same
