@@ -16,14 +16,12 @@ The workload is swappable (`--workload`): "synthetic" is self-contained; "real" 
 
 One run, no alternating rounds: the result is a timeline (when nodes and replicas came and went
 against the offered load), not a speed compared between engines, and repeating it would give
-further timelines, not a ratio to take a median of. The result records the command, the machine
-and its load and CPU steal at start and end (bench.harness.Envelope: `command`, `machine`,
-`load`): a busy machine slows node start-up and so every time on the timeline.
+further timelines, not a ratio to take a median of. A busy machine (the envelope's `load`) slows
+node start-up and so every time on the timeline.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -47,7 +45,7 @@ import ray
 import requests
 from ray import serve
 
-from bench.harness import Envelope, command_line, write_report
+from bench.runner import RESULTS, Benchmark
 from jobs.layout import SUMMARY_FILE
 from testkit.ray_cluster import fake_cluster, node_kind, object_store_by_node
 
@@ -263,7 +261,7 @@ class RealWorkload:
 
     def serve_app(self, settings: ServeSettings, autoscaling: dict[str, float] | None) -> Any:
         """deployments.app.build_app with the Backbone pinned to GPU nodes and scaled by us."""
-        from deployments.app import build_app  # only present once the Serve app has landed
+        from deployments.app import build_app  # Serve's app only for the real workload
 
         scale: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": 1}
         # One Backbone per (fake) GPU node, in the graph topology (a real GPU deployment gets
@@ -350,9 +348,6 @@ class Recorder:
                 return float(self.samples[-1]["t"])
             time.sleep(0.5)
         return None
-
-
-# --------------------------------------------------------------------------- cluster
 
 
 # --------------------------------------------------------------------------- load
@@ -583,9 +578,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def choose_workload(kind: str, artifact: Path | None) -> Workload:
-    """The real project workload when asked for (or available with --workload auto)."""
-    real_ready = (REPO / "jobs" / "embed_corpus.py").exists() and (REPO / "deployments" / "app.py").exists()
-    if kind == "real" or (kind == "auto" and real_ready and artifact is not None):
+    """The real project workload when asked for (or with --workload auto and an --artifact)."""
+    if kind == "real" or (kind == "auto" and artifact is not None):
         if artifact is None:
             raise SystemExit("--workload real needs --artifact DIR (python -m export ... --out DIR)")
         return RealWorkload(artifact)
@@ -594,7 +588,8 @@ def choose_workload(kind: str, artifact: Path | None) -> Workload:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the chosen phases and write the JSON and the plot."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    bench = Benchmark("autoscale", __doc__)
+    ap = bench.flags(out=RESULTS / "autoscale.json")
     ap.add_argument("--config", type=Path, default=REPO / "cluster" / "autoscale-local.yaml")
     ap.add_argument("--phases", default="demand,data,serve", help="any of demand, data, serve")
     ap.add_argument("--workload", choices=["auto", "synthetic", "real"], default="auto")
@@ -607,9 +602,7 @@ def main(argv: list[str] | None = None) -> None:
         help="bulk pool max; above the CPU types' capacity it shows where unmet CPU demand goes",
     )
     ap.add_argument("--load-seconds", type=float, default=ServeSettings.load_seconds)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "autoscale.json")
-    args = ap.parse_args(argv)
-    envelope = Envelope(command_line("bench.autoscale", argv))
+    args = bench.start(argv)
     workload = choose_workload(args.workload, args.artifact)
     data = DataSettings(rows=args.rows, max_actors=args.max_actors)
     settings = ServeSettings(load_seconds=args.load_seconds)
@@ -636,9 +629,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     # The fake nodes are gone by now, but their work is still in the 1-minute load: allow for it.
-    # The envelope goes first: the timeline after it is long.
-    result = {**envelope.finish(own_load=2.0), **result}
-    write_report(args.out, result)
+    result = bench.report(result, args.out, own_load=2.0)  # the envelope first: the timeline is long
     plot(result, args.out.with_suffix(".png"))
     summary = {k: v for k, v in result.items() if k.endswith("_phase")}
     print(json.dumps(summary, indent=1, default=str))

@@ -3,23 +3,17 @@
     ../shared/bin/loopback-only .venv/bin/python -m bench.bulk [--rows 10000] [--rounds 5]
         [--stream-rows 200000 2000000]
 
-(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
-namespace with loopback networking only; on your own machine no wrapper is needed.)
-
 Writes bench/results/bulk.json: the plain loop, the job with 1 actor (2 onnxruntime threads) and
 the job with 2 actors (1 thread each), alternating for `--rounds` rounds on one Ray instance
 (start-up included in every run: model load, actor pool); per engine the median and spread of
 rows/s, and the median per-round ratio plain/job. Also where an actor's time goes (tokenize vs
 encode), and peak memory of all processes while corpora several times larger than a
 deliberately small object store stream through the job (tiny model, so 2M rows take minutes):
-bounded memory means the peak does not grow with the corpus. The command, the machine and its
-load average and CPU steal at start and end are recorded by bench.harness.Envelope (`command`,
-`machine`, `load`).
+bounded memory means the peak does not grow with the corpus.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import tempfile
@@ -32,13 +26,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
-from bench.corpus_gen import write_corpus
-from bench.harness import Envelope, command_line, median_spread, ratios, run_rounds, write_report
 from bench.peak_memory import PeakMemory
+from bench.runner import RESULTS, Benchmark, median_spread, ratios, run_rounds
 from embedder import Encoder
 from jobs.embed_run import JobConfig, run
+from testkit.faq_corpus import write_corpus
 
-RESULTS = Path(__file__).parent / "results"
 FP32: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp32"}  # the job as it was before bf16
 BF16: dict[str, Any] = {"backend": "openvino", "precision": "bf16"}
 MIN_OBJECT_STORE = 80 * 2**20  # near Ray's floor (75 MiB): the point is a store much smaller than the data
@@ -175,10 +168,9 @@ def summarise_rounds(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run every phase and write bench/results/bulk.json."""
-    p = argparse.ArgumentParser(prog="python -m bench.bulk", description=__doc__.splitlines()[0])
-    p.add_argument("--artifact", default="artifacts/minilm-fp32")
+    bench = Benchmark("bulk", __doc__)
+    p = bench.flags(rounds=5, artifact="artifacts/minilm-fp32", out=RESULTS / "bulk.json")
     p.add_argument("--rows", type=int, default=10_000)
-    p.add_argument("--rounds", type=int, default=5)
     p.add_argument(
         "--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="the plain loop always runs"
     )
@@ -186,9 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--stream-rows", type=int, nargs="*", default=[200_000, 2_000_000], help="none skips the memory run"
     )
     p.add_argument("--object-store-mb", type=int, default=MIN_OBJECT_STORE // 2**20)
-    p.add_argument("--out", type=Path, default=RESULTS / "bulk.json")
-    a = p.parse_args(argv)
-    envelope = Envelope(command_line("bench.bulk", argv))
+    a = bench.start(argv)
     object_store = a.object_store_mb * 2**20
     results: dict[str, Any] = {"rows": a.rows, "rounds": a.rounds, "artifact": a.artifact}
     with tempfile.TemporaryDirectory(prefix="bulk-") as tmp:
@@ -204,9 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 timed(f"stream {n} rows", partial(stream, tiny, work, n, object_store)) for n in a.stream_rows
             ]
         ray.shutdown()
-    # The actors kept both cores busy to the end: that load is the run's own.
-    results = {**envelope.finish(own_load=2.0), **results}  # command, machine, load first
-    write_report(a.out, results)
+    bench.report(results, a.out, own_load=2.0)  # the actors kept both cores busy to the end
     print(f"[bulk] job time / plain-loop time = {results['plain_over_job']}")
 
 

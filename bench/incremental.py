@@ -3,9 +3,9 @@
     ../shared/bin/loopback-only .venv/bin/python -m bench.incremental [--rows 20000] [--changed 0.01]
         [--artifact artifacts/minilm-fp32] [--rounds 3]
 
-Day one: `--rows` generated FAQ rows (bench.corpus_gen), embedded in full. Day two: the same rows
+Day one: `--rows` generated FAQ rows (testkit.faq_corpus), embedded in full. Day two: the same rows
 with `--changed` of the texts edited (plus optional `--added` / `--deleted` fractions). Day two
-is then embedded twice per round, the order rotating each round (bench.harness.run_rounds): a
+is then embedded twice per round, the order rotating each round (bench.runner.run_rounds): a
 full run, and an incremental run with --previous day one. The last round's outputs are compared
 (same ids, max abs vector difference). Then the index, on synthetic clustered vectors with the
 same edits: day one is built into an IVF index, and day two goes in, again alternating for
@@ -13,9 +13,8 @@ same edits: day one is built into an IVF index, and day two goes in, again alter
 
 Wall seconds are reported as median, min and max over the rounds; full / incremental and full
 build / update are per-round ratios (both runs of a round ran back to back), as median and spread
-(bench.harness.ratios); the old keys (`full_over_incremental_median`, `index.full_over_update`)
-hold the medians. The result records the command, the machine and its load and CPU steal at
-start and end (bench.harness.Envelope: `command`, `machine`, `load`).
+(bench.runner.ratios); the old keys (`full_over_incremental_median`, `index.full_over_update`)
+hold the medians.
 
 Without --artifact a tiny random BERT is exported (needs the export extra), so the model's share
 of the work is small and the ratio understates what a real model gains; with a real model the
@@ -25,7 +24,6 @@ Writes bench/results/incremental.json.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import shutil
@@ -40,17 +38,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from bench.corpus_gen import write_corpus
-from bench.harness import Envelope, command_line, median_spread, ratios, rotations, run_rounds, write_report
+from bench.runner import RESULTS, Benchmark, median_spread, ratios, rotations, run_rounds
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory
 from jobs import index_build
 from jobs.embed_run import JobConfig, run
 from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
 from jobs.index_update import update
+from testkit.faq_corpus import write_corpus
 from testkit.vectors import clustered_vectors
 
-RESULTS = Path(__file__).parent / "results"
 EMBED_RUNS = ("full", "incremental")  # run_rounds order: round 1 runs the full embed first
 
 
@@ -212,7 +209,7 @@ def _log(line: str) -> None:
 
 
 def round_orders(names: Sequence[str], rounds: int) -> list[list[str]]:
-    """The order the runs went in, per round (what bench.harness.run_rounds does with `names`)."""
+    """The order the runs went in, per round (what bench.runner.run_rounds does with `names`)."""
     return [order for _, order in rotations(list(names), rounds)]
 
 
@@ -281,29 +278,18 @@ def summarise_index(runs: dict[str, list[dict[str, Any]]], orders: list[list[str
     }
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m bench.incremental", description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run both days, both ways, in alternating rounds, and write the JSON."""
+    bench = Benchmark("incremental", __doc__)
+    p = bench.flags(rounds=3, out=RESULTS / "incremental.json")
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--changed", type=float, default=0.01, help="fraction of texts edited on day two")
     p.add_argument("--added", type=float, default=0.0, help="fraction of rows added on day two")
     p.add_argument("--deleted", type=float, default=0.0, help="fraction of rows deleted on day two")
     p.add_argument("--artifact", help="default: a tiny random BERT exported here")
-    p.add_argument(
-        "--rounds", type=int, default=3, help="rounds of full and incremental runs, order rotating"
-    )
     p.add_argument("--index-dim", type=int, default=384, help="dimension of the index phase's vectors")
-    p.add_argument("--out", type=Path, default=RESULTS / "incremental.json")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run both days, both ways, in alternating rounds, and write the JSON."""
-    a = parse_args(argv)
-    envelope = Envelope(command_line("bench.incremental", argv))
+    a = bench.start(argv)
     results: dict[str, Any] = {
-        "benchmark": "incremental",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": a.rows,
         "config": {k: v for k, v in vars(a).items() if k != "out"},
     }
@@ -340,15 +326,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         ray.shutdown()
         results["index"] = index_phase(a.rows, a.changed, a.added, a.deleted, a.index_dim, work, a.rounds)
     # The index phase's FAISS threads kept both cores busy to the end: that load is the run's own.
-    results.update(envelope.finish(own_load=2.0))
-    # docs/benchmarks.md cites this flag: the envelope's busy test, at start or end.
-    results["busy"] = bool(results["load"]["start"]["busy"] or results["load"]["end"]["busy"])
+    bench.finish(own_load=2.0)
     results["note"] = (
         "full and incremental runs alternate within each round (order rotating) on the same machine; "
         "*_over_* are per-round ratios, median with min/max; compare the ratio, not absolute seconds"
-        + ("; the machine was busy (shared 2-core VM)" if results["busy"] else "")
+        + ("; the machine was busy (shared 2-core VM)" if bench.busy() else "")
     )
-    write_report(a.out, results)
+    bench.report(results, a.out)  # `busy`: docs/benchmarks.md cites it
     _log(
         f"full/incremental embed = {results['full_over_incremental']}, "
         f"full build/update = {results['index']['full_over_update_spread']}, "

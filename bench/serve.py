@@ -3,17 +3,13 @@
     ../shared/bin/loopback-only .venv/bin/python -m bench.serve [--artifact artifacts/minilm-fp32] \
         [--apps noop inline graph] [--rounds 5] [--haproxy]
 
-(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
-namespace with loopback networking only; on your own machine no wrapper is needed.)
-
 For `--rounds` rounds, and for each app in turn within a round, it deploys the app alone,
 measures the in-process baseline (Encoder.encode of the same texts, and encode + search of one
 question), then the app, then deletes it. Each app is measured with `/v1/embeddings` (one FAQ
 text, question + answer, per request) at concurrency 1, 4, 16 and 32, and `/match` at
 concurrency 1. Ratios are taken per round against the baseline of that round and reported as
-median and spread (machines here are noisy: absolute times mean little). The machine, and its
-load average and CPU steal at start and end, are recorded by bench.harness.Envelope (`command`,
-`machine`, `load`). Writes bench/results/serve.json.
+median and spread (machines here are noisy: absolute times mean little). Writes
+bench/results/serve.json (serve-haproxy.json with --haproxy) and its .png.
 """
 
 import argparse
@@ -22,24 +18,21 @@ import json
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from bench.corpus_gen import generate
-from bench.harness import Envelope, median_spread, rotations, write_report
-from testkit.net import http_ok
-from testkit.waiting import wait_until
+from bench.runner import RESULTS, Benchmark, median_spread, rotations
+from testkit.faq_corpus import generate
+from testkit.http_load import drive, percentiles, wait_ready
 
 LEVELS = (1, 4, 16, 32)
 NOOP_DIM = 384
@@ -95,48 +88,6 @@ def noop_app_graph() -> Any:
     stage: Any = NoopStage  # a Deployment at runtime; type checkers see the class
     ingress: Any = NoopIngress
     return ingress.bind(stage.bind(), stage.bind(), stage.bind(), stage.bind())
-
-
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
-    """p50 / p99 / mean in milliseconds."""
-    arr = np.asarray(samples) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "mean_ms": float(arr.mean()),
-    }
-
-
-async def drive(url: str, path: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    """Send every body once with `concurrency` workers; latency percentiles, req/s and status counts."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
-
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                t0 = time.perf_counter()
-                r = await client.post(path, json=body)
-                latencies.append(time.perf_counter() - t0)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-
-        # Warm the connections and the path before timing.
-        await asyncio.gather(*(client.post(path, json=bodies[i % len(bodies)]) for i in range(concurrency)))
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": len(bodies), "req_per_s": len(bodies) / wall,
-            "statuses": statuses, **percentiles(latencies)}  # fmt: skip
-
-
-def wait_ready(url: str, timeout: float = 300.0) -> None:
-    """Poll /ready until 200."""
-    wait_until(lambda: http_ok(url + "/ready"), timeout, f"{url}/ready to answer 200")
 
 
 class Baseline:
@@ -223,28 +174,20 @@ def replica_rss() -> dict[str, float]:
     return {k: round(v, 1) for k, v in sorted(out.items())}
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", default="artifacts/minilm-fp32")
+def parse_args(bench: Benchmark, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; begins the envelope."""
+    p = bench.flags(rounds=5, threads=2, artifact="artifacts/minilm-fp32")
     p.add_argument("--corpus-rows", type=int, default=2000)
     p.add_argument(
         "--requests", type=int, nargs=4, default=[30, 80, 160, 240], help="requests at c=1, 4, 16, 32"
     )
     p.add_argument("--apps", nargs="*", default=["noop", "inline", "graph"])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument(
-        "--threads", type=int, default=2, help="onnxruntime intra-op threads, baseline and apps alike"
-    )
     p.add_argument(
         "--haproxy",
         action="store_true",
         help="Ray Serve's direct ingress behind its bundled HAProxy instead of the Python HTTP proxy",
     )
-    p.add_argument(
-        "--out", default=None, help="default bench/results/serve.json (serve-haproxy.json with --haproxy)"
-    )
-    return p.parse_args(argv)
+    return bench.start(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,9 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from embedder import Encoder
     from testkit.serve_index import publish_index
 
-    args = parse_args(argv)
-    given = sys.argv[1:] if argv is None else list(argv)
-    envelope = Envelope(" ".join(["python -m bench.serve", *given]))
+    bench = Benchmark("serve", __doc__)
+    args = parse_args(bench, argv)
     counts = dict(zip(LEVELS, args.requests, strict=True))
     corpus = generate(args.corpus_rows, seed=0).to_pydict()
     rows = list(zip(corpus["question"], corpus["answer"], strict=True))
@@ -329,11 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve.shutdown()
         ray.shutdown()
     # The load generator and the two replicas' threads kept both cores busy: that load is ours.
-    results.update(envelope.finish(own_load=2.0))  # command, machine (gpu_goals reads it), load
-    results["summary"] = summarise(results["apps"], results["load"])
-    out = args.out or ("bench/results/serve-haproxy.json" if args.haproxy else "bench/results/serve.json")
-    write_report(out, results)
-    plot(results, Path(out).with_suffix(".png"))
+    env = bench.finish(own_load=2.0)  # command, machine (scripts/gpu_goals.py reads it), load
+    results["summary"] = summarise(results["apps"], env["load"])
+    out = args.out or RESULTS / ("serve-haproxy.json" if args.haproxy else "serve.json")
+    results = bench.report(results, out)
+    plot(results, out.with_suffix(".png"))
     print(json.dumps(results["summary"], indent=2))
     return 0
 

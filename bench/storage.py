@@ -2,9 +2,6 @@
 
     ../shared/bin/loopback-only .venv/bin/python -m bench.storage [--rows 2000] [--rounds 5]
 
-(The ../shared/bin/loopback-only prefix is for the project's CI machine, where Ray must run in a
-namespace with loopback networking only; on your own machine no wrapper is needed.)
-
 What it isolates: the cost of the storage layer itself (listing, footer reads, shard reads
 through pyarrow's S3 client, all-or-nothing uploads of part files and markers, the lease), not
 network bandwidth: the server is moto on loopback. Both engines run the same corpus with the same
@@ -14,7 +11,6 @@ median ratio of s3 wall time to local wall time. Writes bench/results/storage.js
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -25,7 +21,7 @@ import pyarrow.parquet as pq
 import ray
 
 import storage
-from bench.harness import RESULTS, Envelope, median_spread, run_rounds, write_report
+from bench.runner import RESULTS, Benchmark, median_spread, run_rounds
 from jobs.embed_run import JobConfig, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,16 +35,16 @@ def one_run(artifact: str, corpus: str, out: str) -> dict[str, Any]:
     return {"wall_seconds": round(time.perf_counter() - started, 2), "rows": summary["rows_embedded"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> None:
+    """Alternate the local and the s3 run, write the JSON."""
+    bench = Benchmark("storage", __doc__)
+    artifact = str(REPO / "artifacts" / "minilm-fp32")
+    parser = bench.flags(rounds=5, artifact=artifact, out=RESULTS / "storage.json")
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--artifact", default=str(REPO / "artifacts" / "minilm-fp32"))
-    args = parser.parse_args()
+    args = bench.start(argv)
 
     from testkit.s3_server import patched_env, s3_server
 
-    envelope = Envelope(f"python -m bench.storage --rows {args.rows} --rounds {args.rounds}")
     table = pq.read_table(REPO / "data" / "sample_qa.parquet")
     table = table.slice(0, min(args.rows, table.num_rows))
     with tempfile.TemporaryDirectory() as tmp, s3_server() as server, patched_env(server.env):
@@ -83,13 +79,12 @@ def main() -> None:
             )
         ray.shutdown()
     result = {
-        **envelope.finish(),
         "rows": table.num_rows,
         "rounds": rounds,
         "ratio_s3_over_local": median_spread(r["ratio"] for r in rounds),
         "notes": "s3 = moto server on loopback; the artifact is fetched into the node cache (QM_CACHE_DIR) on first use and reused after",
     }
-    write_report(RESULTS / "storage.json", result)
+    bench.report(result, args.out)
     print(json.dumps(result["ratio_s3_over_local"]))
 
 

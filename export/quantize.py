@@ -4,7 +4,8 @@ Why not dynamic quantization (what this module did before): onnxruntime's dynami
 one activation scale per tensor per call, i.e. over every token of every text in the batch,
 padding included. A text's vector then changes with its batch companions (measured on
 all-MiniLM-L6-v2: cosine down to 0.95 between the same text alone and in a mixed batch) and its
-held-out min cosine to sentence-transformers stayed at ~0.96. bench/int8_study.py has the numbers.
+held-out min cosine to sentence-transformers stayed at ~0.96. bench/results/int8_study.json has the numbers
+(the study's code is archived: docs/benchmarks.md).
 
 The scheme (every scale is a constant of the graph, so batch independence holds by construction;
 padding rows are quantized too but never mix with real tokens: MatMuls are row-wise and the

@@ -43,9 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
-from bench.gpu_goals import SERVE_CLIENTS, cpu_serve_reference, evaluate_goals  # noqa: E402
-from bench.gpu_smi import UtilizationSampler, summarize_utilization  # noqa: E402
 from jobs.layout import SUMMARY_FILE  # noqa: E402
+from scripts.gpu_goals import SERVE_CLIENTS, cpu_serve_reference, evaluate_goals  # noqa: E402
+from scripts.gpu_smi import UtilizationSampler, summarize_utilization  # noqa: E402
 from testkit.cuda_gpu import GpuInfo, cuda_unusable_reason, query_gpus  # noqa: E402
 
 BUDGET_S = 300.0
@@ -131,9 +131,9 @@ def sentence_transformers_reference(texts: list[str]) -> tuple[Any, str] | None:
 
 def step_probe_cosine(artifact: Path) -> dict[str, Any]:
     """Cosine of CUDA vectors to the stored probe vectors per precision / TF32 setting."""
-    from bench.sentences import make_sentences
     from embedder import Encoder
     from embedder.encoder import cosine_rows, probe_cosines
+    from testkit.sentences import make_sentences
 
     out: dict[str, Any] = {}
     held_out = make_sentences(200, seed=123)
@@ -161,12 +161,12 @@ def step_probe_cosine(artifact: Path) -> dict[str, Any]:
 
 
 def write_corpus(out: Path, rows: int, files: int = 8) -> Path:
-    """A FAQ-like corpus (bench.corpus_gen) with a `text` column of question + answer (~66 tokens,
+    """A FAQ-like corpus (testkit.faq_corpus) with a `text` column of question + answer (~66 tokens,
     the FAQ-length text the goals are stated for), over several files so actors get shards."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from bench.corpus_gen import chunks, generate
+    from testkit.faq_corpus import chunks, generate
 
     out.mkdir(parents=True, exist_ok=True)
     for k, (start, count) in enumerate(chunks(rows, files)):
@@ -235,9 +235,9 @@ def step_serve(artifact: Path, embeddings: Path | None, work: Path, budget: Budg
     import ray
     from ray import serve
 
-    from bench.corpus_gen import generate
-    from bench.serve import drive, wait_ready
     from deployments.app import AppArgs, build_app, resolve_topology
+    from testkit.faq_corpus import generate
+    from testkit.http_load import drive, wait_ready
 
     args: dict[str, Any] = {"artifact": str(artifact), "num_gpus": 1}
     if embeddings is not None:
@@ -314,8 +314,8 @@ def step_gpu_tests(artifact: Path, budget: Budget) -> dict[str, Any]:
 
 def environment(gpus: list[GpuInfo]) -> dict[str, Any]:
     """GPU name, driver and CUDA versions, CPU flags and onnxruntime version."""
-    from bench.machine import machine_info
     from embedder.cuda_libs import check, driver_cuda_version
+    from testkit.machine import machine_info
 
     libs = check(require_driver=True)
     return {

@@ -1,7 +1,7 @@
 """Is a CUDA GPU usable here? NVIDIA GPUs through `nvidia-smi`, and onnxruntime's CUDA provider.
 
 Used by tests/conftest.py (skipping `gpu`-marked tests) and by `make gpu-check`
-(scripts/gpu_check.py, through bench.gpu_smi). Parsing is kept apart from running nvidia-smi so
+(scripts/gpu_check.py, through scripts/gpu_smi.py). Parsing is kept apart from running nvidia-smi so
 it can be tested from sample output on machines without a GPU.
 """
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bench.gpu_goals import cpu_serve_reference, evaluate_goals
-from bench.gpu_smi import UtilizationSampler, parse_utilization, summarize_utilization
 from scripts import gpu_check
+from scripts.gpu_goals import cpu_serve_reference, evaluate_goals
+from scripts.gpu_smi import UtilizationSampler, parse_utilization, summarize_utilization
 from testkit.cuda_gpu import cuda_unusable_reason, parse_gpu_query, query_gpus
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,9 @@ Rules (docs/architecture.md draws them):
 - the encoding core (embedder), the index and storage import no Ray, no web framework, no torch;
 - service (the HTTP contract, limits, scheduler) imports no Ray: it runs as `python -m service`;
 - nothing the runtime ships imports bench/, tests/, testkit/ or export/ (export is the torch-only
-  tool; testkit holds the helpers tests and bench share);
+  tool; testkit holds the helpers tests, bench and the GPU check share);
+- the GPU check (scripts/gpu_check.py and its helpers scripts/gpu_*.py) imports no bench module:
+  what it shares with the benchmarks (corpus, load driver, machine record) lives in testkit;
 - jobs and deployments are adapters: the core, index, storage and service never import them;
 - no cycle between project modules, counting imports inside functions too (a lazy import
   that hides a cycle is still a cycle);
@@ -103,6 +105,18 @@ def test_each_layer_imports_only_what_it_may(package: str) -> None:
             if top in FORBIDDEN[package]:
                 bad.append(f"{name} imports {imported}")
     assert not bad, "\n".join(sorted(bad))
+
+
+def test_the_gpu_check_imports_no_benchmark() -> None:
+    scripts = sorted((REPO / "scripts").glob("gpu_*.py"))
+    assert len(scripts) >= 3  # gpu_check, gpu_goals, gpu_smi: the rule would pass vacuously otherwise
+    bad = [
+        f"{path.name} imports {imported}"
+        for path in scripts
+        for imported in imports_of(path, f"scripts.{path.stem}")
+        if imported.split(".")[0] in ("bench", "tests")
+    ]
+    assert not bad, "\n".join(bad)
 
 
 def test_no_import_cycles_between_project_modules() -> None:

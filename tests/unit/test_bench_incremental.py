@@ -48,19 +48,6 @@ def test_embed_summary_takes_ratios_per_round_and_keeps_the_old_keys() -> None:
     assert out["rounds"][1]["incremental"]["rows_reused"] == 990
 
 
-def test_embed_summary_of_one_round_is_that_round() -> None:
-    out = summarise_embed(
-        {"full": [embed_run(9.0)], "incremental": [embed_run(3.0)]}, [["full", "incremental"]]
-    )
-    assert out["full_over_incremental"] == {"median": 3.0, "min": 3.0, "max": 3.0}
-    assert len(out["rounds"]) == 1
-
-
-def test_embed_summary_refuses_rounds_that_do_not_pair_up() -> None:
-    with pytest.raises(ValueError):
-        summarise_embed({"full": [embed_run(9.0)], "incremental": []}, [["full", "incremental"]])
-
-
 def test_index_summary_keeps_update_and_full_build_with_median_seconds() -> None:
     update = [
         {

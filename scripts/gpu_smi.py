@@ -1,7 +1,7 @@
-"""GPU utilisation through `nvidia-smi`, sampled while a benchmark runs.
+"""GPU utilisation through `nvidia-smi`, sampled while `make gpu-check` runs the bulk job.
 
 Whether a usable CUDA GPU is here and what it is lives in testkit.cuda_gpu (tests skip
-`gpu`-marked tests with it without importing bench).
+`gpu`-marked tests with it).
 Parsing is kept apart from running nvidia-smi so it can be tested from sample output on machines
 without a GPU.
 """

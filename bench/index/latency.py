@@ -1,22 +1,19 @@
-"""Index benchmark: build time, bytes/vector, recall@10 and query latency per FAISS factory.
+"""FAISS factories side by side: build time, bytes/vector, recall@10 and query latency.
 
-    python -m bench.index [--sizes 100000 1000000] [--dim 384] [--rounds 5] [--out bench/results/index.json]
+    python -m bench.index latency [--sizes 100000 1000000] [--dim 384] [--rounds 5] [--out bench/results/index.json]
 
 Each factory's index is built once (build time, size, recall); then, for `--rounds` rounds, every
 factory's single-query and batch-64 latency is measured in turn, the order rotating each round
-(bench.harness), so a slow drift of a shared machine never favours one factory. Latencies are the
+(bench.runner), so a slow drift of a shared machine never favours one factory. Latencies are the
 median over rounds with min and max; speed-ups are per-round ratios against Flat measured in the
-same round (DESIGN rule 8). The result records the machine and its load at start and end
-(bench.harness.Envelope); the FAISS build and thread count are in `config`, because FAISS kernels
+same round (DESIGN rule 8). The FAISS build and thread count are in `config`, because FAISS kernels
 differ between AVX2 and AVX-512 machines. All indexes of one size are held in memory at once
 (about n x dim x 4 bytes each, more for HNSW).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,9 +21,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from bench.harness import Envelope, median_spread, ratios, run_rounds, write_report
-from bench.machine import read_cpuinfo
+from bench.runner import RESULTS, Benchmark, median_spread, ratios, run_rounds
 from index.faiss_index import IndexConfig, VectorIndex, build_index, choose_factory
+from testkit.machine import read_cpuinfo
 from testkit.vectors import clustered_vectors
 
 K = 10
@@ -126,23 +123,18 @@ def bench_size(n: int, dim: int, factories: Sequence[str], cfg: IndexConfig, rou
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and write the JSON."""
-    p = argparse.ArgumentParser(prog="python -m bench.index")
+    bench = Benchmark("index", __doc__, command="bench.index latency")
+    p = bench.flags(rounds=5, out=RESULTS / "index.json")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--factories", nargs="+", default=None, help="default: Flat, auto IVF, HNSW32")
-    p.add_argument("--rounds", type=int, default=5, help="latency rounds, factories alternating")
-    p.add_argument("--out", default="bench/results/index.json")
-    args = p.parse_args(argv)
-    given = sys.argv[1:] if argv is None else list(argv)
-    envelope = Envelope(" ".join(["python -m bench.index", *given]))
+    args = bench.start(argv)
     cfg = IndexConfig()
     runs = []
     for n in args.sizes:
         factories = args.factories or ["Flat", choose_factory(n, args.dim, cfg, "ivf"), "HNSW32"]
         runs.append(bench_size(n, args.dim, factories, cfg, args.rounds))
     result = {
-        "benchmark": "index",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {
             **dataclasses.asdict(cfg),
             "faiss": faiss_build(),
@@ -155,10 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "latency within each round"
         ),
         "runs": runs,
-        # FAISS's OpenMP threads keep the cores busy to the end: that much load is the run's own.
-        **envelope.finish(own_load=float(faiss.omp_get_max_threads())),
     }
-    write_report(args.out, result)
+    # FAISS's OpenMP threads keep the cores busy to the end: that much load is the run's own.
+    bench.report(result, args.out, own_load=float(faiss.omp_get_max_threads()))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Each row is a customer-support question, its answer, an intent (`category`) and 
 of one group are paraphrases of the same question with the same answer, so a matcher's quality
 can be measured (a question should find others of its group). 1M rows take a few seconds.
 
-    python -m bench.corpus_gen --rows 1000000 --files 8 --out runs/corpus-1m
+    python -m testkit.faq_corpus --rows 1000000 --files 8 --out runs/corpus-1m
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Index cost curve at 1M / 3M / 10M vectors: the real build job, streamed from parquet.
 
-    python -m bench.index_scale [--sizes 1000000 3000000 10000000] [--work build/index-scale]
+    python -m bench.index scale [--sizes 1000000 3000000 10000000] [--work build/index-scale] [--merge]
+    python -m bench.index scale --table        # the docs' table from bench/results/index_scale.json
 
 For each size, `jobs.index_build.build` (the code `python -m jobs.build_index` runs) builds each
-factory from an embeddings directory of clustered dim-384 vectors (bench.index's distribution),
+factory from an embeddings directory of clustered dim-384 vectors (`bench.index latency`'s),
 in its own process so its peak RSS is its own. The build streams the parquet twice and never
 holds the corpus: at 10M the float32 vectors are 15 GiB on disk. A second fresh process loads
 the published version and times single queries on unseen vectors from the same distribution;
@@ -17,10 +18,9 @@ min, index memory <= 4 GiB, recall@10 >= 0.95, single query <= 5 ms.
 One build per size and factory, no alternating rounds: the figures are absolute ones checked
 against those goals (a build's minutes, its peak memory, the index's memory, recall), not ratios
 between engines run side by side, and one pass over the curve takes hours (the 10M build alone
-~9 min plus ~15 GiB of corpus streamed twice). The result records the command, the machine and
-its load and CPU steal at start and end (bench.harness.Envelope: `command`, `machine`, `load`);
-`loads` keeps that record per invocation, since `--merge` combines sizes measured at different
-times. FAISS's version, compile options and threads are in `config.faiss`.
+~9 min plus ~15 GiB of corpus streamed twice). `loads` keeps the envelope's record per
+invocation, since `--merge` combines sizes measured at different times. FAISS's version, compile
+options and threads are in `config.faiss`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness import Envelope, command_line, write_report
-from bench.index import faiss_build
+from bench.index.latency import faiss_build
+from bench.runner import RESULTS, Benchmark
 from index.faiss_index import IndexConfig, choose_factory, full_vector_bytes
 from testkit.vectors import clustered_batches, clustered_vectors
 
@@ -133,7 +133,7 @@ def run_queries(version_path: str, factory: str, queries: int = 300) -> dict[str
 
 def _child(*args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.index_scale", *args], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "bench.index", "scale", *args], check=True, capture_output=True, text=True
     )
     line: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return line
@@ -190,17 +190,17 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the curve and write the JSON."""
-    p = argparse.ArgumentParser(prog="python -m bench.index_scale")
+    bench = Benchmark("index_scale", __doc__, command="bench.index scale")
+    p = bench.flags(out=RESULTS / "index_scale.json")
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     p.add_argument("--work", default="build/index-scale", help="scratch dir (the 10M corpus is ~15 GiB)")
-    p.add_argument("--out", default="bench/results/index_scale.json")
     p.add_argument(
         "--merge", action="store_true", help="keep the other sizes' runs already in --out, replace these"
     )
     p.add_argument("--child-build", nargs=3, metavar=("EMB", "OUT", "FACTORY"), help=argparse.SUPPRESS)
     p.add_argument("--child-query", nargs=2, metavar=("VERSION", "FACTORY"), help=argparse.SUPPRESS)
     p.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
-    args = p.parse_args(argv)
+    args = p.parse_args(argv)  # the children and --table record no envelope
     if args.table:
         print(markdown_table(json.loads(Path(args.out).read_text())))
         return
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(run_queries(*args.child_query)))
         return
 
-    envelope = Envelope(command_line("bench.index_scale", argv))
+    bench.begin(argv)
     cfg = IndexConfig()
     work = Path(args.work)
     everything = generate(work, max(args.sizes))
@@ -229,14 +229,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         )
     # The builds' FAISS threads kept both cores busy to the end: that load is the run's own.
-    env = envelope.finish(own_load=2.0)
+    env = bench.finish(own_load=2.0)
     out = Path(args.out)
     earlier = json.loads(out.read_text()) if args.merge and out.exists() else None
     runs, loads = merge(earlier, runs, load_entry(sorted(args.sizes), env))
     result = {
-        "benchmark": "index_scale",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **env,
         "loads": loads,
         "goals": GOALS,
         "config": {**dataclasses.asdict(cfg), "faiss": faiss_build()},
@@ -248,12 +245,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
         "runs": runs,
     }
-    write_report(out, result)
+    bench.report(result, out)
 
 
 def load_entry(sizes: list[int], env: dict[str, Any]) -> dict[str, Any]:
     """One invocation in `loads`: its sizes, command, CPU and load at start and end (from `env`,
-    Envelope.finish()), so rows merged from different runs can each be traced to theirs."""
+    Benchmark.finish()), so rows merged from different runs can each be traced to theirs."""
     return {
         "sizes": sizes,
         "command": env["command"],

@@ -1,4 +1,7 @@
-"""What machine a benchmark ran on: CPU model and the flags that decide bf16 / int8 speed."""
+"""What machine a measurement ran on: CPU model and the flags that decide bf16 / int8 speed.
+
+Recorded by every bench/ result file (bench.runner's envelope) and by scripts/gpu_check.py.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Filtered search benchmark: recall@10 against exact filtered search, p50 per query against the
 unfiltered query, and the filter columns' memory, at filters selecting 50%, 5%, 0.5% and 0.01%.
 
-    python -m bench.index_filter [--rows 1000000] [--dim 384] [--queries 300] [--out bench/results/index_filter.json]
+    python -m bench.index filter [--rows 1000000] [--dim 384] [--queries 300] [--out bench/results/index_filter.json]
 
-Vectors are bench.index's clustered vectors; the index is the IVF-Flat the auto factory picks at
+Vectors are testkit.vectors' clustered vectors (as `bench.index latency`); the index is the IVF-Flat the auto factory picks at
 1M (built and tuned by index.faiss_index.build_index). A "category" string column gives each
 selectivity its own value, assigned at random: the filter does not follow the clusters, so the
 filtered neighbours are the unfiltered (10/selectivity)-th neighbours. A timestamp column is
@@ -14,7 +14,6 @@ evaluating the filter to a row mask. Ratios are within this run (DESIGN rule 8).
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,8 +22,8 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from bench.harness import Envelope, command_line, write_report
-from bench.index import faiss_build
+from bench.index.latency import faiss_build
+from bench.runner import RESULTS, Benchmark
 from index.faiss_index import ExactKnn, IndexConfig, build_index, choose_factory
 from index.filter_columns import FilterTable, filter_table
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
@@ -164,29 +163,24 @@ def run(n: int, dim: int, n_queries: int, factory: str, seed: int) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and write the JSON."""
-    p = argparse.ArgumentParser(prog="python -m bench.index_filter", description=__doc__.split("\n")[0])
+    bench = Benchmark("index_filter", __doc__, command="bench.index filter")
+    p = bench.flags(out=RESULTS / "index_filter.json")
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--factory", default=None, help="default: the auto factory's IVF choice for --rows")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bench/results/index_filter.json")
-    args = p.parse_args(argv)
-    envelope = Envelope(command_line("bench.index_filter", argv))
+    args = bench.start(argv)
     factory = args.factory or choose_factory(args.rows, args.dim, IndexConfig(), "ivf")
     measured = run(args.rows, args.dim, args.queries, factory, args.seed)
     result = {
-        "benchmark": "index_filter",
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        # The index build runs FAISS on every core; the timed queries on one thread.
-        **envelope.finish(own_load=2.0),
         "config": {"faiss": faiss_build()},
         "goals": GOALS,
         "note": "p50 = median seconds/query x 1e3, one query per call; filtered times include evaluating "
         "the filter; recall@10 against exact search over the selected rows; filters independent of clusters",
         "run": measured,
     }
-    write_report(args.out, result)
+    bench.report(result, args.out, own_load=2.0)  # the build ran FAISS on every core
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The FAISS benchmarks, one command with a sub-command each: `python -m bench.index latency|filter|scale`."""
