@@ -33,7 +33,7 @@ class IndexConfig:
     ivf_max: int = 1_000_000
     # Index memory the auto factory may use. IVF-Flat is chosen while its full float32 vectors
     # fit (2.78M vectors at dim 384); past that, IVF-SQ8 (1 byte per dimension). Measured by
-    # bench.index_scale (bench/results/index_scale.json): SQ8 keeps recall@10 within ~0.01 of
+    # `python -m bench.index scale` (bench/results/index_scale.json): SQ8 keeps recall@10 within ~0.01 of
     # IVF-Flat at a quarter of the memory, while SQ6 (0.92) and refine-free PQ (< 0.4) miss
     # the 0.95 target on sentence-embedding-like data. 10M x 384 in SQ8 is 3.65 GiB.
     memory_budget_bytes: int = 4 * 1024**3
