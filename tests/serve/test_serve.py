@@ -12,11 +12,11 @@ import pytest
 import requests
 
 from embedder import Encoder
+from testkit.closed_loop import ClosedLoop
 from testkit.net import http_ok
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
-from tests.serve.closed_loop import ClosedLoop
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
