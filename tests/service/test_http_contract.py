@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
+from testkit.bad_requests import Limits, bad_requests, check_refusal
 from testkit.dummy_backend import MAX_LEN, POISON, DummyBackend
 
 KEY = "k-123"
@@ -123,40 +124,17 @@ def test_match_single_batch_min_score(client: TestClient) -> None:
     assert [m["id"] for m in strict] == [2]
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "status", "param"),
-    [
-        ("/v1/embeddings", b"{not json", 400, "body"),
-        ("/v1/embeddings", b"[1, 2]", 400, "body"),
-        ("/v1/embeddings", b"[" * 1900 + b"]" * 1900, 400, "body"),  # past the parser's recursion limit
-        ("/v1/embeddings", b'{"input": ' + b"[" * 40 + b"]" * 40 + b"}", 400, "body"),  # parses; too deep
-        ("/v1/embeddings", b'{"input": "a \\ud800 b"}', 400, "input"),
-        ("/v1/embeddings", b'{"input": ["ok", "\\udfff"]}', 400, "input[1]"),
-        ("/v1/embeddings", b'{"input": "x", "dimensions": NaN}', 400, "body"),
-        ("/v1/embeddings", b'{"input": "x", "dimensions": Infinity}', 400, "body"),
-        ("/v1/embeddings", b'{"input": "\xff\xfe"}', 400, "body"),
-        ("/v1/embeddings", {"input": 123}, 422, "input"),
-        ("/v1/embeddings", {"input": [1.5, 2]}, 422, "input"),
-        ("/v1/embeddings", {"input": []}, 422, "input"),
-        ("/v1/embeddings", {"input": ""}, 400, "input"),
-        ("/v1/embeddings", {"input": ["ok", "   "]}, 400, "input[1]"),
-        ("/v1/embeddings", {"input": ["q"] * 9}, 422, "input"),
-        ("/v1/embeddings", {"input": [[]]}, 422, "input"),
-        ("/v1/embeddings", {"input": ["w " * 14] * 5}, 422, "input"),  # 5 x 16 tokens > 64 per request
-        ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "dimensions"),
-        ("/v1/embeddings", {"input": "x", "dimensions": 17}, 422, "dimensions"),
-        ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "encoding_format"),
-        ("/v1/embeddings", {"input": "x", "prompt_name": "query"}, 422, "prompt_name"),  # no prompts
-        ("/v1/embeddings", {"input": "x", "prompt_name": 7}, 422, "prompt_name"),
-        ("/match", {"question": "x", "top_k": 0}, 422, "top_k"),
-        ("/match", {"question": "x", "top_k": 101}, 422, "top_k"),
-        ("/match", {"question": "x", "questions": ["y"]}, 422, "question"),
-        ("/match", {}, 422, "question"),
-        ("/match", {"question": ""}, 400, "question"),
-        ("/match", {"question": "x", "min_score": "high"}, 422, "min_score"),
-        ("/match", {"question": "w " * 40, "truncate": False}, 422, "question"),
-    ],
-)
+# The shared table (testkit/bad_requests.py) plus the mistakes only this server's limits and
+# model can show: a request over max_request_tokens (64 here), a prompt_name of a model without prompts.
+MISTAKES = [
+    *bad_requests(Limits(LIMITS["max_inputs"], dimension=16, max_seq_length=MAX_LEN, max_body_bytes=4000)),
+    ("/v1/embeddings", {"input": ["w " * 14] * 5}, 422, "input"),  # 5 x 16 tokens > 64 per request
+    ("/v1/embeddings", {"input": "x", "prompt_name": "query"}, 422, "prompt_name"),  # no prompts
+    ("/match", {"question": "w " * 40, "truncate": False}, 422, "question"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), MISTAKES)
 def test_client_mistakes_get_a_precise_4xx(
     client: TestClient, path: str, body: Any, status: int, param: str
 ) -> None:
@@ -167,6 +145,7 @@ def test_client_mistakes_get_a_precise_4xx(
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["code"] == status and err["param"] == param and err["type"] == "invalid_request_error"
+    check_refusal(err, status, param, body, MAX_LEN)
     assert client.get("/ready").status_code == 200  # nothing a client sends makes us unready
 
 
