@@ -25,7 +25,7 @@ test-fast: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy settings embedder index storage service export jobs deployments bench testkit scripts
+	$(PY) -m mypy settings embedder index storage engine service export jobs deployments bench testkit scripts
 
 demo: $(VENV_STAMP)
 	bash scripts/demo.sh

@@ -1,6 +1,6 @@
 """Typed application builder: `serve run deployments.app:build_app artifact=<dir> index=<indexes/name>`.
 
-Topologies (all serve the same HTTP contract from service/):
+Topologies (all serve the same HTTP contract from service/, each over its engine Backend):
 - "inline" (the CPU default): each Ingress replica runs tokenizer, model, pooling and search in
   process; scale with Ingress replicas. No hop between stages: on CPU every hop costs CPU time
   that the model needs (measured in bench/results/serve.json).
@@ -10,6 +10,10 @@ Topologies (all serve the same HTTP contract from service/):
   per *token*, from Backbone to Ingress and again to Pooling.
 - "graph": Ingress -> Tokenizer -> Backbone -> Pooling -> Searcher, each stage scaled on its own.
 "auto" picks inline without GPUs and fused with them.
+
+The `serving`, `session` and `batching` sections are resolved and validated here, once
+(deployments/app_settings.py): a typo or a bad value fails build_app with one line naming it,
+and replicas receive the resolved values.
 """
 
 from __future__ import annotations
@@ -17,11 +21,18 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 import storage
+from deployments.app_settings import (
+    AppArgsError,
+    AppSettings,
+    batching_user_config,
+    resolve_settings,
+    serving_user_config,
+)
 from deployments.backbone import Backbone
 from deployments.fused import FusedEncoder
 from deployments.ingress import Ingress
@@ -30,11 +41,11 @@ from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
 from embedder.artifact import Artifact
 from embedder.config import GPU_BATCH_TOKENS, batch_defaults
+from index.collections import collections_config
+from index.follower import DEFAULT_POLL_SECONDS
 from index.prompt import DocumentPrompt
 from index.searcher import DEFAULT_SEARCH_THREADS
-from service.collections import collections_config
-from service.config import serving_config
-from service.index_follower import DEFAULT_POLL_SECONDS
+from service.config import ServingConfig, serving_config
 from settings.loader import as_dict
 
 # Per-deployment defaults, chosen for a 2-CPU node: logical CPUs add up to 1.85, so the whole
@@ -73,7 +84,7 @@ class AppArgs(BaseModel):
     index: str | None = None
     topology: Literal["auto", "inline", "graph", "fused"] = "auto"
     # Shorthand for serving.api_key (the setting's one home is ServingConfig: empty = no auth,
-    # QM_SERVE_API_KEY in the replicas' environment); None leaves it to serving / the environment.
+    # QM_SERVE_API_KEY where build_app runs); None leaves it to serving / the environment.
     api_key: str | None = None
     # ServingConfig fields (limits, timeouts); user_config of the ingress.
     serving: dict[str, Any] = Field(default_factory=dict)
@@ -82,7 +93,7 @@ class AppArgs(BaseModel):
     # SchedulerConfig fields (pass_tokens, batch: {batch_tokens, max_batch_size}); user_config of
     # the model deployment (change at runtime with `serve deploy`).
     batching: dict[str, Any] = Field(default_factory=dict)
-    # More collections (service/collections.py): name -> index root, or {index: root, version: pin}.
+    # More collections (index/collections.py): name -> index root, or {index: root, version: pin}.
     # `index` above is the collection named "default". Part of the Searcher's (inline: the
     # Ingress's) user_config, so a `serve deploy` that adds or removes one restarts no model.
     collections: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
@@ -105,10 +116,13 @@ class AppArgs(BaseModel):
     deployments: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-def deployment_options(name: str, args: AppArgs) -> dict[str, Any]:
-    """Options for one deployment: DEFAULTS, then the args' overrides."""
+def deployment_options(name: str, args: AppArgs, serving: ServingConfig | None = None) -> dict[str, Any]:
+    """Options for one deployment: DEFAULTS, then the args' overrides.
+
+    `serving` is the resolved ServingConfig (build_app passes it; resolved from the args if not).
+    """
     opts = copy.deepcopy(DEFAULTS[name])
-    serving = serving_config(args.serving)  # the one home of the limits Serve must agree with
+    serving = serving or serving_config(args.serving)  # the one home of the limits Serve must agree with
     opts["backpressure_config"] = {"status_code": 503, "retry_after_s": serving.retry_after_s}
     if name == "Ingress":
         opts["max_ongoing_requests"] = serving.max_in_flight + INGRESS_HEADROOM
@@ -164,8 +178,10 @@ def collections_user_config(args: AppArgs) -> dict[str, Any]:
     return out
 
 
-def inline_options(args: AppArgs, index_root: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Ingress deployment options and in-process stage settings of the inline topology.
+def inline_options(
+    args: AppArgs, index_root: str | None = None, serving: ServingConfig | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ingress deployment options and the in-process backend's settings mappings (inline topology).
 
     `index_root` is unused: the collections (the index among them) travel in the Ingress's
     user_config (collections_user_config), so changing them never restarts the replica.
@@ -173,18 +189,23 @@ def inline_options(args: AppArgs, index_root: str | None = None) -> tuple[dict[s
     Without GPUs, the INLINE_CPU_* layout applies unless the args set session / batching / the
     Ingress's ray_actor_options themselves.
     """
-    opts = deployment_options("Ingress", args)
+    opts = deployment_options("Ingress", args, serving)
     gpu = {"num_gpus": args.num_gpus} if args.num_gpus else {}
     # The model runs inside the ingress: it reserves what a model replica would.
     # On GPU, CPU 0: GPU node types advertise no CPUs (see deployment_options).
     actor = {"num_cpus": 0.0 if gpu else INLINE_CPU_NUM_CPUS, **gpu}
     opts["ray_actor_options"] = {**actor, **args.deployments.get("Ingress", {}).get("ray_actor_options", {})}
-    inline = {
-        "session": args.session or (None if gpu else INLINE_CPU_SESSION),
-        "batching": args.batching or (None if gpu else INLINE_CPU_BATCHING),
-        "search_threads": args.search_threads,
-    }
-    return opts, inline
+    session, batching = inline_sections(args)
+    return opts, {"session": session, "batching": batching, "search_threads": args.search_threads}
+
+
+def inline_sections(args: AppArgs) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The session and batching mappings of the inline topology: the args', else on CPU INLINE_CPU_*."""
+    gpu = bool(args.num_gpus)
+    return (
+        args.session or (None if gpu else INLINE_CPU_SESSION),
+        args.batching or (None if gpu else INLINE_CPU_BATCHING),
+    )
 
 
 def resolve_topology(args: AppArgs) -> str:
@@ -213,49 +234,88 @@ def with_gpu_profile(args: AppArgs) -> AppArgs:
     return args.model_copy(update={"session": session, "batching": batching})
 
 
+def app_args(raw: dict[str, Any]) -> AppArgs:
+    """The args validated: a wrong key or value is an AppArgsError of one line naming it."""
+    try:
+        return AppArgs.model_validate(raw)
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise AppArgsError(f"build_app: {where}") from None
+
+
 def build_app(raw: dict[str, Any]) -> Application:
     """Build the Serve application from `serve run` / serve_config.yaml args."""
-    args = with_gpu_profile(AppArgs.model_validate(raw))
+    args = with_gpu_profile(app_args(raw))
+    topology = resolve_topology(args)
+    serving_args = {**args.serving, **({"api_key": args.api_key} if args.api_key is not None else {})}
+    if topology == "inline":  # the inline CPU layout unless the args set session / batching
+        session_args, batching_args = inline_sections(args)
+    else:
+        session_args, batching_args = args.session or None, args.batching
+    # Every section resolved and checked here, before any file is read or replica started.
+    settings = resolve_settings(serving_args, session_args, batching_args, args.search_threads)
     artifact_dir = storage.resolve(args.artifact).uri  # local paths made absolute; URIs kept
     artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
-    serving = {**args.serving, **({"api_key": args.api_key} if args.api_key is not None else {})}
-    topology = resolve_topology(args)
     collections = collections_user_config(args)
-    common = {"serving": serving, "model_name": args.model_name}
+    ingress_config = serving_user_config(settings.serving)
+    common: dict[str, Any] = {"settings": settings, "model_name": args.model_name}
     if topology == "inline":
-        opts, inline = inline_options(args)
+        opts, _ = inline_options(args, serving=settings.serving)
         return (
             _dep(Ingress)
-            .options(**opts, user_config={**serving, "collections": collections})
-            .bind(artifact_dir, "inline", inline=inline, **common)
+            .options(**opts, user_config={**ingress_config, "collections": collections})
+            .bind(artifact_dir, "inline", **common)
         )
+    return _staged(args, topology, artifact_dir, artifact, settings, collections, ingress_config)
+
+
+def _staged(
+    args: AppArgs,
+    topology: str,
+    artifact_dir: str,
+    artifact: Artifact,
+    settings: AppSettings,
+    collections: dict[str, Any],
+    ingress_config: dict[str, Any],
+) -> Application:
+    """The graph or fused application: its deployments bound, then the Ingress over their handles."""
+    serving = settings.serving
     handles: dict[str, Any] = {}
     if collections["collections"]:
         handles["searcher"] = (
             _dep(Searcher)
-            .options(**deployment_options("Searcher", args), user_config=collections)
+            .options(**deployment_options("Searcher", args, serving), user_config=collections)
             .bind(
                 artifact.fingerprint,
-                args.search_threads,
+                settings.search_threads,
                 DocumentPrompt.chosen(artifact.manifest.prompt_set()),
             )
         )
-    session = args.session or None
+    batching = batching_user_config(settings.batching)
     if topology == "fused":
         handles["encoder"] = (
             _dep(FusedEncoder)
-            .options(**deployment_options("FusedEncoder", args), user_config=args.batching)
-            .bind(artifact_dir, session)
+            .options(**deployment_options("FusedEncoder", args, serving), user_config=batching)
+            .bind(artifact_dir, settings.session)
         )
     else:
         handles["tokenizer"] = (
-            _dep(Tokenizer).options(**deployment_options("Tokenizer", args)).bind(artifact_dir)
+            _dep(Tokenizer).options(**deployment_options("Tokenizer", args, serving)).bind(artifact_dir)
         )
         handles["backbone"] = (
             _dep(Backbone)
-            .options(**deployment_options("Backbone", args), user_config=args.batching)
-            .bind(artifact_dir, session)
+            .options(**deployment_options("Backbone", args, serving), user_config=batching)
+            .bind(artifact_dir, settings.session)
         )
-        handles["pooling"] = _dep(Pooling).options(**deployment_options("Pooling", args)).bind(artifact_dir)
-    ingress = _dep(Ingress).options(**deployment_options("Ingress", args), user_config=serving)
-    return ingress.bind(artifact_dir, topology, handles=handles, **common)
+        handles["pooling"] = (
+            _dep(Pooling).options(**deployment_options("Pooling", args, serving)).bind(artifact_dir)
+        )
+    ingress = _dep(Ingress).options(
+        **deployment_options("Ingress", args, serving), user_config=ingress_config
+    )
+    return ingress.bind(
+        artifact_dir, topology, settings=settings, model_name=args.model_name, handles=handles
+    )

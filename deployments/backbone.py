@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ray import serve
 
 from deployments.model_replica import ModelReplica
+from embedder.config import SessionConfig
 from embedder.handoff import HiddenPack, TokenPack
 
 
@@ -14,7 +13,7 @@ from embedder.handoff import HiddenPack, TokenPack
 class Backbone(ModelReplica):
     """The ONNX session, shared fairly by concurrent requests."""
 
-    def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:
+    def __init__(self, artifact_dir: str, session: SessionConfig) -> None:
         super().__init__(artifact_dir, session)
         if self.pooled:
             raise ValueError("this artifact pools inside the graph: use topology 'fused' or 'inline'")

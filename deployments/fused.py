@@ -9,12 +9,11 @@ would dominate. That is why "auto" picks this topology when replicas get GPUs.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from ray import serve
 
 from deployments.model_replica import ModelReplica
+from embedder.config import SessionConfig
 from embedder.handoff import HiddenPack, TokenPack, pool_pack
 from embedder.pooling import Pooler
 
@@ -23,14 +22,14 @@ from embedder.pooling import Pooler
 class FusedEncoder(ModelReplica):
     """The model plus pooling: one hop from the ingress instead of two."""
 
-    def __init__(self, artifact_dir: str, session: dict[str, Any] | None = None) -> None:
+    def __init__(self, artifact_dir: str, session: SessionConfig) -> None:
         super().__init__(artifact_dir, session)
         self.pooler = Pooler.from_artifact(self.artifact)
 
     async def __call__(self, pack: TokenPack) -> np.ndarray:
         """Pooled vectors (n, d) of one request's texts; not normalised unless the graph normalises.
 
-        The ingress applies the request's own normalize / dimensions options (FusedStages.encode).
+        The ingress applies the request's own normalize / dimensions options (FusedBackend.encode).
         """
         out = await self.run_pack(pack)
         if self.pooled:

@@ -8,14 +8,14 @@ import faiss
 import numpy as np
 from ray import serve
 
+from index.collections import DEFAULT, CollectionSet, collections_config
+from index.matches import SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
-from service.collections import DEFAULT, CollectionSet, collections_config
-from service.stages import SearchResult
 
 
 @serve.deployment
 class Searcher:
-    """A CollectionSet (service/collections.py) behind a handle; the collection map is its user_config."""
+    """A CollectionSet (index/collections.py) behind a handle; the collection map is its user_config."""
 
     def __init__(self, fingerprint: str, threads: int = 1, prompt: DocumentPrompt = NO_PROMPT) -> None:
         # One OpenMP thread by default: a request searches a handful of queries, where extra

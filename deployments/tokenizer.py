@@ -7,8 +7,8 @@ from ray import serve
 from embedder.artifact import Artifact
 from embedder.handoff import TokenPack
 from embedder.tokenize import TextTokenizer
-from service.inprocess import LocalTokenizer
-from service.stages import TokenSpan
+from engine.backend import TokenSpan
+from engine.local_tokenizer import LocalTokenizer
 
 
 @serve.deployment

@@ -1,14 +1,15 @@
 """The runtime flags every command shares (`--backend`, `--precision`), defined once.
 
 Used by `python -m embedder encode`, `python -m service` and `jobs.embed_corpus`, so the choices,
-defaults and help text cannot drift apart.
+defaults and help text cannot drift apart; `session_from_flags` builds the session of the first
+two in the one order of every entry point: flag > QM_SESSION_* environment > default.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from embedder.config import BACKENDS, RUNTIME_PRECISIONS
+from embedder.config import BACKENDS, RUNTIME_PRECISIONS, SessionConfig, session_config
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,3 +28,10 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
         help="runtime precision of an fp32 artifact: bf16 (CPU, OpenVINO), fp16 (CUDA), fp32; "
         "default: QM_SESSION_PRECISION or auto",
     )
+
+
+def session_from_flags(args: argparse.Namespace) -> SessionConfig:
+    """The session of a command line: each of --threads / --backend / --precision given beats its
+    QM_SESSION_* variable; one left out (None) leaves the variable, else the default, in charge."""
+    given = {name: getattr(args, name, None) for name in ("threads", "backend", "precision")}
+    return session_config(flags={k: v for k, v in given.items() if v is not None})

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from settings.loader import check_field, from_mapping
+from settings.loader import COMMAND_LINE, check_field, from_mapping
 
 # Execution providers and graph optimisation levels embedder.session knows how to build.
 PROVIDERS = ("cpu", "cuda")
@@ -134,9 +134,17 @@ class SessionConfig:
 SESSION_ENV_PREFIX = "QM_SESSION_"
 
 
-def session_config(data: Mapping[str, Any] | None = None) -> SessionConfig:
-    """SessionConfig from a mapping (YAML, Serve args) with QM_SESSION_<FIELD> environment overrides."""
-    return from_mapping(SessionConfig, data, env_prefix=SESSION_ENV_PREFIX)
+def session_config(
+    data: Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None
+) -> SessionConfig:
+    """SessionConfig: defaults < `data` (YAML, Serve args) < QM_SESSION_<FIELD> < `flags`.
+
+    `flags` are the options given on a command line (None values left out by the caller); a
+    refused one is named as typed (`--threads -1: must be >= 0`).
+    """
+    return from_mapping(
+        SessionConfig, data, env_prefix=SESSION_ENV_PREFIX, overrides=flags, overrides_from=COMMAND_LINE
+    )
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Ray-free. `jobs/threshold.py` scores labelled pairs (with the Encoder or stored vectors) and calls
 `precision_recall` / `lowest_threshold` here; with an index root it writes the chosen threshold to
 `<root>/<version>/thresholds.json` (THRESHOLDS_FILE), which the service reads to default
-`/match`'s `min_score` (service/index_follower.py).
+`/match`'s `min_score` (index/follower.py).
 
 Why a sidecar file rather than a field of manifest.json: an index version is immutable once
 published: its manifest records every file's size and sha256, node-local caches are keyed by the

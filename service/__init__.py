@@ -1,6 +1,4 @@
-"""Ray-free HTTP service: the contract (request/response models, limits, one error map), the
-EmbedService that runs requests through a `Stages` implementation, and the FastAPI app.
-
-Stages implementations: in-process (service.inprocess, the single-box mode and the speed
-reference), Serve handles (deployments.stages), and a dummy for fast tests (service.dummy).
+"""Ray-free HTTP service: the contract (request/response models, limits, one error map), request
+body reading, admission, the EmbedService that runs requests on an engine `Backend`
+(engine/backend.py), and the FastAPI app (`python -m service` serves it on one box).
 """

@@ -1,7 +1,8 @@
 """Single-box mode: the whole service in one process, no Ray (`python -m service --artifact ... --index ...`).
 
-The same FastAPI app and HTTP contract as the Serve deployment, with in-process stages. Useful on
-one machine, in tests of real HTTP clients, and as the speed reference of bench.serve.
+The same FastAPI app and HTTP contract as the Serve deployment, with the in-process backend
+(engine/inprocess.py). Useful on one machine, in tests of real HTTP clients, and as the speed
+reference of bench.serve.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from embedder.cli_flags import add_runtime_flags
-from embedder.config import session_config
-from service.collections import collections_config
-from service.config import serving_config
+from embedder.cli_flags import add_runtime_flags, session_from_flags
+from embedder.config import SessionConfig
+from engine.inprocess import InProcessBackend
+from index.collections import collections_config
+from service.config import ServingConfig, serving_config
 from service.core import EmbedService
 from service.http import create_app
-from service.inprocess import InProcessStages
+from settings.loader import ConfigError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,10 +60,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def settings(args: argparse.Namespace) -> tuple[SessionConfig, ServingConfig]:
+    """The session and the limits of the command line, in the one order of every entry point:
+    a flag given beats its environment variable (QM_SESSION_*, QM_SERVE_*), which beats the default."""
+    serving = serving_config(None, flags={"api_key": args.api_key} if args.api_key is not None else None)
+    return session_from_flags(args), serving
+
+
 def build(args: argparse.Namespace) -> EmbedService:
     """The service of the command-line options."""
-    given = {"threads": args.threads, "backend": args.backend, "precision": args.precision}
-    session = session_config({k: v for k, v in given.items() if v is not None})
+    session, serving = settings(args)
     specs: dict[str, str] = {"default": args.index} if args.index else {}
     for item in args.collection:
         name, sep, root = item.partition("=")
@@ -71,16 +79,20 @@ def build(args: argparse.Namespace) -> EmbedService:
     collections = collections_config(
         {"collections": specs, "memory_budget_bytes": args.collections_memory_bytes}
     )
-    stages = InProcessStages(
+    backend = InProcessBackend(
         args.artifact, session=session, model_name=args.model_name, collections=collections
     )
-    return EmbedService(stages, serving_config({"api_key": args.api_key} if args.api_key else None))
+    return EmbedService(backend, serving)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve until interrupted."""
     args = parse_args(argv)
-    uvicorn.run(create_app(build(args)), host=args.host, port=args.port, log_level="warning")
+    try:
+        service = build(args)
+    except ConfigError as exc:  # one line naming the flag or variable, as the jobs answer
+        raise SystemExit(f"python -m service: error: {exc}") from None
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

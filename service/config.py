@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from settings.loader import from_mapping
+from settings.loader import COMMAND_LINE, from_mapping
 
 # Measured on the smallest supported node (2 cores, AVX2, no GPU): the fp32 MiniLM-L6 encoder
 # computes about 5,500 real tokens/s. Every limit below is chosen against that figure so that
@@ -80,6 +80,12 @@ class ServingConfig:
             )
 
 
-def serving_config(data: dict[str, Any] | None) -> ServingConfig:
-    """ServingConfig from a mapping, with QM_SERVE_<FIELD> environment overrides."""
-    return from_mapping(ServingConfig, data, env_prefix="QM_SERVE_")
+# Environment prefix of ServingConfig fields (QM_SERVE_API_KEY, QM_SERVE_MAX_INPUTS, ...).
+SERVING_ENV_PREFIX = "QM_SERVE_"
+
+
+def serving_config(data: dict[str, Any] | None, flags: dict[str, Any] | None = None) -> ServingConfig:
+    """ServingConfig: defaults < `data` (YAML, Serve args) < QM_SERVE_<FIELD> < `flags` (command line)."""
+    return from_mapping(
+        ServingConfig, data, env_prefix=SERVING_ENV_PREFIX, overrides=flags, overrides_from=COMMAND_LINE
+    )

@@ -1,9 +1,13 @@
-"""EmbedService: requests in, typed results out, through any `Stages`.
+"""EmbedService: requests in, typed results out, through any engine `Backend`.
 
 Each request is validated on its own (texts, token ids, counts, lengths, token budget) before
 it can share any merged call with other requests, so one client's bad input never fails
-another's request. Stages merge requests internally (model scheduler, micro-batcher) and re-run
-members alone if a merged call fails anyway.
+another's request. Backends merge requests internally (model scheduler) and re-run members alone
+if a merged call fails anyway.
+
+It lives in service/, not engine/, because what it enforces is the HTTP contract's: the limits
+of ServingConfig, admission (429), the service's own refusals (TooManyInputs, NotReady) and the
+public message of /ready. The engine below it knows nothing of those.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from embedder.errors import (
 from embedder.handoff import TokenPack
 from embedder.probe import PROBE_TEXTS, probe_floor, probe_plan
 from embedder.tokenize import check_texts, text_problem
+from engine.backend import Backend, EmbedOptions, TokenSpan
+from index.matches import Match
 from service.admission import Admission
 from service.config import ServingConfig
 from service.errors import NotReady, TooManyInputs, TooManyTokens, public_message
-from service.stages import EmbedOptions, Match, Stages, TokenSpan
 
 Inputs = str | list[str] | list[int] | list[list[int]]
 
@@ -54,11 +59,11 @@ class Matched:
 
 
 class EmbedService:
-    """The service's behaviour, independent of HTTP and of where the stages run."""
+    """The service's behaviour, independent of HTTP and of where the backend runs."""
 
-    def __init__(self, stages: Stages, config: ServingConfig) -> None:
-        self.stages = stages
-        self.model = stages.model
+    def __init__(self, backend: Backend, config: ServingConfig) -> None:
+        self.backend = backend
+        self.model = backend.model
         self.config = config
         self.admission = Admission(config.max_in_flight, config.max_queued_tokens, config.retry_after_s)
         self.ready = False
@@ -101,13 +106,13 @@ class EmbedService:
             raise InvalidInput("min_score must be a finite number", field="min_score")
         if filter is not None or collection != "default":
             # An unknown collection (404) or a bad filter (422) is refused before any model work.
-            await self.stages.check_search(collection, filter)
+            await self.backend.check_search(collection, filter)
         # Questions are queries: sentence-transformers' encode_query rule picks their prompt, as the
         # index's documents got the encode_document rule's (index.prompt refuses any other index).
         prompts = self.model.prompt_set()
         pack = await self._pack(questions, field, truncate, prompts.resolve(prompts.query_name()))
         vectors = await self._encode(pack, EmbedOptions())
-        result = await self.stages.search(vectors, top_k, collection, filter)
+        result = await self.backend.search(vectors, top_k, collection, filter)
         if min_score is None:
             min_score = result.default_min_score  # the index version's stored threshold, if any
         matches = result.matches
@@ -118,12 +123,12 @@ class EmbedService:
     async def _encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Vectors of a validated pack, holding its tokens of the model-queue budget meanwhile."""
         with self.admission.tokens(pack.tokens):
-            return await self.stages.encode(pack, options)
+            return await self.backend.encode(pack, options)
 
     async def tokenize(self, inputs: str | list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
         """Tokens of each text with offsets (TEI /tokenize)."""
         texts = self._texts(inputs, "inputs")
-        return await self.stages.explain(texts, add_special_tokens)
+        return await self.backend.explain(texts, add_special_tokens)
 
     # ---- validation ------------------------------------------------------------------------
 
@@ -173,7 +178,7 @@ class EmbedService:
             pack = self._pack_ids(inputs, field, truncate)  # type: ignore[arg-type]
         else:
             texts = self._texts(inputs, field)  # type: ignore[arg-type]
-            pack = await self.stages.tokenize(texts, prompt)
+            pack = await self.backend.tokenize(texts, prompt)
             if not truncate:
                 check_lengths(
                     pack.token_counts, self.model.max_seq_length, field, single=isinstance(inputs, str)
@@ -235,19 +240,19 @@ class EmbedService:
                 await asyncio.sleep(self.config.probe_interval_s)
 
     async def probe(self) -> None:
-        """Embed the probe set through the stages, compare with the artifact; search once if indexed.
+        """Embed the probe set through the backend, compare with the artifact; search once if indexed.
 
         Every group of the artifact's probe (embedder.probe.probe_plan: all texts with the default
-        prompt, then a few per named prompt) goes through the stages' own prompt path, so a prompt
+        prompt, then a few per named prompt) goes through the backend' own prompt path, so a prompt
         lost or changed on the way fails the probe.
         """
         prompts = self.model.prompt_set()
         rows = []
         for name, texts in probe_plan(prompts.names, PROBE_TEXTS):
-            pack = await self.stages.tokenize(list(texts), prompts.resolve(name))
-            rows.append(await self.stages.encode(pack, EmbedOptions()))
+            pack = await self.backend.tokenize(list(texts), prompts.resolve(name))
+            rows.append(await self.backend.encode(pack, EmbedOptions()))
         served = np.concatenate(rows)
-        runtime = await self.stages.runtime()
+        runtime = await self.backend.runtime()
         floor = probe_floor(str(runtime.get("tolerance_key", "fp32")))
         agreement = probe_agreement(self.model.probe_vectors, served)
         if agreement < floor:
@@ -255,9 +260,9 @@ class EmbedService:
                 f"probe vectors through the stages agree to cosine {agreement:.6f} < {floor} "
                 f"({runtime.get('precision')} on {runtime.get('backend')})"
             )
-        if await self.stages.index_status() is not None:
+        if await self.backend.index_status() is not None:
             try:
-                result = await self.stages.search(served[:1], 1)
+                result = await self.backend.search(served[:1], 1)
             except IndexUnavailable as exc:
                 raise NotReady(str(exc)) from None
             if result.fingerprint != self.model.fingerprint:
@@ -282,7 +287,7 @@ def check_lengths(token_counts: np.ndarray, max_tokens: int, field: str, single:
 
 
 def probe_agreement(stored: np.ndarray, served: np.ndarray) -> float:
-    """Lowest row-wise cosine between the artifact's probe vectors and the ones the stages returned."""
+    """Lowest row-wise cosine between the artifact's probe vectors and the ones the backend returned."""
     if stored.shape != served.shape:
         raise ModelMismatch(f"probe vectors have shape {stored.shape}, the stages gave {served.shape}")
     a = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)

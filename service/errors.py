@@ -25,6 +25,8 @@ from embedder.errors import (
     InvalidInput,
     ModelMismatch,
 )
+from engine.errors import BackendUnavailable
+from index.errors import UnknownCollection
 
 log = logging.getLogger("qmatch.service")
 Style = Literal["openai", "tei"]
@@ -81,12 +83,6 @@ class RequestTimeout(ApiError):
     kind = "timeout_error"
 
 
-class NotFound(ApiError):
-    """The request names something this service does not have (e.g. an unknown collection)."""
-
-    status = 404
-
-
 class NotReady(ApiError):
     """The service cannot answer this yet (probe not passed, no index)."""
 
@@ -105,26 +101,16 @@ class Mapped:
     headers: dict[str, str]
 
 
-def _is_backpressure(exc: BaseException) -> bool:
-    # Ray Serve's BackPressureError / DeploymentUnavailableError, matched by name so this module
-    # stays Ray-free.
-    names = {t.__name__ for t in type(exc).__mro__}
-    return bool(
-        names & {"BackPressureError", "DeploymentUnavailableError", "ActorDiedError", "ActorUnavailableError"}
-    )
-
-
 def classify(exc: BaseException) -> Mapped:
     """The one map from an exception to its HTTP outcome."""
     if isinstance(exc, ApiError):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
-        tei = {
-            429: "Overloaded", 503: "Unhealthy", 401: "Unauthorized", 408: "Timeout", 413: "Validation",
-            404: "NotFound",
-        }  # fmt: skip
+        tei = {429: "Overloaded", 503: "Unhealthy", 401: "Unauthorized", 408: "Timeout", 413: "Validation"}
         return Mapped(exc.status, exc.kind, tei.get(exc.status, "Validation"), exc.param, headers)
+    if isinstance(exc, UnknownCollection):
+        return Mapped(404, "invalid_request_error", "NotFound", exc.field, {})
     if isinstance(exc, EmptyInput):
         return Mapped(400, "invalid_request_error", "Empty", exc.field, {})
     if isinstance(exc, InputTooLong | TooManyInputs | TooManyTokens):
@@ -134,7 +120,7 @@ def classify(exc: BaseException) -> Mapped:
         return Mapped(422, "invalid_request_error", "Validation", exc.field, {})
     if isinstance(exc, IndexUnavailable | ModelMismatch | IndexInvalid | ArtifactError):
         return Mapped(503, "service_unavailable", "Unhealthy", None, {"Retry-After": "1"})
-    if _is_backpressure(exc):
+    if isinstance(exc, BackendUnavailable):  # deployments/ turns Ray's overload and dead replicas into it
         return Mapped(503, "overloaded_error", "Overloaded", None, {"Retry-After": "1"})
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Mapped(408, "timeout_error", "Timeout", None, {})

@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedder.errors import InvalidInput
+from engine.backend import EmbedOptions
 from service import contract as c
 from service.body import parse_json_object, read_body
 from service.core import EmbedService
@@ -38,7 +39,6 @@ from service.errors import (
     error_payload,
     openai_body,
 )
-from service.stages import EmbedOptions
 
 PAGE = Path(__file__).with_name("page.html")
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -284,7 +284,7 @@ def create_app(service: EmbedService) -> FastAPI:
         """Each collection: live version, size, dimension, filter columns, threshold, memory; the budget."""
 
         async def work(_: None) -> c.CollectionList:
-            status = await service.stages.collections_status() or {}
+            status = await service.backend.collections_status() or {}
             data = [
                 c.CollectionInfo(
                     **{
@@ -320,7 +320,7 @@ def create_app(service: EmbedService) -> FastAPI:
         "/ready", response_model=c.ReadyResponse, responses={503: {"model": c.OpenAIError}}, tags=["Status"]
     )
     async def ready() -> Response:
-        """200 once a probe went through every stage and matched the fingerprint, else 503."""
+        """200 once a probe went through the whole backend and matched the fingerprint, else 503."""
         service.start_probe()
         if service.ready:
             return JSON(c.ReadyResponse(ready=True, model_fingerprint=service.model.fingerprint).model_dump())
@@ -335,26 +335,14 @@ def create_app(service: EmbedService) -> FastAPI:
         """Model, topology, index version and size (and why an index was refused), limits."""
 
         async def work(_: None) -> c.InfoResponse:
-            m = service.model
-            prompts = m.prompt_set()
             return c.InfoResponse(
-                model=m.name,
-                model_fingerprint=m.fingerprint,
-                dimension=m.dimension,
-                max_seq_length=m.max_seq_length,
-                precision=m.precision,
-                pooling=m.pooling,
-                normalize=m.normalize,
-                prompts=m.prompts,
-                default_prompt_name=m.default_prompt_name,
-                query_prompt_name=prompts.query_name(),
-                document_prompt_name=prompts.document_name(),
-                topology=service.stages.topology,
-                runtime=await service.stages.runtime(),
+                **service.model.describe(),
+                topology=service.backend.topology,
+                runtime=await service.backend.runtime(),
                 ready=service.ready,
                 not_ready_reason=None if service.ready else service.not_ready_reason,
-                index=await service.stages.index_status(),
-                collections=await service.stages.collections_status(),
+                index=await service.backend.index_status(),
+                collections=await service.backend.collections_status(),
                 limits=service.config.client_limits(),
             )
 

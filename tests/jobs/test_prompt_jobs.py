@@ -20,6 +20,7 @@ import pytest
 
 from embedder import Encoder
 from embedder.errors import ModelMismatch
+from engine.inprocess import InProcessBackend
 from index import store as index_store
 from index.faiss_index import IndexConfig
 from index.prompt import DocumentPrompt
@@ -29,7 +30,6 @@ from jobs.embed_run import JobConfig, run
 from jobs.embeddings_io import PROMPT_KEY, PROMPT_NAME_KEY, inspect_embeddings
 from jobs.index_build import build
 from jobs.index_update import update
-from service.inprocess import InProcessStages
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 ROWS = 120
@@ -138,8 +138,8 @@ def test_the_index_records_the_prompt_and_a_server_with_another_document_prompt_
 
     # The server's model gives documents "passage: ": the queries-prompted index is refused, by
     # the same check that refuses another model's index, and the reason names both prompts.
-    good = InProcessStages(str(prompted_artifact), index_root=str(base / "indexes" / "docs"))
-    bad = InProcessStages(str(prompted_artifact), index_root=str(base / "indexes" / "queries"))
+    good = InProcessBackend(str(prompted_artifact), index_root=str(base / "indexes" / "docs"))
+    bad = InProcessBackend(str(prompted_artifact), index_root=str(base / "indexes" / "queries"))
     try:
         assert good.collections.default_status()["version"] is not None  # type: ignore[index]
         status = bad.collections.default_status()

@@ -11,10 +11,10 @@ import pytest
 import requests
 
 from embedder import Encoder
+from testkit.closed_loop import ClosedLoop
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
-from tests.serve.closed_loop import ClosedLoop
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

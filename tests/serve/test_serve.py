@@ -12,11 +12,12 @@ import pytest
 import requests
 
 from embedder import Encoder
+from testkit.bad_requests import Limits, bad_requests, check_refusal
+from testkit.closed_loop import ClosedLoop
 from testkit.net import http_ok
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
-from tests.serve.closed_loop import ClosedLoop
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -168,31 +169,11 @@ def test_match_single_and_batch(service: Service) -> None:
     assert strict and all(m["score"] >= 0.5 for m in strict) and len(strict) < 5
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "status", "param"),
-    [
-        ("/v1/embeddings", b"{not json", 400, "body"),
-        ("/v1/embeddings", [1, 2], 400, "body"),
-        ("/v1/embeddings", {"input": 123}, 422, "input"),
-        ("/v1/embeddings", {"input": [1.5, 2]}, 422, "input"),
-        ("/v1/embeddings", b'{"input": ["ok", "a \\ud800"]}', 400, "input[1]"),
-        ("/v1/embeddings", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body"),
-        ("/v1/embeddings", {"input": []}, 422, "input"),
-        ("/v1/embeddings", {"input": ""}, 400, "input"),
-        ("/v1/embeddings", {"input": ["ok", "   "]}, 400, "input[1]"),
-        ("/v1/embeddings", {"input": ["q"] * (MAX_INPUTS + 1)}, 422, "input"),
-        ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "dimensions"),
-        ("/v1/embeddings", {"input": "x", "dimensions": 1000}, 422, "dimensions"),
-        ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "encoding_format"),
-        ("/match", {"question": "x", "top_k": 0}, 422, "top_k"),
-        ("/match", {"question": "x", "top_k": 101}, 422, "top_k"),
-        ("/match", {"question": "x", "questions": ["y"]}, 422, "question"),
-        ("/match", {}, 422, "question"),
-        ("/match", {"question": ""}, 400, "question"),
-        ("/match", {"question": "x", "min_score": "high"}, 422, "min_score"),
-        ("/match", {"question": LONG_TEXT, "truncate": False}, 422, "question"),
-    ],
-)
+# The one table of client mistakes (testkit/bad_requests.py), with this deployment's limits.
+MISTAKES = bad_requests(Limits(MAX_INPUTS, dimension=384, max_seq_length=256, max_body_bytes=MAX_BODY))
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), MISTAKES)
 def test_bad_requests_get_4xx_naming_the_field(
     service: Service, path: str, body: Any, status: int, param: str
 ) -> None:
@@ -205,6 +186,7 @@ def test_bad_requests_get_4xx_naming_the_field(
     assert err["code"] == status and err["param"] == param and param.split("[")[0] in err["message"]
     if isinstance(body, dict) and body.get("truncate") is False:
         assert err["token_count"] > err["max_tokens"] == 256 and str(err["token_count"]) in err["message"]
+    check_refusal(err, status, param, body, 256)
 
 
 def test_auth_size_timeout_and_routing_errors(service: Service) -> None:

@@ -12,8 +12,8 @@ from embedder import Encoder
 from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
 from embedder.handoff import HiddenPack, pack_tokens, pool_pack, run_merged, split_pack
-from service.scheduler import ModelScheduler, SchedulerConfig
-from service.stages import EmbedOptions
+from engine.backend import EmbedOptions
+from engine.scheduler import ModelScheduler, SchedulerConfig
 
 TEXTS = ["short", "a somewhat longer question about refunds and delivery", "mid length text here", "x"]
 
@@ -47,24 +47,24 @@ def test_split_pack_respects_budget_and_keeps_order(encoder: Encoder) -> None:
 def test_in_process_stages_give_the_encoders_vectors_under_concurrency(
     tiny_artifact: Path, encoder: Encoder
 ) -> None:
-    from service.inprocess import InProcessStages
+    from engine.inprocess import InProcessBackend
 
-    stages = InProcessStages(
+    backend = InProcessBackend(
         str(tiny_artifact), scheduler=SchedulerConfig(pass_tokens=40, batch=BatchConfig(24, 3))
     )
     requests = [TEXTS, TEXTS[1:2], [TEXTS[3]] * 5, TEXTS[::-1]]
 
     async def main() -> list[np.ndarray]:
-        packs = [await stages.tokenize(r) for r in requests]
+        packs = [await backend.tokenize(r) for r in requests]
         opts = [EmbedOptions(), EmbedOptions(), EmbedOptions(dimensions=8), EmbedOptions(normalize=False)]
-        return await asyncio.gather(*(stages.encode(p, o) for p, o in zip(packs, opts, strict=True)))
+        return await asyncio.gather(*(backend.encode(p, o) for p, o in zip(packs, opts, strict=True)))
 
     got = asyncio.run(main())
     assert np.abs(got[0] - encoder.encode(TEXTS)).max() <= 1e-5
     assert np.abs(got[1] - encoder.encode(TEXTS[1:2])).max() <= 1e-5
     assert np.abs(got[2] - encoder.encode([TEXTS[3]] * 5, dimensions=8)).max() <= 1e-5
     assert np.abs(got[3] - encoder.encode(TEXTS[::-1], normalize=False)).max() <= 1e-4
-    assert stages.scheduler.passes < 4 + 4  # requests shared passes
+    assert backend.scheduler.passes < 4 + 4  # requests shared passes
 
 
 class CountingModel:

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from service.config import ServingConfig
 from service.core import EmbedService
-from service.dummy import DummyStages
 from service.http import create_app
+from testkit.dummy_backend import DummyBackend
 
 API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
@@ -27,7 +27,7 @@ def readme_routes() -> set[tuple[str, str, str | None]]:
 
 
 def test_api_table_matches_openapi() -> None:
-    spec = TestClient(create_app(EmbedService(DummyStages(), ServingConfig()))).get("/openapi.json").json()
+    spec = TestClient(create_app(EmbedService(DummyBackend(), ServingConfig()))).get("/openapi.json").json()
     documented = set()
     for path, ops in spec["paths"].items():
         for method, op in ops.items():

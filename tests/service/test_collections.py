@@ -1,4 +1,4 @@
-"""Collections and filters through the real HTTP app over in-process stages and real indexes (no Ray)."""
+"""Collections and filters through the real HTTP app over the in-process backend and real indexes (no Ray)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedder.encoder import Encoder
-from service.collections import collections_config
+from engine.inprocess import InProcessBackend
+from index.collections import collections_config
 from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
-from service.inprocess import InProcessStages
 from testkit.serve_index import FAQ, publish_index
 
 CATEGORY = ["account", "orders", "billing", "orders", "orders", "account",
@@ -32,19 +32,19 @@ def setup(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     help_.mkdir()
     v_shop = publish_index(shop, encoder, filters=filters)
     v_help = publish_index(help_, encoder, [(q, a + " (help)") for q, a in FAQ])
-    stages = InProcessStages(
+    backend = InProcessBackend(
         str(tiny_artifact),
         collections=collections_config({"collections": {"default": str(shop), "help": str(help_)}}),
     )
-    client = TestClient(create_app(EmbedService(stages, ServingConfig())))
+    client = TestClient(create_app(EmbedService(backend, ServingConfig())))
     yield {
         "client": client,
-        "stages": stages,
+        "backend": backend,
         "encoder": encoder,
         "roots": (shop, help_),
         "v": (v_shop, v_help),
     }
-    stages.collections.close()
+    backend.collections.close()
 
 
 def test_each_collection_answers_from_its_own_index(setup: dict[str, Any]) -> None:
@@ -101,13 +101,13 @@ def test_bad_collection_or_filter_is_a_4xx_naming_the_field(
 
 
 def test_bad_filters_are_refused_before_any_model_work(setup: dict[str, Any], monkeypatch) -> None:
-    stages = setup["stages"]
+    backend = setup["backend"]
 
     async def never(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("the model ran for a request that was going to be refused")
 
-    monkeypatch.setattr(stages, "encode", never)
-    monkeypatch.setattr(stages, "tokenize", never)
+    monkeypatch.setattr(backend, "encode", never)
+    monkeypatch.setattr(backend, "tokenize", never)
     assert (
         setup["client"].post("/match", json={"question": "x", "filter": {"colour": "red"}}).status_code == 422
     )
@@ -131,13 +131,13 @@ def test_a_collection_over_the_memory_budget_is_refused_and_nothing_else_unloade
     setup: dict[str, Any], tmp_path: Path
 ) -> None:
     shop, help_ = setup["roots"]
-    stages = setup["stages"]
-    used = stages.collections.status()["memory_used_bytes"]
+    backend = setup["backend"]
+    used = backend.collections.status()["memory_used_bytes"]
     big = tmp_path / "big"
     big.mkdir()
     publish_index(big, setup["encoder"], FAQ * 3)
     budget = used + 1_000  # room for neither a third collection of 36 rows
-    stages.collections.configure(
+    backend.collections.configure(
         collections_config(
             {
                 "collections": {"default": str(shop), "help": str(help_), "big": str(big)},
@@ -154,7 +154,7 @@ def test_a_collection_over_the_memory_budget_is_refused_and_nothing_else_unloade
         assert r.status_code == 503 and "memory budget" in r.json()["error"]["message"]
         assert client.post("/match", json={"question": "x", "collection": "help"}).status_code == 200
     finally:
-        stages.collections.configure(
+        backend.collections.configure(
             collections_config({"collections": {"default": str(shop), "help": str(help_)}})
         )
     assert "big" not in {c["name"] for c in setup["client"].get("/v1/collections").json()["data"]}

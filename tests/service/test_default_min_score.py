@@ -1,7 +1,7 @@
-"""/match's default min_score comes from the live index version's thresholds.json (in-process stages, no Ray).
+"""/match's default min_score comes from the live index version's thresholds.json (the in-process backend, no Ray).
 
 The real pipeline: the tiny artifact's Encoder embeds FAQ questions, jobs.build_index publishes the
-version, jobs.threshold stores the threshold, InProcessStages + EmbedService + the FastAPI app serve.
+version, jobs.threshold stores the threshold, InProcessBackend + EmbedService + the FastAPI app serve.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embedder import Encoder
+from engine.inprocess import InProcessBackend
 from index.thresholds import THRESHOLDS_FILE, at_threshold, write_thresholds
 from jobs import threshold as threshold_job
 from jobs.embeddings_io import write_embeddings_parquet
@@ -23,7 +24,6 @@ from jobs.index_build import build
 from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
-from service.inprocess import InProcessStages
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 ASK = "How can I change the password of my account?"
@@ -45,10 +45,10 @@ def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     root = work / "indexes" / "faq"
     version = build(emb, root).version
-    stages = InProcessStages(str(tiny_artifact), index_root=str(root), poll_s=3600)  # refresh() by hand
-    client = TestClient(create_app(EmbedService(stages, ServingConfig())))
+    backend = InProcessBackend(str(tiny_artifact), index_root=str(root), poll_s=3600)  # refresh() by hand
+    client = TestClient(create_app(EmbedService(backend, ServingConfig())))
     with client:
-        yield client, stages, root, version, encoder, emb
+        yield client, backend, root, version, encoder, emb
 
 
 def scores(client: TestClient, body: dict) -> list[float]:
@@ -58,14 +58,14 @@ def scores(client: TestClient, body: dict) -> list[float]:
 
 
 def test_match_uses_the_stored_threshold_when_the_request_gives_none(served: tuple) -> None:
-    client, stages, root, version, encoder, _ = served
+    client, backend, root, version, encoder, _ = served
     everything = scores(client, {})
     assert len(everything) == 10  # no threshold stored yet: no default
     assert client.get("/info").json()["index"]["default_min_score"] is None
 
     cut = everything[3]  # a threshold between the 4th and the 5th match (ties aside)
     write_thresholds(root, version, at_threshold([cut, 0.0], [1, 0], cut), 0.95, encoder.fingerprint, "t", 2)
-    stages.index.refresh()  # what the follower's poll does every poll_seconds
+    backend.index.refresh()  # what the follower's poll does every poll_seconds
     defaulted = scores(client, {})
     assert defaulted == [s for s in everything if s >= cut] and 4 <= len(defaulted) < 10
     index_info = client.get("/info").json()["index"]
@@ -76,7 +76,7 @@ def test_match_uses_the_stored_threshold_when_the_request_gives_none(served: tup
 
 
 def test_the_threshold_job_stores_what_match_then_applies(served: tuple, tmp_path: Path, capsys) -> None:
-    client, stages, root, version, _, emb = served
+    client, backend, root, version, _, emb = served
     stored_rows = pq.read_table(emb)
     ids = stored_rows.column("id").to_pylist()
     vectors = np.stack(stored_rows.column("embedding").to_numpy(zero_copy_only=False))
@@ -95,7 +95,7 @@ def test_the_threshold_job_stores_what_match_then_applies(served: tuple, tmp_pat
     assert "lowest threshold with precision >= 1.0" in out.out
     stored = json.loads((root / version / THRESHOLDS_FILE).read_text())
     assert stored["precision"] == 1.0 and stored["recall"] == 1.0 and stored["version"] == version
-    stages.index.refresh()
+    backend.index.refresh()
     assert client.get("/info").json()["index"]["default_min_score"] == stored["default_min_score"]
     everything = scores(client, {"min_score": -1.0})
     assert scores(client, {}) == [s for s in everything if s >= stored["default_min_score"]]

@@ -1,6 +1,6 @@
 """The whole HTTP contract in seconds: every route and error through FastAPI's TestClient.
 
-The dummy stages (service/dummy.py) run the real scheduler, pooling, admission and error map
+The dummy backend (testkit/dummy_backend.py) runs the real scheduler, pooling, admission and error map
 around a tiny numpy "model", so what is asserted here holds for every topology; the Ray tests in
 tests/serve/ prove the same contract end to end on a real Serve cluster.
 """
@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 
 from service.config import ServingConfig
 from service.core import EmbedService
-from service.dummy import MAX_LEN, POISON, DummyStages
 from service.http import create_app
+from testkit.bad_requests import Limits, bad_requests, check_refusal
+from testkit.dummy_backend import MAX_LEN, POISON, DummyBackend
 
 KEY = "k-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -33,8 +34,8 @@ FAQ = [
 LIMITS = {"max_inputs": 8, "max_body_bytes": 4000, "max_request_tokens": 64, "max_queued_tokens": 64}
 
 
-def make(stages: DummyStages | None = None, **limits: Any) -> tuple[TestClient, EmbedService]:
-    service = EmbedService(stages or DummyStages(FAQ), ServingConfig(api_key=KEY, **{**LIMITS, **limits}))
+def make(backend: DummyBackend | None = None, **limits: Any) -> tuple[TestClient, EmbedService]:
+    service = EmbedService(backend or DummyBackend(FAQ), ServingConfig(api_key=KEY, **{**LIMITS, **limits}))
     return TestClient(create_app(service)), service
 
 
@@ -123,40 +124,17 @@ def test_match_single_batch_min_score(client: TestClient) -> None:
     assert [m["id"] for m in strict] == [2]
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "status", "param"),
-    [
-        ("/v1/embeddings", b"{not json", 400, "body"),
-        ("/v1/embeddings", b"[1, 2]", 400, "body"),
-        ("/v1/embeddings", b"[" * 1900 + b"]" * 1900, 400, "body"),  # past the parser's recursion limit
-        ("/v1/embeddings", b'{"input": ' + b"[" * 40 + b"]" * 40 + b"}", 400, "body"),  # parses; too deep
-        ("/v1/embeddings", b'{"input": "a \\ud800 b"}', 400, "input"),
-        ("/v1/embeddings", b'{"input": ["ok", "\\udfff"]}', 400, "input[1]"),
-        ("/v1/embeddings", b'{"input": "x", "dimensions": NaN}', 400, "body"),
-        ("/v1/embeddings", b'{"input": "x", "dimensions": Infinity}', 400, "body"),
-        ("/v1/embeddings", b'{"input": "\xff\xfe"}', 400, "body"),
-        ("/v1/embeddings", {"input": 123}, 422, "input"),
-        ("/v1/embeddings", {"input": [1.5, 2]}, 422, "input"),
-        ("/v1/embeddings", {"input": []}, 422, "input"),
-        ("/v1/embeddings", {"input": ""}, 400, "input"),
-        ("/v1/embeddings", {"input": ["ok", "   "]}, 400, "input[1]"),
-        ("/v1/embeddings", {"input": ["q"] * 9}, 422, "input"),
-        ("/v1/embeddings", {"input": [[]]}, 422, "input"),
-        ("/v1/embeddings", {"input": ["w " * 14] * 5}, 422, "input"),  # 5 x 16 tokens > 64 per request
-        ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "dimensions"),
-        ("/v1/embeddings", {"input": "x", "dimensions": 17}, 422, "dimensions"),
-        ("/v1/embeddings", {"input": "x", "encoding_format": "hex"}, 422, "encoding_format"),
-        ("/v1/embeddings", {"input": "x", "prompt_name": "query"}, 422, "prompt_name"),  # no prompts
-        ("/v1/embeddings", {"input": "x", "prompt_name": 7}, 422, "prompt_name"),
-        ("/match", {"question": "x", "top_k": 0}, 422, "top_k"),
-        ("/match", {"question": "x", "top_k": 101}, 422, "top_k"),
-        ("/match", {"question": "x", "questions": ["y"]}, 422, "question"),
-        ("/match", {}, 422, "question"),
-        ("/match", {"question": ""}, 400, "question"),
-        ("/match", {"question": "x", "min_score": "high"}, 422, "min_score"),
-        ("/match", {"question": "w " * 40, "truncate": False}, 422, "question"),
-    ],
-)
+# The shared table (testkit/bad_requests.py) plus the mistakes only this server's limits and
+# model can show: a request over max_request_tokens (64 here), a prompt_name of a model without prompts.
+MISTAKES = [
+    *bad_requests(Limits(LIMITS["max_inputs"], dimension=16, max_seq_length=MAX_LEN, max_body_bytes=4000)),
+    ("/v1/embeddings", {"input": ["w " * 14] * 5}, 422, "input"),  # 5 x 16 tokens > 64 per request
+    ("/v1/embeddings", {"input": "x", "prompt_name": "query"}, 422, "prompt_name"),  # no prompts
+    ("/match", {"question": "w " * 40, "truncate": False}, 422, "question"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "param"), MISTAKES)
 def test_client_mistakes_get_a_precise_4xx(
     client: TestClient, path: str, body: Any, status: int, param: str
 ) -> None:
@@ -167,6 +145,7 @@ def test_client_mistakes_get_a_precise_4xx(
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["code"] == status and err["param"] == param and err["type"] == "invalid_request_error"
+    check_refusal(err, status, param, body, MAX_LEN)
     assert client.get("/ready").status_code == 200  # nothing a client sends makes us unready
 
 
@@ -217,7 +196,7 @@ def test_openapi_describes_request_and_response_bodies(client: TestClient) -> No
 
 
 def wait_ready(c: TestClient, timeout_s: float = 10.0) -> None:
-    """Poll /ready (bounded) until the readiness probe has gone through the stages."""
+    """Poll /ready (bounded) until the readiness probe has gone through the backend."""
     deadline = time.monotonic() + timeout_s
     while c.get("/ready").status_code != 200:
         assert time.monotonic() < deadline, c.get("/ready").text
@@ -225,7 +204,7 @@ def wait_ready(c: TestClient, timeout_s: float = 10.0) -> None:
 
 
 def test_timeout_is_408_and_the_service_stays_ready() -> None:
-    c, _ = make(DummyStages(FAQ, delay_s=0.3))
+    c, _ = make(DummyBackend(FAQ, delay_s=0.3))
     with c:
         wait_ready(c)
         slow = post(c, "/v1/embeddings", {"input": ["a b c"]}, headers={"X-Timeout-Seconds": "0.05"})
@@ -246,8 +225,8 @@ def run_concurrently(service: EmbedService, bodies: list[tuple[str, Any]]) -> li
 
 
 def test_a_request_that_breaks_a_shared_model_pass_fails_alone() -> None:
-    stages = DummyStages(FAQ, delay_s=0.02)
-    service = EmbedService(stages, ServingConfig(api_key=KEY))
+    backend = DummyBackend(FAQ, delay_s=0.02)
+    service = EmbedService(backend, ServingConfig(api_key=KEY))
     good = [("/v1/embeddings", {"input": [f"question number {i}", "where is my order"]}) for i in range(12)]
     bad = ("/v1/embeddings", {"input": ["fine text", f"boom {POISON}"]})
     bad_tei = ("/embed", {"inputs": f"{POISON}"})
@@ -256,12 +235,12 @@ def test_a_request_that_breaks_a_shared_model_pass_fails_alone() -> None:
     assert codes[6] == 500 and responses[6].json()["error"]["type"] == "server_error"
     assert codes[7] == 424 and responses[7].json()["error_type"] == "Backend"
     assert [c for i, c in enumerate(codes) if i not in (6, 7)] == [200] * 12
-    assert max(stages.model_calls) > 2  # requests really were merged into shared model calls
+    assert max(backend.model_calls) > 2  # requests really were merged into shared model calls
 
 
 def test_token_budget_refuses_with_429_and_small_requests_are_not_starved() -> None:
-    stages = DummyStages(FAQ, delay_s=0.02)
-    service = EmbedService(stages, ServingConfig(api_key=KEY, max_request_tokens=128, max_queued_tokens=256))
+    backend = DummyBackend(FAQ, delay_s=0.02)
+    service = EmbedService(backend, ServingConfig(api_key=KEY, max_request_tokens=128, max_queued_tokens=256))
     big = ("/v1/embeddings", {"input": ["w " * 14] * 8})  # 128 tokens each
     small = ("/v1/embeddings", {"input": "x"})
     responses = run_concurrently(service, [big, big, big, small])
@@ -274,16 +253,16 @@ def test_token_budget_refuses_with_429_and_small_requests_are_not_starved() -> N
 
 
 def test_in_flight_limit_is_429() -> None:
-    stages = DummyStages(FAQ, delay_s=0.05)
-    service = EmbedService(stages, ServingConfig(api_key=KEY, max_in_flight=2))
+    backend = DummyBackend(FAQ, delay_s=0.05)
+    service = EmbedService(backend, ServingConfig(api_key=KEY, max_in_flight=2))
     responses = run_concurrently(service, [("/v1/embeddings", {"input": f"q {i}"}) for i in range(6)])
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) >= 2 and 429 in codes and set(codes) <= {200, 429}
 
 
 def test_slow_body_is_408_and_holds_no_slot() -> None:
-    stages = DummyStages(FAQ)
-    service = EmbedService(stages, ServingConfig(api_key=KEY, body_timeout_s=0.2, max_in_flight=1))
+    backend = DummyBackend(FAQ)
+    service = EmbedService(backend, ServingConfig(api_key=KEY, body_timeout_s=0.2, max_in_flight=1))
 
     async def trickle() -> Any:
         yield b'{"input": '
@@ -305,7 +284,7 @@ def test_slow_body_is_408_and_holds_no_slot() -> None:
 
 
 def test_no_index_means_match_is_503_but_embeddings_work() -> None:
-    c, _ = make(DummyStages(None))
+    c, _ = make(DummyBackend(None))
     with c:
         r = post(c, "/match", {"question": "x"})
         assert r.status_code == 503 and "without an index" in r.json()["error"]["message"]

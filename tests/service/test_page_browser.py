@@ -1,6 +1,6 @@
 """The search page at GET / in a real headless Chromium, against the real app served by uvicorn.
 
-No Ray and no model artifact: DummyStages behind the real EmbedService and FastAPI app. The module
+No Ray and no model artifact: DummyBackend behind the real EmbedService and FastAPI app. The module
 is skipped (never failed) when chromium or chromedriver is not installed.
 """
 
@@ -62,10 +62,10 @@ def base_url() -> Iterator[str]:
 
     from service.config import ServingConfig
     from service.core import EmbedService
-    from service.dummy import DummyStages
     from service.http import create_app
+    from testkit.dummy_backend import DummyBackend
 
-    app = create_app(EmbedService(DummyStages(stored=STORED), ServingConfig(api_key=API_KEY)))
+    app = create_app(EmbedService(DummyBackend(stored=STORED), ServingConfig(api_key=API_KEY)))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the port is ours from here on: no race with other processes

@@ -1,4 +1,4 @@
-"""A model with prompts through the real HTTP app over in-process stages (`python -m service`, no Ray).
+"""A model with prompts through the real HTTP app over the in-process backend (`python -m service`, no Ray).
 
 The tiny model carries e5-style prompts ("query: ", "document": "passage: ", no default), so
 every vector here differs from the unprompted one: /match must give questions the query prompt,
@@ -20,11 +20,11 @@ from fastapi.testclient import TestClient
 from embedder.encoder import Encoder
 from embedder.errors import ModelMismatch
 from embedder.handoff import TokenPack
-from service.collections import collections_config
+from engine.inprocess import InProcessBackend
+from index.collections import collections_config
 from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
-from service.inprocess import InProcessStages
 from testkit.serve_index import FAQ, publish_index
 
 TEXTS = ["where is my order", "how do i reset my password"]
@@ -41,11 +41,11 @@ def setup(prompted_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     publish_index(good, encoder)  # documents get the document prompt, as the embed job gives them
     bad = publish_index(queried, encoder, prompt_name="query")  # same model, the wrong prompt
     config = {"collections": {"default": str(good), "queried": str(queried)}}
-    stages = InProcessStages(str(prompted_artifact), collections=collections_config(config))
-    service = EmbedService(stages, ServingConfig())
+    backend = InProcessBackend(str(prompted_artifact), collections=collections_config(config))
+    service = EmbedService(backend, ServingConfig())
     with TestClient(create_app(service)) as client:
-        yield {"client": client, "encoder": encoder, "service": service, "stages": stages, "bad": bad}
-    stages.collections.close()
+        yield {"client": client, "encoder": encoder, "service": service, "backend": backend, "bad": bad}
+    backend.collections.close()
 
 
 def test_match_gives_the_question_the_query_prompt(setup: dict[str, Any]) -> None:
@@ -122,7 +122,7 @@ def test_an_index_embedded_with_another_prompt_is_refused(setup: dict[str, Any])
     assert r.status_code == 503 and "prompt 'query'" in r.json()["error"]["message"]
 
 
-class DropsThePrompt(InProcessStages):
+class DropsThePrompt(InProcessBackend):
     """A topology that loses the prompt on the way to the tokenizer (the bug the probe must catch)."""
 
     async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:

@@ -18,10 +18,10 @@ import pytest
 import uvicorn
 
 from embedder import Encoder
+from engine.inprocess import InProcessBackend
 from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app
-from service.inprocess import InProcessStages
 from testkit.net import free_port, http_ok
 from testkit.waiting import wait_until
 
@@ -53,9 +53,9 @@ def encoder(tiny_artifact: Path) -> Encoder:
 
 @pytest.fixture(scope="module")
 def served(tiny_artifact: Path) -> Iterator[Served]:
-    """uvicorn serving create_app(EmbedService(InProcessStages(tiny))) in a background thread."""
-    stages = InProcessStages(str(tiny_artifact))
-    service = EmbedService(stages, ServingConfig(api_key=KEY))
+    """uvicorn serving create_app(EmbedService(InProcessBackend(tiny))) in a background thread."""
+    backend = InProcessBackend(str(tiny_artifact))
+    service = EmbedService(backend, ServingConfig(api_key=KEY))
     sizes: list[int] = []
     embed = service.embed
 
@@ -79,7 +79,7 @@ def served(tiny_artifact: Path) -> Iterator[Served]:
 
     try:
         wait_until(answering, timeout=20, what="the test server's /health", interval=0.05)
-        yield Served(url, stages.model.name, sizes)
+        yield Served(url, backend.model.name, sizes)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -3,12 +3,14 @@
 Rules (docs/architecture.md draws them):
 - the settings loader imports no other project package;
 - the encoding core (embedder), the index and storage import no Ray, no web framework, no torch;
-- service (the HTTP contract, limits, scheduler) imports no Ray: it runs as `python -m service`;
+- the engine (scheduler, backend protocol, in-process backend) imports no Ray, no web framework,
+  no torch, and not the service above it: HTTP is one front end of it, Serve another;
+- service (the HTTP contract, limits, admission, error map) imports no Ray: it runs as `python -m service`;
 - nothing the runtime ships imports bench/, tests/, testkit/ or export/ (export is the torch-only
   tool; testkit holds the helpers tests, bench and the GPU check share);
 - the GPU check (scripts/gpu_check.py and its helpers scripts/gpu_*.py) imports no bench module:
   what it shares with the benchmarks (corpus, load driver, machine record) lives in testkit;
-- jobs and deployments are adapters: the core, index, storage and service never import them;
+- jobs and deployments are adapters: the core, index, storage, engine and service never import them;
 - no cycle between project modules, counting imports inside functions too (a lazy import
   that hides a cycle is still a cycle);
 - no runtime module reads os.environ but settings.loader, so every setting from the environment
@@ -28,6 +30,7 @@ PACKAGES = (
     "embedder",
     "index",
     "storage",
+    "engine",
     "service",
     "jobs",
     "deployments",
@@ -37,10 +40,11 @@ PACKAGES = (
 )
 RAY_WEB_TORCH = ("ray", "fastapi", "starlette", "uvicorn", "torch", "transformers", "sentence_transformers")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "settings": (*RAY_WEB_TORCH, "embedder", "index", "storage", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
-    "embedder": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
-    "storage": (*RAY_WEB_TORCH, "index", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
-    "index": (*RAY_WEB_TORCH, "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "settings": (*RAY_WEB_TORCH, "embedder", "index", "storage", "engine", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "embedder": (*RAY_WEB_TORCH, "index", "engine", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "storage": (*RAY_WEB_TORCH, "index", "engine", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "index": (*RAY_WEB_TORCH, "engine", "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
+    "engine": (*RAY_WEB_TORCH, "service", "jobs", "deployments", "export", "bench", "testkit", "tests"),
     "service": ("ray", "torch", "transformers", "sentence_transformers", "jobs", "deployments", "export", "bench", "testkit", "tests"),
     "jobs": ("fastapi", "starlette", "uvicorn", "torch", "deployments", "export", "bench", "testkit", "tests"),
     "deployments": ("torch", "transformers", "jobs", "export", "bench", "testkit", "tests"),
@@ -139,7 +143,7 @@ def test_no_import_cycles_between_project_modules() -> None:
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
-RUNTIME = ("settings", "embedder", "index", "storage", "service", "jobs", "deployments")
+RUNTIME = ("settings", "embedder", "index", "storage", "engine", "service", "jobs", "deployments")
 # The one reader of the environment: from_mapping, whose errors name the variable that was wrong.
 ENVIRONMENT_READER = "settings.loader"
 

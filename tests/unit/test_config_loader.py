@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 
 from embedder.config import BatchConfig, EncoderConfig, SessionConfig
+from engine.scheduler import SchedulerConfig
 from index.faiss_index import IndexConfig
 from service.config import ServingConfig
-from service.scheduler import SchedulerConfig
 from settings.loader import ConfigError, from_mapping
 
 

@@ -1,4 +1,4 @@
-"""Dummy stages: a tiny deterministic "model" in numpy behind the real scheduler and pooling.
+"""The dummy backend: a tiny deterministic "model" in numpy behind the real scheduler and pooling.
 
 For tests of the HTTP contract that need no artifact and no Ray: vectors are a fixed function of
 the text (same text, same vector; similar words, similar vectors), so matching behaves like a real
@@ -14,16 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from embedder.artifact import Manifest
 from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
 from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack
 from embedder.pooling import Pooler
 from embedder.probe import PROBE_TEXTS
+from engine.backend import EmbedOptions, TokenSpan
+from engine.model_info import ModelInfo
+from engine.scheduler import ModelScheduler, SchedulerConfig
+from index.errors import UnknownCollection
 from index.filters import parse_filter
-from service.collections import UnknownCollection
-from service.scheduler import ModelScheduler, SchedulerConfig
-from service.stages import EmbedOptions, Match, ModelInfo, SearchResult, TokenSpan
+from index.matches import Match, SearchResult
 
 CLS, SEP, PAD, POISON_ID = 1, 2, 0, 13
 POISON = "\N{COLLISION SYMBOL}"
@@ -34,7 +37,7 @@ def _word_id(word: str) -> int:
     return POISON_ID if word == POISON else 20 + zlib.crc32(word.lower().encode()) % (VOCAB - 20)
 
 
-class DummyStages:
+class DummyBackend:
     """Whitespace tokenizer + random embedding table + mean pooling + exact search over a list."""
 
     topology = "dummy"
@@ -49,18 +52,18 @@ class DummyStages:
         )
         self.pooler = Pooler("mean", normalize=True)
         probe = self._vectors_now(list(PROBE_TEXTS))
-        self.model = ModelInfo(
-            name="dummy",
-            fingerprint="sha256:dummy",
+        manifest = Manifest(
             dimension=DIM,
             max_seq_length=MAX_LEN,
-            precision="fp32",
             pooling="mean",
             normalize=True,
+            precision="fp32",
             pooling_in_graph=False,
-            vocab_size=VOCAB,
-            probe_vectors=probe,
+            input_names=("input_ids", "attention_mask"),
+            output_name="last_hidden_state",
+            pad_token_id=PAD,
         )
+        self.model = ModelInfo("dummy", "sha256:dummy", manifest, VOCAB, probe)
         self.stored = stored
         self.version = "v1"
         if stored is not None:
@@ -128,7 +131,7 @@ class DummyStages:
             raise IndexUnavailable("this service was started without an index; /match is unavailable")
         if collection != "default":
             raise UnknownCollection(
-                f"collection {collection!r} does not exist (collections: ['default'])", param="collection"
+                f"collection {collection!r} does not exist (collections: ['default'])", field="collection"
             )
         if filter is None:
             return list(range(len(self.stored)))

@@ -24,20 +24,16 @@ import numpy as np
 
 import storage
 from embedder.errors import IndexUnavailable, InvalidInput
+from index.errors import UnknownCollection
+from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
+from index.matches import SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
-from service.errors import NotFound
-from service.index_follower import DEFAULT_POLL_SECONDS, IndexFollower
-from service.stages import SearchResult
 
 log = logging.getLogger("qmatch.collections")
 DEFAULT = "default"
 # URL- and metric-label-safe names; `default` is what the single `index` argument is called.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class UnknownCollection(NotFound):
-    """/match or a status route named a collection this service does not have."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class CollectionSpec:
 
 @dataclass(frozen=True)
 class CollectionsConfig:
-    """The collection map and its memory budget; the Searcher's (or inline Ingress's) user_config."""
+    """The collection map and its memory budget; the Searcher deployment's (or inline Ingress's) user_config."""
 
     collections: dict[str, CollectionSpec] = field(default_factory=dict)
     # Resident bytes all collections together may take; 0 = no budget. A version that would
@@ -159,7 +155,7 @@ class CollectionSet:
             raise IndexUnavailable("this service was started without an index; /match is unavailable")
         raise UnknownCollection(
             f"collection {name!r} does not exist (collections: {sorted(followers) or 'none'})",
-            param="collection",
+            field="collection",
         )
 
     def check(self, name: str, filter_spec: Any) -> None:

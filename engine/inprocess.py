@@ -1,4 +1,4 @@
-"""In-process stages: tokenizer, onnxruntime model, pooling and FAISS search in this process.
+"""The in-process backend: tokenizer, onnxruntime model, pooling and FAISS search in this process.
 
 This is the single-box mode (`python -m service`), the speed reference of bench.serve, and the
 "inline" Serve topology, where each ingress replica is a whole pipeline and Serve spreads
@@ -7,75 +7,27 @@ requests over replicas: on CPU it has no hop to pay between stages.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
 
-import storage
 from embedder.artifact import Artifact
 from embedder.config import SessionConfig, session_config
 from embedder.graph_runner import GraphRunner
-from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pack_tokens, pool_pack
+from embedder.handoff import HiddenPack, TokenPack, finish_pooled, pool_pack
 from embedder.pooling import Pooler
 from embedder.tokenize import TextTokenizer
+from engine.backend import EmbedOptions
+from engine.local_tokenizer import LocalTokenizer
+from engine.model_info import ModelInfo
+from engine.scheduler import ModelScheduler, PassObserver, SchedulerConfig
+from index.collections import CollectionsConfig, CollectionSet, collections_config
+from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
+from index.matches import SearchResult
 from index.prompt import DocumentPrompt
-from service.collections import CollectionsConfig, CollectionSet, collections_config
-from service.index_follower import DEFAULT_POLL_SECONDS, IndexFollower
-from service.scheduler import ModelScheduler, PassObserver, SchedulerConfig
-from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
-
-# Tokenizing this many texts takes long enough (~0.1 ms a text) to move off the event loop.
-THREAD_TOKENIZE_AT = 64
 
 
-def model_info(artifact: Artifact, tokenizer: TextTokenizer, name: str = "") -> ModelInfo:
-    """What the service needs to know about an artifact."""
-    m = artifact.manifest
-    prompts = m.prompt_set()  # only prompts with text, as the encoder applies them
-    return ModelInfo(
-        # The manifest's source_model is often a local path; the artifact directory names the model.
-        name=name or (storage.resolve(artifact.origin).name if artifact.origin else artifact.path.name),
-        fingerprint=artifact.fingerprint,
-        dimension=m.dimension,
-        max_seq_length=m.max_seq_length,
-        precision=m.precision,
-        pooling=m.pooling,
-        normalize=m.normalize,
-        pooling_in_graph=m.pooling_in_graph,
-        vocab_size=tokenizer.vocab_size,
-        probe_vectors=artifact.probe_vectors,
-        prompts=dict(prompts.prompts),
-        default_prompt_name=prompts.default_name,
-    )
-
-
-class LocalTokenizer:
-    """The artifact's tokenizer as an async stage (the part every topology can run locally)."""
-
-    def __init__(self, tokenizer: TextTokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:
-        """Token ids truncated to max length, counts before truncation; the prompt counts toward both.
-
-        Every topology tokenizes here (inline and fused in the ingress, graph in the Tokenizer
-        deployment), so a prompt reaches the model the same way in all of them.
-        """
-        if len(texts) >= THREAD_TOKENIZE_AT:
-            return await asyncio.to_thread(self._pack, texts, prompt)
-        return self._pack(texts, prompt)
-
-    def _pack(self, texts: list[str], prompt: str) -> TokenPack:
-        return pack_tokens(self.tokenizer.tokenize(texts, truncate=True, prompt=prompt))
-
-    async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
-        """Tokens with offsets."""
-        rows = self.tokenizer.explain(texts, add_special_tokens)
-        return [[TokenSpan(*t) for t in row] for row in rows]
-
-
-class InProcessStages(LocalTokenizer):
+class InProcessBackend(LocalTokenizer):
     """Every stage in this process; the model runs through the fair ModelScheduler."""
 
     topology = "inline"
@@ -94,7 +46,7 @@ class InProcessStages(LocalTokenizer):
     ) -> None:
         self.artifact = Artifact.load(artifact_dir)
         super().__init__(TextTokenizer.from_artifact(self.artifact))
-        self.model = model_info(self.artifact, self.tokenizer, model_name)
+        self.model = ModelInfo.from_artifact(self.artifact, self.tokenizer.vocab_size, model_name)
         self.backbone = GraphRunner.from_artifact(self.artifact, session or session_config())
         self.pooler = Pooler.from_artifact(self.artifact)
         pooled = self.model.pooling_in_graph

@@ -4,7 +4,7 @@ A background thread looks at `indexes/<name>/CURRENT` (or a pinned version). A n
 opened beside the live one and swapped in with one reference assignment, so searches in flight
 finish on the version they started with and none fails. A version built with another model
 (fingerprint mismatch), from documents embedded with another prompt, or a broken one is refused: the old one keeps serving and `status()` says why.
-Used by the in-process stages and by the Searcher deployment.
+Used by the collections (index/collections.py) of the in-process backend and of the Searcher deployment.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import numpy as np
 from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
 from index import store as index_store
 from index.filters import parse_filter
+from index.matches import Match, SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
 from index.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
-from service.stages import Match, SearchResult
 from storage import StorageError
 
 log = logging.getLogger("qmatch.index")
 # Asked before a freshly opened version goes live: a reason to refuse it (e.g. over the memory
-# budget, service/collections.py), or None to admit it.
+# budget, index/collections.py), or None to admit it.
 Admit = Callable[[IndexSearcher], str | None]
 
 

@@ -1,7 +1,8 @@
-"""Stages over Serve handles: the staged graph and the fused topology (see service/stages.py).
+"""Backends over Serve handles: the staged graph and the fused topology (see engine/backend.py).
 
-Each call is one handle hop; domain exceptions raised in a replica arrive here as the same
-exception types (Ray re-raises them as subclasses), so the service's error map applies unchanged.
+Each call is one handle hop, inside deployments.ray_errors.domain_errors: a replica's domain
+error arrives as itself and Ray's own failures as engine.errors.BackendUnavailable, so the
+service's error map applies unchanged and sees no Ray type.
 """
 
 from __future__ import annotations
@@ -11,14 +12,21 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
+from deployments.ray_errors import domain_errors
 from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled
 from embedder.pooling import Pooler
-from service.inprocess import LocalTokenizer
-from service.stages import EmbedOptions, ModelInfo, SearchResult, TokenSpan
+from engine.backend import EmbedOptions, TokenSpan
+from engine.local_tokenizer import LocalTokenizer
+from engine.model_info import ModelInfo
+from index.matches import SearchResult
+
+NO_INDEX = "this service was started without an index; /match is unavailable"
 
 
-class _Search:
+class _SearcherCalls:
+    """The calls to the Searcher deployment both topologies make."""
+
     searcher: DeploymentHandle | None
 
     async def search(
@@ -26,32 +34,36 @@ class _Search:
     ) -> SearchResult:
         """Top-k matches from the Searcher deployment."""
         if self.searcher is None:
-            raise IndexUnavailable("this service was started without an index; /match is unavailable")
-        result: SearchResult = await self.searcher.search.remote(vectors, top_k, collection, filter)
+            raise IndexUnavailable(NO_INDEX)
+        with domain_errors("Searcher"):
+            result: SearchResult = await self.searcher.search.remote(vectors, top_k, collection, filter)
         return result
 
     async def check_search(self, collection: str, filter: Any) -> None:
         """The Searcher checks the collection and the filter (one hop, before the model runs)."""
         if self.searcher is None:
-            raise IndexUnavailable("this service was started without an index; /match is unavailable")
-        await self.searcher.check.remote(collection, filter)
+            raise IndexUnavailable(NO_INDEX)
+        with domain_errors("Searcher"):
+            await self.searcher.check.remote(collection, filter)
 
     async def index_status(self) -> dict[str, Any] | None:
         """The Searcher's `default` collection, or None without one."""
         if self.searcher is None:
             return None
-        status: dict[str, Any] | None = await self.searcher.info.remote()
+        with domain_errors("Searcher"):
+            status: dict[str, Any] | None = await self.searcher.info.remote()
         return status
 
     async def collections_status(self) -> dict[str, Any] | None:
         """Every collection the Searcher serves, or None without a Searcher."""
         if self.searcher is None:
             return None
-        status: dict[str, Any] | None = await self.searcher.collections_status.remote()
+        with domain_errors("Searcher"):
+            status: dict[str, Any] | None = await self.searcher.collections_status.remote()
         return status
 
 
-class GraphStages(_Search):
+class GraphBackend(_SearcherCalls):
     """Tokenizer -> Backbone -> Pooling -> Searcher, each its own deployment (scale each stage alone)."""
 
     topology = "graph"
@@ -69,12 +81,14 @@ class GraphStages(_Search):
 
     async def tokenize(self, texts: list[str], prompt: str = "") -> TokenPack:
         """Token ids from the Tokenizer deployment (which prepends the prompt, as every topology does)."""
-        pack: TokenPack = await self.tokenizer.remote(texts, prompt)
+        with domain_errors("Tokenizer"):
+            pack: TokenPack = await self.tokenizer.remote(texts, prompt)
         return pack
 
     async def explain(self, texts: list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
         """Tokens with offsets from the Tokenizer deployment."""
-        spans: list[list[TokenSpan]] = await self.tokenizer.explain.remote(texts, add_special_tokens)
+        with domain_errors("Tokenizer"):
+            spans: list[list[TokenSpan]] = await self.tokenizer.explain.remote(texts, add_special_tokens)
         return spans
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
@@ -87,18 +101,21 @@ class GraphStages(_Search):
         bench/results/autoscale.json shows them go now).
         The extra hop costs one copy of the hidden states (~1.5 KB per token).
         """
-        hidden: HiddenPack = await self.backbone.remote(pack)
-        vectors: np.ndarray = await self.pooling.remote(hidden, options.normalize, options.dimensions)
+        with domain_errors("Backbone"):
+            hidden: HiddenPack = await self.backbone.remote(pack)
+        with domain_errors("Pooling"):
+            vectors: np.ndarray = await self.pooling.remote(hidden, options.normalize, options.dimensions)
         return vectors
 
     async def runtime(self) -> dict[str, Any]:
         """The Backbone replica's runtime (one replica answers; all run the same config)."""
-        info: dict[str, Any] = await self.backbone.runtime.remote()
+        with domain_errors("Backbone"):
+            info: dict[str, Any] = await self.backbone.runtime.remote()
         return info
 
 
-class FusedStages(LocalTokenizer, _Search):
-    """Tokenizer in the ingress, model with pooling in its graph in one deployment, Searcher."""
+class FusedBackend(LocalTokenizer, _SearcherCalls):
+    """Tokenizer in the ingress, model with pooling in one deployment (FusedEncoder), Searcher."""
 
     topology = "fused"
 
@@ -117,7 +134,8 @@ class FusedStages(LocalTokenizer, _Search):
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Pooled vectors from the FusedEncoder, then this request's normalisation and dimension cut."""
-        pooled: np.ndarray = await self.encoder.remote(pack)
+        with domain_errors("FusedEncoder"):
+            pooled: np.ndarray = await self.encoder.remote(pack)
         if self.model.pooling_in_graph:
             return finish_pooled(pooled, options.dimensions, self.model.normalize)
         # Pooled in the replica without normalising: the request decides (manifest default otherwise).
@@ -125,5 +143,6 @@ class FusedStages(LocalTokenizer, _Search):
 
     async def runtime(self) -> dict[str, Any]:
         """The model replica's runtime (one replica answers; all run the same config)."""
-        info: dict[str, Any] = await self.encoder.runtime.remote()
+        with domain_errors("FusedEncoder"):
+            info: dict[str, Any] = await self.encoder.runtime.remote()
         return info

@@ -28,6 +28,7 @@ import numpy as np
 
 from embedder.config import BatchConfig
 from embedder.handoff import TokenPack, run_merged
+from settings.loader import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ class _Queued:
 
     def remaining_tokens(self) -> int:
         return int(self.pack.lengths[self.claimed :].sum())
+
+
+# Environment prefix of SchedulerConfig fields (QM_SCHED_PASS_TOKENS, QM_SCHED_BATCH_BATCH_TOKENS, ...).
+SCHEDULER_ENV_PREFIX = "QM_SCHED_"
+
+
+def scheduler_config(data: dict[str, Any] | None) -> SchedulerConfig:
+    """SchedulerConfig from a mapping (Serve args, user_config) with QM_SCHED_<FIELD> environment overrides."""
+    return from_mapping(SchedulerConfig, data, env_prefix=SCHEDULER_ENV_PREFIX)
 
 
 PassObserver = Callable[[int, list[tuple[int, int]]], None]
