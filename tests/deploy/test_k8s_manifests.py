@@ -27,7 +27,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.pins import PROJECT_PINS
+from testkit.pins import PROJECT_PINS
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = Path(__file__).parents[2] / ".." / "shared" / "kuberay-crds"
