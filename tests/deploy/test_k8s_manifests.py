@@ -204,7 +204,6 @@ def test_every_document_validates_against_its_crd(path: Path) -> None:
         assert not errors, f"{path.name} {doc.get('kind')}:\n" + "\n".join(errors)
 
 
-@pytest.mark.slow  # ~10 s: the KubeRay CRD schemas are large
 def test_rayjob_and_rayservice_are_checked_against_the_kuberay_schema() -> None:
     for kind in ("RayJob", "RayService"):
         assert ("ray.io/v1", kind) in schemas()
