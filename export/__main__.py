@@ -28,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no step lines on stderr")
     args = parser.parse_args(argv)
     # Imported after parsing: the pipeline loads torch and transformers, which --help does not need.
+    from transformers.utils import logging as transformers_logging
+
     from export.pipeline import ExportRequest
     from export.remote import export_to
+
+    # The export prints its own step lines; transformers' weight-loading bars (the model, then the
+    # sentence-transformers reference) would only interleave with them.
+    transformers_logging.disable_progress_bar()
 
     request = ExportRequest(args.model, Path(), args.precision, args.pooling_in_graph, args.overwrite)
     try:
