@@ -189,11 +189,6 @@ def pod_templates(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # --- schema validation ------------------------------------------------------------------------
 
 
-def test_manifests_exist() -> None:
-    names = {p.name for p in MANIFESTS}
-    assert {"rayjob-embed.yaml", "rayservice.yaml"} <= names, names
-
-
 @pytest.mark.slow  # ~13 s for the RayJob CRD schema
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_every_document_validates_against_its_crd(path: Path) -> None:
