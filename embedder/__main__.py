@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedder")
     sub = parser.add_subparsers(dest="command", required=True)
     enc = sub.add_parser("encode", help="embed one text per line")
-    enc.add_argument("artifact", type=Path)
+    enc.add_argument("artifact", type=Path, help="exported model directory")
     enc.add_argument("--input", required=True, type=Path, help="UTF-8 text file, one text per line")
     enc.add_argument("--output", required=True, type=Path, help=".npy file to write")
     enc.add_argument(

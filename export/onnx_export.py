@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,13 @@ def export_onnx(
     example = tuple(torch.ones((2, 8), dtype=torch.long) for _ in input_names)
     dynamic_axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in input_names}
     dynamic_axes[output_name] = {0: "batch"} if pooling_in_graph else {0: "batch", 1: "sequence"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer warns at every Python branch on a tensor value in transformers' masking code,
+        # and at the opset-17 advanced-indexing rewrite: both say "the graph may not generalise to
+        # other shapes", which the pipeline then checks itself (parity against sentence-transformers
+        # on varied lengths, each text alone vs in a padded batch) and refuses the artifact if not.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             wrapper,
             example,

@@ -34,6 +34,7 @@ from embedder.head import save_dense
 from embedder.tokenize import TextTokenizer
 from export.onnx_export import OPSET, TorchDense, dense_weights, export_onnx, load_tokenizer
 from export.optimize import optimize
+from export.precisions import PRECISIONS
 from export.quantize import CALIBRATION_TEXTS, Int8Scheme, calibrate, quantize
 from export.source import SourceModel, hash_weights, read_source
 from export.texts import PARITY_TEXTS, PROMPT_PARITY_TEXTS
@@ -45,7 +46,6 @@ from export.verify import (
     prompted_reference_vectors,
 )
 
-PRECISIONS = ("fp32", "fp16", "int8")
 _INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 
 

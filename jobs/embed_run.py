@@ -436,6 +436,7 @@ def run_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease
 def _stream_shards(cfg: JobConfig, prep: Prepared, shards: list[Shard], lease: Lease) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts rows, Ray's would count shards
+    ctx.print_on_execution_start = False  # no plan dump on the driver: the job's step lines say what runs
     task = ShardTask(
         output=prep.state.output.uri, columns=prep.columns, too_long=cfg.too_long, prompt=prep.prompt
     )

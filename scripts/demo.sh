@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# Token authentication is Ray's default for a local cluster; saying so explicitly keeps it on and
+# stops Ray from printing on every start that it chose it (docs.ray.io: ray-security/token-auth).
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 ART=${ART:-artifacts/minilm-fp32}
 RUN=${RUN:-runs/demo}
 INDEX=${INDEX:-indexes/sample-qa}

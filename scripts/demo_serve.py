@@ -9,6 +9,7 @@ On your own machine no wrapper is needed: drop the ../shared/bin/loopback-only p
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -63,8 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from deployments.app import build_app
 
+    # Ray's and Serve's start-up INFO lines ("Started a local Ray instance", "Started Serve in
+    # namespace ...") say what the next line of this script says; warnings and errors still show.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(
-        address="local", num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False
+        address="local",
+        num_cpus=max(os.cpu_count() or 2, 2),
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})

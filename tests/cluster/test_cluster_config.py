@@ -126,7 +126,7 @@ def test_gpu_profile_installs_the_cuda_libraries_and_fails_setup_when_they_do_no
     """The [cuda,cudnn] extras (CUDA 13 / cuDNN 9 as pip packages) are installed with their
     dependencies at pyproject's pin, then `embedder.cuda_libs --require-driver` loads the CUDA
     provider as a session would: a node with a missing library or an old driver fails setup."""
-    from tests.deploy.pins import PROJECT_PINS
+    from testkit.pins import PROJECT_PINS
 
     commands = setup_commands_for(prepared, "gpu_worker")
     gpu_installs = [c for c in commands if re.search(r"pip install .*onnxruntime-gpu", c)]

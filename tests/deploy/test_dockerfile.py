@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.pins import PROJECT_PINS
+from testkit.pins import PROJECT_PINS
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted(REPO.glob("Dockerfile*")) + sorted((REPO / "docker").glob("Dockerfile*"))

@@ -34,6 +34,7 @@ def _export_cli(model_dir: Path, out: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a `python -m export` subprocess: ~8-10 s (torch and transformers load)
 def test_remote_code_model_is_refused_naming_architecture_and_supported_list(
     model: Path, tmp_path: Path
 ) -> None:
@@ -50,6 +51,7 @@ def test_remote_code_model_is_refused_naming_architecture_and_supported_list(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a `python -m export` subprocess: ~8-10 s
 def test_unknown_architecture_is_refused_with_the_supported_list(model: Path, tmp_path: Path) -> None:
     _edit(model / "config.json", model_type="funnel")
     result = _export_cli(model, tmp_path / "out")

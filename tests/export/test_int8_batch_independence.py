@@ -19,17 +19,8 @@ from embedder import Encoder
 from embedder.config import BatchConfig
 from embedder.encoder import cosine_rows
 from export import quantize
-from export.pipeline import ExportRequest, run_export
 from export.texts import PARITY_TEXTS
 from testkit.varied_texts import VARIED
-
-
-def int8_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """all-MiniLM-L6-v2 exported to int8 once per test session (shared by the int8 test modules)."""
-    out = tmp_path_factory.getbasetemp() / "minilm-int8" / "artifact"
-    if not (out / "manifest.json").exists():
-        run_export(ExportRequest(minilm_dir, out, precision="int8"), log=lambda *_: None)
-    return out
 
 
 def test_calibration_texts_are_disjoint_from_the_measured_sets() -> None:
@@ -103,9 +94,9 @@ def test_static_int8_is_close_to_fp32_and_row_independent(tmp_path: Path, split:
     ids=["one-mixed-batch", "default-batches"],
 )
 def test_int8_vector_is_the_same_alone_and_in_a_mixed_batch(
-    minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory, batch: BatchConfig
+    minilm_int8_artifact: Path, batch: BatchConfig
 ) -> None:
-    artifact = int8_artifact(minilm_dir, tmp_path_factory)
+    artifact = minilm_int8_artifact
     alone_encoder = Encoder.load(artifact, threads=1)
     alone = np.concatenate([alone_encoder.encode([text]) for text in VARIED])
     together = Encoder.load(artifact, threads=1, batch=batch).encode(VARIED)
@@ -118,12 +109,10 @@ def test_int8_vector_is_the_same_alone_and_in_a_mixed_batch(
 
 
 @pytest.mark.slow
-def test_int8_query_vector_does_not_change_with_its_companions(
-    minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    encoder = Encoder.load(int8_artifact(minilm_dir, tmp_path_factory), threads=1)
+def test_int8_query_vector_does_not_change_with_its_companions(minilm_int8_artifact: Path) -> None:
+    encoder = Encoder.load(minilm_int8_artifact, threads=1)
     one_batch = BatchConfig(batch_tokens=64 * 256, max_batch_size=64, call_overhead_tokens=10**6)
-    mixed = Encoder.load(int8_artifact(minilm_dir, tmp_path_factory), threads=1, batch=one_batch)
+    mixed = Encoder.load(minilm_int8_artifact, threads=1, batch=one_batch)
     query = "How do I cancel my gym membership?"
     alone = encoder.encode([query])[0]
     for companions in (["ok"], ["🙂", VARIED[29]], list(VARIED[10:20]), [VARIED[29]] * 3):

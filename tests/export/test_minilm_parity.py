@@ -12,7 +12,6 @@ from embedder.artifact import Artifact
 from embedder.encoder import cosine_rows
 from export.verify import PARITY_MIN_COSINE, reference_vectors
 from testkit.varied_texts import VARIED
-from tests.export.test_int8_batch_independence import int8_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +45,8 @@ def test_truncation_matches_sentence_transformers_on_long_inputs(
     assert np.abs(expected - result.vectors).max() <= 1e-5
 
 
-def test_int8_stays_close_to_sentence_transformers(
-    minilm_dir: Path, reference: np.ndarray, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    out = int8_artifact(minilm_dir, tmp_path_factory)
+def test_int8_stays_close_to_sentence_transformers(reference: np.ndarray, minilm_int8_artifact: Path) -> None:
+    out = minilm_int8_artifact
     assert Artifact.load(out).manifest.quantization["batch_independent"] is True
     encoder = Encoder.load(out)
     held_out = cosine_rows(reference, encoder.encode(VARIED))

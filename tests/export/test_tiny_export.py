@@ -40,6 +40,7 @@ def _reference(model_dir: Path, texts: list[str], mode: str, normalize: bool, ma
     return l2_normalize(vectors) if normalize else vectors
 
 
+@pytest.mark.slow  # one export and a torch reference per pooling mode: 3-7 s each
 @pytest.mark.parametrize(
     ("mode", "normalize"), [("mean", True), ("cls", False), ("max", True), ("lasttoken", False)]
 )
@@ -90,6 +91,7 @@ def test_empty_list_empty_string_and_too_long(tiny_artifact: Path) -> None:
     assert result.token_counts.tolist()[0] == 42
 
 
+@pytest.mark.slow  # a second export, with pooling in the graph: ~2 s
 def test_pooling_in_graph_gives_the_same_vectors(
     tiny_model_dir: Path, tiny_artifact: Path, tmp_path: Path
 ) -> None:

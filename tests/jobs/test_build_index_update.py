@@ -152,7 +152,15 @@ def test_update_reuses_the_ivf_index_and_answers_like_a_full_rebuild(
 
 # PQ codes, a pre-transform in front of the IVF (IndexPreTransform: what OPQ uses, cheaper to
 # train), and an HNSW coarse quantizer: all updated in place, none retrained.
-@pytest.mark.parametrize("factory", ["IVF16,PQ16x4", "PCA48,IVF16,PQ16x4", "IVF16_HNSW32,Flat"])
+# The PQ builds train codebooks (~7-17 s here): slow tier; the HNSW-quantizer case stays fast.
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param("IVF16,PQ16x4", marks=pytest.mark.slow),
+        pytest.param("PCA48,IVF16,PQ16x4", marks=pytest.mark.slow),
+        "IVF16_HNSW32,Flat",
+    ],
+)
 def test_compressed_and_hnsw_quantizer_ivf_indexes_update_in_place(
     days: dict[str, Any],
     tmp_path: Path,

@@ -36,6 +36,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.mark.slow  # several versions through the S3 server: ~2.5 s
 def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server, cache: Path) -> None:
     emb = "s3://idx/emb/run1"
     vectors = write_embeddings(emb, 1_500, 32, seed=3)

@@ -1,6 +1,6 @@
 """Everything on s3:// against a real S3 server, on Ray worker nodes that cannot see the driver's disk.
 
-See tests/storage/hidden_nodes.py for how the worker nodes are isolated. The head has no CPUs,
+See testkit/hidden_nodes.py for how the worker nodes are isolated. The head has no CPUs,
 so every job actor and Serve replica runs on an isolated node and can only reach the corpus,
 the artifact, the embeddings and the index through the bucket.
 """
@@ -26,10 +26,10 @@ import requests
 import storage
 from embedder import Encoder
 from embedder.artifact import Artifact
+from testkit.hidden_nodes import WORKER_CACHE, HiddenDiskCluster
 from testkit.net import free_port
 from testkit.s3_server import S3Server
 from testkit.waiting import wait_until
-from tests.storage.hidden_nodes import WORKER_CACHE, HiddenDiskCluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

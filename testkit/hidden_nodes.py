@@ -36,7 +36,7 @@ from typing import Any
 
 from testkit.ray_cluster import FAST_NODE_DEATH
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HIDDEN_REPO_DIRS = ("artifacts", "data", "runs", "indexes")
 WORKER_CACHE = "/tmp/ray/qm-cache"  # inside the worker's private /tmp/ray
 
