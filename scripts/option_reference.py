@@ -64,13 +64,18 @@ CONFIGS: tuple[Config, ...] = (
     Config("Duplicates job", "jobs.dedup_run", "DedupConfig", "QM_DEDUP_"),
     Config("Threshold job", "jobs.threshold_run", "ThresholdConfig", "QM_THRESHOLD_"),
     Config("HTTP limits", "service.config", "ServingConfig", "QM_SERVE_"),
-    Config("Model scheduler", "service.scheduler", "SchedulerConfig", "QM_SCHED_"),
+    Config("Model scheduler", "engine.scheduler", "SchedulerConfig", "QM_SCHED_"),
     Config("Serve app arguments (build_app)", "deployments.app", "AppArgs", None),
 )
 SESSION_FLAGS = {"backend": "SessionConfig", "precision": "SessionConfig"}
 COMMANDS: tuple[Command, ...] = (
-    # --threads of `python -m embedder encode` defaults to 0, so QM_SESSION_THREADS does not reach it.
-    Command("python -m embedder encode", "embedder.__main__", "main", "encode", SESSION_FLAGS),
+    Command(
+        "python -m embedder encode",
+        "embedder.__main__",
+        "main",
+        "encode",
+        {**SESSION_FLAGS, "threads": "SessionConfig"},
+    ),
     Command(
         "python -m service",
         "service.__main__",
