@@ -20,6 +20,7 @@ RUNTIME_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
+@dataclass(frozen=True)
 class BatchConfig:
     """How texts are grouped for one onnxruntime call."""
 
