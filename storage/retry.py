@@ -14,15 +14,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 
 from embedder.errors import EmbedderError
 from settings.loader import check_field, from_mapping
-
-if TYPE_CHECKING:
-    from storage.location import Location
 
 T = TypeVar("T")
 # Transient failures worth retrying (on top of the AWS SDK's own retries): the endpoint did not
@@ -102,8 +99,12 @@ def retry(fn: Callable[[], T], uri: str) -> T:
 
 
 @contextmanager
-def errors_named(loc: Location | str, action: str) -> Iterator[None]:
-    """Turn OSError / ArrowException raised inside into one StorageError line naming the location."""
+def errors_named(loc: object, action: str) -> Iterator[None]:
+    """Turn OSError / ArrowException raised inside into one StorageError line naming the location.
+
+    `loc` is a Location or a URI string, only printed: typed `object` so this module need not
+    import storage.location (which imports it: the retry loop resolves filesystems).
+    """
     try:
         yield
     except StorageError:
