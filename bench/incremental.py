@@ -44,10 +44,10 @@ from bench.corpus_gen import write_corpus
 from bench.harness import Envelope, command_line, median_spread, ratios, rotations, run_rounds, write_report
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory
-from jobs import index_build
-from jobs.embed_run import JobConfig, run
-from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
-from jobs.index_update import update
+from jobs.build_index.build import build
+from jobs.build_index.update import update
+from jobs.common.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
+from jobs.embed_corpus.run import JobConfig, run
 from testkit.vectors import clustered_vectors
 
 RESULTS = Path(__file__).parent / "results"
@@ -165,7 +165,7 @@ def index_phase(
     )
     factory = choose_factory(rows, dim, IndexConfig(), "ivf")
     root, fresh_root = work / "idx", work / "idx-full"
-    base = index_build.build(work / "vec-day1", root, factory)
+    base = build(work / "vec-day1", root, factory)
 
     def run_update(_: int) -> dict[str, Any]:
         # Every round updates from day one's version (an update publishes day two and flips
@@ -186,7 +186,7 @@ def index_phase(
 
     def run_full(_: int) -> dict[str, Any]:
         t0 = time.perf_counter()
-        full = index_build.build(work / "vec-day2", fresh_root, factory)
+        full = build(work / "vec-day2", fresh_root, factory)
         wall = time.perf_counter() - t0
         return {
             "wall_seconds": round(wall, 3),

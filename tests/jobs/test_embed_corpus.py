@@ -15,11 +15,10 @@ import pytest
 from embedder import Encoder
 from embedder.config import BatchConfig, batch_defaults
 from embedder.errors import EmbedderError
-from jobs.corpus import ColumnSpec
-from jobs.embed_corpus import main, parse_args
-from jobs.embed_run import JobConfig, map_batches_kwargs, prepare, run
-from jobs.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
-from jobs.gpu_capacity import (
+from jobs.common.corpus import ColumnSpec
+from jobs.common.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
+from jobs.embed_corpus.cli import main, parse_args
+from jobs.embed_corpus.gpu_capacity import (
     NO_STATUS_SECONDS,
     GpuCapacityError,
     Probes,
@@ -28,7 +27,8 @@ from jobs.gpu_capacity import (
     capacity,
     gpu_capacity,
 )
-from jobs.udfs import ShardTask
+from jobs.embed_corpus.run import JobConfig, map_batches_kwargs, prepare, run
+from jobs.embed_corpus.udfs import ShardTask
 from settings.loader import FieldValueError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"

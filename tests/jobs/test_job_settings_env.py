@@ -9,9 +9,9 @@ import pytest
 
 from embedder.errors import IndexInvalid
 from index.faiss_index import IndexConfig
-from jobs import build_index
-from jobs.embed_corpus import parse_args
-from jobs.embed_run import JobConfig
+from jobs.build_index import cli as build_index
+from jobs.embed_corpus.cli import parse_args
+from jobs.embed_corpus.run import JobConfig
 
 
 def test_build_index_takes_index_config_from_the_environment(

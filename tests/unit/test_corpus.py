@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs.corpus import (
+from jobs.common.corpus import (
     ColumnSpec,
     CorpusError,
     attach_duplicates,
@@ -26,7 +26,7 @@ from jobs.corpus import (
     row_ids,
     split_rows,
 )
-from jobs.run_state import DONE_DIR, RunConflict, RunState, ShardStats
+from jobs.embed_corpus.run_state import DONE_DIR, RunConflict, RunState, ShardStats
 
 
 def write(path: Path, row_group_size: int | None = None, **columns: list[object]) -> Path:

@@ -1,4 +1,4 @@
-"""Duplicate detection core (jobs/dedup.py) on hand-made vectors: known pairs and groups, exactly."""
+"""Duplicate detection core (jobs/find_duplicates/dedup.py) on hand-made vectors: known pairs and groups, exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from embedder.errors import InvalidInput
-from jobs import dedup
+from jobs.find_duplicates import dedup
 
 
 def unit(*rows: list[float]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Input corpus for bulk embedding: find parquet files, check schemas, cut shards, judge rows.
 
-Ray-free. The job (jobs/embed_run.py) calls these in the driver before any work (so wrong
+Ray-free. The job (jobs/embed_corpus/run.py) calls these in the driver before any work (so wrong
 inputs fail fast) and inside its actors (to read one shard and split good rows from bad).
 """
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import storage
 from embedder.errors import EmbedderError
 from embedder.tokenize import text_problem
-from jobs.records import from_record
+from jobs.common.records import from_record
 
 PARQUET_MAGIC = b"PAR1"
 REASON = "reason"

@@ -1,9 +1,9 @@
-"""One embedding run (the command line: jobs/embed_corpus.py; settings: JobConfig).
+"""One embedding run (the command line: jobs/embed_corpus/cli.py; settings: JobConfig).
 
 Streaming over deterministic shards (file, row range): an actor pool whose actors each hold one
 Encoder reads a shard, quarantines bad rows, embeds the rest and writes the shard's part file
 under a name fixed by the shard (one all-or-nothing write); the driver then commits the shard
-with a marker object (jobs/run_state.py). Rerunning the same
+with a marker object (jobs/embed_corpus/run_state.py). Rerunning the same
 command resumes; a retried shard rewrites the same file, so every good row lands in the output
 exactly once. A lease on the output refuses a second run on it while the first is alive.
 """
@@ -25,7 +25,7 @@ from embedder.artifact import Artifact
 from embedder.config import BACKENDS, PROVIDERS, RUNTIME_PRECISIONS, BatchConfig, batch_defaults
 from embedder.errors import EmbedderError
 from index.prompt import NO_PROMPT, DocumentPrompt
-from jobs.corpus import (
+from jobs.common.corpus import (
     ColumnSpec,
     Shard,
     attach_duplicates,
@@ -36,15 +36,15 @@ from jobs.corpus import (
     plan_shards,
     resolve_columns,
 )
-from jobs.embed_output import remove_temp_files
-from jobs.embeddings_io import RESERVED_COLUMNS
-from jobs.gpu_capacity import actor_bundle, gpu_capacity
-from jobs.incremental import PreviousRun, open_previous, read_ids_and_keys
-from jobs.layout import QUARANTINE_DIR, RUN_FILE, SUMMARY_FILE, is_part_file, part_name
-from jobs.ray_errors import embedder_cause
-from jobs.records import from_record
-from jobs.run_state import LEASE_TTL_SECONDS, Lease, RunState, ShardStats
-from jobs.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
+from jobs.common.embeddings_io import RESERVED_COLUMNS
+from jobs.common.layout import QUARANTINE_DIR, RUN_FILE, SUMMARY_FILE, is_part_file, part_name
+from jobs.common.ray_errors import embedder_cause
+from jobs.common.records import from_record
+from jobs.embed_corpus.gpu_capacity import actor_bundle, gpu_capacity
+from jobs.embed_corpus.incremental import PreviousRun, open_previous, read_ids_and_keys
+from jobs.embed_corpus.output import remove_temp_files
+from jobs.embed_corpus.run_state import LEASE_TTL_SECONDS, Lease, RunState, ShardStats
+from jobs.embed_corpus.udfs import ERROR_FIELD, TOO_LONG_POLICIES, EmbedShards, ShardTask, shard_to_json
 from settings.loader import check_field
 
 
@@ -375,7 +375,7 @@ def finished_with(output: storage.Location, previous: str) -> dict[str, Any] | N
 
 
 def id_type(first_file: str, columns: ColumnSpec) -> str:
-    """The output's id type, as jobs.embeddings_io names it: generated row positions are int64."""
+    """The output's id type, as jobs.common.embeddings_io names it: generated row positions are int64."""
     if columns.id is None:
         return "int64"
     field = storage.parquet_file(first_file).schema_arrow.field(columns.id)

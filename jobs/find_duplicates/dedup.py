@@ -1,6 +1,6 @@
 """Duplicate questions: exact pairs (same normalised text), near pairs (cosine >= threshold), groups.
 
-Ray-free. `jobs/dedup_run.py` reads the inputs through the storage layer and runs the near
+Ray-free. `jobs/find_duplicates/run.py` reads the inputs through the storage layer and runs the near
 search over query shards on Ray actors; everything else lives here and is tested on its own.
 
 Rows are numbered in ascending id order (`sort_by_id`), so a pair of row positions (a < b) is

@@ -17,7 +17,7 @@ import pyarrow as pa
 import storage
 from embedder.errors import IndexInvalid, ModelMismatch
 from index.prompt import NO_PROMPT, DocumentPrompt
-from jobs.layout import PART_GLOB, is_part_file
+from jobs.common.layout import PART_GLOB, is_part_file
 
 FINGERPRINT_KEY = b"qm.fingerprint"
 DIMENSION_KEY = b"qm.dimension"
@@ -27,7 +27,7 @@ PROMPT_KEY = b"qm.prompt"
 PROMPT_NAME_KEY = b"qm.prompt_name"
 EMBEDDING = "embedding"
 # Hash of the exact text each vector was made from, with the artifact fingerprint (16 bytes,
-# jobs/incremental.py): lets a later run reuse the vector. Bookkeeping, not a passthrough column.
+# jobs/embed_corpus/incremental.py): lets a later run reuse the vector. Bookkeeping, not a passthrough column.
 TEXT_HASH = "qm_text_hash"
 HASH_BYTES = 16
 RESERVED_COLUMNS = ("id", EMBEDDING, TEXT_HASH)

@@ -1,13 +1,13 @@
-"""One duplicate-detection run over an embeddings directory (the command line: jobs/find_duplicates.py).
+"""One duplicate-detection run over an embeddings directory (the command line: jobs/find_duplicates/cli.py).
 
 Every file goes through storage (local paths or URIs). Stage 1 (driver): exact duplicates by
-normalised-text hash (jobs/dedup.py defines the normalisation). Stage 2 (Ray): a FAISS index over
+normalised-text hash (jobs/find_duplicates/dedup.py defines the normalisation). Stage 2 (Ray): a FAISS index over
 the vectors (built here in a Ray task with index.faiss_index's factory choice, or an index version
 loaded with --index whose fingerprint and ids match the embeddings) goes into the object store
 once; `workers` actors (num_cpus=1 each) load it once and search query shards with k-NN, keeping
 neighbours whose exact cosine is >= the threshold. Pairs are then merged, groups are the connected
 components of the pair graph, and a Ray task measures pair recall / precision against brute-force
-search on a sample. pairs.parquet, groups.parquet and, last, _SUMMARY.json (jobs/layout.py).
+search on a sample. pairs.parquet, groups.parquet and, last, _SUMMARY.json (jobs/common/layout.py).
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from embedder.progress import QUIET, Progress
 from index import store as index_store
 from index.faiss_index import VectorIndex
-from jobs.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
-from jobs.dedup import (
+from jobs.common.corpus import ColumnSpec, CorpusError, discover_inputs, inspect_inputs
+from jobs.common.embeddings_filter import parse_filter_setting, write_filtered
+from jobs.common.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
+from jobs.common.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
+from jobs.common.ray_errors import embedder_cause
+from jobs.find_duplicates.dedup import (
     NORMALIZATION,
     Agreement,
     NearPairs,
@@ -44,10 +48,6 @@ from jobs.dedup import (
     near_pairs,
     unit_rows,
 )
-from jobs.embeddings_filter import parse_filter_setting, write_filtered
-from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings
-from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
-from jobs.ray_errors import embedder_cause
 from settings.loader import check_field
 
 
@@ -73,7 +73,7 @@ class DedupConfig:
     seed: int = 0
     ray_address: str | None = None
     progress: bool = True
-    # Only rows this /match-style filter selects (jobs/embeddings_filter.py), e.g. one category;
+    # Only rows this /match-style filter selects (jobs/common/embeddings_filter.py), e.g. one category;
     # from the command line or QM_DEDUP_FILTER as JSON text.
     filter: dict[str, Any] | None = None
 

@@ -1,6 +1,6 @@
 """`python -m jobs.build_index --embeddings E --out indexes/faq --update`: the next version from CURRENT.
 
-The input is a complete embeddings run (e.g. an incremental one, jobs/incremental.py). Rows are
+The input is a complete embeddings run (e.g. an incremental one, jobs/embed_corpus/incremental.py). Rows are
 diffed against the live version by id and vector: every version's metadata.parquet carries a
 hidden `qm_vector_hash` column (BLAKE2b-128 of the row's float32 bytes), so a row is unchanged
 when its id is there with the same hash, changed when the hash differs, new when its id is not
@@ -53,8 +53,8 @@ from index.faiss_index import (
 )
 from index.filter_columns import Kind
 from index.store import LoadedIndex
-from jobs.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
-from jobs.index_build import BuildResult, K, build, filter_kinds, pass_one, save_version
+from jobs.build_index.build import BuildResult, K, build, filter_kinds, pass_one, save_version
+from jobs.common.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 
 
 @dataclass(frozen=True)
