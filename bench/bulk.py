@@ -36,7 +36,8 @@ from bench.corpus_gen import write_corpus
 from bench.harness import Envelope, command_line, median_spread, ratios, run_rounds, write_report
 from bench.peak_memory import PeakMemory
 from embedder import Encoder
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 
 RESULTS = Path(__file__).parent / "results"
 FP32: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp32"}  # the job as it was before bf16

@@ -45,7 +45,8 @@ from bench.harness import Envelope, command_line, write_report
 from bench.peak_memory import PeakMemory
 from jobs.common.embeddings_io import write_embeddings_parquet
 from jobs.common.layout import GROUPS_FILE
-from jobs.find_duplicates.run import DedupConfig, run
+from jobs.find_duplicates.config import DedupConfig
+from jobs.find_duplicates.run import run
 from testkit.vectors import clustered_vectors
 
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000)

@@ -47,7 +47,8 @@ from index.faiss_index import IndexConfig, choose_factory
 from jobs.build_index.build import build
 from jobs.build_index.update import update
 from jobs.common.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from testkit.vectors import clustered_vectors
 
 RESULTS = Path(__file__).parent / "results"

@@ -26,7 +26,8 @@ import ray
 
 import storage
 from bench.harness import RESULTS, Envelope, median_spread, run_rounds, write_report
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,7 +26,8 @@ from typing import Any
 from embedder.cli_flags import add_runtime_flags
 from embedder.config import batch_defaults
 from jobs.common.cli import JobArgumentParser, run_job
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from jobs.embed_corpus.udfs import TOO_LONG_POLICIES
 
 

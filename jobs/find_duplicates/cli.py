@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobs.common.cli import JobArgumentParser, run_job
-from jobs.find_duplicates.run import DedupConfig, run
+from jobs.find_duplicates.config import DedupConfig
+from jobs.find_duplicates.run import run
 
 
 def one_line(summary: dict[str, Any]) -> str:

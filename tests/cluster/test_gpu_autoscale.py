@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from jobs.embed_corpus.cli import main
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from testkit.ray_cluster import start_local_ray
 from testkit.waiting import wait_until
 

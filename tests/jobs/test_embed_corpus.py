@@ -18,6 +18,7 @@ from embedder.errors import EmbedderError
 from jobs.common.corpus import ColumnSpec
 from jobs.common.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
 from jobs.embed_corpus.cli import main, parse_args
+from jobs.embed_corpus.config import JobConfig
 from jobs.embed_corpus.gpu_capacity import (
     NO_STATUS_SECONDS,
     GpuCapacityError,
@@ -27,7 +28,7 @@ from jobs.embed_corpus.gpu_capacity import (
     capacity,
     gpu_capacity,
 )
-from jobs.embed_corpus.run import JobConfig, map_batches_kwargs, prepare, run
+from jobs.embed_corpus.run import map_batches_kwargs, prepare, run
 from jobs.embed_corpus.udfs import ShardTask
 from settings.loader import FieldValueError
 

@@ -15,7 +15,8 @@ import pytest
 
 from embedder import Encoder
 from jobs.common.embeddings_io import write_embeddings_parquet
-from jobs.find_duplicates.run import DedupConfig, run
+from jobs.find_duplicates.config import DedupConfig
+from jobs.find_duplicates.run import run
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

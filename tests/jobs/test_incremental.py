@@ -19,7 +19,8 @@ import pytest
 import storage
 from jobs.common.embeddings_io import TEXT_HASH, inspect_embeddings
 from jobs.embed_corpus.cli import main
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from jobs.embed_corpus.run_state import Lease, RunConflict
 from testkit.s3_server import S3Server
 

@@ -28,7 +28,8 @@ from jobs.build_index.build import build
 from jobs.build_index.update import update
 from jobs.common.embeddings_io import PROMPT_KEY, PROMPT_NAME_KEY, inspect_embeddings
 from jobs.embed_corpus.cli import main
-from jobs.embed_corpus.run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from service.inprocess import InProcessStages
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"

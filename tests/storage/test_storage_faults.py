@@ -22,7 +22,8 @@ import pytest
 
 import storage
 from jobs.embed_corpus.cli import main
-from jobs.embed_corpus.run import JobConfig, prepare
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import prepare
 from jobs.embed_corpus.run_state import LEASE_FILE, RUN_FILE, Lease
 from testkit.s3_server import S3Server, s3_server
 
