@@ -70,6 +70,11 @@ class Location:
         """Round-trips through `resolve` (what crosses to Ray workers is the URI string)."""
         return self.uri
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # Pickled (to a Ray worker, say) as its URI and resolved again there: the filesystem object
+        # (which may hold credentials) never crosses, and the worker uses its own endpoint settings.
+        return resolve, (f"file://{self.path}" if self.scheme == "file" else self.uri,)
+
 
 _FS_CACHE: dict[tuple[str, str, str], pafs.FileSystem] = {}
 _FS_LOCK = threading.Lock()

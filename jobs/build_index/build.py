@@ -86,8 +86,8 @@ def vector_hashes(vectors: np.ndarray) -> np.ndarray:
 
 
 def build(
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: str | Path | storage.Location,
+    out: str | Path | storage.Location,
     factory: str = "auto",
     metric: str = "ip",
     shards: int = 0,
@@ -104,6 +104,8 @@ def build(
     """
     cfg = cfg or IndexConfig()
     started = time.perf_counter()
+    # The public entry: paths and URIs become Locations here, once; everything below takes those.
+    embeddings, out = storage.resolve(embeddings), storage.resolve(out)
     info = inspect_embeddings(embeddings)
     filters = filter_kinds(info, filter_columns)  # refuse a bad column before any work
     # Shards merge inverted lists, so a sharded build is IVF even where auto would pick Flat.
@@ -174,7 +176,7 @@ def save_version(
     metric: str,
     recall: float,
     started: float,
-    embeddings: str | Path,
+    embeddings: storage.Location,
     cfg: IndexConfig,
     shards: int,
     update: dict[str, Any] | None,
@@ -292,8 +294,8 @@ def _add_local(
     return exact.ids
 
 
-def _source_summary(embeddings: str | Path) -> dict | None:
-    path = storage.resolve(embeddings).child(SUMMARY_FILE)
+def _source_summary(embeddings: storage.Location) -> dict | None:
+    path = embeddings.child(SUMMARY_FILE)
     if not storage.is_file(path):
         return None
     summary: dict = storage.read_json(path)

@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import storage
 from index import store as index_store
 from index.faiss_index import (
     ExactKnn,
@@ -162,8 +163,8 @@ def cannot_update(loaded: LoadedIndex, info: EmbeddingsInfo, factory: str, metri
 
 
 def update(
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: str | Path | storage.Location,
+    out: str | Path | storage.Location,
     factory: str | None = None,
     metric: str | None = None,
     shards: int = 0,
@@ -175,6 +176,8 @@ def update(
     `filter_columns`: None keeps the live version's filter columns.
     """
     cfg = cfg or IndexConfig()
+    # The public entry: paths and URIs become Locations here, once; everything below takes those.
+    embeddings, out = storage.resolve(embeddings), storage.resolve(out)
     live = index_store.current_version(out)
     if live is None:
         return _rebuild(
@@ -201,8 +204,8 @@ def update(
 def _rebuild(
     reason: str,
     live: str | None,
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: storage.Location,
+    out: storage.Location,
     factory: str | None,
     metric: str | None,
     shards: int,
@@ -229,8 +232,8 @@ def _update(
     loaded: LoadedIndex,
     old: pa.Table,
     info: EmbeddingsInfo,
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: storage.Location,
+    out: storage.Location,
     shards: int,
     cfg: IndexConfig,
     filters: dict[str, Kind],

@@ -216,7 +216,7 @@ def read_ids_and_keys(files: Sequence[str], what: str) -> tuple[pa.Table, list[n
 
 
 def open_previous(
-    spec: str,
+    loc: storage.Location,
     output: storage.Location,
     fingerprint: str,
     artifact: str,
@@ -231,7 +231,6 @@ def open_previous(
     disagree with its journal or cannot be read, ids of another type or kind (an id column on one
     side, generated row positions on the other), no reuse keys.
     """
-    loc = storage.resolve(spec)
     if loc.uri.rstrip("/") == output.uri.rstrip("/"):
         raise PreviousRunError(
             f"--previous {loc} is this run's --output; name the earlier run's output directory"
@@ -295,7 +294,7 @@ def open_previous(
     dimension = 0
     if files:
         try:
-            info = inspect_embeddings(loc.uri)
+            info = inspect_embeddings(loc)
         except EmbedderError as exc:
             raise PreviousRunError(f"previous run {loc} is unreadable: {exc}") from exc
         if info.fingerprint != fingerprint:
@@ -314,7 +313,7 @@ def open_previous(
                 f"previous run {loc} has no {TEXT_HASH} column (written by an older embed_corpus "
                 "or another tool); run one full embed without --previous first"
             )
-        wrong = [f for f, n in zip(info.files, info.rows_per_file, strict=True) if n != expected[_base(f)]]
+        wrong = [f.uri for f, n in zip(info.files, info.rows_per_file, strict=True) if n != expected[f.name]]
         if wrong:
             raise PreviousRunError(f"previous run {loc}: row counts differ from its journal in {wrong[:3]}")
         dimension = info.dimension

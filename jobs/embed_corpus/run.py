@@ -108,7 +108,7 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
     """All fail-fast checks (artifact, inputs, columns, output) without Ray, then the run state.
 
     Nothing is written to the output until every check passed; then the lease is taken (when
-    given) and the run state opened.
+    given) and the run state opened. The config's paths and URIs are resolved here, once each.
     """
     output = output or storage.resolve(cfg.output)
     storage.check_bucket(output)
@@ -118,7 +118,8 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
         raise EmbedderError(f"--device must be cpu or gpu, got {cfg.device!r}")
     artifact = Artifact.load(cfg.artifact)  # verifies file hashes against the manifest fingerprint
     prompt = choose_prompt(cfg, artifact)
-    files = discover_inputs(cfg.input)
+    artifact_uri = artifact_ref(cfg.artifact)
+    files = discover_inputs(storage.resolve(cfg.input))
     columns = resolve_columns(files[0], cfg.text_column, cfg.id_column, cfg.keep_columns)
     reserved = [c for c in columns.keep if c in RESERVED_COLUMNS]
     if reserved:
@@ -126,14 +127,15 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
     inputs = inspect_inputs(files, columns)
     previous, previous_identity = None, None
     if cfg.previous:
-        previous_identity = finished_with(output, cfg.previous)
+        previous_loc = storage.resolve(cfg.previous)
+        previous_identity = finished_with(output, previous_loc)
         if previous_identity is None:
             # Checked and read (ids and text hashes only) before anything is written to the output.
             previous = open_previous(
-                cfg.previous,
+                previous_loc,
                 output,
                 artifact.fingerprint,
-                artifact_ref(cfg.artifact),
+                artifact_uri,
                 id_type(files[0], columns),
                 columns.id,
                 prompt,
@@ -142,7 +144,7 @@ def prepare(cfg: JobConfig, output: storage.Location | None = None, lease: Lease
     total = sum(f.rows for f in inputs)
     shards = plan_shards(inputs, cfg.shard_rows or auto_shard_rows(total, cfg.max_actors))
     run = {
-        "artifact": artifact_ref(cfg.artifact),
+        "artifact": artifact_uri,
         "fingerprint": artifact.fingerprint,
         "inputs": [f.signature() for f in inputs],
         "text_column": columns.text,
@@ -172,7 +174,7 @@ def choose_prompt(cfg: JobConfig, artifact: Artifact) -> DocumentPrompt:
     return DocumentPrompt.chosen(prompts, cfg.prompt_name)
 
 
-def finished_with(output: storage.Location, previous: str) -> dict[str, Any] | None:
+def finished_with(output: storage.Location, previous: storage.Location) -> dict[str, Any] | None:
     """The recorded --previous identity when `output` already holds a complete run made from it.
 
     Rerunning a finished incremental run is a no-op that says so, even after its previous output
@@ -182,12 +184,12 @@ def finished_with(output: storage.Location, previous: str) -> dict[str, Any] | N
     if not (storage.is_file(run_file) and storage.is_file(output.child(SUMMARY_FILE))):
         return None
     recorded = storage.read_json(run_file).get("previous")
-    if isinstance(recorded, dict) and recorded.get("output") == storage.resolve(previous).uri:
+    if isinstance(recorded, dict) and recorded.get("output") == previous.uri:
         return recorded
     return None
 
 
-def id_type(first_file: str, columns: ColumnSpec) -> str:
+def id_type(first_file: storage.Location, columns: ColumnSpec) -> str:
     """The output's id type, as jobs.common.embeddings_io names it: generated row positions are int64."""
     if columns.id is None:
         return "int64"

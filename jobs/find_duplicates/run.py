@@ -42,17 +42,18 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         return _run_filtered(cfg)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    info = inspect_embeddings(cfg.embeddings)
+    embeddings, output = storage.resolve(cfg.embeddings), storage.resolve(cfg.output)  # once each
+    info = inspect_embeddings(embeddings)
     if info.count == 0:
         raise InvalidInput(f"{cfg.embeddings}: the embeddings hold no rows", field="embeddings")
-    output = storage.resolve(cfg.output)
-    if output.uri.rstrip("/") == storage.resolve(cfg.embeddings).uri.rstrip("/"):
+    if output.uri.rstrip("/") == embeddings.uri.rstrip("/"):
         raise InvalidInput("--output must not be the embeddings directory", field="output")
     storage.check_bucket(output)
     source, corpus_files = text_source(cfg, info)
     if cfg.factory != "auto":
         VectorIndex.create(info.dimension, cfg.factory)  # a bad factory string fails here, not in Ray
-    version = check_index(cfg, info) if cfg.index else None
+    index_root = storage.resolve(cfg.index) if cfg.index else None
+    version = check_index(cfg, index_root, info) if index_root is not None else None
 
     progress = Progress("find_duplicates", enabled=cfg.progress)
     with progress.step(f"reading {info.count} rows ({source} texts)", seconds, "read"):
@@ -60,7 +61,8 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
     blob = None
     if version is not None:
         with progress.step(f"loading index version {version}"):
-            blob = load_index(cfg, version, rows.ids)
+            assert index_root is not None
+            blob = load_index(cfg, index_root, version, rows.ids)
     keys = None
     if rows.texts is not None:
         with progress.step("exact stage: hashing normalised texts", seconds, "hash_texts"):
@@ -126,7 +128,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         "k": cfg.k,
         "fingerprint": info.fingerprint,
         "dimension": info.dimension,
-        "embeddings": storage.resolve(cfg.embeddings).uri,
+        "embeddings": embeddings.uri,
         "output": output.uri,
         "normalization": NORMALIZATION,
         "texts": {

@@ -37,13 +37,13 @@ class IndexBlob:
     description: dict[str, Any]
 
 
-def check_index(cfg: DedupConfig, info: EmbeddingsInfo) -> str:
+def check_index(cfg: DedupConfig, root: storage.Location, info: EmbeddingsInfo) -> str:
     """The --index version to use, from its manifest alone: refused if made from another model."""
     assert cfg.index is not None
-    version = cfg.index_version or index_store.current_version(cfg.index)
+    version = cfg.index_version or index_store.current_version(root)
     if version is None:
         raise IndexInvalid(f"{cfg.index}: no CURRENT index version (build one or pass --index-version)")
-    manifest = index_store.verify_version(storage.resolve(cfg.index).child(version))
+    manifest = index_store.verify_version(root.child(version))
     if manifest.fingerprint != info.fingerprint:
         raise ModelMismatch(
             f"index {cfg.index} version {version} was built from model {manifest.fingerprint or '<none>'}, "
@@ -57,10 +57,10 @@ def check_index(cfg: DedupConfig, info: EmbeddingsInfo) -> str:
     return version
 
 
-def load_index(cfg: DedupConfig, version: str, ids: pa.Array) -> IndexBlob:
+def load_index(cfg: DedupConfig, root: storage.Location, version: str, ids: pa.Array) -> IndexBlob:
     """The checked index version, refused unless it holds exactly these embeddings' ids."""
     assert cfg.index is not None
-    loaded = index_store.open_version(cfg.index, version)
+    loaded = index_store.open_version(root, version)
     index_ids = loaded.metadata.column("id")
     if index_ids.type != ids.type:
         raise IndexInvalid(f"index ids are {index_ids.type}, the embeddings' ids are {ids.type}")
@@ -82,7 +82,7 @@ def load_index(cfg: DedupConfig, version: str, ids: pa.Array) -> IndexBlob:
         index_rows=None if same else mapping,
         description={
             "source": "loaded",
-            "root": storage.resolve(cfg.index).uri,
+            "root": root.uri,
             "version": version,
             "factory": index.factory,
             "metric": index.metric,

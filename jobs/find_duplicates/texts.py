@@ -27,21 +27,21 @@ class Rows:
     texts_missing: int = 0  # rows whose id the corpus does not have
 
 
-def text_source(cfg: DedupConfig, info: EmbeddingsInfo) -> tuple[str, list[str]]:
+def text_source(cfg: DedupConfig, info: EmbeddingsInfo) -> tuple[str, list[storage.Location]]:
     """Where the exact stage's texts come from, checked before any data is read."""
     if not cfg.exact:
         return "none", []
     if cfg.corpus:
-        files = discover_inputs(cfg.corpus)
+        files = discover_inputs(storage.resolve(cfg.corpus))
         spec = ColumnSpec(text=cfg.text_column, id=cfg.id_column or None)
-        inputs = inspect_inputs(files, spec)
+        inspect_inputs(files, spec)
         if cfg.id_column:
-            for f in inputs:
-                id_type = storage.parquet_file(f.path).schema_arrow.field(cfg.id_column).type
+            for f in files:
+                id_type = storage.parquet_file(f).schema_arrow.field(cfg.id_column).type
                 is_int = pa.types.is_integer(id_type)
                 if is_int != (info.id_type == "int64"):
                     raise CorpusError(
-                        f"{f.path}: id column {cfg.id_column!r} is {id_type}, the embeddings' ids are {info.id_type}"
+                        f"{f.uri}: id column {cfg.id_column!r} is {id_type}, the embeddings' ids are {info.id_type}"
                     )
         elif info.id_type != "int64":
             raise CorpusError("--id-column '' means row positions, but the embeddings' ids are strings")
@@ -60,7 +60,9 @@ def text_source(cfg: DedupConfig, info: EmbeddingsInfo) -> tuple[str, list[str]]
     )
 
 
-def read_rows(cfg: DedupConfig, info: EmbeddingsInfo, source: str, corpus_files: list[str]) -> Rows:
+def read_rows(
+    cfg: DedupConfig, info: EmbeddingsInfo, source: str, corpus_files: list[storage.Location]
+) -> Rows:
     """Vectors (unit length) and texts in ascending id order; two passes keep one copy of the vectors."""
     id_parts = [b.table.column("id") for b in read_embeddings(info, columns=["id"], vectors=False)]
     ids_all = pa.chunked_array([c for col in id_parts for c in col.chunks], type=id_parts[0].type)
@@ -86,7 +88,9 @@ def read_rows(cfg: DedupConfig, info: EmbeddingsInfo, source: str, corpus_files:
     return rows
 
 
-def corpus_texts(cfg: DedupConfig, files: list[str], ids: pa.Array) -> tuple[list[str | None], int]:
+def corpus_texts(
+    cfg: DedupConfig, files: list[storage.Location], ids: pa.Array
+) -> tuple[list[str | None], int]:
     """Each id's text from the original input (first occurrence of an id wins, as in the embed job)."""
     id_chunks, text_chunks, offset = [], [], 0
     for f in files:

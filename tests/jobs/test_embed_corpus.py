@@ -109,7 +109,7 @@ def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
     assert info.count == len(good_positions) and info.fingerprint == enc.fingerprint
     assert info.passthrough == ("answer", "category") and info.dimension == 32
     first = next(read_embeddings(info))
-    assert pq.read_schema(info.files[0]).metadata[FINGERPRINT_KEY] == enc.fingerprint.encode()
+    assert pq.read_schema(info.files[0].uri).metadata[FINGERPRINT_KEY] == enc.fingerprint.encode()
     assert first.vectors is not None and first.vectors.dtype == np.float32
 
     # Rerunning a finished job is a no-op that says so.

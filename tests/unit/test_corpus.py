@@ -40,11 +40,15 @@ def test_discovery_accepts_file_directory_and_glob(tmp_path: Path) -> None:
     b = write(tmp_path / "d" / "sub" / "b.parquet", question=["y"])
     (tmp_path / "d" / "_SUCCESS").write_text("")
     (tmp_path / "d" / ".a.parquet.crc").write_text("")
-    assert discover_inputs(a) == [str(a)]
-    assert discover_inputs(tmp_path / "d") == [str(a), str(b)]
-    assert discover_inputs(str(tmp_path / "d" / "**" / "*.parquet")) == [str(a), str(b)]
+
+    def found(spec: Path | str) -> list[str]:
+        return [f.uri for f in discover_inputs(storage.resolve(spec))]
+
+    assert found(a) == [str(a)]
+    assert found(tmp_path / "d") == [str(a), str(b)]
+    assert found(str(tmp_path / "d" / "**" / "*.parquet")) == [str(a), str(b)]
     with pytest.raises(CorpusError, match="no input files"):
-        discover_inputs(tmp_path / "nothing-*.parquet")
+        found(tmp_path / "nothing-*.parquet")
 
 
 def test_wrong_inputs_fail_with_the_reason(tmp_path: Path) -> None:
