@@ -7,6 +7,8 @@ Rules (docs/architecture.md draws them):
 - nothing the runtime ships imports bench/, tests/, testkit/ or export/ (export is the torch-only
   tool; testkit holds the helpers tests and bench share);
 - jobs and deployments are adapters: the core, index, storage and service never import them;
+- inside jobs/, one package per job: a job imports jobs.common and itself, never another job,
+  and jobs.common imports no job;
 - no cycle between project modules, counting imports inside functions too (a lazy import
   that hides a cycle is still a cycle);
 - no runtime module reads os.environ but settings.loader, so every setting from the environment
@@ -123,6 +125,19 @@ def test_no_import_cycles_between_project_modules() -> None:
         if start not in state:
             visit(start, [start])
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_a_job_imports_no_other_job() -> None:
+    bad = []
+    for name, path in modules().items():
+        parts = name.split(".")
+        if parts[0] != "jobs" or len(parts) < 2:
+            continue
+        for imported in imports_of(path, name):
+            other = imported.split(".")
+            if other[0] == "jobs" and len(other) > 1 and other[1] not in ("common", parts[1]):
+                bad.append(f"{name} imports {imported}")
+    assert not bad, "\n".join(sorted(bad))
 
 
 RUNTIME = ("settings", "embedder", "index", "storage", "service", "jobs", "deployments")
