@@ -73,7 +73,7 @@ RUN pip install --no-cache-dir . \
        fi \
     && python -c "import ray; assert ray.__version__ == '${RAY_VERSION}', ray.__version__" \
     && python -c "import importlib.util as u, sys; sys.exit('torch is in the runtime image' if u.find_spec('torch') else 0)" \
-    && python -c "import deployments.app, jobs.embed_corpus, jobs.build_index, storage"
+    && python -c "import deployments.app, jobs.embed_corpus.cli, jobs.build_index.cli, storage"
 
 # Serve HTTP (the only port meant for clients). Ray's own ports (6379, 8265, 10001, ...) are
 # for the cluster's pods and the KubeRay operator only; see k8s/ and docs/operations.md, "On a real cluster".

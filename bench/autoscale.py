@@ -46,7 +46,7 @@ import requests
 from ray import serve
 
 from bench.runner import RESULTS, Benchmark
-from jobs.layout import SUMMARY_FILE
+from jobs.common.layout import SUMMARY_FILE
 from testkit.ray_cluster import fake_cluster, node_kind, object_store_by_node
 
 REPO = Path(__file__).resolve().parent.parent

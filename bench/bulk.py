@@ -29,7 +29,8 @@ import ray
 from bench.peak_memory import PeakMemory
 from bench.runner import RESULTS, Benchmark, median_spread, ratios, run_rounds
 from embedder import Encoder
-from jobs.embed_run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from testkit.faq_corpus import write_corpus
 
 FP32: dict[str, Any] = {"backend": "onnxruntime", "precision": "fp32"}  # the job as it was before bf16

@@ -41,10 +41,11 @@ import ray
 from bench.runner import RESULTS, Benchmark, median_spread, ratios, rotations, run_rounds
 from index import store as index_store
 from index.faiss_index import IndexConfig, choose_factory
-from jobs import index_build
-from jobs.embed_run import JobConfig, run
-from jobs.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
-from jobs.index_update import update
+from jobs.build_index.build import build
+from jobs.build_index.update import update
+from jobs.common.embeddings_io import inspect_embeddings, read_embeddings, write_embeddings_parquet
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from testkit.faq_corpus import write_corpus
 from testkit.vectors import clustered_vectors
 
@@ -162,7 +163,7 @@ def index_phase(
     )
     factory = choose_factory(rows, dim, IndexConfig(), "ivf")
     root, fresh_root = work / "idx", work / "idx-full"
-    base = index_build.build(work / "vec-day1", root, factory)
+    base = build(work / "vec-day1", root, factory)
 
     def run_update(_: int) -> dict[str, Any]:
         # Every round updates from day one's version (an update publishes day two and flips
@@ -183,7 +184,7 @@ def index_phase(
 
     def run_full(_: int) -> dict[str, Any]:
         t0 = time.perf_counter()
-        full = index_build.build(work / "vec-day2", fresh_root, factory)
+        full = build(work / "vec-day2", fresh_root, factory)
         wall = time.perf_counter() - t0
         return {
             "wall_seconds": round(wall, 3),

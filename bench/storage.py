@@ -22,7 +22,8 @@ import ray
 
 import storage
 from bench.runner import RESULTS, Benchmark, median_spread, run_rounds
-from jobs.embed_run import JobConfig, run
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 
 REPO = Path(__file__).resolve().parents[1]
 

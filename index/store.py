@@ -122,7 +122,7 @@ def new_version_name() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
-def staging_dir(root: str | os.PathLike[str], version: str) -> Path:
+def staging_dir(root: str | os.PathLike[str] | storage.Location, version: str) -> Path:
     """Local directory where a version is assembled before it is published.
 
     Beside the versions for a local root (so publishing is one rename); a local temp directory
@@ -136,7 +136,7 @@ def staging_dir(root: str | os.PathLike[str], version: str) -> Path:
     return path
 
 
-def list_versions(root: str | os.PathLike[str]) -> list[str]:
+def list_versions(root: str | os.PathLike[str] | storage.Location) -> list[str]:
     """Published versions, oldest first (staging directories and manifest-less uploads are not versions)."""
     loc = storage.resolve(root)
     names = [n for n in storage.list_dirs(loc) if not n.startswith(".")]
@@ -145,7 +145,7 @@ def list_versions(root: str | os.PathLike[str]) -> list[str]:
     return [n for n in names if storage.is_file(loc.child(n, MANIFEST_FILE))]
 
 
-def current_version(root: str | os.PathLike[str]) -> str | None:
+def current_version(root: str | os.PathLike[str] | storage.Location) -> str | None:
     """The live version named by CURRENT, or None if nothing was published yet."""
     loc = storage.resolve(root).child(CURRENT)
     if not storage.is_file(loc):
@@ -201,7 +201,7 @@ def _record_files(staged: Path) -> IndexManifest:
 
 
 def publish(
-    root: str | os.PathLike[str], staged: Path, version: str, make_current: bool = True
+    root: str | os.PathLike[str] | storage.Location, staged: Path, version: str, make_current: bool = True
 ) -> storage.Location:
     """Verify a staged version, put it in place (rename, or upload with the manifest last), then CURRENT."""
     verify_version(staged)
@@ -219,18 +219,18 @@ def publish(
         storage.upload_dir(staged, final, last=[MANIFEST_FILE])
         discard(staged)
     if make_current:
-        set_current(root, version)
+        set_current(base, version)  # the Location resolved above, not the string again
     return final
 
 
-def set_current(root: str | os.PathLike[str], version: str) -> None:
+def set_current(root: str | os.PathLike[str] | storage.Location, version: str) -> None:
     """Point CURRENT at a complete version (one atomic write: rename locally, one PUT remotely)."""
     base = storage.resolve(root)
     verify_version(base.child(version))
     storage.write_text(base.child(CURRENT), version + "\n")
 
 
-def rollback(root: str | os.PathLike[str]) -> str:
+def rollback(root: str | os.PathLike[str] | storage.Location) -> str:
     """Point CURRENT at the newest complete version older than the live one; returns it."""
     live = current_version(root)
     if live is None:
@@ -251,7 +251,7 @@ def discard(staged: Path) -> None:
     shutil.rmtree(staged, ignore_errors=True)
 
 
-def open_version(root: str | os.PathLike[str], version: str) -> LoadedIndex:
+def open_version(root: str | os.PathLike[str] | storage.Location, version: str) -> LoadedIndex:
     """Load one version (index, manifest, metadata), refusing missing or incomplete ones.
 
     A remote version is fetched into the node-local cache first (verified by size and sha256).
@@ -279,7 +279,7 @@ def _verify_download(path: Path) -> None:
     verify_version(path, digests=True)
 
 
-def open_current(root: str | os.PathLike[str]) -> LoadedIndex:
+def open_current(root: str | os.PathLike[str] | storage.Location) -> LoadedIndex:
     """Load the version CURRENT points at."""
     version = current_version(root)
     if version is None:

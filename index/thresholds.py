@@ -1,6 +1,6 @@
 """Match thresholds: precision / recall of cosine scores over labelled pairs, and the stored default.
 
-Ray-free. `jobs/threshold.py` scores labelled pairs (with the Encoder or stored vectors) and calls
+Ray-free. `jobs/threshold/run.py` scores labelled pairs (with the Encoder or stored vectors) and calls
 `precision_recall` / `lowest_threshold` here; with an index root it writes the chosen threshold to
 `<root>/<version>/thresholds.json` (THRESHOLDS_FILE), which the service reads to default
 `/match`'s `min_score` (index/follower.py).

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make the project's packages importable
     sys.path.insert(0, str(REPO))
 
-from jobs.layout import SUMMARY_FILE  # noqa: E402
+from jobs.common.layout import SUMMARY_FILE  # noqa: E402
 from scripts.gpu_goals import SERVE_CLIENTS, cpu_serve_reference, evaluate_goals  # noqa: E402
 from scripts.gpu_smi import UtilizationSampler, summarize_utilization  # noqa: E402
 from testkit.cuda_gpu import GpuInfo, cuda_unusable_reason, query_gpus  # noqa: E402
@@ -183,7 +183,7 @@ def write_corpus(out: Path, rows: int, files: int = 8) -> Path:
 
 def job_command(artifact: Path, corpus: Path, output: Path, gpus: int) -> tuple[list[str], str]:
     """The bulk job's command line and the precision it runs at (fp16: the goal's precision)."""
-    from jobs.embed_corpus import command_line
+    from jobs.embed_corpus.cli import command_line
 
     gpu = ["--device", "gpu", "--min-actors", str(gpus), "--max-actors", str(gpus), "--no-progress"]
     columns = ["--text-column", "text", "--id-column", "id"]

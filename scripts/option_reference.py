@@ -59,10 +59,10 @@ CONFIGS: tuple[Config, ...] = (
     Config("Batching of model calls", "embedder.config", "BatchConfig", None),
     Config("Storage retries", "storage", "RetryConfig", "QM_STORAGE_"),
     Config("Node-local cache", "storage.cache", "CacheConfig", "QM_CACHE_"),
-    Config("Embed job", "jobs.embed_run", "JobConfig", "QM_JOB_"),
+    Config("Embed job", "jobs.embed_corpus.config", "JobConfig", "QM_JOB_"),
     Config("Index build", "index.faiss_index", "IndexConfig", "QM_INDEX_"),
-    Config("Duplicates job", "jobs.dedup_run", "DedupConfig", "QM_DEDUP_"),
-    Config("Threshold job", "jobs.threshold_run", "ThresholdConfig", "QM_THRESHOLD_"),
+    Config("Duplicates job", "jobs.find_duplicates.config", "DedupConfig", "QM_DEDUP_"),
+    Config("Threshold job", "jobs.threshold.run", "ThresholdConfig", "QM_THRESHOLD_"),
     Config("HTTP limits", "service.config", "ServingConfig", "QM_SERVE_"),
     Config("Model scheduler", "engine.scheduler", "SchedulerConfig", "QM_SCHED_"),
     Config("Serve app arguments (build_app)", "deployments.app", "AppArgs", None),
@@ -83,10 +83,12 @@ COMMANDS: tuple[Command, ...] = (
         env={**SESSION_FLAGS, "threads": "SessionConfig", "api_key": "ServingConfig"},
     ),
     Command("python -m export", "export.__main__", "main"),
-    Command("python -m jobs.embed_corpus", "jobs.embed_corpus", "parse_args", env={"*": "JobConfig"}),
-    Command("python -m jobs.build_index", "jobs.build_index", "parse_args"),
-    Command("python -m jobs.find_duplicates", "jobs.find_duplicates", "parse_args", env={"*": "DedupConfig"}),
-    Command("python -m jobs.threshold", "jobs.threshold", "parse_args", env={"*": "ThresholdConfig"}),
+    Command("python -m jobs.embed_corpus", "jobs.embed_corpus.cli", "parse_args", env={"*": "JobConfig"}),
+    Command("python -m jobs.build_index", "jobs.build_index.cli", "parse_args"),
+    Command(
+        "python -m jobs.find_duplicates", "jobs.find_duplicates.cli", "parse_args", env={"*": "DedupConfig"}
+    ),
+    Command("python -m jobs.threshold", "jobs.threshold.cli", "parse_args", env={"*": "ThresholdConfig"}),
 )
 # -----------------------------------------------------------------------------------------------------
 

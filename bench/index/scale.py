@@ -3,7 +3,7 @@
     python -m bench.index scale [--sizes 1000000 3000000 10000000] [--work build/index-scale] [--merge]
     python -m bench.index scale --table        # the docs' table from bench/results/index_scale.json
 
-For each size, `jobs.index_build.build` (the code `python -m jobs.build_index` runs) builds each
+For each size, `jobs.build_index.build.build` (the code `python -m jobs.build_index` runs) builds each
 factory from an embeddings directory of clustered dim-384 vectors (`bench.index latency`'s),
 in its own process so its peak RSS is its own. The build streams the parquet twice and never
 holds the corpus: at 10M the float32 vectors are 15 GiB on disk. A second fresh process loads
@@ -59,7 +59,7 @@ def _vm(field: str) -> int:
 
 def generate(root: Path, total: int) -> Path:
     """root/all: `total` rows in FILE_ROWS-row part files (reused when already complete)."""
-    from jobs.embeddings_io import write_embeddings_parquet
+    from jobs.common.embeddings_io import write_embeddings_parquet
 
     out = root / "all"
     done = out / "_GENERATED.json"
@@ -91,7 +91,7 @@ def prefix_dir(root: Path, everything: Path, n: int) -> Path:
 
 def run_build(embeddings: str, out: str, factory: str) -> dict[str, Any]:
     """Child process: one build; prints its figures as JSON."""
-    from jobs.index_build import build
+    from jobs.build_index.build import build
 
     started = time.perf_counter()
     result = build(embeddings, out, factory=factory)

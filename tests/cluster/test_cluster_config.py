@@ -77,7 +77,7 @@ def test_gpu_work_lands_only_on_gpu_nodes(prepared: dict[str, Any]) -> None:
 def test_cpu_only_demand_can_never_start_a_gpu_node(prepared: dict[str, Any]) -> None:
     """GPU types offer no logical CPU, and every GPU actor asks for none, so it still fits."""
     from deployments.app import AppArgs, deployment_options, inline_options
-    from jobs.embed_run import JobConfig
+    from jobs.embed_corpus.config import JobConfig
 
     for config in (prepared, load(LOCAL_YAML)):
         for name, t in node_types(config).items():

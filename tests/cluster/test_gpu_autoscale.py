@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from jobs.embed_corpus import main
-from jobs.embed_run import JobConfig, run
+from jobs.embed_corpus.cli import main
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 from testkit.ray_cluster import start_local_ray
 from testkit.waiting import wait_until
 

@@ -344,8 +344,8 @@ def entrypoint_commands(entrypoint: str) -> list[list[str]]:
 
 
 def test_rayjob_runs_embed_then_build_index_on_object_storage_only() -> None:
-    from jobs.build_index import parse_args as build_args
-    from jobs.embed_corpus import parse_args as embed_args
+    from jobs.build_index.cli import parse_args as build_args
+    from jobs.embed_corpus.cli import parse_args as embed_args
 
     commands = entrypoint_commands(only("RayJob")["spec"]["entrypoint"])
     assert [c[:3] for c in commands] == [

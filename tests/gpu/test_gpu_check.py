@@ -131,7 +131,7 @@ def test_bulk_job_command_runs_on_the_gpu(tmp_path: Path) -> None:
     if precision == "fp16":
         assert cmd[cmd.index("--precision") + 1] == "fp16"
     # The flags are the job's own: its parser accepts them.
-    from jobs.embed_corpus import parse_args
+    from jobs.embed_corpus.cli import parse_args
 
     assert parse_args(cmd[3:]).device == "gpu"
 

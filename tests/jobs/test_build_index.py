@@ -12,8 +12,8 @@ import pytest
 from index import store as index_store
 from index.faiss_index import IndexConfig, VectorIndex
 from index.searcher import IndexSearcher
-from jobs import build_index
-from jobs.embeddings_io import inspect_embeddings, write_embeddings_parquet
+from jobs.build_index import cli as build_index
+from jobs.common.embeddings_io import inspect_embeddings, write_embeddings_parquet
 from testkit.vectors import clustered_vectors
 
 FP = "sha256:aaaaaaaaaaaaaaaa"
@@ -128,7 +128,7 @@ def test_over_the_memory_budget_auto_builds_a_compressed_index_that_passes_the_g
 @pytest.mark.slow
 @pytest.mark.ray
 def test_sharded_build_equals_single_machine_build(tmp_path: Path, local_ray: str) -> None:
-    from jobs.index_shards import add_sharded
+    from jobs.build_index.shards import add_sharded
 
     corpus = clustered_vectors(12_000, 48, seed=9)
     emb = tmp_path / "emb"

@@ -15,8 +15,8 @@ import pytest
 
 from index import store as index_store
 from index.searcher import IndexSearcher
-from jobs import build_index
-from jobs.embeddings_io import write_embeddings_parquet
+from jobs.build_index import cli as build_index
+from jobs.common.embeddings_io import write_embeddings_parquet
 from testkit.s3_server import S3Server
 from testkit.vectors import clustered_vectors
 

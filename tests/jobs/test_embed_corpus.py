@@ -15,11 +15,11 @@ import pytest
 from embedder import Encoder
 from embedder.config import BatchConfig, batch_defaults
 from embedder.errors import EmbedderError
-from jobs.corpus import ColumnSpec
-from jobs.embed_corpus import main, parse_args
-from jobs.embed_run import JobConfig, map_batches_kwargs, prepare, run
-from jobs.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
-from jobs.gpu_capacity import (
+from jobs.common.corpus import ColumnSpec
+from jobs.common.embeddings_io import FINGERPRINT_KEY, inspect_embeddings, read_embeddings
+from jobs.embed_corpus.cli import main, parse_args
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.gpu_capacity import (
     NO_STATUS_SECONDS,
     GpuCapacityError,
     Probes,
@@ -28,7 +28,8 @@ from jobs.gpu_capacity import (
     capacity,
     gpu_capacity,
 )
-from jobs.udfs import ShardTask
+from jobs.embed_corpus.run import map_batches_kwargs, prepare, run
+from jobs.embed_corpus.udfs import ShardTask
 from settings.loader import FieldValueError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
@@ -108,7 +109,7 @@ def test_job_embeds_good_rows_once_quarantines_bad_ones_and_matches_encoder(
     assert info.count == len(good_positions) and info.fingerprint == enc.fingerprint
     assert info.passthrough == ("answer", "category") and info.dimension == 32
     first = next(read_embeddings(info))
-    assert pq.read_schema(info.files[0]).metadata[FINGERPRINT_KEY] == enc.fingerprint.encode()
+    assert pq.read_schema(info.files[0].uri).metadata[FINGERPRINT_KEY] == enc.fingerprint.encode()
     assert first.vectors is not None and first.vectors.dtype == np.float32
 
     # Rerunning a finished job is a no-op that says so.

@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
-from jobs.embed_corpus import command_line
-from jobs.embed_run import JobConfig, run
-from jobs.run_state import DONE_DIR
+from jobs.embed_corpus.cli import command_line
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
+from jobs.embed_corpus.run_state import DONE_DIR
 from testkit.ray_cluster import MiB, multinode_cluster
 from testkit.waiting import wait_until
 

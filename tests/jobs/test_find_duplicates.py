@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs import find_duplicates as job
-from jobs.embeddings_io import write_embeddings_parquet
-from jobs.index_build import build
-from jobs.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
+from jobs.build_index.build import build
+from jobs.common.embeddings_io import write_embeddings_parquet
+from jobs.common.layout import GROUPS_FILE, PAIRS_FILE, SUMMARY_FILE
+from jobs.find_duplicates import cli as job
 from testkit.vectors import clustered_vectors
 
 FP = "sha256:dddddddddddddddd"

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
-from jobs.dedup_run import DedupConfig, run
-from jobs.embeddings_io import write_embeddings_parquet
+from jobs.common.embeddings_io import write_embeddings_parquet
+from jobs.find_duplicates.config import DedupConfig
+from jobs.find_duplicates.run import run
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

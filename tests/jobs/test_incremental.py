@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs.embed_corpus import main
-from jobs.embed_run import JobConfig, run
-from jobs.embeddings_io import TEXT_HASH, inspect_embeddings
-from jobs.run_state import Lease, RunConflict
+from jobs.common.embeddings_io import TEXT_HASH, inspect_embeddings
+from jobs.embed_corpus.cli import main
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
+from jobs.embed_corpus.run_state import Lease, RunConflict
 from testkit.s3_server import S3Server
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"

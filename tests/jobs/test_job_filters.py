@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import find_duplicates, threshold
-from jobs.embeddings_io import write_embeddings_parquet
-from jobs.layout import PAIRS_FILE, SUMMARY_FILE
+from jobs.common.embeddings_io import write_embeddings_parquet
+from jobs.common.layout import PAIRS_FILE, SUMMARY_FILE
+from jobs.find_duplicates import cli as find_duplicates
+from jobs.threshold import cli as threshold
 
 FP = "sha256:eeeeeeeeeeeeeeee"
 N, DIM = 400, 16

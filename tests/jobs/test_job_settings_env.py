@@ -9,9 +9,9 @@ import pytest
 
 from embedder.errors import IndexInvalid
 from index.faiss_index import IndexConfig
-from jobs import build_index
-from jobs.embed_corpus import parse_args
-from jobs.embed_run import JobConfig
+from jobs.build_index import cli as build_index
+from jobs.embed_corpus.cli import parse_args
+from jobs.embed_corpus.config import JobConfig
 
 
 def test_build_index_takes_index_config_from_the_environment(
@@ -98,7 +98,7 @@ def test_every_job_reads_its_settings_the_same_way(
     """Flags win over the job's environment variables, which win over defaults; bad values name their source."""
     import importlib
 
-    parse = importlib.import_module(f"jobs.{module}").parse_args
+    parse = importlib.import_module(f"jobs.{module}.cli").parse_args
     default = getattr(parse(required), field)
     monkeypatch.setenv(env, "0.5")
     assert getattr(parse(required), field) == 0.5 != default

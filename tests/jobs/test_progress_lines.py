@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from export.__main__ import main as export_main
-from jobs import build_index
-from jobs.embeddings_io import write_embeddings_parquet
+from jobs.build_index import cli as build_index
+from jobs.common.embeddings_io import write_embeddings_parquet
 from testkit.vectors import clustered_vectors
 
 

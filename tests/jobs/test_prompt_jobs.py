@@ -25,11 +25,12 @@ from index import store as index_store
 from index.faiss_index import IndexConfig
 from index.prompt import DocumentPrompt
 from index.searcher import IndexSearcher
-from jobs.embed_corpus import main
-from jobs.embed_run import JobConfig, run
-from jobs.embeddings_io import PROMPT_KEY, PROMPT_NAME_KEY, inspect_embeddings
-from jobs.index_build import build
-from jobs.index_update import update
+from jobs.build_index.build import build
+from jobs.build_index.update import update
+from jobs.common.embeddings_io import PROMPT_KEY, PROMPT_NAME_KEY, inspect_embeddings
+from jobs.embed_corpus.cli import main
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 ROWS = 120

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 
-from jobs.corpus import Shard
-from jobs.records import from_record
-from jobs.run_state import ShardStats
+from jobs.common.corpus import Shard
+from jobs.common.records import from_record
+from jobs.embed_corpus.run_state import ShardStats
 
 
 def test_a_shard_comes_back_from_json_equal_with_tuples() -> None:

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedder import Encoder
-from jobs.corpus import Shard, inspect_inputs, plan_shards, resolve_columns
-from jobs.run_state import ShardStats
-from jobs.udfs import EmbedShards, Outcome, ShardTask, process_shards, shard_to_json
+from jobs.common.corpus import Shard, inspect_inputs, plan_shards, resolve_columns
+from jobs.embed_corpus.run_state import ShardStats
+from jobs.embed_corpus.udfs import EmbedShards, Outcome, ShardTask, process_shards, shard_to_json
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample_qa.parquet"
 TIMINGS = {"seconds", "tokenize_seconds", "encode_seconds", "reuse_seconds"}

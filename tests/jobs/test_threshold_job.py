@@ -12,9 +12,9 @@ import pytest
 
 from embedder import Encoder
 from index.thresholds import THRESHOLDS_FILE, lowest_threshold
-from jobs import threshold as job
-from jobs.embeddings_io import write_embeddings_parquet
-from jobs.index_build import build
+from jobs.build_index.build import build
+from jobs.common.embeddings_io import write_embeddings_parquet
+from jobs.threshold import cli as job
 from testkit.vectors import clustered_vectors
 
 PAIRS = [

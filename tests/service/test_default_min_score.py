@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from embedder import Encoder
 from engine.inprocess import InProcessBackend
 from index.thresholds import THRESHOLDS_FILE, at_threshold, write_thresholds
-from jobs import threshold as threshold_job
-from jobs.embeddings_io import write_embeddings_parquet
-from jobs.index_build import build
+from jobs.build_index.build import build
+from jobs.common.embeddings_io import write_embeddings_parquet
+from jobs.threshold import cli as threshold_job
 from service.config import ServingConfig
 from service.core import EmbedService
 from service.http import create_app

@@ -12,8 +12,8 @@ import storage
 from embedder.errors import IndexInvalid
 from index import store as index_store
 from index.searcher import IndexSearcher
-from jobs import index_build
-from jobs.embeddings_io import write_embeddings_parquet
+from jobs.build_index.build import build
+from jobs.common.embeddings_io import write_embeddings_parquet
 from testkit.s3_server import S3Server
 from testkit.vectors import clustered_vectors
 
@@ -41,8 +41,8 @@ def test_versions_on_s3_publish_whole_follow_current_and_roll_back(s3: S3Server,
     emb = "s3://idx/emb/run1"
     vectors = write_embeddings(emb, 1_500, 32, seed=3)
     root = "s3://idx/indexes/faq"
-    first = index_build.build(emb, root, factory="Flat")
-    second = index_build.build(emb, root, factory="IVF16,Flat")
+    first = build(emb, root, factory="Flat")
+    second = build(emb, root, factory="IVF16,Flat")
     assert index_store.list_versions(root) == [first.version, second.version]
     assert storage.read_text(f"{root}/CURRENT").strip() == second.version
 
@@ -62,7 +62,7 @@ def test_a_corrupt_cached_version_is_fetched_again(s3: S3Server, cache: Path) ->
     emb = "s3://idx/emb/run2"
     vectors = write_embeddings(emb, 800, 16, seed=4)
     root = "s3://idx/indexes/cache-test"
-    built = index_build.build(emb, root, factory="Flat")
+    built = build(emb, root, factory="Flat")
     loaded = index_store.open_current(root)
     cached_index = loaded.path / index_store.INDEX_FILE
     assert cached_index.is_file() and str(loaded.path).startswith(str(cache))

@@ -144,7 +144,8 @@ def test_export_to_s3_and_a_worker_loads_and_recovers_a_corrupt_cache(
 def test_embed_s3_to_s3_with_a_worker_node_killed_mid_job(
     cluster: HiddenDiskCluster, minilm_uri: str, corpus_uri: str
 ) -> None:
-    from jobs.embed_run import JobConfig, run
+    from jobs.embed_corpus.config import JobConfig
+    from jobs.embed_corpus.run import run
 
     out = f"s3://{BUCKET}/runs/killed-worker"
     cfg = JobConfig(minilm_uri, corpus_uri, out, shard_rows=SHARD_ROWS, min_actors=2, progress=False)
@@ -216,8 +217,9 @@ def test_index_on_s3_and_serve_match_follows_current_in_the_bucket(
     from ray import serve
 
     from deployments.app import build_app
-    from jobs.embed_run import JobConfig, run
-    from jobs.index_build import build
+    from jobs.build_index.build import build
+    from jobs.embed_corpus.config import JobConfig
+    from jobs.embed_corpus.run import run
 
     emb = f"s3://{BUCKET}/runs/for-index"
     run(JobConfig(minilm_uri, corpus_uri, emb, shard_rows=200, progress=False))

@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs.embed_corpus import main
-from jobs.embed_run import JobConfig, prepare
-from jobs.run_state import LEASE_FILE, RUN_FILE, Lease
+from jobs.embed_corpus.cli import main
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import prepare
+from jobs.embed_corpus.run_state import LEASE_FILE, RUN_FILE, Lease
 from testkit.s3_server import S3Server, s3_server
 
 REPO = Path(__file__).resolve().parents[2]

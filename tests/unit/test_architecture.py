@@ -11,6 +11,8 @@ Rules (docs/architecture.md draws them):
 - the GPU check (scripts/gpu_check.py and its helpers scripts/gpu_*.py) imports no bench module:
   what it shares with the benchmarks (corpus, load driver, machine record) lives in testkit;
 - jobs and deployments are adapters: the core, index, storage, engine and service never import them;
+- inside jobs/, one package per job: a job imports jobs.common and itself, never another job,
+  and jobs.common imports no job;
 - no cycle between project modules, counting imports inside functions too (a lazy import
   that hides a cycle is still a cycle);
 - no runtime module reads os.environ but settings.loader, so every setting from the environment
@@ -141,6 +143,19 @@ def test_no_import_cycles_between_project_modules() -> None:
         if start not in state:
             visit(start, [start])
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_a_job_imports_no_other_job() -> None:
+    bad = []
+    for name, path in modules().items():
+        parts = name.split(".")
+        if parts[0] != "jobs" or len(parts) < 2:
+            continue
+        for imported in imports_of(path, name):
+            other = imported.split(".")
+            if other[0] == "jobs" and len(other) > 1 and other[1] not in ("common", parts[1]):
+                bad.append(f"{name} imports {imported}")
+    assert not bad, "\n".join(sorted(bad))
 
 
 RUNTIME = ("settings", "embedder", "index", "storage", "engine", "service", "jobs", "deployments")

@@ -202,7 +202,7 @@ def test_storage_retries_and_the_job_lease_come_from_the_environment_through_the
 ) -> None:
     """Read when used, not at import, and a bad value names its variable (was a bare ValueError at import)."""
     import storage
-    from jobs.embed_corpus import parse_args
+    from jobs.embed_corpus.cli import parse_args
 
     storage.retry_config.cache_clear()
     monkeypatch.setenv("QM_STORAGE_RETRIES", "5")

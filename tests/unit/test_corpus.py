@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from jobs.corpus import (
+from jobs.common.corpus import (
     ColumnSpec,
     CorpusError,
     attach_duplicates,
@@ -26,7 +26,7 @@ from jobs.corpus import (
     row_ids,
     split_rows,
 )
-from jobs.run_state import DONE_DIR, RunConflict, RunState, ShardStats
+from jobs.embed_corpus.run_state import DONE_DIR, RunConflict, RunState, ShardStats
 
 
 def write(path: Path, row_group_size: int | None = None, **columns: list[object]) -> Path:
@@ -40,11 +40,15 @@ def test_discovery_accepts_file_directory_and_glob(tmp_path: Path) -> None:
     b = write(tmp_path / "d" / "sub" / "b.parquet", question=["y"])
     (tmp_path / "d" / "_SUCCESS").write_text("")
     (tmp_path / "d" / ".a.parquet.crc").write_text("")
-    assert discover_inputs(a) == [str(a)]
-    assert discover_inputs(tmp_path / "d") == [str(a), str(b)]
-    assert discover_inputs(str(tmp_path / "d" / "**" / "*.parquet")) == [str(a), str(b)]
+
+    def found(spec: Path | str) -> list[str]:
+        return [f.uri for f in discover_inputs(storage.resolve(spec))]
+
+    assert found(a) == [str(a)]
+    assert found(tmp_path / "d") == [str(a), str(b)]
+    assert found(str(tmp_path / "d" / "**" / "*.parquet")) == [str(a), str(b)]
     with pytest.raises(CorpusError, match="no input files"):
-        discover_inputs(tmp_path / "nothing-*.parquet")
+        found(tmp_path / "nothing-*.parquet")
 
 
 def test_wrong_inputs_fail_with_the_reason(tmp_path: Path) -> None:

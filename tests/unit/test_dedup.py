@@ -1,4 +1,4 @@
-"""Duplicate detection core (jobs/dedup.py) on hand-made vectors: known pairs and groups, exactly."""
+"""Duplicate detection core (jobs/find_duplicates: exact, near, groups, dedup) on hand-made vectors: known pairs and groups, exactly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from embedder.errors import InvalidInput
-from jobs import dedup
+from jobs.find_duplicates import dedup, exact, groups, near
 
 
 def unit(*rows: list[float]) -> np.ndarray:
@@ -39,9 +39,9 @@ VECTORS = np.array(
 def run(
     ids: list, vectors: np.ndarray, texts: list | None, threshold: float = 0.9, k: int = 3
 ) -> dedup.Dedup:
-    sorted_ids, v, t = dedup.sort_by_id(pa.array(ids), vectors.copy(), texts)
-    keys = dedup.hash_questions(t) if t is not None else None
-    return dedup.find_duplicates(sorted_ids, v, keys, threshold, k)
+    sorted_ids, v, t = groups.sort_by_id(pa.array(ids), vectors.copy(), texts)
+    keys = exact.hash_questions(t) if t is not None else None
+    return dedup.dedup_rows(sorted_ids, v, keys, threshold, k)
 
 
 @pytest.mark.parametrize(
@@ -56,16 +56,16 @@ def run(
     ],
 )
 def test_normalisation_folds_case_width_whitespace_and_trailing_punctuation(a: str, b: str) -> None:
-    assert dedup.normalize_question(a) == b
-    assert dedup.question_key(a) == dedup.question_key(b)
+    assert exact.normalize_question(a) == b
+    assert exact.question_key(a) == exact.question_key(b)
 
 
 def test_normalisation_keeps_what_changes_the_meaning() -> None:
-    assert dedup.normalize_question("¿Dónde está?") == "¿dónde está"  # leading punctuation stays
-    assert dedup.question_key("reset password") != dedup.question_key("reset passwords")
-    assert dedup.question_key("what is f(x)") != dedup.question_key("what is f(x")  # ')' is not Po
-    assert dedup.question_key("?!...") is None  # nothing left: takes no part
-    keys, valid = dedup.hash_questions(["a?", None, "  ", "A"])
+    assert exact.normalize_question("¿Dónde está?") == "¿dónde está"  # leading punctuation stays
+    assert exact.question_key("reset password") != exact.question_key("reset passwords")
+    assert exact.question_key("what is f(x)") != exact.question_key("what is f(x")  # ')' is not Po
+    assert exact.question_key("?!...") is None  # nothing left: takes no part
+    keys, valid = exact.hash_questions(["a?", None, "  ", "A"])
     assert valid.tolist() == [True, False, False, True] and keys[0] == keys[3]
 
 
@@ -116,7 +116,7 @@ def test_outputs_are_identical_across_runs_and_input_orders() -> None:
     centres = unit(*rng.standard_normal((30, 16)).tolist())
     label = rng.integers(0, 30, 300)
     vectors = centres[label] + 0.05 * rng.standard_normal((300, 16)).astype(np.float32)
-    vectors = dedup.unit_rows(vectors.astype(np.float32))
+    vectors = groups.unit_rows(vectors.astype(np.float32))
     ids = [f"q{i:04d}" for i in rng.permutation(300)]
     texts = [f"question {x}" for x in label]
     first, second = run(ids, vectors, texts, k=20), run(ids, vectors, texts, k=20)
@@ -130,7 +130,7 @@ def test_outputs_are_identical_across_runs_and_input_orders() -> None:
     for g in first.groups.to_pylist():
         topics = {label[ids.index(m)] for m in g["member_ids"]}
         assert len(topics) == 1
-        assert g["group_id"] == dedup.group_id(sorted(g["member_ids"]))
+        assert g["group_id"] == groups.group_id(sorted(g["member_ids"]))
         assert g["representative"] == min(g["member_ids"])
 
 
@@ -155,7 +155,7 @@ def test_union_find_matches_a_plain_implementation(seed: int) -> None:
     n = int(rng.integers(5, 400))
     m = int(rng.integers(0, 2 * n))
     a, b = rng.integers(0, n, m), rng.integers(0, n, m)
-    labels = dedup.connected_components(n, a, b)
+    labels = groups.connected_components(n, a, b)
     expected = naive_components(n, list(zip(a.tolist(), b.tolist(), strict=True)))
     # Same partition, and each label is the component's smallest row.
     assert labels.tolist() == [min(i for i in range(n) if expected[i] == expected[x]) for x in range(n)]
@@ -166,20 +166,20 @@ def test_union_find_on_long_chains_in_any_order() -> None:
     rng = np.random.default_rng(0)
     perm = rng.permutation(n)
     a, b = perm[:-1], perm[1:]  # one path through every row, visited in random order
-    assert (dedup.connected_components(n, a, b) == 0).all()
+    assert (groups.connected_components(n, a, b) == 0).all()
     evens = np.arange(0, n - 2, 2)
-    labels = dedup.connected_components(n, evens[::-1], evens[::-1] + 2)  # two chains, reversed
+    labels = groups.connected_components(n, evens[::-1], evens[::-1] + 2)  # two chains, reversed
     assert (labels[0::2] == 0).all() and (labels[1::2] == np.arange(1, n, 2)).all()
 
 
 def test_huge_exact_group_is_listed_as_a_star_but_grouped_whole() -> None:
-    n = dedup.MAX_EXACT_CLIQUE + 6
-    keys, valid = dedup.hash_questions(["Hi!"] * n + ["bye", "Bye."])
-    got = dedup.exact_pairs(keys, valid)
+    n = exact.MAX_EXACT_CLIQUE + 6
+    keys, valid = exact.hash_questions(["Hi!"] * n + ["bye", "Bye."])
+    got = exact.exact_pairs(keys, valid)
     pairs = set(zip(got.a.tolist(), got.b.tolist(), strict=True))
     assert pairs == {(0, j) for j in range(1, n)} | {(n, n + 1)}
     assert got.groups == 2 and got.starred == 1
-    labels = dedup.connected_components(n + 2, got.a, got.b)
+    labels = groups.connected_components(n + 2, got.a, got.b)
     assert (labels[:n] == 0).all() and labels[n + 1] == n
 
 
@@ -192,16 +192,16 @@ def test_k_caps_pairs_per_question_and_is_reported() -> None:
 
 def test_agreement_with_exact_search_counts_missed_pairs() -> None:
     vectors = unit([1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0, 0.99, 0.14], [0, 0, 1])
-    found = dedup.local_search(vectors, k=4, threshold=0.9)
-    full = dedup.check_agreement(vectors, found, 0.9, sample=5)
+    found = near.local_search(vectors, k=4, threshold=0.9)
+    full = near.check_agreement(vectors, found, 0.9, sample=5)
     assert (full.true_pairs, full.found_pairs, full.recall, full.precision) == (4, 4, 1.0, 1.0)
-    dropped = dedup.NearPairs(found.a[:1], found.b[:1], found.score[:1])
-    half = dedup.check_agreement(vectors, dropped, 0.9, sample=5)
+    dropped = near.NearPairs(found.a[:1], found.b[:1], found.score[:1])
+    half = near.check_agreement(vectors, dropped, 0.9, sample=5)
     assert half.recall == 0.5 and half.precision == 1.0
 
 
 def test_repeated_or_null_ids_are_refused() -> None:
     with pytest.raises(InvalidInput, match="repeated id"):
-        dedup.sort_by_id(pa.array([1, 2, 2]), np.zeros((3, 2), np.float32))
+        groups.sort_by_id(pa.array([1, 2, 2]), np.zeros((3, 2), np.float32))
     with pytest.raises(InvalidInput, match="null id"):
-        dedup.sort_by_id(pa.array(["a", None]), np.zeros((2, 2), np.float32))
+        groups.sort_by_id(pa.array(["a", None]), np.zeros((2, 2), np.float32))

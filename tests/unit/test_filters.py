@@ -13,8 +13,8 @@ from index.filter_columns import FILTERS_FILE
 from index.filtered_search import FilterSearchConfig
 from index.filters import evaluate, parse_filter
 from index.searcher import IndexSearcher
-from jobs import build_index
-from jobs.embeddings_io import write_embeddings_parquet
+from jobs.build_index import cli as build_index
+from jobs.common.embeddings_io import write_embeddings_parquet
 from testkit.vectors import clustered_vectors
 
 FP = "sha256:ffffffffffffffff"

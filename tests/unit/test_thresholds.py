@@ -9,8 +9,8 @@ import pytest
 
 from embedder.errors import InvalidInput, ModelMismatch
 from index import thresholds as th
-from jobs.embeddings_io import write_embeddings_parquet
-from jobs.index_build import build
+from jobs.build_index.build import build
+from jobs.common.embeddings_io import write_embeddings_parquet
 from testkit.vectors import clustered_vectors
 
 # Six labelled pairs with known scores, highest first: match, match, not, match, not, not.

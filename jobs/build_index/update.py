@@ -1,6 +1,6 @@
 """`python -m jobs.build_index --embeddings E --out indexes/faq --update`: the next version from CURRENT.
 
-The input is a complete embeddings run (e.g. an incremental one, jobs/incremental.py). Rows are
+The input is a complete embeddings run (e.g. an incremental one, jobs/embed_corpus/incremental.py). Rows are
 diffed against the live version by id and vector: every version's metadata.parquet carries a
 hidden `qm_vector_hash` column (BLAKE2b-128 of the row's float32 bytes), so a row is unchanged
 when its id is there with the same hash, changed when the hash differs, new when its id is not
@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import storage
 from index import store as index_store
 from index.faiss_index import (
     ExactKnn,
@@ -53,8 +54,8 @@ from index.faiss_index import (
 )
 from index.filter_columns import Kind
 from index.store import LoadedIndex
-from jobs.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
-from jobs.index_build import BuildResult, K, build, filter_kinds, pass_one, save_version
+from jobs.build_index.build import BuildResult, K, build, filter_kinds, pass_one, save_version
+from jobs.common.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,8 @@ def cannot_update(loaded: LoadedIndex, info: EmbeddingsInfo, factory: str, metri
 
 
 def update(
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: str | Path | storage.Location,
+    out: str | Path | storage.Location,
     factory: str | None = None,
     metric: str | None = None,
     shards: int = 0,
@@ -175,6 +176,8 @@ def update(
     `filter_columns`: None keeps the live version's filter columns.
     """
     cfg = cfg or IndexConfig()
+    # The public entry: paths and URIs become Locations here, once; everything below takes those.
+    embeddings, out = storage.resolve(embeddings), storage.resolve(out)
     live = index_store.current_version(out)
     if live is None:
         return _rebuild(
@@ -201,8 +204,8 @@ def update(
 def _rebuild(
     reason: str,
     live: str | None,
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: storage.Location,
+    out: storage.Location,
     factory: str | None,
     metric: str | None,
     shards: int,
@@ -229,8 +232,8 @@ def _update(
     loaded: LoadedIndex,
     old: pa.Table,
     info: EmbeddingsInfo,
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: storage.Location,
+    out: storage.Location,
     shards: int,
     cfg: IndexConfig,
     filters: dict[str, Kind],

@@ -1,6 +1,6 @@
 """Input corpus for bulk embedding: find parquet files, check schemas, cut shards, judge rows.
 
-Ray-free. The job (jobs/embed_run.py) calls these in the driver before any work (so wrong
+Ray-free. The job (jobs/embed_corpus/run.py) calls these in the driver before any work (so wrong
 inputs fail fast) and inside its actors (to read one shard and split good rows from bad).
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 import storage
 from embedder.errors import EmbedderError
 from embedder.tokenize import text_problem
-from jobs.records import from_record
+from jobs.common.records import from_record
 
 PARQUET_MAGIC = b"PAR1"
 REASON = "reason"
@@ -76,45 +75,42 @@ class ColumnSpec:
     keep: tuple[str, ...] = field(default_factory=tuple)
 
 
-def discover_inputs(spec: str | os.PathLike[str]) -> list[str]:
-    """Parquet files (as paths or URIs) named by a file, a directory / prefix (recursive) or a glob.
+def discover_inputs(loc: storage.Location) -> list[storage.Location]:
+    """Parquet files named by a file, a directory / prefix (recursive) or a glob.
 
-    Sorted; raises CorpusError when nothing matches, StorageError when the place cannot be listed.
+    Sorted by URI; raises CorpusError when nothing matches, StorageError when the place cannot be listed.
     """
-    loc = storage.resolve(spec)
     kind = storage.info(loc).type
     if kind == pafs.FileType.File:
-        return [loc.uri]
+        return [loc]
     if kind == pafs.FileType.Directory:
         root = loc.path.rstrip("/") + "/"
         # Hidden and underscore files are writer bookkeeping (_SUCCESS, .crc), as Spark/Ray Data treat them.
         found = [
-            storage.located(loc, f.path).uri
+            storage.located(loc, f.path)
             for f in storage.list_files(loc)
             if not any(part.startswith((".", "_")) for part in f.path[len(root) :].split("/"))
         ]
     elif loc.is_local:
-        found = sorted(p for p in glob.glob(loc.path, recursive=True) if Path(p).is_file())
+        found = [storage.located(loc, p) for p in glob.glob(loc.path, recursive=True) if Path(p).is_file()]
     else:
         found = _glob_remote(loc)
     if not found:
-        raise CorpusError(f"no input files found at {spec!s} (a parquet file, a directory or a glob)")
-    return sorted(found)
+        raise CorpusError(f"no input files found at {loc} (a parquet file, a directory or a glob)")
+    return sorted(found, key=lambda f: f.uri)
 
 
-def _glob_remote(loc: storage.Location) -> list[str]:
+def _glob_remote(loc: storage.Location) -> list[storage.Location]:
     """Object stores cannot glob: list below the pattern's fixed prefix and match names."""
     pattern = loc.path
     fixed = pattern[: min((pattern.find(c) for c in "*?[" if c in pattern), default=len(pattern))]
     base = storage.located(loc, fixed.rsplit("/", 1)[0])
     return [
-        storage.located(loc, f.path).uri
-        for f in storage.list_files(base)
-        if fnmatch.fnmatchcase(f.path, pattern)
+        storage.located(loc, f.path) for f in storage.list_files(base) if fnmatch.fnmatchcase(f.path, pattern)
     ]
 
 
-def read_footer(path: str) -> pq.FileMetaData:
+def read_footer(path: storage.Location) -> pq.FileMetaData:
     """A parquet file's footer; CorpusError when the file is not parquet or cannot be read."""
     try:
         head = storage.read_range(path, 0, 4)
@@ -130,10 +126,13 @@ def read_footer(path: str) -> pq.FileMetaData:
 TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
 
 
-def inspect_inputs(files: Sequence[str], columns: ColumnSpec) -> list[InputFile]:
-    """Read every footer; raise CorpusError naming the first unreadable file or wrong column."""
+def inspect_inputs(files: Sequence[str | storage.Location], columns: ColumnSpec) -> list[InputFile]:
+    """Read every footer; raise CorpusError naming the first unreadable file or wrong column.
+
+    A path or URI (as recorded in _RUN.json) is resolved here, once per file."""
     out: list[InputFile] = []
-    for f in files:
+    for spec in files:
+        f = storage.resolve(spec)
         meta = read_footer(f)
         schema = meta.schema.to_arrow_schema()
         wanted = [columns.text, *([columns.id] if columns.id else []), *columns.keep]
@@ -154,7 +153,7 @@ def inspect_inputs(files: Sequence[str], columns: ColumnSpec) -> list[InputFile]
         stat = storage.info(f)
         rg_rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         mtime_ns = int(stat.mtime_ns) if stat.mtime_ns is not None else 0
-        out.append(InputFile(storage.resolve(f).uri, meta.num_rows, rg_rows, int(stat.size or 0), mtime_ns))
+        out.append(InputFile(f.uri, meta.num_rows, rg_rows, int(stat.size or 0), mtime_ns))
     return out
 
 
@@ -163,7 +162,9 @@ def shard_from_dict(data: dict[str, Any]) -> Shard:
     return from_record(Shard, data)
 
 
-def resolve_columns(first_file: str, text: str, id_column: str | None, keep: Sequence[str]) -> ColumnSpec:
+def resolve_columns(
+    first_file: storage.Location, text: str, id_column: str | None, keep: Sequence[str]
+) -> ColumnSpec:
     """Pick the id column: the one named, else 'id' when present, else generated row positions."""
     names = read_footer(first_file).schema.to_arrow_schema().names
     if id_column is None and "id" in names:

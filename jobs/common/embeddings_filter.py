@@ -21,8 +21,13 @@ import storage
 from embedder.errors import InvalidInput
 from index.filter_columns import Kind, column_kind, filter_table
 from index.filters import Filter, evaluate, parse_filter
-from jobs.embeddings_io import EmbeddingsInfo, inspect_embeddings, read_embeddings, write_embeddings_parquet
-from jobs.layout import part_name
+from jobs.common.embeddings_io import (
+    EmbeddingsInfo,
+    inspect_embeddings,
+    read_embeddings,
+    write_embeddings_parquet,
+)
+from jobs.common.layout import part_name
 from settings.loader import FieldValueError
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import storage
 from embedder.errors import IndexInvalid, ModelMismatch
 from index.prompt import NO_PROMPT, DocumentPrompt
-from jobs.layout import PART_GLOB, is_part_file
+from jobs.common.layout import PART_GLOB, is_part_file
 
 FINGERPRINT_KEY = b"qm.fingerprint"
 DIMENSION_KEY = b"qm.dimension"
@@ -27,7 +27,7 @@ PROMPT_KEY = b"qm.prompt"
 PROMPT_NAME_KEY = b"qm.prompt_name"
 EMBEDDING = "embedding"
 # Hash of the exact text each vector was made from, with the artifact fingerprint (16 bytes,
-# jobs/incremental.py): lets a later run reuse the vector. Bookkeeping, not a passthrough column.
+# jobs/embed_corpus/incremental.py): lets a later run reuse the vector. Bookkeeping, not a passthrough column.
 TEXT_HASH = "qm_text_hash"
 HASH_BYTES = 16
 RESERVED_COLUMNS = ("id", EMBEDDING, TEXT_HASH)
@@ -124,7 +124,7 @@ def _all_ints(ids: Sequence[Any] | np.ndarray) -> bool:
 class EmbeddingsInfo:
     """What an embeddings directory holds, from parquet footers only (no data read)."""
 
-    files: tuple[str, ...]  # paths or URIs
+    files: tuple[storage.Location, ...]
     rows_per_file: tuple[int, ...]
     dimension: int
     fingerprint: str
@@ -149,13 +149,12 @@ class EmbeddingsInfo:
         return tuple(starts)
 
 
-def embedding_files(directory: str | os.PathLike[str]) -> list[str]:
-    """The part-*.parquet files (paths or URIs) of an embeddings directory, sorted (quarantine/ excluded)."""
-    root = storage.resolve(directory)
+def embedding_files(root: storage.Location) -> list[storage.Location]:
+    """The part-*.parquet files of an embeddings directory, sorted (quarantine/ excluded)."""
     if not storage.is_dir(root):
         raise IndexInvalid(f"embeddings directory {root} does not exist")
     files = [
-        storage.located(root, f.path).uri
+        storage.located(root, f.path)
         for f in storage.list_files(root, recursive=False)
         if is_part_file(f.base_name)
     ]
@@ -164,13 +163,15 @@ def embedding_files(directory: str | os.PathLike[str]) -> list[str]:
     return files
 
 
-def _name(uri: str) -> str:
-    return uri.rstrip("/").rsplit("/", 1)[-1]
+def _name(loc: storage.Location) -> str:
+    return loc.name
 
 
-def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
-    """Check every file's schema and metadata agree (fingerprint, dimension, columns) and summarise."""
-    files = embedding_files(directory)
+def inspect_embeddings(directory: str | os.PathLike[str] | storage.Location) -> EmbeddingsInfo:
+    """Check every file's schema and metadata agree (fingerprint, dimension, columns) and summarise.
+
+    A path or URI is resolved here, once (callers inside the jobs pass the Location they hold)."""
+    files = embedding_files(storage.resolve(directory))
     fingerprints: dict[str, list[str]] = {}
     prompts: dict[DocumentPrompt, list[str]] = {}
     first: tuple[int, str, tuple[str, ...], bool, bool] | None = None
@@ -212,7 +213,7 @@ def inspect_embeddings(directory: str | os.PathLike[str]) -> EmbeddingsInfo:
     )
 
 
-def _file_shape(f: str, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool, bool]:
+def _file_shape(f: storage.Location, schema: pa.Schema) -> tuple[int, str, tuple[str, ...], bool, bool]:
     if "id" not in schema.names or EMBEDDING not in schema.names:
         raise IndexInvalid(f"{_name(f)}: needs columns 'id' and '{EMBEDDING}', has {schema.names}")
     emb = schema.field(EMBEDDING).type

@@ -2,13 +2,13 @@
 
     python -m jobs.embed_corpus --artifact A --input I --output runs/day2 --previous runs/day1
 
-The reuse key of a row is `qm_text_hash` (jobs.embeddings_io.TEXT_HASH): BLAKE2b-128 over the
+The reuse key of a row is `qm_text_hash` (jobs.common.embeddings_io.TEXT_HASH): BLAKE2b-128 over the
 artifact fingerprint, a NUL byte and the text as the job read it from the input, UTF-8 encoded.
 That string is exactly what the job hands to the tokenizer, after the run's prompt (--prompt-name,
 else the model's document prompt), so equal keys mean equal model input and, with the same
 artifact and prompt, the same vector: a previous run embedded with another prompt is refused
 (`open_previous`), like one of another artifact. No normalisation is applied (not even the casefold
-and whitespace folding of jobs/dedup.py, nor the tokenizer's own lower-casing): two texts that
+and whitespace folding of jobs/find_duplicates/dedup.py, nor the tokenizer's own lower-casing): two texts that
 differ only in case or spacing can tokenize differently (cased models, whitespace-sensitive
 vocabularies), and the key must never depend on tokenizer internals. Every run writes the column,
 so any complete run can be the --previous of the next one.
@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import storage
 from embedder.errors import EmbedderError, ModelMismatch
 from index.prompt import NO_PROMPT, DocumentPrompt
-from jobs.embeddings_io import (
+from jobs.common.embeddings_io import (
     EMBEDDING,
     HASH_BYTES,
     TEXT_HASH,
@@ -45,8 +45,8 @@ from jobs.embeddings_io import (
     inspect_embeddings,
     to_matrix,
 )
-from jobs.layout import RUN_FILE, SUMMARY_FILE, is_part_file, part_name
-from jobs.run_state import live_lease, read_markers
+from jobs.common.layout import RUN_FILE, SUMMARY_FILE, is_part_file, part_name
+from jobs.embed_corpus.run_state import live_lease, read_markers
 
 KEY_DTYPE = f"S{HASH_BYTES}"
 
@@ -216,7 +216,7 @@ def read_ids_and_keys(files: Sequence[str], what: str) -> tuple[pa.Table, list[n
 
 
 def open_previous(
-    spec: str,
+    loc: storage.Location,
     output: storage.Location,
     fingerprint: str,
     artifact: str,
@@ -231,7 +231,6 @@ def open_previous(
     disagree with its journal or cannot be read, ids of another type or kind (an id column on one
     side, generated row positions on the other), no reuse keys.
     """
-    loc = storage.resolve(spec)
     if loc.uri.rstrip("/") == output.uri.rstrip("/"):
         raise PreviousRunError(
             f"--previous {loc} is this run's --output; name the earlier run's output directory"
@@ -295,7 +294,7 @@ def open_previous(
     dimension = 0
     if files:
         try:
-            info = inspect_embeddings(loc.uri)
+            info = inspect_embeddings(loc)
         except EmbedderError as exc:
             raise PreviousRunError(f"previous run {loc} is unreadable: {exc}") from exc
         if info.fingerprint != fingerprint:
@@ -314,7 +313,7 @@ def open_previous(
                 f"previous run {loc} has no {TEXT_HASH} column (written by an older embed_corpus "
                 "or another tool); run one full embed without --previous first"
             )
-        wrong = [f for f, n in zip(info.files, info.rows_per_file, strict=True) if n != expected[_base(f)]]
+        wrong = [f.uri for f, n in zip(info.files, info.rows_per_file, strict=True) if n != expected[f.name]]
         if wrong:
             raise PreviousRunError(f"previous run {loc}: row counts differ from its journal in {wrong[:3]}")
         dimension = info.dimension

@@ -17,7 +17,7 @@ import ray
 
 from embedder.errors import IndexInvalid
 from index.faiss_index import ExactKnn, IndexConfig, VectorIndex
-from jobs.embeddings_io import EmbeddingsInfo, read_embeddings
+from jobs.common.embeddings_io import EmbeddingsInfo, read_embeddings
 
 
 def ensure_ray() -> None:

@@ -28,9 +28,9 @@ from typing import Any
 
 import storage
 from embedder.errors import EmbedderError
-from jobs.corpus import Shard, shard_from_dict
-from jobs.layout import DONE_DIR, LEASE_FILE, RUN_FILE, SUMMARY_FILE
-from jobs.records import from_record
+from jobs.common.corpus import Shard, shard_from_dict
+from jobs.common.layout import DONE_DIR, LEASE_FILE, RUN_FILE, SUMMARY_FILE
+from jobs.common.records import from_record
 
 # Fields of _RUN.json that must match for a rerun to resume rather than refuse.
 # "previous" (the --previous output an incremental run reuses vectors from) is absent/None in full runs.

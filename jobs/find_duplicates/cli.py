@@ -5,7 +5,7 @@
         [--threshold 0.9] [--k 20] [--index indexes/faq [--index-version V]] [--check-sample 1000]
 
 E, O, the corpus and the index root are local paths or URIs (s3://, ...). How the run works:
-jobs/dedup_run.py; the pair and group logic: jobs/dedup.py.
+jobs/find_duplicates/run.py; the pair and group logic: jobs/find_duplicates/dedup.py.
 
 Output: pairs.parquet (id_a < id_b, score, kind), groups.parquet (group_id, member_ids,
 representative, size) and, written last, _SUMMARY.json. Wrong input exits 2 with one line.
@@ -13,12 +13,12 @@ representative, size) and, written last, _SUMMARY.json. Wrong input exits 2 with
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.cli import JobArgumentParser, run_job
-from jobs.dedup_run import DedupConfig, run
+from jobs.common.cli import JobArgumentParser, run_job
+from jobs.find_duplicates.config import DedupConfig
+from jobs.find_duplicates.run import run
 
 
 def one_line(summary: dict[str, Any]) -> str:
@@ -76,7 +76,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: 0 on success, 2 on wrong input (one line on stderr)."""
     cfg = parse_args(argv)
     return run_job("find_duplicates", lambda: run(cfg), one_line)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ from embedder.errors import EmbedderError, ModelMismatch
 from embedder.session import RuntimeInfo
 from embedder.tokenize import Tokenized
 from index.prompt import NO_PROMPT, DocumentPrompt
-from jobs.corpus import (
+from jobs.common.corpus import (
     ColumnSpec,
     Shard,
     quarantine_table,
@@ -35,9 +35,9 @@ from jobs.corpus import (
     shard_from_dict,
     split_rows,
 )
-from jobs.embed_output import embeddings_table, write_shard_outputs
-from jobs.incremental import ReuseIndex, resolve_reuse, text_hashes
-from jobs.run_state import ShardStats
+from jobs.embed_corpus.incremental import ReuseIndex, resolve_reuse, text_hashes
+from jobs.embed_corpus.output import embeddings_table, write_shard_outputs
+from jobs.embed_corpus.run_state import ShardStats
 
 TOO_LONG_POLICIES = ("truncate", "quarantine")
 ERROR_FIELD = "error"  # per-shard result column: "" when the shard succeeded, else the reason

@@ -3,7 +3,7 @@
 Pairs are scored by their texts (the artifact's Encoder) or by their ids (stored vectors of an
 embeddings run); the report is precision and recall over thresholds and the lowest threshold
 reaching the target, which `run` can store as an index version's default min_score
-(index/thresholds.py). The command line is jobs/threshold.py.
+(index/thresholds.py). The command line is jobs/threshold/cli.py.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from embedder.errors import IndexInvalid, InvalidInput
 from embedder.progress import QUIET, Progress
 from index import store as index_store
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
-from jobs.embeddings_filter import parse_filter_setting, row_mask
-from jobs.embeddings_io import inspect_embeddings, read_embeddings
+from jobs.common.embeddings_filter import parse_filter_setting, row_mask
+from jobs.common.embeddings_io import inspect_embeddings, read_embeddings
 from settings.loader import check_field
 
 

@@ -1,7 +1,7 @@
 """Embed a parquet corpus with Ray Data: `python -m jobs.embed_corpus --artifact A --input I --output O`.
 
 A, I and O are local paths or URIs (s3://, gs://, ...). Rerunning the same command resumes; every
-good row lands in the output exactly once (how: jobs/embed_run.py).
+good row lands in the output exactly once (how: jobs/embed_corpus/run.py).
 
 `--device gpu` runs the pool on GPU nodes with the CUDA provider and GPU-sized batches; each
 actor call takes several shards and overlaps their reads and writes with the model. The job
@@ -12,7 +12,7 @@ Texts get the model's document prompt (sentence-transformers' encode_document ru
 "passage: "), or the one `--prompt-name` names; the summary and every part file record it, and an
 index built from the output only serves a model that gives documents the same prompt.
 
-`--previous P` makes the run incremental (jobs/incremental.py): rows whose exact text was embedded
+`--previous P` makes the run incremental (jobs/embed_corpus/incremental.py): rows whose exact text was embedded
 in the complete earlier run P with the same artifact take P's vector, only new or changed texts go
 through the model, and the output is still a complete, self-contained run of the current input.
 """
@@ -25,9 +25,10 @@ from typing import Any
 
 from embedder.cli_flags import add_runtime_flags
 from embedder.config import batch_defaults
-from jobs.cli import JobArgumentParser, run_job
-from jobs.embed_run import JobConfig, run
-from jobs.udfs import TOO_LONG_POLICIES
+from jobs.common.cli import JobArgumentParser, run_job
+from jobs.embed_corpus.config import JobConfig
+from jobs.embed_corpus.run import run
+from jobs.embed_corpus.udfs import TOO_LONG_POLICIES
 
 
 def one_line(summary: dict[str, Any]) -> str:
@@ -69,7 +70,7 @@ def command_line(artifact: str, input: str, output: str, *flags: str) -> list[st
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     """CLI flags -> JobConfig: flags given win over QM_JOB_<FIELD> environment variables, which win over defaults."""
     # Defaults are the JobConfig field defaults (shown in --help); unset flags stay out of the namespace
-    # so that the QM_JOB_* environment can fill them (jobs.cli.JobArgumentParser).
+    # so that the QM_JOB_* environment can fill them (jobs.common.cli.JobArgumentParser).
     p = JobArgumentParser("embed_corpus", __doc__, "QM_JOB_")
     p.add_argument("--artifact", required=True, help="exported model directory")
     p.add_argument("--input", required=True, help="parquet file, directory or glob")
@@ -154,7 +155,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: exit 0 on success (or nothing to do), 2 on wrong input."""
     cfg = parse_args(argv)
     return run_job("embed_corpus", lambda: run(cfg), one_line)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,23 +3,22 @@
     python -m jobs.build_index --embeddings runs/emb --out indexes/faq [--factory auto|<faiss factory>]
         [--metric ip|l2] [--shards N] [--filter-columns category,language,updated]
     python -m jobs.build_index --out indexes/faq --rollback
-    python -m jobs.build_index --embeddings runs/emb2 --out indexes/faq --update   (jobs/index_update.py)
+    python -m jobs.build_index --embeddings runs/emb2 --out indexes/faq --update   (jobs/build_index/update.py)
 
-A thin command line over jobs/index_build.py (full builds) and jobs/index_update.py (--update).
+A thin command line over jobs/build_index/build.py (full builds) and jobs/build_index/update.py (--update).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from embedder.progress import Progress
 from index import store as index_store
 from index.faiss_index import IndexConfig
-from jobs.cli import JobArgumentParser, run_job
-from jobs.index_build import build
-from jobs.index_update import update
+from jobs.build_index.build import build
+from jobs.build_index.update import update
+from jobs.common.cli import JobArgumentParser, run_job
 from settings.loader import from_mapping
 
 
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         return {"line": f"rolled back {args.out}: CURRENT = {version}"}
     cfg = from_mapping(IndexConfig, None, "QM_INDEX_")  # e.g. QM_INDEX_TARGET_RECALL=0.98
     if args.shards > 1:
-        from jobs.index_shards import ensure_ray
+        from jobs.build_index.shards import ensure_ray
 
         ensure_ray()
     columns = _split(args.filter_columns)
@@ -103,7 +102,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 done, 2 wrong input or a refused build)."""
     args = parse_args(argv)
     return run_job("build_index", lambda: run(args), lambda summary: summary["line"])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

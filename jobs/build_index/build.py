@@ -3,7 +3,7 @@
 Two streaming passes keep memory bounded by one batch plus the samples: pass 1 writes
 metadata.parquet, checks ids and draws the training / recall samples; pass 2 adds vectors (here,
 or on Ray actors with shards) and computes exact neighbours of the recall queries on the way.
-jobs/index_update.py reuses pass 1 and save_version for --update.
+jobs/build_index/update.py reuses pass 1 and save_version for --update.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from index import store as index_store
 from index.faiss_index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
 from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
 from index.store import IndexManifest
-from jobs.embeddings_io import (
+from jobs.common.embeddings_io import (
     HASH_BYTES,
     EmbeddingsInfo,
     hashes_to_arrow,
     inspect_embeddings,
     read_embeddings,
 )
-from jobs.layout import SUMMARY_FILE
+from jobs.common.layout import SUMMARY_FILE
 
 K = 10  # recall@10 is what the manifest records
 
@@ -86,8 +86,8 @@ def vector_hashes(vectors: np.ndarray) -> np.ndarray:
 
 
 def build(
-    embeddings: str | Path,
-    out: str | Path,
+    embeddings: str | Path | storage.Location,
+    out: str | Path | storage.Location,
     factory: str = "auto",
     metric: str = "ip",
     shards: int = 0,
@@ -104,6 +104,8 @@ def build(
     """
     cfg = cfg or IndexConfig()
     started = time.perf_counter()
+    # The public entry: paths and URIs become Locations here, once; everything below takes those.
+    embeddings, out = storage.resolve(embeddings), storage.resolve(out)
     info = inspect_embeddings(embeddings)
     filters = filter_kinds(info, filter_columns)  # refuse a bad column before any work
     # Shards merge inverted lists, so a sharded build is IVF even where auto would pick Flat.
@@ -126,7 +128,7 @@ def build(
             with progress.step(f"training {chosen} on {len(samples.train)} vectors"):
                 index.train(samples.train)
         if shards > 1:
-            from jobs.index_shards import add_sharded  # imports ray only when asked for
+            from jobs.build_index.shards import add_sharded  # imports ray only when asked for
 
             with progress.step(f"pass 2: adding {info.count} vectors on {shards} Ray actors"):
                 index, truth = add_sharded(index, info, samples.queries, K + 1, shards, cfg)
@@ -174,7 +176,7 @@ def save_version(
     metric: str,
     recall: float,
     started: float,
-    embeddings: str | Path,
+    embeddings: storage.Location,
     cfg: IndexConfig,
     shards: int,
     update: dict[str, Any] | None,
@@ -292,8 +294,8 @@ def _add_local(
     return exact.ids
 
 
-def _source_summary(embeddings: str | Path) -> dict | None:
-    path = storage.resolve(embeddings).child(SUMMARY_FILE)
+def _source_summary(embeddings: storage.Location) -> dict | None:
+    path = embeddings.child(SUMMARY_FILE)
     if not storage.is_file(path):
         return None
     summary: dict = storage.read_json(path)

@@ -15,12 +15,11 @@ stored); 2: wrong input (one line on stderr).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jobs.cli import JobArgumentParser, run_job
-from jobs.threshold_run import ThresholdConfig, format_table, run
+from jobs.common.cli import JobArgumentParser, run_job
+from jobs.threshold.run import ThresholdConfig, format_table, run
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ThresholdConfig:
@@ -60,7 +59,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda rep: printed(cfg, rep),
         lambda rep: 0 if rep["chosen"] is not None else 1,
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

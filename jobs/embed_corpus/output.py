@@ -1,6 +1,6 @@
 """Write one shard's embeddings and quarantine parquet files, each all-or-nothing (storage).
 
-Uses the contract's column and metadata names from jobs.embeddings_io. A re-executed shard (a
+Uses the contract's column and metadata names from jobs.common.embeddings_io. A re-executed shard (a
 retried task after a node died, or a resumed run) rewrites the same file names with the same
 content, so the output never holds a row twice, on local disk or an object store.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 
 import storage
-from jobs.embeddings_io import embeddings_table
-from jobs.layout import QUARANTINE_DIR, part_name
+from jobs.common.embeddings_io import embeddings_table
+from jobs.common.layout import QUARANTINE_DIR, part_name
 
 __all__ = ["embeddings_table", "remove_temp_files", "write_shard_outputs"]
 
