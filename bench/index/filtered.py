@@ -4,7 +4,7 @@ unfiltered query, and the filter columns' memory, at filters selecting 50%, 5%, 
     python -m bench.index filter [--rows 1000000] [--dim 384] [--queries 300] [--out bench/results/index_filter.json]
 
 Vectors are testkit.vectors' clustered vectors (as `bench.index latency`); the index is the IVF-Flat the auto factory picks at
-1M (built and tuned by index.faiss_index.build_index). A "category" string column gives each
+1M (built and tuned by index.tuning.build_in_memory). A "category" string column gives each
 selectivity its own value, assigned at random: the filter does not follow the clusters, so the
 filtered neighbours are the unfiltered (10/selectivity)-th neighbours. A timestamp column is
 stored too, for its memory. Each query is timed unfiltered and with each filter in turn (the same
@@ -24,10 +24,11 @@ import pyarrow as pa
 
 from bench.index.latency import faiss_build
 from bench.runner import RESULTS, Benchmark
-from index.faiss_index import ExactKnn, IndexConfig, build_index, choose_factory
+from index.faiss_index import IndexConfig, choose_factory
 from index.filter_columns import FilterTable, filter_table
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from index.filters import evaluate, parse_filter
+from index.tuning import ExactKnn, build_in_memory
 from testkit.vectors import clustered_vectors
 
 SELECTIVITIES = (0.5, 0.05, 0.005, 0.0001)
@@ -79,7 +80,7 @@ def run(n: int, dim: int, n_queries: int, factory: str, seed: int) -> dict[str, 
     both = clustered_vectors(n + n_queries, dim, seed=seed)
     vectors, queries = both[:n], both[n:]
     started = time.perf_counter()
-    index, report = build_index(vectors, factory, "ip", cfg)
+    index, report = build_in_memory(vectors, factory, "ip", cfg)
     build_s = time.perf_counter() - started
     gather_bytes = ensure_gatherable(index)
     table, names = filter_columns(n, seed + 2)

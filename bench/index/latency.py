@@ -22,7 +22,8 @@ import faiss
 import numpy as np
 
 from bench.runner import RESULTS, Benchmark, median_spread, ratios, run_rounds
-from index.faiss_index import IndexConfig, VectorIndex, build_index, choose_factory
+from index.faiss_index import IndexConfig, VectorIndex, choose_factory
+from index.tuning import build_in_memory
 from testkit.machine import read_cpuinfo
 from testkit.vectors import clustered_vectors
 
@@ -63,7 +64,7 @@ def bench_size(n: int, dim: int, factories: Sequence[str], cfg: IndexConfig, rou
     indexes: dict[str, VectorIndex] = {}
     for factory in factories:
         started = time.perf_counter()
-        index, report = build_index(vectors, factory, "ip", cfg)
+        index, report = build_in_memory(vectors, factory, "ip", cfg)
         build_s = time.perf_counter() - started  # includes the recall measurement and tuning
         index.search(queries[:BATCH], K)  # warm-up: the first round's first factory is not cold
         indexes[factory] = index

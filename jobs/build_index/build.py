@@ -25,9 +25,10 @@ import storage
 from embedder.errors import IndexInvalid
 from embedder.progress import QUIET, Progress
 from index import store as index_store
-from index.faiss_index import ExactKnn, IndexConfig, VectorIndex, choose_factory, sample_rows, tune_search
+from index.faiss_index import IndexConfig, VectorIndex, choose_factory
 from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
 from index.store import IndexManifest
+from index.tuning import ExactKnn, sample_rows, tune_search
 from jobs.common.embeddings_io import (
     HASH_BYTES,
     EmbeddingsInfo,

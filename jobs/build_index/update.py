@@ -43,17 +43,10 @@ import pyarrow.compute as pc
 
 import storage
 from index import store as index_store
-from index.faiss_index import (
-    ExactKnn,
-    IndexConfig,
-    VectorIndex,
-    choose_factory,
-    sample_rows,
-    search_knob,
-    tune_search,
-)
+from index.faiss_index import IndexConfig, VectorIndex, choose_factory
 from index.filter_columns import Kind
 from index.store import LoadedIndex
+from index.tuning import ExactKnn, sample_rows, search_knob, tune_search
 from jobs.build_index.build import BuildResult, K, build, filter_kinds, pass_one, save_version
 from jobs.common.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 

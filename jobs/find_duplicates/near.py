@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from index.faiss_index import VectorIndex, build_index, sample_rows
+from index.faiss_index import VectorIndex
+from index.tuning import build_in_memory, sample_rows
 
 SCORE_TOLERANCE = 1e-6
 # Queries per FAISS call and per exact re-scoring step: (rows * (k+1) * dim) floats gathered at once.
@@ -107,7 +108,7 @@ def local_search(vectors: np.ndarray, k: int, threshold: float, factory: str = "
     """The near stage in this process: build an index over `vectors`, search every row."""
     if len(vectors) < 2:
         return NearPairs.empty()
-    index, _ = build_index(vectors, factory, "ip")
+    index, _ = build_in_memory(vectors, factory, "ip")
     return near_pairs(index, vectors, 0, len(vectors), k, threshold)
 
 

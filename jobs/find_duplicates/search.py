@@ -18,7 +18,8 @@ import storage
 from embedder.errors import IndexInvalid, ModelMismatch
 from embedder.progress import QUIET, Progress
 from index import store as index_store
-from index.faiss_index import VectorIndex, build_index
+from index.faiss_index import VectorIndex
+from index.tuning import build_in_memory
 from jobs.common.embeddings_io import EmbeddingsInfo
 from jobs.find_duplicates.config import DedupConfig
 from jobs.find_duplicates.near import Agreement, NearPairs, check_agreement, near_pairs
@@ -94,11 +95,11 @@ def load_index(cfg: DedupConfig, root: storage.Location, version: str, ids: pa.A
 
 @ray.remote(num_cpus=1)
 def built_index(vectors: np.ndarray, factory: str, threads: int) -> IndexBlob:
-    """index.faiss_index.build_index over all rows (inner product, tuned to recall@10), serialised for
+    """index.tuning.build_in_memory over all rows (inner product, tuned to recall@10), serialised for
     the search actors: a Ray task, so the build runs off the driver's node."""
     faiss.omp_set_num_threads(threads)
     started = time.perf_counter()
-    index, report = build_index(vectors, factory, "ip")
+    index, report = build_in_memory(vectors, factory, "ip")
     recall = report.recall_at_10
     return IndexBlob(
         data=index.to_bytes(),

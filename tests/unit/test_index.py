@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 
 from embedder.errors import IndexInvalid, InvalidInput
-from index.faiss_index import (
-    ExactKnn,
-    IndexConfig,
-    VectorIndex,
-    build_index,
-    choose_factory,
-    full_vector_bytes,
-    recall_at_k,
-    sq8_bytes,
-)
+from index.faiss_index import IndexConfig, VectorIndex, choose_factory, full_vector_bytes, sq8_bytes
+from index.tuning import ExactKnn, build_in_memory, recall_at_k
 from testkit.vectors import clustered_vectors
 
 
@@ -61,7 +53,7 @@ def test_bad_factory_and_metric_are_clear_errors() -> None:
 
 
 def test_search_returns_own_row_first_and_scores_sorted(small: np.ndarray) -> None:
-    index, _ = build_index(small, "IVF64,Flat", "ip")
+    index, _ = build_in_memory(small, "IVF64,Flat", "ip")
     scores, ids = index.search(small[:200], 5)
     assert (ids[:, 0] == np.arange(200)).mean() > 0.99
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
@@ -69,7 +61,7 @@ def test_search_returns_own_row_first_and_scores_sorted(small: np.ndarray) -> No
 
 
 def test_l2_scores_are_negated_squared_distances(small: np.ndarray) -> None:
-    index, report = build_index(small, "Flat", "l2")
+    index, report = build_in_memory(small, "Flat", "l2")
     scores, ids = index.search(small[:10] * 0.5, 3)
     want = -(((small[ids[:, 0]] - small[:10] * 0.5) ** 2).sum(axis=1))
     np.testing.assert_allclose(scores[:, 0], want, rtol=1e-4, atol=1e-4)
@@ -94,7 +86,7 @@ def test_flat_refuses_out_of_order_ids(small: np.ndarray) -> None:
 
 
 def test_save_load_round_trip_keeps_results_and_params(small: np.ndarray, tmp_path: Path) -> None:
-    index, _ = build_index(small, "IVF64,Flat", "ip", IndexConfig(nprobe=4, target_recall=0.999))
+    index, _ = build_in_memory(small, "IVF64,Flat", "ip", IndexConfig(nprobe=4, target_recall=0.999))
     before = index.search(small[:100], 10)
     path = tmp_path / "x.faiss"
     size = index.save(path)
@@ -118,7 +110,7 @@ def test_exact_knn_streamed_equals_one_shot(small: np.ndarray) -> None:
 
 
 def test_recall_measures_a_bad_index_as_bad(small: np.ndarray) -> None:
-    index, _ = build_index(small, "IVF64,Flat", "ip", IndexConfig(max_nprobe=1, nprobe=1))
+    index, _ = build_in_memory(small, "IVF64,Flat", "ip", IndexConfig(max_nprobe=1, nprobe=1))
     assert recall_at_k(index, small, 300) < 0.9
     index.set_search_params({"nprobe": 64})  # nprobe = nlist is exhaustive
     assert recall_at_k(index, small, 300) == 1.0
@@ -128,7 +120,7 @@ def test_recall_measures_a_bad_index_as_bad(small: np.ndarray) -> None:
 def test_auto_ivf_reaches_recall_on_100k_clustered_corpus() -> None:
     # dim 384 (all-MiniLM-L6-v2's), clustered like sentence embeddings (see clustered_vectors)
     vectors = clustered_vectors(100_000, 384, seed=7)
-    index, report = build_index(vectors, "auto", "ip")
+    index, report = build_in_memory(vectors, "auto", "ip")
     assert index.factory.startswith("IVF") and index.size == 100_000
     assert report.recall_at_10 >= 0.95
     # independently of the tuning loop: recall on other sampled rows

@@ -10,9 +10,9 @@ import pytest
 
 from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
 from index import store as index_store
-from index.faiss_index import build_index
 from index.searcher import IndexSearcher
 from index.store import IndexManifest
+from index.tuning import build_in_memory
 from testkit.vectors import clustered_vectors
 
 FP = "sha256:0123456789abcdef"
@@ -20,7 +20,7 @@ FP = "sha256:0123456789abcdef"
 
 def publish_version(root: Path, vectors: np.ndarray, ids: list, fingerprint: str = FP) -> str:
     """Stage and publish one version the way the build job does."""
-    index, report = build_index(vectors, "Flat", "ip")
+    index, report = build_in_memory(vectors, "Flat", "ip")
     version = index_store.new_version_name()
     staged = index_store.staging_dir(root, version)
     index.save(staged / index_store.INDEX_FILE)
