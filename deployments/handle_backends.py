@@ -13,12 +13,12 @@ import numpy as np
 from ray.serve.handle import DeploymentHandle
 
 from deployments.ray_errors import domain_errors
-from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled
 from embedder.pooling import Pooler
 from engine.backend import EmbedOptions, TokenSpan
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
+from index.errors import IndexUnavailable
 from index.matches import SearchResult
 
 NO_INDEX = "this service was started without an index; /match is unavailable"

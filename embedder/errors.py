@@ -40,17 +40,5 @@ class InputTooLong(InvalidInput):
         self.max_tokens = max_tokens
 
 
-class IndexInvalid(EmbedderError):
-    """An index directory is missing, incomplete or inconsistent."""
-
-
-class ExportError(EmbedderError):
-    """Export refused or failed (not a sentence-transformers dir, unsupported architecture, parity)."""
-
-
-class IndexUnavailable(EmbedderError):
-    """No index version is loaded (none published yet, or every candidate was refused)."""
-
-
 class PlacementError(ProviderUnavailable):
     """Compute nodes of the graph run on another device than the one asked for (e.g. CPU under CUDA)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedder.errors import ExportError
+from export.errors import ExportError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from embedder.errors import ExportError
+from export.errors import ExportError
 from export.source import DenseSpec, SourceModel
 
 OPSET = 17

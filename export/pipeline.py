@@ -29,9 +29,9 @@ from embedder.artifact import (
 )
 from embedder.config import EncoderConfig, SessionConfig
 from embedder.encoder import Encoder, embed_probe
-from embedder.errors import ExportError
 from embedder.head import save_dense
 from embedder.tokenize import TextTokenizer
+from export.errors import ExportError
 from export.onnx_export import OPSET, TorchDense, dense_weights, export_onnx, load_tokenizer
 from export.optimize import optimize
 from export.precisions import PRECISIONS

@@ -14,7 +14,7 @@ from typing import Any
 
 import storage
 from embedder.artifact import MANIFEST_FILE, Manifest
-from embedder.errors import ExportError
+from export.errors import ExportError
 from export.pipeline import ExportRequest, run_export
 
 

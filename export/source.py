@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedder.errors import ExportError
 from embedder.head import ACTIVATIONS, activation_name
+from export.errors import ExportError
 from export.families import FAMILIES, Family, family_of
 
 # Module kinds the pipeline understands; anything else (Router, StaticEmbedding, CNN, ...) is refused.

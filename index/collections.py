@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 import storage
-from embedder.errors import IndexUnavailable, InvalidInput
-from index.errors import UnknownCollection
+from embedder.errors import InvalidInput
+from index.errors import IndexUnavailable, UnknownCollection
 from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
 from index.matches import SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt

@@ -1,4 +1,4 @@
-"""Errors of the collections (index/collections.py) the adapters map to a status of their own."""
+"""Errors of the index and its collections, which the adapters map to a status of their own."""
 
 from __future__ import annotations
 
@@ -15,3 +15,11 @@ class UnknownCollection(EmbedderError):
     def __init__(self, message: str, field: str = "collection") -> None:
         super().__init__(message)
         self.field = field
+
+
+class IndexInvalid(EmbedderError):
+    """An index directory is missing, incomplete or inconsistent."""
+
+
+class IndexUnavailable(EmbedderError):
+    """No index version is loaded (none published yet, or every candidate was refused)."""

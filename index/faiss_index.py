@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from embedder.errors import IndexInvalid, InvalidInput
+from embedder.errors import InvalidInput
+from index.errors import IndexInvalid
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embedder.errors import IndexInvalid, InvalidInput
+from embedder.errors import InvalidInput
+from index.errors import IndexInvalid
 
 FILTERS_FILE = "filters.parquet"
 Kind = Literal["string", "int", "timestamp"]

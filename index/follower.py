@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from embedder.errors import IndexInvalid, IndexUnavailable, ModelMismatch
+from embedder.errors import ModelMismatch
 from index import store as index_store
+from index.errors import IndexInvalid, IndexUnavailable
 from index.filters import parse_filter
 from index.matches import Match, SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt

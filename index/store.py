@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import storage
-from embedder.errors import IndexInvalid
+from index.errors import IndexInvalid
 from index.faiss_index import VectorIndex
 from index.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
 from index.prompt import DocumentPrompt

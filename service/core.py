@@ -21,17 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from embedder.errors import (
-    EmptyInput,
-    IndexUnavailable,
-    InputTooLong,
-    InvalidInput,
-    ModelMismatch,
-)
+from embedder.errors import EmptyInput, InputTooLong, InvalidInput, ModelMismatch
 from embedder.handoff import TokenPack
 from embedder.probe import PROBE_TEXTS, probe_floor, probe_plan
 from embedder.tokenize import check_texts, text_problem
 from engine.backend import Backend, EmbedOptions, TokenSpan
+from index.errors import IndexUnavailable
 from index.matches import Match
 from service.admission import Admission
 from service.config import ServingConfig

@@ -16,17 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from embedder.errors import (
-    ArtifactError,
-    EmptyInput,
-    IndexInvalid,
-    IndexUnavailable,
-    InputTooLong,
-    InvalidInput,
-    ModelMismatch,
-)
+from embedder.errors import ArtifactError, EmptyInput, InputTooLong, InvalidInput, ModelMismatch
 from engine.errors import BackendUnavailable
-from index.errors import UnknownCollection
+from index.errors import IndexInvalid, IndexUnavailable, UnknownCollection
 
 log = logging.getLogger("qmatch.service")
 Style = Literal["openai", "tei"]

@@ -17,14 +17,13 @@ import numpy as np
 from embedder.artifact import Manifest
 from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
-from embedder.errors import IndexUnavailable
 from embedder.handoff import HiddenPack, TokenPack
 from embedder.pooling import Pooler
 from embedder.probe import PROBE_TEXTS
 from engine.backend import EmbedOptions, TokenSpan
 from engine.model_info import ModelInfo
 from engine.scheduler import ModelScheduler, SchedulerConfig
-from index.errors import UnknownCollection
+from index.errors import IndexUnavailable, UnknownCollection
 from index.filters import parse_filter
 from index.matches import Match, SearchResult
 

@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import storage
-from embedder.errors import IndexInvalid
 from embedder.progress import QUIET, Progress
 from index import store as index_store
+from index.errors import IndexInvalid
 from index.faiss_index import IndexConfig, VectorIndex, choose_factory
 from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
 from index.store import IndexManifest

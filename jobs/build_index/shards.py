@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import ray
 
-from embedder.errors import IndexInvalid
+from index.errors import IndexInvalid
 from index.faiss_index import IndexConfig, VectorIndex
 from index.tuning import ExactKnn
 from jobs.common.embeddings_io import EmbeddingsInfo, read_embeddings

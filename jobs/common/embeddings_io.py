@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 import storage
-from embedder.errors import IndexInvalid, ModelMismatch
+from embedder.errors import ModelMismatch
+from index.errors import IndexInvalid
 from index.prompt import NO_PROMPT, DocumentPrompt
 from jobs.common.layout import PART_GLOB, is_part_file
 

@@ -15,9 +15,10 @@ import ray
 from ray.util import ActorPool
 
 import storage
-from embedder.errors import IndexInvalid, ModelMismatch
+from embedder.errors import ModelMismatch
 from embedder.progress import QUIET, Progress
 from index import store as index_store
+from index.errors import IndexInvalid
 from index.faiss_index import VectorIndex
 from index.tuning import build_in_memory
 from jobs.common.embeddings_io import EmbeddingsInfo

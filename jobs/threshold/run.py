@@ -19,9 +19,10 @@ import pyarrow.csv as pacsv
 
 import storage
 from embedder.encoder import Encoder, cosine_rows
-from embedder.errors import IndexInvalid, InvalidInput
+from embedder.errors import InvalidInput
 from embedder.progress import QUIET, Progress
 from index import store as index_store
+from index.errors import IndexInvalid
 from index.thresholds import Point, lowest_threshold, precision_recall, table, write_thresholds
 from jobs.common.embeddings_filter import parse_filter_setting, row_mask
 from jobs.common.embeddings_io import inspect_embeddings, read_embeddings

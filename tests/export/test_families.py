@@ -16,7 +16,7 @@ import pytest
 from embedder import Encoder
 from embedder.cpu_features import cpu_flags
 from embedder.encoder import cosine_rows
-from embedder.errors import ExportError
+from export.errors import ExportError
 from export.pipeline import ExportRequest, run_export
 from testkit.st_families import FAMILIES, build_family_model, family_spec
 from testkit.varied_texts import VARIED

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from embedder.errors import ExportError
+from export.errors import ExportError
 from export.source import read_source
 from testkit.tiny_model import make_tiny_st_model
 

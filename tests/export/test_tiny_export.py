@@ -14,8 +14,9 @@ import torch
 from transformers import AutoTokenizer, BertModel
 
 from embedder import Encoder
-from embedder.errors import ArtifactError, EmptyInput, ExportError, InputTooLong, ModelMismatch
+from embedder.errors import ArtifactError, EmptyInput, InputTooLong, ModelMismatch
 from embedder.pooling import l2_normalize, pool
+from export.errors import ExportError
 from export.pipeline import ExportRequest, run_export
 from testkit.tiny_model import export_tiny, make_tiny_st_model
 

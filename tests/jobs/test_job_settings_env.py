@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from embedder.errors import IndexInvalid
+from index.errors import IndexInvalid
 from index.faiss_index import IndexConfig
 from jobs.build_index import cli as build_index
 from jobs.embed_corpus.cli import parse_args

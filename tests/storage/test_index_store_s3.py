@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import storage
-from embedder.errors import IndexInvalid
 from index import store as index_store
+from index.errors import IndexInvalid
 from index.searcher import IndexSearcher
 from jobs.build_index.build import build
 from jobs.common.embeddings_io import write_embeddings_parquet

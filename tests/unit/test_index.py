@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedder.errors import IndexInvalid, InvalidInput
+from embedder.errors import InvalidInput
+from index.errors import IndexInvalid
 from index.faiss_index import IndexConfig, VectorIndex, choose_factory, full_vector_bytes, sq8_bytes
 from index.tuning import ExactKnn, build_in_memory, recall_at_k
 from testkit.vectors import clustered_vectors

@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from embedder.errors import IndexInvalid, InvalidInput, ModelMismatch
+from embedder.errors import InvalidInput, ModelMismatch
 from index import store as index_store
+from index.errors import IndexInvalid
 from index.searcher import IndexSearcher
 from index.store import IndexManifest
 from index.tuning import build_in_memory
