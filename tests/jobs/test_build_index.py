@@ -97,6 +97,7 @@ def test_rollback_and_refusals_leave_current_alone(tmp_path: Path, vectors: np.n
     assert IndexSearcher.open(out).manifest.metric == "ip"
 
 
+@pytest.mark.slow  # about 2 s: out of the fast tier (docs/development.md)
 def test_a_version_below_the_recall_target_is_never_published(
     tmp_path: Path, vectors: np.ndarray, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -189,6 +189,7 @@ def test_compressed_and_hnsw_quantizer_ivf_indexes_update_in_place(
     assert all(want in [h["id"] for h in q] for want, q in zip(days["changed"], top, strict=True))
 
 
+@pytest.mark.slow  # about 2 s: out of the fast tier (docs/development.md)
 def test_flat_and_hnsw_fall_back_to_a_full_rebuild(
     days: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

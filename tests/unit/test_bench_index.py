@@ -9,12 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.index.latency import main
 from bench.index.scale import load_entry, markdown_table, merge
 
 SPREAD_KEYS = ("single_query_ms", "batch64_query_ms", "single_speedup_vs_flat", "batch64_speedup_vs_flat")
 
 
+@pytest.mark.slow  # about 2 s: out of the fast tier (docs/development.md)
 def test_tiny_index_bench_reports_spread_envelope_and_rotating_rounds(tmp_path: Path) -> None:
     out = tmp_path / "index.json"
     main(["--sizes", "2000", "--dim", "16", "--rounds", "2", "--out", str(out)])

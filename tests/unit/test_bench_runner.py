@@ -19,6 +19,7 @@ def test_command_line_uses_the_given_args_or_the_process_args(monkeypatch: pytes
     assert command_line("bench.bulk") == "python -m bench.bulk --rounds 2"
 
 
+@pytest.mark.slow  # about 2 s: out of the fast tier (docs/development.md)
 def test_a_report_starts_with_the_command_machine_and_load_at_both_ends(tmp_path: Path) -> None:
     bench = Benchmark("example", "An example.", command="bench.index latency")
     bench.flags(rounds=3, out=tmp_path / "default.json")
