@@ -27,7 +27,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 import storage
-from deployments.app_models import model_plans
+from deployments.app_models import ModelPlan, model_plans
 from deployments.app_settings import (
     AppArgsError,
     AppSettings,
@@ -38,6 +38,7 @@ from deployments.app_settings import (
 from deployments.backbone import Backbone
 from deployments.fused import FusedEncoder
 from deployments.ingress import Ingress
+from deployments.multiplexed import MultiplexedEncoder
 from deployments.pooling import Pooling
 from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
@@ -91,6 +92,9 @@ class AppArgs(BaseModel):
     models: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
     # Which model a request without `model` gets (default: the `artifact` model, else the first).
     default_model: str | None = None
+    # Topology "fused" with several models: the most each model replica holds at once (Ray Serve
+    # multiplexing, least recently used evicted); 0 = every model.
+    max_models_per_replica: int = Field(default=0, ge=0)
     # The index root of the collection "default" (matched by the default model).
     index: str | None = None
     topology: Literal["auto", "inline", "graph", "fused"] = "auto"
@@ -282,11 +286,11 @@ def build_app(raw: dict[str, Any]) -> Application:
     plans = model_plans(
         args.artifact, args.model_name, args.models, args.default_model, session_args, batching_args
     )
-    if topology != "inline" and len(plans) > 1:
+    if topology == "graph" and len(plans) > 1:
         raise AppArgsError(
-            f"build_app: topology {topology!r} serves one model; `models` gives {len(plans)} "
+            f"build_app: topology 'graph' serves one model; `models` gives {len(plans)} "
             f"({', '.join(p.name for p in plans)}): use topology 'inline' (every model in every "
-            "Ingress replica), or one app per model"
+            "Ingress replica), 'fused' (multiplexed model replicas), or one app per model"
         )
     collections = collections_user_config(args, [p.name for p in plans])
     ingress_config = serving_user_config(settings.serving)
@@ -302,7 +306,22 @@ def build_app(raw: dict[str, Any]) -> Application:
     args = args.model_copy(update={"model_name": default.name})
     # The one model's own session / batching keys (if it came from `models`) over the app's.
     settings = dataclasses.replace(settings, session=default.session, batching=default.batching)
-    return _staged(args, topology, default.artifact_dir, artifact, settings, collections, ingress_config)
+    if len(plans) > 1:
+        _check_multiplexed(collections, default.name)
+    return _staged(
+        args, topology, default.artifact_dir, artifact, settings, collections, ingress_config, plans
+    )
+
+
+def _check_multiplexed(collections: dict[str, Any], default: str) -> None:
+    """Fused with several models: the one Searcher checks the default model's fingerprint only."""
+    for name, spec in collections["collections"].items():
+        model = spec.get("model") if isinstance(spec, dict) else None
+        if model not in (None, default):
+            raise AppArgsError(
+                f"build_app: collections.{name}: topology 'fused' with several models matches collections "
+                f"with the default model {default!r} only (got {model!r}); use topology 'inline'"
+            )
 
 
 def _staged(
@@ -313,8 +332,13 @@ def _staged(
     settings: AppSettings,
     collections: dict[str, Any],
     ingress_config: dict[str, Any],
+    plans: list[ModelPlan] | None = None,
 ) -> Application:
-    """The graph or fused application: its deployments bound, then the Ingress over their handles."""
+    """The graph or fused application: its deployments bound, then the Ingress over their handles.
+
+    Fused with several `plans`: one MultiplexedEncoder deployment holds them, at most
+    `max_models_per_replica` per replica (deployments/multiplexed.py).
+    """
     serving = settings.serving
     handles: dict[str, Any] = {}
     if collections["collections"]:
@@ -328,7 +352,15 @@ def _staged(
             )
         )
     batching = batching_user_config(settings.batching)
-    if topology == "fused":
+    several = plans is not None and len(plans) > 1
+    if topology == "fused" and several:
+        assert plans is not None
+        handles["encoder"] = (
+            _dep(MultiplexedEncoder)  # named FusedEncoder: the same `deployments:` key and stage
+            .options(name="FusedEncoder", **deployment_options("FusedEncoder", args, serving))
+            .bind(plans, args.max_models_per_replica or len(plans))
+        )
+    elif topology == "fused":
         handles["encoder"] = (
             _dep(FusedEncoder)
             .options(**deployment_options("FusedEncoder", args, serving), user_config=batching)
@@ -350,5 +382,10 @@ def _staged(
         **deployment_options("Ingress", args, serving), user_config=ingress_config
     )
     return ingress.bind(
-        artifact_dir, topology, settings=settings, model_name=args.model_name, handles=handles
+        artifact_dir,
+        topology,
+        settings=settings,
+        model_name=args.model_name,
+        handles=handles,
+        models=plans if several else None,
     )

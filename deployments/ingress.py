@@ -68,6 +68,19 @@ class Ingress:
                 backends[one.model.name] = one
             self.models = ModelSet(backends)
             backend = backends[next(iter(backends))]
+        elif topology == "fused" and models:
+            # Several models over one multiplexed model deployment: each request's handle call
+            # names its model, so Serve routes it to a replica holding it (or loads it there).
+            # The Searcher serves the default model's collections (build_app checks that).
+            backends = {}
+            for i, plan in enumerate(models):
+                info, local = _local_model(plan.artifact_dir, plan.name)
+                encoder = handles["encoder"].options(multiplexed_model_id=plan.name)
+                backends[plan.name] = FusedBackend(
+                    info, local, encoder, handles.get("searcher") if i == 0 else None
+                )
+            self.models = ModelSet(backends)
+            backend = backends[models[0].name]
         else:
             artifact = Artifact.load(artifact_dir)
             local = LocalTokenizer(TextTokenizer.from_artifact(artifact))
@@ -97,9 +110,17 @@ class Ingress:
         config = dict(config or {})
         collections = config.pop("collections", None)
         self.service.reconfigure(serving_from_user_config(config, self.api_key))
-        if self.models is not None:  # each collection to the model it names (the default if none)
+        if isinstance(self.backend, InProcessBackend) and self.models is not None:
+            # each collection to the model it names (the default if none)
             self.models.configure(collections_config(collections))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app of this replica's service."""
         return create_app(self.service)
+
+
+def _local_model(artifact_dir: str, name: str) -> tuple[ModelInfo, LocalTokenizer]:
+    """A model's ModelInfo and tokenizer, for the Ingress of a staged topology."""
+    artifact = Artifact.load(artifact_dir)
+    local = LocalTokenizer(TextTokenizer.from_artifact(artifact))
+    return ModelInfo.from_artifact(artifact, local.tokenizer.vocab_size, name), local

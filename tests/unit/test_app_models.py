@@ -68,13 +68,31 @@ def test_build_app_refuses_a_collection_naming_a_model_not_served(
         build_app(args)
 
 
-@pytest.mark.parametrize("topology", ["graph", "fused"])
-def test_build_app_refuses_several_models_outside_the_inline_topology(
-    tiny_artifact: Path, prompted_artifact: Path, topology: str
+def test_build_app_refuses_several_models_in_the_graph_topology(
+    tiny_artifact: Path, prompted_artifact: Path
 ) -> None:
-    args = {"artifact": str(tiny_artifact), "models": {"e5": str(prompted_artifact)}, "topology": topology}
-    with pytest.raises(AppArgsError, match=f"topology '{topology}' serves one model.*use topology 'inline'"):
+    args = {"artifact": str(tiny_artifact), "models": {"e5": str(prompted_artifact)}, "topology": "graph"}
+    with pytest.raises(AppArgsError, match="topology 'graph' serves one model.*use topology 'inline'"):
         build_app(args)
+
+
+def test_fused_with_several_models_multiplexes_and_refuses_a_collection_of_another_model(
+    tiny_artifact: Path, prompted_artifact: Path
+) -> None:
+    args = {
+        "artifact": str(tiny_artifact),
+        "model_name": "tiny",
+        "models": {"e5": str(prompted_artifact)},
+        "topology": "fused",
+        "max_models_per_replica": 1,
+    }
+    ingress = build_app(args)._bound_deployment
+    encoder = ingress.init_kwargs["handles"]["encoder"]._bound_deployment
+    assert encoder.name == "FusedEncoder"  # the same `deployments:` key as one model's
+    assert [p.name for p in encoder.init_args[0]] == ["tiny", "e5"] and encoder.init_args[1] == 1
+    bad = {**args, "collections": {"help": {"index": str(tiny_artifact.parent), "model": "e5"}}}
+    with pytest.raises(AppArgsError, match="collections.help: topology 'fused' with several models"):
+        build_app(bad)
 
 
 def test_build_app_binds_every_model_to_the_inline_ingress(
