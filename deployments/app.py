@@ -88,7 +88,7 @@ class AppArgs(BaseModel):
     artifact: str | None = None
     # Several models: name -> artifact URI, or {artifact: uri, session: {...}, batching: {...}}
     # (the model's keys over the app's sections). Every model is resident in every inline
-    # Ingress replica; graph and fused serve one model.
+    # Ingress replica; fused multiplexes them (max_models_per_replica); graph serves one.
     models: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
     # Which model a request without `model` gets (default: the `artifact` model, else the first).
     default_model: str | None = None
