@@ -173,7 +173,9 @@ class EmbedService:
     async def _encode(self, pack: TokenPack, options: EmbedOptions, served: ServedModel) -> np.ndarray:
         """Vectors of a validated pack, holding its tokens of the model-queue budget meanwhile."""
         with self.admission.tokens(pack.tokens):
-            return await served.backend.encode(pack, options)
+            vectors = await served.backend.encode(pack, options)
+        served.count(pack.tokens)
+        return vectors
 
     async def tokenize(
         self, inputs: str | list[str], add_special_tokens: bool, model: str | None = None

@@ -30,6 +30,9 @@ class ServedModel:
         self.not_ready_reason = "readiness probe has not run yet"
         # Set when the model's own vectors failed the probe: its requests are refused meanwhile.
         self.refused: str | None = None
+        # Model passes this replica ran for requests (the probe's not counted) and their tokens.
+        self.requests = 0
+        self.tokens = 0
         self._probe_task: asyncio.Task[None] | None = None
 
     @property
@@ -47,6 +50,11 @@ class ServedModel:
     def status(self) -> dict[str, object]:
         """Readiness as /ready and /info show it."""
         return {"ready": self.ready, "not_ready_reason": None if self.ready else self.not_ready_reason}
+
+    def count(self, tokens: int) -> None:
+        """One request's model work done (/info's per-model `requests` and `tokens`)."""
+        self.requests += 1
+        self.tokens += tokens
 
     def start_probe(self, interval_s: float) -> None:
         """Start the probe loop (idempotent; needs a running event loop)."""

@@ -47,6 +47,8 @@ async def models_status(
             "runtime": await served.backend.runtime(),
             **served.status(),
             "refused": served.refused,
+            "requests": served.requests,  # this replica's, since it started
+            "tokens": served.tokens,
             "collections": sorted(bound.get(name, [])),
         }
     return out

@@ -150,6 +150,20 @@ def test_a_collection_built_by_the_other_model_is_refused_and_the_rest_serve(set
     assert r.status_code == 404 and "'e5faq'" in r.json()["error"]["message"]  # every model's collections
 
 
+def test_info_counts_requests_and_tokens_per_model(setup: dict[str, Any]) -> None:
+    client = setup["client"]
+    before = client.get("/info").json()["models"]
+    usage = client.post("/v1/embeddings", json={"input": TEXTS, "model": "e5"}).json()["usage"]
+    client.post("/match", json={"question": "hi", "collection": "e5faq"})
+    after = client.get("/info").json()["models"]
+    assert after["e5"]["requests"] == before["e5"]["requests"] + 2
+    assert after["e5"]["tokens"] >= before["e5"]["tokens"] + usage["prompt_tokens"] + 1
+    assert (after["tiny"]["requests"], after["tiny"]["tokens"]) == (
+        before["tiny"]["requests"],
+        before["tiny"]["tokens"],
+    )
+
+
 def test_info_shows_every_model_and_which_collection_each_matches(setup: dict[str, Any]) -> None:
     info = setup["client"].get("/info").json()
     assert info["model"] == "tiny" and info["default_model"] == "tiny"  # top level: the default's, as before
