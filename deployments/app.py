@@ -19,6 +19,7 @@ and replicas receive the resolved values.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +27,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 import storage
+from deployments.app_models import ModelPlan, model_plans
 from deployments.app_settings import (
     AppArgsError,
     AppSettings,
@@ -36,6 +38,7 @@ from deployments.app_settings import (
 from deployments.backbone import Backbone
 from deployments.fused import FusedEncoder
 from deployments.ingress import Ingress
+from deployments.multiplexed import MultiplexedEncoder
 from deployments.pooling import Pooling
 from deployments.searcher import Searcher
 from deployments.tokenizer import Tokenizer
@@ -80,7 +83,19 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    artifact: str
+    # The one model's artifact (named `model_name`); with `models`, the default unless
+    # `default_model` names another (deployments/app_models.py).
+    artifact: str | None = None
+    # Several models: name -> artifact URI, or {artifact: uri, session: {...}, batching: {...}}
+    # (the model's keys over the app's sections). Every model is resident in every inline
+    # Ingress replica; fused multiplexes them (max_models_per_replica); graph serves one.
+    models: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    # Which model a request without `model` gets (default: the `artifact` model, else the first).
+    default_model: str | None = None
+    # Topology "fused" with several models: the most each model replica holds at once (Ray Serve
+    # multiplexing, least recently used evicted); 0 = every model.
+    max_models_per_replica: int = Field(default=0, ge=0)
+    # The index root of the collection "default" (matched by the default model).
     index: str | None = None
     topology: Literal["auto", "inline", "graph", "fused"] = "auto"
     # Shorthand for serving.api_key (the setting's one home is ServingConfig: empty = no auth,
@@ -93,7 +108,8 @@ class AppArgs(BaseModel):
     # SchedulerConfig fields (pass_tokens, batch: {batch_tokens, max_batch_size}); user_config of
     # the model deployment (change at runtime with `serve deploy`).
     batching: dict[str, Any] = Field(default_factory=dict)
-    # More collections (index/collections.py): name -> index root, or {index: root, version: pin}.
+    # More collections (index/collections.py): name -> index root, or {index: root, version: pin,
+    # model: name} (no model: the default model).
     # `index` above is the collection named "default". Part of the Searcher's (inline: the
     # Ingress's) user_config, so a `serve deploy` that adds or removes one restarts no model.
     collections: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
@@ -157,8 +173,11 @@ INLINE_CPU_BATCHING = {"workers": 2}
 INLINE_CPU_NUM_CPUS = 2.0
 
 
-def collections_user_config(args: AppArgs) -> dict[str, Any]:
-    """The collection map (with `index` as "default") and budget, as the search stage's user_config."""
+def collections_user_config(args: AppArgs, models: list[str] | None = None) -> dict[str, Any]:
+    """The collection map (with `index` as "default") and budget, as the search stage's user_config.
+
+    With `models` (the served model names), a collection naming another model is refused here.
+    """
     specs: dict[str, Any] = {}
     if args.index:
         specs["default"] = {"index": storage.resolve(args.index).uri, "version": args.index_version}
@@ -174,7 +193,13 @@ def collections_user_config(args: AppArgs) -> dict[str, Any]:
         "memory_budget_bytes": args.collections_memory_bytes,
         "poll_seconds": args.poll_seconds,
     }
-    collections_config(out)  # fail in build_app, with the reason, not inside a replica
+    parsed = collections_config(out)  # fail in build_app, with the reason, not inside a replica
+    for name, parsed_spec in parsed.collections.items():
+        model = parsed_spec.model
+        if models is not None and model is not None and model not in models:
+            raise AppArgsError(
+                f"build_app: collections.{name}: model {model!r} is not served (models: {', '.join(models)})"
+            )
     return out
 
 
@@ -257,19 +282,46 @@ def build_app(raw: dict[str, Any]) -> Application:
         session_args, batching_args = args.session or None, args.batching
     # Every section resolved and checked here, before any file is read or replica started.
     settings = resolve_settings(serving_args, session_args, batching_args, args.search_threads)
-    artifact_dir = storage.resolve(args.artifact).uri  # local paths made absolute; URIs kept
-    artifact = Artifact.load(artifact_dir)  # fail here, with the reason, not inside a replica
-    collections = collections_user_config(args)
+    # Every model's artifact loaded and its sections resolved here, not inside a replica.
+    plans = model_plans(
+        args.artifact, args.model_name, args.models, args.default_model, session_args, batching_args
+    )
+    if topology == "graph" and len(plans) > 1:
+        raise AppArgsError(
+            f"build_app: topology 'graph' serves one model; `models` gives {len(plans)} "
+            f"({', '.join(p.name for p in plans)}): use topology 'inline' (every model in every "
+            "Ingress replica), 'fused' (multiplexed model replicas), or one app per model"
+        )
+    collections = collections_user_config(args, [p.name for p in plans])
     ingress_config = serving_user_config(settings.serving)
-    common: dict[str, Any] = {"settings": settings, "model_name": args.model_name}
+    default = plans[0]
     if topology == "inline":
         opts, _ = inline_options(args, serving=settings.serving)
         return (
             _dep(Ingress)
             .options(**opts, user_config={**ingress_config, "collections": collections})
-            .bind(artifact_dir, "inline", **common)
+            .bind(default.artifact_dir, "inline", settings=settings, model_name=default.name, models=plans)
         )
-    return _staged(args, topology, artifact_dir, artifact, settings, collections, ingress_config)
+    artifact = Artifact.load(default.artifact_dir)
+    args = args.model_copy(update={"model_name": default.name})
+    # The one model's own session / batching keys (if it came from `models`) over the app's.
+    settings = dataclasses.replace(settings, session=default.session, batching=default.batching)
+    if len(plans) > 1:
+        _check_multiplexed(collections, default.name)
+    return _staged(
+        args, topology, default.artifact_dir, artifact, settings, collections, ingress_config, plans
+    )
+
+
+def _check_multiplexed(collections: dict[str, Any], default: str) -> None:
+    """Fused with several models: the one Searcher checks the default model's fingerprint only."""
+    for name, spec in collections["collections"].items():
+        model = spec.get("model") if isinstance(spec, dict) else None
+        if model not in (None, default):
+            raise AppArgsError(
+                f"build_app: collections.{name}: topology 'fused' with several models matches collections "
+                f"with the default model {default!r} only (got {model!r}); use topology 'inline'"
+            )
 
 
 def _staged(
@@ -280,8 +332,13 @@ def _staged(
     settings: AppSettings,
     collections: dict[str, Any],
     ingress_config: dict[str, Any],
+    plans: list[ModelPlan] | None = None,
 ) -> Application:
-    """The graph or fused application: its deployments bound, then the Ingress over their handles."""
+    """The graph or fused application: its deployments bound, then the Ingress over their handles.
+
+    Fused with several `plans`: one MultiplexedEncoder deployment holds them, at most
+    `max_models_per_replica` per replica (deployments/multiplexed.py).
+    """
     serving = settings.serving
     handles: dict[str, Any] = {}
     if collections["collections"]:
@@ -295,7 +352,15 @@ def _staged(
             )
         )
     batching = batching_user_config(settings.batching)
-    if topology == "fused":
+    several = plans is not None and len(plans) > 1
+    if topology == "fused" and several:
+        assert plans is not None
+        handles["encoder"] = (
+            _dep(MultiplexedEncoder)  # named FusedEncoder: the same `deployments:` key and stage
+            .options(name="FusedEncoder", **deployment_options("FusedEncoder", args, serving))
+            .bind(plans, args.max_models_per_replica or len(plans))
+        )
+    elif topology == "fused":
         handles["encoder"] = (
             _dep(FusedEncoder)
             .options(**deployment_options("FusedEncoder", args, serving), user_config=batching)
@@ -317,5 +382,10 @@ def _staged(
         **deployment_options("Ingress", args, serving), user_config=ingress_config
     )
     return ingress.bind(
-        artifact_dir, topology, settings=settings, model_name=args.model_name, handles=handles
+        artifact_dir,
+        topology,
+        settings=settings,
+        model_name=args.model_name,
+        handles=handles,
+        models=plans if several else None,
     )

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.app_models import ModelPlan
 from deployments.app_settings import AppSettings, serving_from_user_config
 from deployments.handle_backends import FusedBackend, GraphBackend
 from deployments.model_replica import PassMetrics
@@ -24,6 +25,7 @@ from engine.backend import Backend
 from engine.inprocess import InProcessBackend
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
+from engine.model_set import ModelSet
 from index.collections import CollectionsConfig, collections_config
 from service.core import EmbedService
 from service.http import create_app
@@ -41,21 +43,44 @@ class Ingress:
         settings: AppSettings,
         model_name: str = "",
         handles: dict[str, DeploymentHandle] | None = None,
+        models: list[ModelPlan] | None = None,
     ) -> None:
         handles = handles or {}
         backend: Backend
+        self.models: ModelSet | None = None
         if topology == "inline":
             faiss.omp_set_num_threads(settings.search_threads)
+            # Every model resident in this replica, each with its own scheduler (the default first).
+            plans = models or [ModelPlan(model_name, artifact_dir, settings.session, settings.batching)]
+            metrics = PassMetrics()  # Ray metrics are per process: one recorder for every model
             # Collections come with user_config (reconfigure), so a `serve deploy` that changes
-            # them reconfigures this replica instead of restarting its model.
-            backend = InProcessBackend(
-                artifact_dir,
-                collections=CollectionsConfig(),
-                session=settings.session,
-                scheduler=settings.batching,
-                model_name=model_name,
-                on_pass=PassMetrics(),
-            )
+            # them reconfigures this replica instead of restarting its models.
+            backends: dict[str, Backend] = {}
+            for plan in plans:
+                one = InProcessBackend(
+                    plan.artifact_dir,
+                    collections=CollectionsConfig(),
+                    session=plan.session,
+                    scheduler=plan.batching,
+                    model_name=plan.name,
+                    on_pass=metrics,
+                )
+                backends[one.model.name] = one
+            self.models = ModelSet(backends)
+            backend = backends[next(iter(backends))]
+        elif topology == "fused" and models:
+            # Several models over one multiplexed model deployment: each request's handle call
+            # names its model, so Serve routes it to a replica holding it (or loads it there).
+            # The Searcher serves the default model's collections (build_app checks that).
+            backends = {}
+            for i, plan in enumerate(models):
+                info, local = _local_model(plan.artifact_dir, plan.name)
+                encoder = handles["encoder"].options(multiplexed_model_id=plan.name)
+                backends[plan.name] = FusedBackend(
+                    info, local, encoder, handles.get("searcher") if i == 0 else None
+                )
+            self.models = ModelSet(backends)
+            backend = backends[models[0].name]
         else:
             artifact = Artifact.load(artifact_dir)
             local = LocalTokenizer(TextTokenizer.from_artifact(artifact))
@@ -72,21 +97,30 @@ class Ingress:
         # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
         self.backend = backend
         self.api_key = settings.serving.api_key
-        self.service = EmbedService(backend, settings.serving)
+        self.service = EmbedService(self.models or backend, settings.serving)
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
         """user_config: ServingConfig fields (limits, timeouts, api_key) changed without a restart.
 
-        Inline topology: also `collections` (index/collections.py), served in this replica.
+        Inline topology: also `collections` (index/collections.py), each served in this replica
+        by the model it names.
         Rebuilt without environment overrides; the API key stays the one build_app resolved
         unless the user_config names one.
         """
         config = dict(config or {})
         collections = config.pop("collections", None)
         self.service.reconfigure(serving_from_user_config(config, self.api_key))
-        if isinstance(self.backend, InProcessBackend):
-            self.backend.collections.configure(collections_config(collections))
+        if isinstance(self.backend, InProcessBackend) and self.models is not None:
+            # each collection to the model it names (the default if none)
+            self.models.configure(collections_config(collections))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app of this replica's service."""
         return create_app(self.service)
+
+
+def _local_model(artifact_dir: str, name: str) -> tuple[ModelInfo, LocalTokenizer]:
+    """A model's ModelInfo and tokenizer, for the Ingress of a staged topology."""
+    artifact = Artifact.load(artifact_dir)
+    local = LocalTokenizer(TextTokenizer.from_artifact(artifact))
+    return ModelInfo.from_artifact(artifact, local.tokenizer.vocab_size, name), local

@@ -11,3 +11,14 @@ class BackendUnavailable(EmbedderError):
     The Serve-handle backends raise it in place of Ray's own exceptions (backpressure, a dead or
     unreachable replica), so nothing above deployments/ sees a Ray type.
     """
+
+
+class UnknownModel(EmbedderError):
+    """A request named a model this service does not serve (HTTP 404, OpenAI's `model_not_found`).
+
+    A domain error, so the engine's model set stays free of HTTP; `field` names the request field.
+    """
+
+    def __init__(self, message: str, field: str = "model") -> None:
+        super().__init__(message)
+        self.field = field

@@ -31,11 +31,19 @@ class ModelInfo:
     @classmethod
     def from_artifact(cls, artifact: Artifact, vocab_size: int, name: str = "") -> ModelInfo:
         """The model of an artifact; `name` defaults to the artifact directory's name."""
-        # The manifest's source_model is often a local path; the artifact directory names the model.
-        default = storage.resolve(artifact.origin).name if artifact.origin else artifact.path.name
         return cls(
-            name or default, artifact.fingerprint, artifact.manifest, vocab_size, artifact.probe_vectors
+            name or cls.default_name(artifact),
+            artifact.fingerprint,
+            artifact.manifest,
+            vocab_size,
+            artifact.probe_vectors,
         )
+
+    @staticmethod
+    def default_name(artifact: Artifact) -> str:
+        """The name a model gets when none is given: its artifact directory's."""
+        # The manifest's source_model is often a local path; the artifact directory names the model.
+        return storage.resolve(artifact.origin).name if artifact.origin else artifact.path.name
 
     @property
     def dimension(self) -> int:

@@ -38,10 +38,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True)
 class CollectionSpec:
-    """One collection: its index root and an optional pinned version (None follows CURRENT)."""
+    """One collection: its index root, an optional pinned version (None follows CURRENT) and the
+    name of the model that matches it (None: the service's default model)."""
 
     index: str
     version: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class CollectionsConfig:
 
 
 def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
-    """Parse {"collections": {name: uri | {"index": uri, "version": pin}}, "memory_budget_bytes", "poll_seconds"}."""
+    """Parse {"collections": {name: uri | {"index": uri, "version": pin, "model": name}}, "memory_budget_bytes",
+    "poll_seconds"}."""
     data = dict(data or {})
     unknown = set(data) - {"collections", "memory_budget_bytes", "poll_seconds"}
     if unknown:
@@ -69,13 +72,16 @@ def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
         if isinstance(value, str):
             specs[name] = CollectionSpec(value)
         elif isinstance(value, Mapping) and isinstance(value.get("index"), str):
-            extra = set(value) - {"index", "version"}
+            extra = set(value) - {"index", "version", "model"}
             if extra:
                 raise ValueError(f"collection {name!r}: unknown key(s) {sorted(extra)}")
-            specs[name] = CollectionSpec(value["index"], value.get("version") or None)
+            model = value.get("model")
+            if model is not None and not isinstance(model, str):
+                raise ValueError(f"collection {name!r}: model must be a model name")
+            specs[name] = CollectionSpec(value["index"], value.get("version") or None, model or None)
         else:
             raise ValueError(
-                f"collection {name!r}: give an index root (or {{index: <root>, version: <pin>}})"
+                f"collection {name!r}: give an index root (or {{index: <root>, version: <pin>, model: <name>}})"
             )
     budget = int(data.get("memory_budget_bytes") or 0)
     poll = float(data.get("poll_seconds") or DEFAULT_POLL_SECONDS)

@@ -15,6 +15,7 @@ import uvicorn
 from embedder.cli_flags import add_runtime_flags, session_from_flags
 from embedder.config import SessionConfig
 from engine.inprocess import InProcessBackend
+from engine.model_set import ModelSet
 from index.collections import collections_config
 from service.config import ServingConfig, serving_config
 from service.core import EmbedService
@@ -25,7 +26,19 @@ from settings.loader import ConfigError
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--artifact", required=True, help="exported model directory")
+    p.add_argument(
+        "--artifact",
+        default=None,
+        help="exported model directory: the default model (required unless --model is given)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=ARTIFACT",
+        help="another model: its name (the requests' `model`) and artifact (repeatable); without "
+        "--artifact the first is the default model. Every model stays resident.",
+    )
     p.add_argument(
         "--index", default=None, help="index root (indexes/<name>, holding CURRENT); omit for embeddings only"
     )
@@ -35,6 +48,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="NAME=ROOT",
         help="another collection: its name and index root (repeatable); --index is the collection 'default'",
+    )
+    p.add_argument(
+        "--collection-model",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="the model that matches a collection (repeatable; 'default' is --index's); "
+        "unnamed collections use the default model",
     )
     p.add_argument(
         "--collections-memory-bytes",
@@ -67,22 +88,50 @@ def settings(args: argparse.Namespace) -> tuple[SessionConfig, ServingConfig]:
     return session_from_flags(args), serving
 
 
+def pairs(flag: str, items: list[str], what: str) -> dict[str, str]:
+    """NAME=VALUE items of a repeatable flag; a malformed or repeated one is refused naming it."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"{flag} {item!r}: expected NAME={what}")
+        if name in out:
+            raise SystemExit(f"{flag} {item!r}: {name!r} is given twice")
+        out[name] = value
+    return out
+
+
 def build(args: argparse.Namespace) -> EmbedService:
     """The service of the command-line options."""
     session, serving = settings(args)
-    specs: dict[str, str] = {"default": args.index} if args.index else {}
-    for item in args.collection:
-        name, sep, root = item.partition("=")
-        if not sep or not root:
-            raise SystemExit(f"--collection {item!r}: expected NAME=ROOT")
-        specs[name] = root
+    artifacts = pairs("--model", args.model, "ARTIFACT")
+    if args.artifact is None and not artifacts:
+        raise SystemExit("python -m service: error: give --artifact (or at least one --model NAME=ARTIFACT)")
+    specs: dict[str, str | dict[str, str]] = {"default": args.index} if args.index else {}
+    specs.update(pairs("--collection", args.collection, "ROOT"))
+    for name, model in pairs("--collection-model", args.collection_model, "MODEL").items():
+        root = specs.get(name)
+        if not isinstance(root, str):
+            raise SystemExit(f"--collection-model {name}={model}: no collection {name!r} (give --collection)")
+        specs[name] = {"index": root, "model": model}
     collections = collections_config(
         {"collections": specs, "memory_budget_bytes": args.collections_memory_bytes}
     )
-    backend = InProcessBackend(
-        args.artifact, session=session, model_name=args.model_name, collections=collections
-    )
-    return EmbedService(backend, serving)
+    backends: dict[str, InProcessBackend] = {}
+    if args.artifact is not None:  # the default model, named as it always was
+        first = InProcessBackend(args.artifact, session=session, model_name=args.model_name)
+        backends[first.model.name] = first
+    for name, artifact in artifacts.items():
+        if name in backends:
+            raise SystemExit(f"--model {name}={artifact}: {name!r} is already the --artifact model's name")
+        backends[name] = InProcessBackend(artifact, session=session, model_name=name)
+    models = ModelSet(backends)  # the first is the default: --artifact's, else the first --model
+    try:
+        models.configure(collections)
+    except ValueError as exc:  # a collection naming a model not served: one line naming both
+        models.close()
+        raise SystemExit(f"python -m service: error: {exc}") from None
+    return EmbedService(models, serving)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

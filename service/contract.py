@@ -24,7 +24,11 @@ class EmbeddingsRequest(_Request):
         "(ids of this model's own tokenizer, see POST /tokenize; not OpenAI's cl100k ids).",
         examples=["How do I reset my password?"],
     )
-    model: StrictStr | None = None
+    model: StrictStr | None = Field(
+        default=None,
+        description="Which served model (GET /v1/models); omitted: the default model. With one model "
+        "any name is that model.",
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: StrictInt | None = Field(
         default=None, ge=1, description="Cut vectors to this many dimensions."
@@ -72,6 +76,12 @@ class ModelCard(BaseModel):
     # The model's prompts (name -> text) and default prompt name: what `prompt_name` may be.
     prompts: dict[str, str] = Field(default_factory=dict)
     default_prompt_name: str | None = None
+    # What a client needs to pick a model: vector length, tokens per text, how it runs.
+    dimension: int | None = None
+    max_seq_length: int | None = None
+    runtime: dict[str, Any] = Field(default_factory=dict)
+    default: bool = False  # the model used when a request names none
+    ready: bool | None = None
 
 
 class ModelList(BaseModel):
@@ -85,6 +95,9 @@ class EmbedRequest(_Request):
     """POST /embed (text-embeddings-inference)."""
 
     inputs: StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+    model: StrictStr | None = Field(
+        default=None, description="Which served model (GET /v1/models); omitted: the default model."
+    )
     normalize: StrictBool = True
     truncate: StrictBool = True
     dimensions: StrictInt | None = Field(default=None, ge=1)
@@ -100,6 +113,9 @@ class TokenizeRequest(_Request):
     """POST /tokenize (text-embeddings-inference)."""
 
     inputs: StrictStr | list[StrictStr]
+    model: StrictStr | None = Field(
+        default=None, description="Which served model (GET /v1/models); omitted: the default model."
+    )
     add_special_tokens: StrictBool = True
 
 
@@ -148,6 +164,7 @@ class _MatchAnswer(BaseModel):
     index_version: str
     model_fingerprint: str
     collection: str = "default"
+    model: str | None = None  # the collection's model
     # Rows of the collection the request's filter selected (only with a filter).
     filter_selected: int | None = None
 
@@ -178,6 +195,7 @@ class CollectionInfo(BaseModel):
 
     name: str
     version: str | None
+    model: str | None = None  # the model that matches this collection
     size: int | None = None
     dimension: int | None = None
     # name -> {"type": "string" | "int" | "timestamp", "dtype", "values", "unit"}
@@ -207,6 +225,9 @@ class ReadyResponse(BaseModel):
 
     ready: bool
     model_fingerprint: str
+    # Every model's readiness (the default decides /ready's status; a failed other model is
+    # refused for its own requests only).
+    models: dict[str, Any] | None = None
 
 
 class InfoResponse(BaseModel):
@@ -234,6 +255,10 @@ class InfoResponse(BaseModel):
     # Every collection's status (index, memory_bytes, refusal) with the budget; null without any.
     collections: dict[str, Any] | None = None
     limits: dict[str, Any]
+    # The top-level model fields are the default model's; every model (with its runtime,
+    # readiness and collections) is here.
+    default_model: str | None = None
+    models: dict[str, Any] | None = None
 
 
 class OpenAIErrorDetail(BaseModel):

@@ -5,6 +5,10 @@ it can share any merged call with other requests, so one client's bad input neve
 another's request. Backends merge requests internally (model scheduler) and re-run members alone
 if a merged call fails anyway.
 
+Several models: the service holds one backend per model (engine.model_set.ModelSet), each with
+its own scheduler and probe (service.served_model); a request picks one by its `model` field,
+/match by its collection's model.
+
 It lives in service/, not engine/, because what it enforces is the HTTP contract's: the limits
 of ServingConfig, admission (429), the service's own refusals (TooManyInputs, NotReady) and the
 public message of /ready. The engine below it knows nothing of those.
@@ -12,25 +16,24 @@ public message of /ready. The engine below it knows nothing of those.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from embedder.errors import EmptyInput, InputTooLong, InvalidInput, ModelMismatch
+from embedder.errors import EmptyInput, InputTooLong, InvalidInput
 from embedder.handoff import TokenPack
-from embedder.probe import PROBE_TEXTS, probe_floor, probe_plan
 from embedder.tokenize import check_texts, text_problem
 from engine.backend import Backend, EmbedOptions, TokenSpan
-from index.errors import IndexUnavailable
+from engine.model_info import ModelInfo
+from engine.model_set import ModelSet
 from index.matches import Match
 from service.admission import Admission
 from service.config import ServingConfig
-from service.errors import NotReady, TooManyInputs, TooManyTokens, public_message
+from service.errors import TooManyInputs, TooManyTokens
+from service.served_model import ServedModel
 
 Inputs = str | list[str] | list[int] | list[list[int]]
 
@@ -41,6 +44,7 @@ class Embedded:
 
     vectors: np.ndarray
     prompt_tokens: int
+    model: str = ""  # the name of the model that made them
 
 
 @dataclass(frozen=True)
@@ -51,19 +55,32 @@ class Matched:
     index_version: str
     collection: str = "default"
     selected: int | None = None  # rows the filter selected (None without a filter)
+    model: str = ""  # the collection's model
+    model_fingerprint: str = ""
 
 
 class EmbedService:
-    """The service's behaviour, independent of HTTP and of where the backend runs."""
+    """The service's behaviour, independent of HTTP and of where the backends run."""
 
-    def __init__(self, backend: Backend, config: ServingConfig) -> None:
-        self.backend = backend
-        self.model = backend.model
+    def __init__(
+        self,
+        backend: Backend | Mapping[str, Backend] | ModelSet,
+        config: ServingConfig,
+        default_model: str | None = None,
+    ) -> None:
+        if isinstance(backend, ModelSet):
+            self.models = backend
+        elif isinstance(backend, Mapping):
+            self.models = ModelSet(backend, default_model)
+        else:  # the one-model form: its backend is the default model
+            self.models = ModelSet({backend.model.name: backend}, default_model)
+        self.served = {name: ServedModel(b) for name, b in self.models.backends.items()}
+        default = self.served[self.models.default]
+        # The default model's backend and ModelInfo: what /info's top-level fields have always shown.
+        self.backend: Backend = default.backend
+        self.model: ModelInfo = default.model
         self.config = config
         self.admission = Admission(config.max_in_flight, config.max_queued_tokens, config.retry_after_s)
-        self.ready = False
-        self.not_ready_reason = "readiness probe has not run yet"
-        self._probe_task: asyncio.Task[None] | None = None
 
     def reconfigure(self, config: ServingConfig) -> None:
         """Apply new limits without dropping requests in flight."""
@@ -72,17 +89,51 @@ class EmbedService:
         self.admission.max_queued_tokens = config.max_queued_tokens
         self.admission.retry_after_s = config.retry_after_s
 
+    def serving(self, model: str | None) -> ServedModel:
+        """The model a request names (None: the default): 404 if unknown, 503 if its probe failed."""
+        served = self.served[self.models.get(model).model.name]
+        served.check_serving(self.config.retry_after_s)
+        return served
+
+    # ---- readiness -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """/ready's answer: the default model passed its probe (the others' states are in /info)."""
+        return self.served[self.models.default].ready
+
+    @property
+    def not_ready_reason(self) -> str:
+        """Why the default model is not ready ("" once it is)."""
+        return self.served[self.models.default].not_ready_reason
+
+    def start_probe(self) -> None:
+        """Start every model's readiness probe loop (idempotent; needs a running event loop)."""
+        for served in self.served.values():
+            served.start_probe(self.config.probe_interval_s)
+
+    async def probe(self) -> None:
+        """Probe every model once (raises the first failure)."""
+        for served in self.served.values():
+            await served.probe()
+
     # ---- requests --------------------------------------------------------------------------
 
     async def embed(
-        self, inputs: Inputs, field: str, truncate: bool = True, options: EmbedOptions | None = None
+        self,
+        inputs: Inputs,
+        field: str,
+        truncate: bool = True,
+        options: EmbedOptions | None = None,
+        model: str | None = None,
     ) -> Embedded:
         """Vectors for one request's texts or token ids, in input order (texts get the options' prompt)."""
+        served = self.serving(model)
         options = options or EmbedOptions()
-        self._check_options(options)
-        prompt = self._prompt(inputs, options.prompt_name)
-        pack = await self._pack(inputs, field, truncate, prompt)
-        return Embedded(await self._encode(pack, options), pack.tokens)
+        self._check_options(options, served.model)
+        prompt = self._prompt(inputs, options.prompt_name, served.model)
+        pack = await self._pack(inputs, field, truncate, served, prompt)
+        return Embedded(await self._encode(pack, options, served), pack.tokens, served.name)
 
     async def match(
         self,
@@ -99,45 +150,54 @@ class EmbedService:
             raise InvalidInput(f"top_k must be between 1 and {self.config.max_top_k}", field="top_k")
         if min_score is not None and not math.isfinite(min_score):
             raise InvalidInput("min_score must be a finite number", field="min_score")
+        backend = self.models.for_collection(collection)  # the collection's model (404 if unknown)
         if filter is not None or collection != "default":
             # An unknown collection (404) or a bad filter (422) is refused before any model work.
-            await self.backend.check_search(collection, filter)
+            await backend.check_search(collection, filter)
+        served = self.serving(backend.model.name)
         # Questions are queries: sentence-transformers' encode_query rule picks their prompt, as the
         # index's documents got the encode_document rule's (index.prompt refuses any other index).
-        prompts = self.model.prompt_set()
-        pack = await self._pack(questions, field, truncate, prompts.resolve(prompts.query_name()))
-        vectors = await self._encode(pack, EmbedOptions())
-        result = await self.backend.search(vectors, top_k, collection, filter)
+        prompts = served.model.prompt_set()
+        pack = await self._pack(questions, field, truncate, served, prompts.resolve(prompts.query_name()))
+        vectors = await self._encode(pack, EmbedOptions(), served)
+        result = await backend.search(vectors, top_k, collection, filter)
         if min_score is None:
             min_score = result.default_min_score  # the index version's stored threshold, if any
         matches = result.matches
         if min_score is not None:
             matches = [[m for m in row if m.score >= min_score] for row in result.matches]
-        return Matched(matches, result.index_version, collection, result.selected)
+        return Matched(
+            matches, result.index_version, collection, result.selected, served.name, served.model.fingerprint
+        )
 
-    async def _encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
+    async def _encode(self, pack: TokenPack, options: EmbedOptions, served: ServedModel) -> np.ndarray:
         """Vectors of a validated pack, holding its tokens of the model-queue budget meanwhile."""
         with self.admission.tokens(pack.tokens):
-            return await self.backend.encode(pack, options)
+            vectors = await served.backend.encode(pack, options)
+        served.count(pack.tokens)
+        return vectors
 
-    async def tokenize(self, inputs: str | list[str], add_special_tokens: bool) -> list[list[TokenSpan]]:
-        """Tokens of each text with offsets (TEI /tokenize)."""
+    async def tokenize(
+        self, inputs: str | list[str], add_special_tokens: bool, model: str | None = None
+    ) -> list[list[TokenSpan]]:
+        """Tokens of each text with offsets (TEI /tokenize), by the named model's tokenizer."""
+        served = self.serving(model)
         texts = self._texts(inputs, "inputs")
-        return await self.backend.explain(texts, add_special_tokens)
+        return await served.backend.explain(texts, add_special_tokens)
 
     # ---- validation ------------------------------------------------------------------------
 
-    def _check_options(self, options: EmbedOptions) -> None:
-        if options.dimensions is not None and not 1 <= options.dimensions <= self.model.dimension:
-            raise InvalidInput(f"dimensions must be between 1 and {self.model.dimension}", field="dimensions")
-        if options.normalize is False and self.model.pooling_in_graph and self.model.normalize:
+    def _check_options(self, options: EmbedOptions, model: ModelInfo) -> None:
+        if options.dimensions is not None and not 1 <= options.dimensions <= model.dimension:
+            raise InvalidInput(f"dimensions must be between 1 and {model.dimension}", field="dimensions")
+        if options.normalize is False and model.pooling_in_graph and model.normalize:
             raise InvalidInput(
                 "normalize=false is not available: the model normalises inside its graph", field="normalize"
             )
 
-    def _prompt(self, inputs: Inputs, prompt_name: str | None) -> str:
+    def _prompt(self, inputs: Inputs, prompt_name: str | None, model: ModelInfo) -> str:
         """The prompt text for a request's texts; 422 for an unknown name or a name with token ids."""
-        prompts = self.model.prompt_set()
+        prompts = model.prompt_set()
         prompts.check(prompt_name)
         if isinstance(inputs, list) and inputs and not isinstance(inputs[0], str):
             if prompt_name is not None:
@@ -167,16 +227,18 @@ class EmbedService:
                 f"{field}: {n} inputs; at most {self.config.max_inputs} per request", field=field
             )
 
-    async def _pack(self, inputs: Inputs, field: str, truncate: bool, prompt: str = "") -> TokenPack:
+    async def _pack(
+        self, inputs: Inputs, field: str, truncate: bool, served: ServedModel, prompt: str = ""
+    ) -> TokenPack:
         """Validate one request's inputs and turn them into a TokenPack (tokenizing texts after the prompt)."""
         if isinstance(inputs, list) and inputs and not isinstance(inputs[0], str):
-            pack = self._pack_ids(inputs, field, truncate)  # type: ignore[arg-type]
+            pack = self._pack_ids(inputs, field, truncate, served.model)  # type: ignore[arg-type]
         else:
             texts = self._texts(inputs, field)  # type: ignore[arg-type]
-            pack = await self.backend.tokenize(texts, prompt)
+            pack = await served.backend.tokenize(texts, prompt)
             if not truncate:
                 check_lengths(
-                    pack.token_counts, self.model.max_seq_length, field, single=isinstance(inputs, str)
+                    pack.token_counts, served.model.max_seq_length, field, single=isinstance(inputs, str)
                 )
         if pack.tokens > self.config.max_request_tokens:
             raise TooManyTokens(
@@ -186,10 +248,12 @@ class EmbedService:
             )
         return pack
 
-    def _pack_ids(self, inputs: list[int] | list[list[int]], field: str, truncate: bool) -> TokenPack:
+    def _pack_ids(
+        self, inputs: list[int] | list[list[int]], field: str, truncate: bool, model: ModelInfo
+    ) -> TokenPack:
         rows: list[list[int]] = [inputs] if isinstance(inputs[0], int) else inputs  # type: ignore[list-item]
         self._check_count(len(rows), field)
-        limit, vocab = self.model.max_seq_length, self.model.vocab_size
+        limit, vocab = model.max_seq_length, model.vocab_size
         for i, ids in enumerate(rows):
             where = f"{field}[{i}]" if len(rows) > 1 else field
             if not ids:
@@ -216,55 +280,6 @@ class EmbedService:
             token_counts=counts,
         )
 
-    # ---- readiness -------------------------------------------------------------------------
-
-    def start_probe(self) -> None:
-        """Start the readiness probe loop (idempotent; needs a running event loop)."""
-        if self._probe_task is None or (self._probe_task.done() and not self.ready):
-            with contextlib.suppress(RuntimeError):
-                self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_ready())
-
-    async def _probe_until_ready(self) -> None:
-        while not self.ready:
-            try:
-                await self.probe()
-                self.ready, self.not_ready_reason = True, ""
-            except Exception as exc:  # any failure just means "not ready yet"; keep the reason
-                # Shown by /ready and /info: never a server path.
-                self.not_ready_reason = f"{type(exc).__name__}: {public_message(exc, 503)}"
-                await asyncio.sleep(self.config.probe_interval_s)
-
-    async def probe(self) -> None:
-        """Embed the probe set through the backend, compare with the artifact; search once if indexed.
-
-        Every group of the artifact's probe (embedder.probe.probe_plan: all texts with the default
-        prompt, then a few per named prompt) goes through the backend' own prompt path, so a prompt
-        lost or changed on the way fails the probe.
-        """
-        prompts = self.model.prompt_set()
-        rows = []
-        for name, texts in probe_plan(prompts.names, PROBE_TEXTS):
-            pack = await self.backend.tokenize(list(texts), prompts.resolve(name))
-            rows.append(await self.backend.encode(pack, EmbedOptions()))
-        served = np.concatenate(rows)
-        runtime = await self.backend.runtime()
-        floor = probe_floor(str(runtime.get("tolerance_key", "fp32")))
-        agreement = probe_agreement(self.model.probe_vectors, served)
-        if agreement < floor:
-            raise ModelMismatch(
-                f"probe vectors through the stages agree to cosine {agreement:.6f} < {floor} "
-                f"({runtime.get('precision')} on {runtime.get('backend')})"
-            )
-        if await self.backend.index_status() is not None:
-            try:
-                result = await self.backend.search(served[:1], 1)
-            except IndexUnavailable as exc:
-                raise NotReady(str(exc)) from None
-            if result.fingerprint != self.model.fingerprint:
-                raise ModelMismatch(
-                    f"index fingerprint {result.fingerprint} != model {self.model.fingerprint}"
-                )
-
 
 def check_lengths(token_counts: np.ndarray, max_tokens: int, field: str, single: bool) -> None:
     """Raise InputTooLong (with the token count) for the first text over max length."""
@@ -279,12 +294,3 @@ def check_lengths(token_counts: np.ndarray, max_tokens: int, field: str, single:
             max_tokens=max_tokens,
             field=where,
         )
-
-
-def probe_agreement(stored: np.ndarray, served: np.ndarray) -> float:
-    """Lowest row-wise cosine between the artifact's probe vectors and the ones the backend returned."""
-    if stored.shape != served.shape:
-        raise ModelMismatch(f"probe vectors have shape {stored.shape}, the stages gave {served.shape}")
-    a = stored / np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
-    b = served / np.maximum(np.linalg.norm(served, axis=1, keepdims=True), 1e-12)
-    return float(np.einsum("ij,ij->i", a, b).min()) if len(a) else 1.0

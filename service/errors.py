@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedder.errors import ArtifactError, EmptyInput, InputTooLong, InvalidInput, ModelMismatch
-from engine.errors import BackendUnavailable
+from engine.errors import BackendUnavailable, UnknownModel
 from index.errors import IndexInvalid, IndexUnavailable, UnknownCollection
 
 log = logging.getLogger("qmatch.service")
@@ -103,6 +103,10 @@ def classify(exc: BaseException) -> Mapped:
         return Mapped(exc.status, exc.kind, tei.get(exc.status, "Validation"), exc.param, headers)
     if isinstance(exc, UnknownCollection):
         return Mapped(404, "invalid_request_error", "NotFound", exc.field, {})
+    if isinstance(exc, UnknownModel):
+        # OpenAI answers an unknown model with this type's name as its code; `code` here stays
+        # the HTTP status, as in every other error body of this service.
+        return Mapped(404, "model_not_found", "NotFound", exc.field, {})
     if isinstance(exc, EmptyInput):
         return Mapped(400, "invalid_request_error", "Empty", exc.field, {})
     if isinstance(exc, InputTooLong | TooManyInputs | TooManyTokens):

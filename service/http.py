@@ -39,6 +39,7 @@ from service.errors import (
     error_payload,
     openai_body,
 )
+from service.status import collections_status, models_status
 
 PAGE = Path(__file__).with_name("page.html")
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -180,32 +181,39 @@ def create_app(service: EmbedService) -> FastAPI:
 
         async def work(req: c.EmbeddingsRequest) -> dict[str, Any]:
             options = EmbedOptions(dimensions=req.dimensions, prompt_name=req.prompt_name)
-            out = await service.embed(req.input, "input", True, options)
+            out = await service.embed(req.input, "input", True, options, req.model)
             b64 = req.encoding_format == "base64"
             data = [
                 {"object": "embedding", "index": i, "embedding": _b64(v) if b64 else v}
                 for i, v in enumerate(out.vectors)
             ]
             usage = {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens}
-            return {"object": "list", "data": data, "model": service.model.name, "usage": usage}
+            return {"object": "list", "data": data, "model": out.model, "usage": usage}
 
         return await serve(request, "openai", c.EmbeddingsRequest, work)
 
     @app.get("/v1/models", response_model=c.ModelList, responses=_errors_doc("openai"), tags=["OpenAI"])
     async def models(request: Request) -> Response:
-        """The one model this service serves (OpenAI shape)."""
+        """Every model this service serves, the default first (OpenAI shape, with dimension and prompts)."""
 
         async def work(_: None) -> c.ModelList:
-            m = service.model
-            card = c.ModelCard(
-                id=m.name,
-                object="model",
-                created=0,
-                owned_by="qmatch",
-                prompts=m.prompts,
-                default_prompt_name=m.default_prompt_name,
-            )
-            return c.ModelList(object="list", data=[card])
+            cards = [
+                c.ModelCard(
+                    id=name,
+                    object="model",
+                    created=0,
+                    owned_by="qmatch",
+                    prompts=m["prompts"],
+                    default_prompt_name=m["default_prompt_name"],
+                    dimension=m["dimension"],
+                    max_seq_length=m["max_seq_length"],
+                    runtime=m["runtime"],
+                    default=m["default"],
+                    ready=m["ready"],
+                )
+                for name, m in (await models_status(service)).items()
+            ]
+            return c.ModelList(object="list", data=cards)
 
         return await serve(request, "openai", None, work)
 
@@ -223,7 +231,7 @@ def create_app(service: EmbedService) -> FastAPI:
             options = EmbedOptions(
                 normalize=req.normalize, dimensions=req.dimensions, prompt_name=req.prompt_name
             )
-            return (await service.embed(req.inputs, "inputs", req.truncate, options)).vectors
+            return (await service.embed(req.inputs, "inputs", req.truncate, options, req.model)).vectors
 
         return await serve(request, "tei", c.EmbedRequest, work)
 
@@ -238,7 +246,7 @@ def create_app(service: EmbedService) -> FastAPI:
         """How the model's tokenizer cuts each text (TEI shape; ids usable as /v1/embeddings input)."""
 
         async def work(req: c.TokenizeRequest) -> list[list[dict[str, Any]]]:
-            spans = await service.tokenize(req.inputs, req.add_special_tokens)
+            spans = await service.tokenize(req.inputs, req.add_special_tokens, req.model)
             return [[vars(s) for s in row] for row in spans]
 
         return await serve(request, "tei", c.TokenizeRequest, work)
@@ -265,8 +273,9 @@ def create_app(service: EmbedService) -> FastAPI:
             )
             meta: dict[str, Any] = {
                 "index_version": found.index_version,
-                "model_fingerprint": service.model.fingerprint,
+                "model_fingerprint": found.model_fingerprint,
                 "collection": found.collection,
+                "model": found.model,
                 **({"filter_selected": found.selected} if found.selected is not None else {}),
             }
             rows = [[c.MatchItem(**m.as_dict()) for m in row] for row in found.matches]
@@ -284,12 +293,13 @@ def create_app(service: EmbedService) -> FastAPI:
         """Each collection: live version, size, dimension, filter columns, threshold, memory; the budget."""
 
         async def work(_: None) -> c.CollectionList:
-            status = await service.backend.collections_status() or {}
+            status = await collections_status(service) or {}
             data = [
                 c.CollectionInfo(
                     **{
                         "name": name,
                         "version": s.get("version"),
+                        "model": s.get("model"),
                         "size": s.get("size"),
                         "dimension": s.get("dimension"),
                         "filter_columns": s.get("filter_columns") or {},
@@ -322,8 +332,10 @@ def create_app(service: EmbedService) -> FastAPI:
     async def ready() -> Response:
         """200 once a probe went through the whole backend and matched the fingerprint, else 503."""
         service.start_probe()
-        if service.ready:
-            return JSON(c.ReadyResponse(ready=True, model_fingerprint=service.model.fingerprint).model_dump())
+        if service.ready:  # the default model's probe passed; each model's state is in `models`
+            models = {name: served.status() for name, served in service.served.items()}
+            ready = c.ReadyResponse(ready=True, model_fingerprint=service.model.fingerprint, models=models)
+            return JSON(ready.model_dump())
         status, body, headers = error_payload(
             NotReady(f"not ready: {service.not_ready_reason}", retry_after=service.config.retry_after_s),
             "openai",
@@ -335,6 +347,7 @@ def create_app(service: EmbedService) -> FastAPI:
         """Model, topology, index version and size (and why an index was refused), limits."""
 
         async def work(_: None) -> c.InfoResponse:
+            collections = await collections_status(service)
             return c.InfoResponse(
                 **service.model.describe(),
                 topology=service.backend.topology,
@@ -342,8 +355,10 @@ def create_app(service: EmbedService) -> FastAPI:
                 ready=service.ready,
                 not_ready_reason=None if service.ready else service.not_ready_reason,
                 index=await service.backend.index_status(),
-                collections=await service.backend.collections_status(),
+                collections=collections,
                 limits=service.config.client_limits(),
+                default_model=service.models.default,
+                models=await models_status(service, collections),
             )
 
         return await serve(request, "openai", None, work)

@@ -1,0 +1,54 @@
+"""What /info, /v1/models and /v1/collections say about every served model and collection.
+
+Each model's backend reports its own collections; these merge them into the one view clients
+have always had (a single model's answer is unchanged but for each collection's `model`), and
+describe every model from its ModelInfo (`describe`), its runtime and its probe's state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.core import EmbedService
+
+
+async def collections_status(service: EmbedService) -> dict[str, Any] | None:
+    """Every model's collections in one map, each naming its model; None without any collection."""
+    merged: dict[str, Any] | None = None
+    for name in service.models.names:
+        status = await service.served[name].backend.collections_status()
+        if status is None:
+            continue
+        if merged is None:
+            # Every model's CollectionSet has the configured budget and counts its own collections.
+            merged = {"memory_budget_bytes": status.get("memory_budget_bytes", 0), "memory_used_bytes": 0}
+            merged["collections"] = {}
+        merged["memory_used_bytes"] += status.get("memory_used_bytes", 0)
+        for collection, s in (status.get("collections") or {}).items():
+            merged["collections"][collection] = {**s, "model": name}
+    return merged
+
+
+async def models_status(
+    service: EmbedService, collections: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each model's fields of /info (as the top level shows the default's), runtime, readiness and
+    the collections it matches (from `collections`, collections_status's answer)."""
+    bound: dict[str, list[str]] = {name: [] for name in service.models.names}
+    for collection, s in ((collections or {}).get("collections") or {}).items():
+        bound.setdefault(s["model"], []).append(collection)
+    out: dict[str, dict[str, Any]] = {}
+    for name in service.models.names:
+        served = service.served[name]
+        out[name] = {
+            **served.model.describe(),
+            "default": name == service.models.default,
+            "topology": served.backend.topology,
+            "runtime": await served.backend.runtime(),
+            **served.status(),
+            "refused": served.refused,
+            "requests": served.requests,  # this replica's, since it started
+            "tokens": served.tokens,
+            "collections": sorted(bound.get(name, [])),
+        }
+    return out

@@ -1,0 +1,91 @@
+"""Two models in one real Ray Serve app (inline topology): each model's vectors, each collection matched
+by its own model, and a redeploy adding a collection bound to the second model without a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from embedder import Encoder
+from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_index import FAQ, publish_index
+from testkit.waiting import wait_until
+from tests.serve.test_collections_serve import _deploy, _ingress_actors
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+TEXTS = ["where is my order", "how do i reset my password"]
+
+
+@pytest.fixture(scope="module")
+def app(
+    tiny_artifact: Path, prompted_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict]:
+    encoders = {"tiny": Encoder.load(tiny_artifact), "e5": Encoder.load(prompted_artifact)}
+    base = tmp_path_factory.mktemp("models-serve")
+    roots = {name: base / name for name in ("faq", "e5faq", "later")}
+    for root in roots.values():
+        root.mkdir()
+    publish_index(roots["faq"], encoders["tiny"])
+    publish_index(roots["e5faq"], encoders["e5"], [(q, a + " (e5)") for q, a in FAQ])
+    publish_index(roots["later"], encoders["e5"], [(q, a + " (later)") for q, a in FAQ])
+    with start_local_ray(num_cpus=2, log_to_driver=False), serve_on_loopback() as url:
+        args = {
+            "artifact": str(tiny_artifact),
+            "model_name": "tiny",
+            "models": {"e5": str(prompted_artifact)},
+            "index": str(roots["faq"]),
+            "collections": {"e5faq": {"index": str(roots["e5faq"]), "model": "e5"}},
+            "topology": "inline",
+            "poll_seconds": 0.3,
+            "session": {"threads": 1, "allow_spinning": False},
+            "deployments": {"Ingress": {"ray_actor_options": {"num_cpus": 1}}},
+        }
+        _deploy(args)
+        wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
+        yield {"url": url, "encoders": encoders, "roots": roots, "args": args}
+
+
+def test_each_model_embeds_and_each_collection_matches_with_its_model(app: dict[str, Any]) -> None:
+    url, encoders = app["url"], app["encoders"]
+    for name, encoder in encoders.items():
+        body = requests.post(url + "/v1/embeddings", json={"input": TEXTS, "model": name}, timeout=30).json()
+        assert body["model"] == name
+        assert np.abs(np.array([d["embedding"] for d in body["data"]]) - encoder.encode(TEXTS)).max() < 1e-5
+    unknown = requests.post(url + "/v1/embeddings", json={"input": "x", "model": "nope"}, timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "model_not_found"
+    question = "where is my parcel"
+    for collection, name in (("default", "tiny"), ("e5faq", "e5")):
+        got = requests.post(
+            url + "/match",
+            json={"question": question, "top_k": len(FAQ), "collection": collection},
+            timeout=30,
+        ).json()
+        assert got["model"] == name
+        encoder = encoders[name]
+        want = encoder.encode_document([q for q, _ in FAQ]) @ encoder.encode_query([question])[0]
+        scores = {m["id"] - 1000: m["score"] for m in got["matches"]}
+        assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5
+    assert [m["id"] for m in requests.get(url + "/v1/models", timeout=30).json()["data"]] == ["tiny", "e5"]
+
+
+def test_redeploy_adds_a_collection_bound_to_the_second_model_without_restarting(app: dict[str, Any]) -> None:
+    from deployments.app import AppArgs, collections_user_config
+
+    url = app["url"]
+    replicas = _ingress_actors()
+    assert replicas
+    later = {"index": str(app["roots"]["later"]), "model": "e5"}
+    changed = {**app["args"], "collections": {**app["args"]["collections"], "later": later}}
+    user_config = {"collections": collections_user_config(AppArgs.model_validate(changed), ["tiny", "e5"])}
+    _deploy(app["args"], [{"name": "Ingress", "user_config": user_config}])
+    listed = lambda: {c["name"]: c for c in requests.get(url + "/v1/collections", timeout=30).json()["data"]}  # noqa: E731
+    wait_until(lambda: (listed().get("later") or {}).get("version") is not None, 60, "collection added")
+    assert listed()["later"]["model"] == "e5" and listed()["later"]["refused"] is None
+    got = requests.post(url + "/match", json={"question": "hi", "collection": "later"}, timeout=30).json()
+    assert got["model"] == "e5" and all(m["answer"].endswith("(later)") for m in got["matches"])
+    assert _ingress_actors() == replicas  # the same replica, reconfigured in place
