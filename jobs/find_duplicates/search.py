@@ -38,6 +38,26 @@ class IndexBlob:
     index_rows: np.ndarray | None
     description: dict[str, Any]
 
+    @classmethod
+    def of(cls, index: VectorIndex, index_rows: np.ndarray | None, source: str, **facts: Any) -> IndexBlob:
+        """The blob of `index`, described as `source` (loaded / built) with its factory, metric,
+        search parameters and the given `facts` (root, version, recall, ...)."""
+        params = dict(index.search_params)
+        return cls(
+            data=index.to_bytes(),
+            factory=index.factory,
+            metric=index.metric,
+            search_params=params,
+            index_rows=index_rows,
+            description={
+                "source": source,
+                "factory": index.factory,
+                "metric": index.metric,
+                "search_params": dict(params),
+                **facts,
+            },
+        )
+
 
 def check_index(cfg: DedupConfig, root: storage.Location, info: EmbeddingsInfo) -> str:
     """The --index version to use, from its manifest alone: refused if made from another model."""
@@ -75,22 +95,13 @@ def load_index(cfg: DedupConfig, root: storage.Location, version: str, ids: pa.A
         )
     mapping = rows.to_numpy(zero_copy_only=False).astype(np.int64)
     same = bool(np.array_equal(mapping, np.arange(len(mapping))))
-    index = loaded.index
-    return IndexBlob(
-        data=index.to_bytes(),
-        factory=index.factory,
-        metric=index.metric,
-        search_params=dict(index.search_params),
-        index_rows=None if same else mapping,
-        description={
-            "source": "loaded",
-            "root": root.uri,
-            "version": version,
-            "factory": index.factory,
-            "metric": index.metric,
-            "search_params": dict(index.search_params),
-            "recall_at_10": loaded.manifest.recall_at_10,
-        },
+    return IndexBlob.of(
+        loaded.index,
+        None if same else mapping,
+        "loaded",
+        root=root.uri,
+        version=version,
+        recall_at_10=loaded.manifest.recall_at_10,
     )
 
 
@@ -101,21 +112,12 @@ def built_index(vectors: np.ndarray, factory: str, threads: int) -> IndexBlob:
     faiss.omp_set_num_threads(threads)
     started = time.perf_counter()
     index, report = build_in_memory(vectors, factory, "ip")
-    recall = report.recall_at_10
-    return IndexBlob(
-        data=index.to_bytes(),
-        factory=index.factory,
-        metric=index.metric,
-        search_params=dict(index.search_params),
-        index_rows=None,
-        description={
-            "source": "built",
-            "factory": index.factory,
-            "metric": index.metric,
-            "search_params": dict(index.search_params),
-            "recall_at_10": round(recall, 4),
-            "build_seconds": round(time.perf_counter() - started, 3),
-        },
+    return IndexBlob.of(
+        index,
+        None,
+        "built",
+        recall_at_10=round(report.recall_at_10, 4),
+        build_seconds=round(time.perf_counter() - started, 3),
     )
 
 
