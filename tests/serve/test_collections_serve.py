@@ -13,20 +13,11 @@ import requests
 from embedder import Encoder
 from testkit.closed_loop import ClosedLoop
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_deploy import deploy_app, ingress_actors
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _deploy(args: dict[str, Any], deployments: list[dict[str, Any]] | None = None) -> None:
-    """What `serve deploy` sends the controller: one application from import path, args and overrides."""
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    app = {"name": "qmatch", "route_prefix": "/", "import_path": "deployments.app:build_app", "args": args}
-    config = {"applications": [{**app, "deployments": deployments or []}]}
-    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
 
 
 class App:
@@ -60,7 +51,7 @@ def app(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "session": {"threads": 1, "allow_spinning": False},
             "deployments": {"Ingress": {"ray_actor_options": {"num_cpus": 1}}},
         }
-        _deploy(args)  # declaratively, as `serve deploy serve_config.yaml` does
+        deploy_app(args)  # declaratively, as `serve deploy serve_config.yaml` does
         wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
         yield App(url, encoder, roots, args)
 
@@ -112,29 +103,18 @@ def test_two_collections_hot_swap_independently_under_load(app: App) -> None:
     assert "sha256:0000000000000000" in listed["help"]["refused"]["reason"]
 
 
-def _ingress_actors() -> set[str]:
-    """Live Ingress replica actors, from the GCS (the state API needs the dashboard, off here)."""
-    from ray._private import state
-
-    return {
-        actor_id
-        for actor_id, a in state.actors().items()
-        if a.get("State") == "ALIVE" and "Ingress" in str(a.get("ActorClassName", ""))
-    }
-
-
 def test_redeploy_adds_and_removes_collections_without_restarting_the_model_replica(app: App) -> None:
     from deployments.app import AppArgs, collections_user_config
 
-    replicas = _ingress_actors()
+    replicas = ingress_actors()
     assert replicas
     # The same args (so the same code version: no restart); the inline Ingress's user_config
     # (its ServingConfig fields and the collection map) changed, as serve_config.yaml would.
     changed = {**app.args, "collections": {"extra": str(app.roots["extra"])}}  # help removed, extra added
     user_config = {"collections": collections_user_config(AppArgs.model_validate(changed))}
-    _deploy(app.args, [{"name": "Ingress", "user_config": user_config}])
+    deploy_app(app.args, [{"name": "Ingress", "user_config": user_config}])
     wait_until(lambda: set(app.collections()) == {"default", "extra"}, 60, "redeployed collections")
     assert app.match("extra").status_code == 200
     gone = app.match("help")
     assert gone.status_code == 404 and "'help'" in gone.json()["error"]["message"]
-    assert _ingress_actors() == replicas  # the same replica, reconfigured in place
+    assert ingress_actors() == replicas  # the same replica, reconfigured in place

@@ -13,9 +13,9 @@ import requests
 
 from embedder import Encoder
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_deploy import deploy_app, ingress_actors
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
-from tests.serve.test_collections_serve import _deploy, _ingress_actors
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TEXTS = ["where is my order", "how do i reset my password"]
@@ -45,7 +45,7 @@ def app(
             "session": {"threads": 1, "allow_spinning": False},
             "deployments": {"Ingress": {"ray_actor_options": {"num_cpus": 1}}},
         }
-        _deploy(args)
+        deploy_app(args)
         wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
         yield {"url": url, "encoders": encoders, "roots": roots, "args": args}
 
@@ -77,15 +77,15 @@ def test_redeploy_adds_a_collection_bound_to_the_second_model_without_restarting
     from deployments.app import AppArgs, collections_user_config
 
     url = app["url"]
-    replicas = _ingress_actors()
+    replicas = ingress_actors()
     assert replicas
     later = {"index": str(app["roots"]["later"]), "model": "e5"}
     changed = {**app["args"], "collections": {**app["args"]["collections"], "later": later}}
     user_config = {"collections": collections_user_config(AppArgs.model_validate(changed), ["tiny", "e5"])}
-    _deploy(app["args"], [{"name": "Ingress", "user_config": user_config}])
+    deploy_app(app["args"], [{"name": "Ingress", "user_config": user_config}])
     listed = lambda: {c["name"]: c for c in requests.get(url + "/v1/collections", timeout=30).json()["data"]}  # noqa: E731
     wait_until(lambda: (listed().get("later") or {}).get("version") is not None, 60, "collection added")
     assert listed()["later"]["model"] == "e5" and listed()["later"]["refused"] is None
     got = requests.post(url + "/match", json={"question": "hi", "collection": "later"}, timeout=30).json()
     assert got["model"] == "e5" and all(m["answer"].endswith("(later)") for m in got["matches"])
-    assert _ingress_actors() == replicas  # the same replica, reconfigured in place
+    assert ingress_actors() == replicas  # the same replica, reconfigured in place

@@ -14,8 +14,8 @@ import requests
 from embedder import Encoder
 from testkit.closed_loop import ClosedLoop
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
+from testkit.serve_deploy import deploy_app
 from testkit.waiting import wait_until
-from tests.serve.test_collections_serve import _deploy
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TEXTS = ["where is my order", "how do i reset my password"]
@@ -34,7 +34,7 @@ def app(tiny_artifact: Path, prompted_artifact: Path) -> Iterator[dict[str, Any]
             "session": {"threads": 1, "allow_spinning": False},
             "deployments": {"FusedEncoder": {"ray_actor_options": {"num_cpus": 1}}},
         }
-        _deploy(args)
+        deploy_app(args)
         wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
         yield {"url": url, "encoders": encoders}
 

@@ -176,6 +176,18 @@ def reads_environment(path: Path) -> list[int]:
     )
 
 
+def test_no_test_module_imports_another_test_module() -> None:
+    """Shared test helpers live in testkit/ (fixtures in a folder's conftest.py), so a test module
+    is never imported for its helpers and run twice or half-collected."""
+    bad = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts)
+        for imported in imports_of(path, name):
+            if imported.startswith("tests.") and imported.rsplit(".", 1)[-1].startswith("test_"):
+                bad.append(f"{name} imports {imported}")
+    assert not bad, "move the helper to testkit/:\n" + "\n".join(sorted(bad))
+
+
 def test_settings_come_from_the_environment_only_through_the_config_system() -> None:
     bad = [
         f"{name}:{line}"
