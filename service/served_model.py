@@ -63,6 +63,11 @@ class ServedModel:
             with contextlib.suppress(RuntimeError):
                 self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_ready(interval_s))
 
+    def stop_probe(self) -> None:
+        """Stop the probe loop (the model is no longer served)."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+
     async def _probe_until_ready(self, interval_s: float) -> None:
         while not self.ready:
             try:
