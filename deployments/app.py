@@ -95,6 +95,10 @@ class AppArgs(BaseModel):
     # Topology "fused" with several models: the most each model replica holds at once (Ray Serve
     # multiplexing, least recently used evicted); 0 = every model.
     max_models_per_replica: int = Field(default=0, ge=0)
+    # Resident bytes one replica holding several models (inline Ingress, fused model replica) may
+    # reach: a model load that would pass it is refused with the numbers (503), not run into the
+    # OOM killer; each model's measured RSS is in /info (runtime.memory). 0 = no budget.
+    model_memory_bytes: int = Field(default=0, ge=0)
     # The index root of the collection "default" (matched by the default model).
     index: str | None = None
     topology: Literal["auto", "inline", "graph", "fused"] = "auto"
@@ -302,7 +306,12 @@ def build_app(raw: dict[str, Any]) -> Application:
             _dep(Ingress)
             .options(**opts, user_config=user_config)
             .bind(
-                default.artifact_dir, "inline", settings=settings, model_name=default.name, models=[default]
+                default.artifact_dir,
+                "inline",
+                settings=settings,
+                model_name=default.name,
+                models=[default],
+                model_memory_bytes=args.model_memory_bytes,
             )
         )
     artifact = Artifact.load(default.artifact_dir)
@@ -372,7 +381,7 @@ def _staged(
         handles["encoder"] = (
             _dep(MultiplexedEncoder)  # named FusedEncoder: the same `deployments:` key and stage
             .options(name="FusedEncoder", **deployment_options("FusedEncoder", args, serving))
-            .bind(args.max_models_per_replica or -1)  # 0: every model (no limit)
+            .bind(args.max_models_per_replica or -1, args.model_memory_bytes)  # N 0: every model
         )
     elif topology == "fused":
         handles["encoder"] = (

@@ -26,6 +26,7 @@ from engine.backend import Backend
 from engine.inprocess import InProcessBackend
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
+from engine.model_memory import ModelMemory
 from engine.model_set import ModelSet
 from index.collections import CollectionsConfig, collections_config
 from service.core import EmbedService
@@ -47,9 +48,12 @@ class Ingress:
         model_name: str = "",
         handles: dict[str, DeploymentHandle] | None = None,
         models: list[ModelPlan] | None = None,
+        model_memory_bytes: int = 0,
     ) -> None:
         """`models`: the default model's plan (its name and settings); the other models arrive with
-        user_config (`models`, deployments/app_models.py), so adding one restarts nothing."""
+        user_config (`models`, deployments/app_models.py), so adding one restarts nothing.
+        `model_memory_bytes`: the inline replica's budget for its models (0 = none)."""
+        self.memory = ModelMemory(model_memory_bytes)
         self.handles = handles or {}
         self.topology, self.settings = topology, settings
         default = (models or [ModelPlan(model_name, artifact_dir, settings.session, settings.batching)])[0]
@@ -92,14 +96,18 @@ class Ingress:
         if self.topology == "inline":
             # Collections come with user_config (reconfigure), so a `serve deploy` that changes
             # them reconfigures this replica instead of restarting its models.
-            return InProcessBackend(
-                plan.artifact_dir,
-                collections=CollectionsConfig(),
-                session=plan.session,
-                scheduler=plan.batching,
-                model_name=plan.name,
-                on_pass=self.metrics,
-            )
+            # Each model's RSS growth is measured; a load past the replica's budget is refused.
+            with self.memory.loading(plan.name, plan.artifact_dir):
+                backend = InProcessBackend(
+                    plan.artifact_dir,
+                    collections=CollectionsConfig(),
+                    session=plan.session,
+                    scheduler=plan.batching,
+                    model_name=plan.name,
+                    on_pass=self.metrics,
+                )
+            backend.memory = self.memory
+            return backend
         # Each model call names its model (multiplexed_model_id), so Serve routes it to a replica
         # that holds it (or loads it there); the plan travels with the call, so the model stage
         # learns a model added by user_config from its first request. One Searcher holds every
@@ -121,6 +129,7 @@ class Ingress:
                 log.info("model %s %s", name, "removed" if name not in backends else "replaced")
                 if isinstance(old, InProcessBackend):
                     old.collections.close()
+                    self.memory.forget(name)
         self.plans = {self.default_plan.name: self.default_plan, **wanted}
         self.backends = backends
         self.service.set_models(backends)

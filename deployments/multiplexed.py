@@ -30,6 +30,7 @@ from deployments.model_replica import ModelReplica
 from embedder.handoff import HiddenPack, TokenPack, pool_pack
 from embedder.pooling import Pooler
 from engine.errors import BackendUnavailable
+from engine.model_memory import ModelMemory
 
 
 class ResidentModel(ModelReplica):
@@ -61,9 +62,11 @@ class ResidentModel(ModelReplica):
 class MultiplexedEncoder:
     """Several models' fused stage, each loaded on demand, at most `max_models` per replica."""
 
-    def __init__(self, max_models: int) -> None:
-        """`max_models`: the most models one replica holds (-1: no limit)."""
+    def __init__(self, max_models: int, memory_budget_bytes: int = 0) -> None:
+        """`max_models`: the most models one replica holds (-1: no limit); `memory_budget_bytes`:
+        the RSS a load may take the replica to (0 = no budget; engine/model_memory.py)."""
         self.plans: dict[str, ModelPlan] = {}
+        self.memory = ModelMemory(memory_budget_bytes)
         self.loads: Counter[str] = Counter()
         # Each model's session runtime as of its last load (a small dict, not the model: holding
         # the model would keep an evicted session's memory).
@@ -85,13 +88,19 @@ class MultiplexedEncoder:
             raise BackendUnavailable(f"model {name!r} has no plan on this replica yet")
         # Loading builds a session and runs the probe: off the event loop, so requests on the
         # models already resident keep being served meanwhile.
-        model = await asyncio.to_thread(ResidentModel, plan, self._evicted)
+        model = await asyncio.to_thread(self._build, plan)
         with self._lock:
             self.loads[name] += 1
             self.runtimes[name] = model.runtime()
         return model
 
+    def _build(self, plan: ModelPlan) -> ResidentModel:
+        # Refused (503 with the numbers) when the load would pass the budget; its RSS growth kept.
+        with self.memory.loading(plan.name, plan.artifact_dir):
+            return ResidentModel(plan, self._evicted)
+
     def _evicted(self, name: str) -> None:
+        self.memory.forget(name)
         with self._lock:
             self.evictions[name] += 1
 
@@ -121,4 +130,5 @@ class MultiplexedEncoder:
             "resident_models": sorted(n for n, r in resident.items() if r),
             "loads": loads.get(name, 0),
             "evictions": evictions.get(name, 0),
+            "memory": self.memory.status(),
         }

@@ -71,6 +71,8 @@ def test_each_model_embeds_and_each_collection_matches_with_its_model(app: dict[
         scores = {m["id"] - 1000: m["score"] for m in got["matches"]}
         assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5
     assert [m["id"] for m in requests.get(url + "/v1/models", timeout=30).json()["data"]] == ["tiny", "e5"]
+    memory = requests.get(url + "/info", timeout=30).json()["models"]["e5"]["runtime"]["memory"]
+    assert set(memory["model_bytes"]) == {"tiny", "e5"} and min(memory["model_bytes"].values()) > 0
 
 
 def test_redeploy_adds_a_collection_bound_to_the_second_model_without_restarting(app: dict[str, Any]) -> None:

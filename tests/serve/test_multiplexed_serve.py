@@ -71,6 +71,10 @@ def test_models_are_evicted_and_reloaded_with_no_failed_request(app: dict[str, A
         assert runtime["multiplexed"] and runtime["max_models_per_replica"] == 1
         assert runtime["loads"] >= 2 and runtime["evictions"] >= 1, runtime
     assert sum(models[n]["runtime"]["resident"] for n in ("tiny", "e5")) <= 1
+    for name in ("tiny", "e5"):  # the replica that answered measured what its resident model takes
+        memory = models[name]["runtime"]["memory"]
+        assert set(memory["model_bytes"]) <= {"tiny", "e5"} and len(memory["model_bytes"]) <= 1
+        assert all(b > 0 for b in memory["model_bytes"].values()) and memory["rss_bytes"] > 0
 
 
 def test_each_collection_is_matched_by_its_model_and_a_wrong_one_is_refused(app: dict[str, Any]) -> None:

@@ -92,7 +92,7 @@ def test_fused_with_several_models_multiplexes_and_checks_each_collection_with_i
     ingress = build_app(args)._bound_deployment
     encoder = ingress.init_kwargs["handles"]["encoder"]._bound_deployment
     assert encoder.name == "FusedEncoder"  # the same `deployments:` key as one model's
-    assert encoder.init_args == (1,)  # N only: the models travel in the Ingress's user_config
+    assert encoder.init_args == (1, 0)  # N and the budget: the models travel in the Ingress's user_config
     assert [p.name for p in ingress.init_kwargs["models"]] == ["tiny"]
     user_config = ingress._deployment_config.user_config
     assert list(user_config["models"]) == ["e5"] and user_config["collection_models"] == {"help": "e5"}
