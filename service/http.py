@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedder.errors import InvalidInput
+from engine import timings as request_timings
 from engine.backend import EmbedOptions
 from service import contract as c
 from service.body import parse_json_object, read_body
@@ -137,6 +138,7 @@ def create_app(service: EmbedService) -> FastAPI:
         work: Callable[[Any], Awaitable[Any]],
     ) -> Response:
         service.start_probe()
+        timings = request_timings.start()  # what the backend reports back, e.g. a model's load
         try:
             check_key(request)
             parsed: Any = None
@@ -164,6 +166,8 @@ def create_app(service: EmbedService) -> FastAPI:
                 result.model_dump(exclude_unset=True) if isinstance(result, pydantic.BaseModel) else result
             )
             response: Response = JSON(payload)
+            if timings:
+                response.headers["Server-Timing"] = request_timings.server_timing(timings)
         except Exception as exc:
             status, body, headers = error_payload(exc, style)
             response = JSON(body, status, headers=headers)

@@ -57,9 +57,12 @@ def app(
 
 def test_models_are_evicted_and_reloaded_with_no_failed_request(app: dict[str, Any]) -> None:
     url = app["url"]
-    for model in ("tiny", "e5", "tiny", "e5"):  # one resident at a time: every switch is a reload
+    for i, model in enumerate(("tiny", "e5", "tiny", "e5")):  # one resident at a time: every switch reloads
         r = embed(url, model)
         assert r.status_code == 200 and r.json()["model"] == model
+        if i:  # the request that waited for its model's load says what it cost (W3C Server-Timing)
+            timing = r.headers.get("Server-Timing", "")
+            assert timing.startswith("model-load;dur=") and float(timing.split("dur=")[1]) > 0, timing
     with ModelLoad(url, ["tiny", "e5"], app["encoders"]) as load:
         wait_until(lambda: len(load.outcomes) >= 60, 120, "requests under load")
     failed = [o for o in load.outcomes if o[1] != 200]
