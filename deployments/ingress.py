@@ -27,6 +27,7 @@ from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
 from engine.model_set import ModelSet
 from index.collections import CollectionsConfig, collections_config
+from service.auth import AuthConfig, auth_config
 from service.core import EmbedService
 from service.http import create_app
 
@@ -44,6 +45,7 @@ class Ingress:
         model_name: str = "",
         handles: dict[str, DeploymentHandle] | None = None,
         models: list[ModelPlan] | None = None,
+        auth: dict[str, Any] | None = None,
     ) -> None:
         handles = handles or {}
         backend: Backend
@@ -97,10 +99,14 @@ class Ingress:
         # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
         self.backend = backend
         self.api_key = settings.serving.api_key
-        self.service = EmbedService(self.models or backend, settings.serving)
+        # The app args' key table (build_app validated it): kept when a user_config has no `auth`,
+        # so a user_config written for collections alone never opens the service.
+        self.auth: AuthConfig | None = auth_config(auth) if auth is not None else None
+        self.service = EmbedService(self.models or backend, settings.serving, auth=self.auth)
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
-        """user_config: ServingConfig fields (limits, timeouts, api_key) changed without a restart.
+        """user_config: ServingConfig fields (limits, timeouts, api_key) and `auth` (the key table)
+        changed without a restart.
 
         Inline topology: also `collections` (index/collections.py), each served in this replica
         by the model it names.
@@ -109,7 +115,10 @@ class Ingress:
         """
         config = dict(config or {})
         collections = config.pop("collections", None)
-        self.service.reconfigure(serving_from_user_config(config, self.api_key))
+        # `auth` (hashes only): the new key table, swapped in at once (a bad one raises here and
+        # the old table keeps serving); absent, the args' table stays.
+        auth = auth_config(config.pop("auth")) if "auth" in config else self.auth
+        self.service.reconfigure(serving_from_user_config(config, self.api_key), auth)
         if isinstance(self.backend, InProcessBackend) and self.models is not None:
             # each collection to the model it names (the default if none)
             self.models.configure(collections_config(collections))

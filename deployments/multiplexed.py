@@ -36,9 +36,9 @@ class ResidentModel(ModelReplica):
         self.pooler = Pooler.from_artifact(self.artifact)
         self.name, self._on_evict, self._evicted = plan.name, on_evict, False
 
-    async def encode(self, pack: TokenPack) -> np.ndarray:
+    async def encode(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
         """Pooled vectors (not normalised unless the graph normalises), as FusedEncoder returns them."""
-        out = await self.run_pack(pack)
+        out = await self.run_pack(pack, tenant, weight)
         if self.pooled:
             return out
         return pool_pack(self.pooler, HiddenPack(out, pack.lengths), normalize=False, dimensions=None)
@@ -89,10 +89,10 @@ class MultiplexedEncoder:
         with self._lock:
             self.evictions[name] += 1
 
-    async def __call__(self, pack: TokenPack) -> np.ndarray:
+    async def __call__(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
         """Pooled vectors of one request's pack by the model the request was routed for."""
         model = await self._get(serve.get_multiplexed_model_id())
-        return await model.encode(pack)
+        return await model.encode(pack, tenant, weight)
 
     def runtime(self) -> dict[str, Any]:
         """This replica's multiplexing state (it loads nothing): resident models, loads, evictions."""
