@@ -111,16 +111,14 @@ def create_app(service: EmbedService) -> FastAPI:
             openai_body(exc.status_code, "invalid_request_error", str(exc.detail), None), exc.status_code
         )
 
-    def check_key(request: Request, route: str) -> Caller:
-        """The request's key (401 without a valid one), allowed on this route (else 403)."""
+    def check_key(request: Request) -> Caller:
+        """The request's key; 401 without a valid one."""
         caller = service.keys.identify(request.headers.get("authorization", ""))
         if caller is None:
             raise Unauthorized(
                 "missing or wrong API key (send 'Authorization: Bearer <key>')", param="authorization"
             )
         request.state.caller = caller  # the routes' work reads it (caller_of)
-        if not caller.may_route(route):
-            raise Forbidden(f"this key may not use {route}", param="authorization")
         return caller
 
     def deadline(request: Request) -> float:
@@ -145,7 +143,10 @@ def create_app(service: EmbedService) -> FastAPI:
         route = getattr(request.scope.get("route"), "path", request.url.path)
         name = UNKNOWN
         try:
-            name = check_key(request, route).name
+            caller = check_key(request)
+            name = caller.name
+            if not caller.may_route(route):
+                raise Forbidden(f"this key may not use {route}", param="authorization")
             parsed: Any = None
             if model is not None:
                 cfg = service.config
