@@ -1,10 +1,11 @@
 """The FastAPI app: routes wired to an EmbedService. Transport only; behaviour lives in core.py.
 
-Every API route goes through `serve`: auth (the request's key, its routes), body read (size cap and deadline, before any slot
-is taken), strict JSON, request-model validation, the in-flight slot, the request deadline and
-the one error map in the route's style. Bodies are read by hand (not by FastAPI) so slow or
-malformed bodies are refused cheaply; the request models are still declared on each route so
-/openapi.json and /docs describe the real API.
+Every API route goes through `serve`: auth (the request's key and whether it may use the route),
+body read (size cap and deadline, before any slot is taken), strict JSON, request-model validation,
+the in-flight slot (shared fairly by key), the request deadline and the one error map in the
+route's style; each 401 / 403 / 429 is one log line and a count of its key. Bodies are read by
+hand (not by FastAPI) so slow or malformed bodies are refused cheaply; the request models are
+still declared on each route so /openapi.json and /docs describe the real API.
 """
 
 from __future__ import annotations
