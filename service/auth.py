@@ -165,6 +165,8 @@ class KeyTable:
                 raise ValueError(
                     f"auth key {LEGACY_NAME!r}: that name is the api_key's (QM_SERVE_API_KEY) key; rename it"
                 )
+            if api_key and hmac.compare_digest(spec.sha256.encode("ascii"), entries[0][0]):
+                raise ValueError(f"auth key {spec.name!r}: its sha256 is the api_key's; one key, one entry")
             collections = None if spec.collections == "*" else frozenset(spec.collections)
             routes = None if spec.routes is None else frozenset(spec.routes)
             entries.append((spec.sha256.encode("ascii"), Caller(spec.name, collections, routes, spec.weight)))

@@ -62,6 +62,8 @@ def test_the_api_key_joins_the_table_as_default_and_a_clash_is_refused() -> None
     with pytest.raises(AppArgsError, match="auth key 'default': that name is the api_key's"):
         auth_user_config({"keys": [key_entry("default", digest)]}, ServingConfig(api_key="legacy"))
     assert auth_user_config({"keys": [key_entry("default", digest)]}, ServingConfig()) is not None
+    with pytest.raises(AppArgsError, match="auth key 'shop': its sha256 is the api_key's"):
+        auth_user_config({"keys": [key_entry("shop", digest)]}, ServingConfig(api_key=key))
 
 
 def test_no_key_at_all_is_an_open_service() -> None:
