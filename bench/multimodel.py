@@ -79,9 +79,10 @@ def models_listed(url: str) -> list[str]:
 
 def churn(url: str, args: dict[str, Any], questions: list[str], requests: int) -> dict[str, Any]:
     """Load on the two resident models while models are added, loaded (evicting) and removed."""
-    from testkit.serve_deploy import built_user_config, deploy_app
+    from deployments.app import ingress_user_config
+    from testkit.serve_deploy import deploy_app
 
-    base = built_user_config(args)
+    base = ingress_user_config(args)
     added = {**base, "models": {**base["models"], "m4": args["artifact"]}}
     events: list[dict[str, Any]] = []
 

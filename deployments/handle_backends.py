@@ -112,7 +112,8 @@ class GraphBackend(_SearcherCalls):
         The extra hop costs one copy of the hidden states (~1.5 KB per token).
         """
         with domain_errors("Backbone"):
-            hidden: HiddenPack = await self.backbone.remote(pack)
+            # The tenant travels with the pack, so the model replica's scheduler shares fairly by key.
+            hidden: HiddenPack = await self.backbone.remote(pack, options.tenant, options.weight)
         with domain_errors("Pooling"):
             vectors: np.ndarray = await self.pooling.remote(hidden, options.normalize, options.dimensions)
         return vectors
@@ -151,11 +152,13 @@ class FusedBackend(LocalTokenizer, _SearcherCalls):
         """Pooled vectors from the FusedEncoder, then this request's normalisation and dimension cut."""
         with domain_errors("FusedEncoder"):
             if self._plan_arg:  # multiplexed: the vectors and how long this call waited for a load
-                pooled, load_ms = await self.encoder.remote(pack, *self._plan_arg)
+                pooled, load_ms = await self.encoder.remote(
+                    pack, *self._plan_arg, options.tenant, options.weight
+                )
                 if load_ms:
                     request_timings.record("model-load", load_ms)
             else:
-                pooled = await self.encoder.remote(pack)
+                pooled = await self.encoder.remote(pack, options.tenant, options.weight)
         if self.model.pooling_in_graph:
             return finish_pooled(pooled, options.dimensions, self.model.normalize)
         # Pooled in the replica without normalising: the request decides (manifest default otherwise).

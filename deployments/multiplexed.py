@@ -43,9 +43,9 @@ class ResidentModel(ModelReplica):
         self.pooler = Pooler.from_artifact(self.artifact)
         self.name, self._on_evict, self._evicted = plan.name, on_evict, False
 
-    async def encode(self, pack: TokenPack) -> np.ndarray:
+    async def encode(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
         """Pooled vectors (not normalised unless the graph normalises), as FusedEncoder returns them."""
-        out = await self.run_pack(pack)
+        out = await self.run_pack(pack, tenant, weight)
         if self.pooled:
             return out
         return pool_pack(self.pooler, HiddenPack(out, pack.lengths), normalize=False, dimensions=None)
@@ -105,7 +105,9 @@ class MultiplexedEncoder:
         with self._lock:
             self.evictions[name] += 1
 
-    async def __call__(self, pack: TokenPack, plan: ModelPlan) -> tuple[np.ndarray, float]:
+    async def __call__(
+        self, pack: TokenPack, plan: ModelPlan, tenant: str = "", weight: int = 1
+    ) -> tuple[np.ndarray, float]:
         """Pooled vectors of one request's pack by the model the request was routed for, and the
         milliseconds the request waited for that model to load (0 when it was resident)."""
         name = serve.get_multiplexed_model_id()
@@ -119,7 +121,7 @@ class MultiplexedEncoder:
         waited_ms = (time.perf_counter() - started) * 1000.0
         # A resident model comes back in microseconds; anything longer was this request's share
         # of a load (its own, or one another request started), reported as Server-Timing.
-        return await model.encode(pack), waited_ms if waited_ms >= 1.0 else 0.0
+        return await model.encode(pack, tenant, weight), waited_ms if waited_ms >= 1.0 else 0.0
 
     def runtime(self) -> dict[str, Any]:
         """This replica's multiplexing state (it loads nothing): resident models, loads, evictions."""
