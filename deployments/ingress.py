@@ -18,7 +18,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.app_models import ModelPlan
 from deployments.app_settings import AppSettings, serving_from_user_config
 from deployments.handle_backends import FusedBackend, GraphBackend
-from deployments.model_replica import PassMetrics
+from deployments.serve_metrics import ray_meter
 from embedder.artifact import Artifact
 from embedder.tokenize import TextTokenizer
 from engine.backend import Backend
@@ -52,7 +52,7 @@ class Ingress:
             faiss.omp_set_num_threads(settings.search_threads)
             # Every model resident in this replica, each with its own scheduler (the default first).
             plans = models or [ModelPlan(model_name, artifact_dir, settings.session, settings.batching)]
-            metrics = PassMetrics()  # Ray metrics are per process: one recorder for every model
+            metrics = ray_meter()  # Ray metrics are per process: one recorder for every model
             # Collections come with user_config (reconfigure), so a `serve deploy` that changes
             # them reconfigures this replica instead of restarting its models.
             backends: dict[str, Backend] = {}
@@ -92,9 +92,11 @@ class Ingress:
                 )
             else:
                 backend = FusedBackend(model, local, handles["encoder"], searcher)
-        # Request counts and latencies by route and status are Serve's own metrics
-        # (ray_serve_num_http_requests, ray_serve_http_request_latency_ms); recording them again
-        # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
+        # Requests by route, status, model and key, latency and tokens: service/metrics.py's
+        # series, recorded by the app's `serve` wrapper into Ray metrics (deployments/serve_metrics.py).
+        # Serve's own ray_serve_num_http_requests has no model, key or token count. An earlier
+        # recorder here cost ~7% of the event loop's time per request (py-spy, 16 clients); this
+        # one makes 3-5 samples per request, not re-measured (docs/operations.md#what-to-watch).
         self.backend = backend
         self.api_key = settings.serving.api_key
         self.service = EmbedService(self.models or backend, settings.serving)
@@ -116,7 +118,7 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app of this replica's service."""
-        return create_app(self.service)
+        return create_app(self.service, ray_meter())
 
 
 def _local_model(artifact_dir: str, name: str) -> tuple[ModelInfo, LocalTokenizer]:

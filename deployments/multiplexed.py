@@ -7,7 +7,8 @@ already holds that model if there is one, and otherwise the model loads on the c
 when the replica already holds N. Each loaded model is a whole ModelReplica: its own session,
 its own ModelScheduler (fairness and fault isolation per model, as in every topology) and the
 probe check that ModelReplica runs on every load, so a model that fails it fails its own
-requests only. Loads and evictions are counted per model for /info.
+requests only. Loads and evictions are counted per model for /info and as Ray metrics
+(qm_model_loads, qm_model_evictions).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ray import serve
 
 from deployments.app_models import ModelPlan
 from deployments.model_replica import ModelReplica
+from deployments.serve_metrics import ray_meter
 from embedder.handoff import HiddenPack, TokenPack, pool_pack
 from embedder.pooling import Pooler
 
@@ -83,11 +85,13 @@ class MultiplexedEncoder:
         with self._lock:
             self.loads[name] += 1
             self.runtimes[name] = model.runtime()
+        ray_meter().model_loaded(name)
         return model
 
     def _evicted(self, name: str) -> None:
         with self._lock:
             self.evictions[name] += 1
+        ray_meter().model_evicted(name)
 
     async def __call__(self, pack: TokenPack) -> np.ndarray:
         """Pooled vectors of one request's pack by the model the request was routed for."""

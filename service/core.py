@@ -33,6 +33,7 @@ from index.matches import Match
 from service.admission import Admission
 from service.config import ServingConfig
 from service.errors import TooManyInputs, TooManyTokens
+from service.metrics import note_model, note_tokens
 from service.served_model import ServedModel
 
 Inputs = str | list[str] | list[int] | list[list[int]]
@@ -92,6 +93,7 @@ class EmbedService:
     def serving(self, model: str | None) -> ServedModel:
         """The model a request names (None: the default): 404 if unknown, 503 if its probe failed."""
         served = self.served[self.models.get(model).model.name]
+        note_model(served.name)  # the request's metrics carry the model it was given to
         served.check_serving(self.config.retry_after_s)
         return served
 
@@ -175,6 +177,7 @@ class EmbedService:
         with self.admission.tokens(pack.tokens):
             vectors = await served.backend.encode(pack, options)
         served.count(pack.tokens)
+        note_tokens(pack.tokens)
         return vectors
 
     async def tokenize(

@@ -39,6 +39,7 @@ from service.errors import (
     error_payload,
     openai_body,
 )
+from service.metrics import Meter
 from service.status import collections_status, models_status
 
 PAGE = Path(__file__).with_name("page.html")
@@ -79,8 +80,12 @@ def _to_field(exc: pydantic.ValidationError) -> InvalidInput:
     return InvalidInput(f"{field}: {first['msg']}", field=field)
 
 
-def create_app(service: EmbedService) -> FastAPI:
-    """The HTTP app for one EmbedService (used as-is in single-box mode and inside Serve)."""
+def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
+    """The HTTP app for one EmbedService (used as-is in single-box mode and inside Serve).
+
+    `meter` records each API request (service/metrics.py); None records nothing.
+    """
+    meter = meter or Meter()
     app = FastAPI(
         title="qmatch",
         version="1",
@@ -137,6 +142,10 @@ def create_app(service: EmbedService) -> FastAPI:
         work: Callable[[Any], Awaitable[Any]],
     ) -> Response:
         service.start_probe()
+        # Metrics by route template (not the path: no per-prefix or per-typo series). The key's
+        # configured name goes here once keys are named; "" until then.
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        metered = meter.begin(route, key="")
         try:
             check_key(request)
             parsed: Any = None
@@ -167,6 +176,7 @@ def create_app(service: EmbedService) -> FastAPI:
         except Exception as exc:
             status, body, headers = error_payload(exc, style)
             response = JSON(body, status, headers=headers)
+        metered.end(response.status_code)
         return response
 
     @app.post(
