@@ -25,17 +25,24 @@ MiB = 2**20
 
 @contextlib.contextmanager
 def start_local_ray(
-    num_cpus: int = 2, object_store_mb: int = 200, log_to_driver: bool = True
+    num_cpus: int = 2,
+    object_store_mb: int = 200,
+    log_to_driver: bool = True,
+    metrics_export_port: int | None = None,
 ) -> Iterator[str]:
-    """A local single-node Ray with small explicit resources and no dashboard; yields its address."""
+    """A local single-node Ray with small explicit resources and no dashboard; yields its address.
+    With `metrics_export_port`, the node's metrics agent serves Prometheus text there (/metrics),
+    as `ray start --metrics-export-port` does on a cluster."""
     import ray
 
+    extra = {"_metrics_export_port": metrics_export_port} if metrics_export_port else {}
     ray.init(
         address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * MiB,
         include_dashboard=False,
         log_to_driver=log_to_driver,
+        **extra,
     )
     try:
         yield ray.get_runtime_context().gcs_address
