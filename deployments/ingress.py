@@ -19,6 +19,7 @@ from deployments.app_models import ModelPlan
 from deployments.app_settings import AppSettings, serving_from_user_config
 from deployments.handle_backends import FusedBackend, GraphBackend
 from deployments.serve_metrics import ray_meter
+from deployments.stage_watch import StageWatch
 from embedder.artifact import Artifact
 from embedder.tokenize import TextTokenizer
 from engine.backend import Backend
@@ -100,6 +101,9 @@ class Ingress:
         self.backend = backend
         self.api_key = settings.serving.api_key
         self.service = EmbedService(self.models or backend, settings.serving)
+        # The stages this replica calls, by deployment name: /ready is 503 while one has no live replica.
+        stages = sorted({h.deployment_name for h in handles.values()})
+        self.watch = StageWatch(self.service, stages) if stages else None
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
         """user_config: ServingConfig fields (limits, timeouts, api_key) changed without a restart.

@@ -81,6 +81,10 @@ class EmbedService:
         self.backend: Backend = default.backend
         self.model: ModelInfo = default.model
         self.config = config
+        # Why a stage the requests need has no live replica ("" while none is missing): set by
+        # whatever can see the stages (the Serve ingress's deployments.stage_watch), so /ready
+        # tells a load balancer when a model node is gone, not only before the first probe.
+        self.unavailable = ""
         self.admission = Admission(config.max_in_flight, config.max_queued_tokens, config.retry_after_s)
 
     def reconfigure(self, config: ServingConfig) -> None:
@@ -101,13 +105,14 @@ class EmbedService:
 
     @property
     def ready(self) -> bool:
-        """/ready's answer: the default model passed its probe (the others' states are in /info)."""
-        return self.served[self.models.default].ready
+        """/ready's answer: the default model passed its probe (the others' states are in /info)
+        and no stage is without a live replica."""
+        return self.served[self.models.default].ready and not self.unavailable
 
     @property
     def not_ready_reason(self) -> str:
         """Why the default model is not ready ("" once it is)."""
-        return self.served[self.models.default].not_ready_reason
+        return self.unavailable or self.served[self.models.default].not_ready_reason
 
     def start_probe(self) -> None:
         """Start every model's readiness probe loop (idempotent; needs a running event loop)."""
