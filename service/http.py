@@ -166,6 +166,10 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                 try:
                     result = await asyncio.wait_for(work(parsed), timeout)
                 except asyncio.TimeoutError:
+                    if service.unavailable:  # waited for a stage that lost its replicas: retry later
+                        raise NotReady(
+                            service.unavailable, retry_after=service.config.retry_after_s
+                        ) from None
                     raise RequestTimeout(f"request did not finish within {timeout:g}s") from None
             # Contract models were validated when the handler built them; vectors stay numpy.
             # exclude_unset: fields a handler leaves out stay out (e.g. filter_selected without a filter).

@@ -8,8 +8,11 @@ Ingress (the worker nodes offer no CPU); only the fused model replica may use a 
   none past its deadline;
 - /ready answers 503 while no model replica is up, and 200 once the replica came back, on the
   new node;
-- the goal: at most 1% of the requests of the kill window get a 503 (those in flight on the
-  dead replica), none fails otherwise.
+- the goal: at most 1% of the requests of the kill window (started from 5 s before the kill to
+  5 s after /ready is 200 again) get a 503 (those in flight on the dead replica), none fails
+  otherwise.
+Requests that arrive while no replica is up wait in Serve's queue for the replacement (bounded
+by their deadline) rather than fail: a client that cannot retry elsewhere gets its answer late.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from testkit.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+WINDOW_MARGIN_S = 5.0
 MODEL_NODE = {"num_cpus": 0, "resources": {"model_node": 1}, "object_store_memory": 100 * MiB}
 CLIENTS = 4
 DEADLINE_S = 25.0  # X-Timeout-Seconds: the service answers 408 past it, so nothing may take longer
@@ -129,9 +133,9 @@ def test_a_dead_model_node_costs_at_most_its_in_flight_requests(app: Cluster) ->
         new_node = app.cluster.add_node(**MODEL_NODE)
         wait_until(lambda: _ready_status(url) == 200, 120, "/ready to answer 200 again")
         recovered = time.monotonic()
-        wait_until(lambda: len(load.since(recovered)) >= 100, 60, "traffic after the recovery")
+        wait_until(lambda: len(load.since(recovered + WINDOW_MARGIN_S)) >= 20, 60, "traffic after the window")
     outcomes = list(load.outcomes)
-    window = [o for o in outcomes if o.started >= killed - 2.0]
+    window = [o for o in outcomes if killed - WINDOW_MARGIN_S <= o.started <= recovered + WINDOW_MARGIN_S]
     statuses = Counter(o.status for o in window)
     print(
         f"kill -> /ready 503 in {unready - killed:.1f} s, -> 200 in {recovered - killed:.1f} s; "
