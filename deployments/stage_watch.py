@@ -2,7 +2,7 @@
 
 The readiness probe passes once; after that /ready stayed 200 even with every model replica
 gone (its node died), while requests waited for a replacement. This thread asks the controller
-(serve.status(), one call per interval) how many replicas of each stage are RUNNING and sets
+(serve.status(), one call per interval) how many replicas of each stage are live and sets
 EmbedService.unavailable while one has none, so /ready answers 503 for exactly that time and a
 load balancer can send traffic elsewhere. A thread, not a task: serve.status() blocks, and it
 must keep running whatever the replica's event loop is doing.
@@ -17,19 +17,24 @@ from ray import serve
 
 from service.core import EmbedService
 
-# Seconds between two controller calls: a model node's loss shows on /ready within about this
-# plus the GCS's node-death detection (testkit.ray_cluster.FAST_NODE_DEATH, ~15 s by default).
+# Seconds between two controller calls: a model node's loss shows on /ready about this long after
+# the controller saw the replica gone (node death, ~15 s by default, then its health check).
 WATCH_INTERVAL_S = 1.0
 
 
+# Replica states that serve requests: RUNNING, and UPDATING (applying a new user_config in place,
+# e.g. a collection added) or PENDING_MIGRATION (being drained off a node) still answer.
+LIVE = frozenset({"RUNNING", "UPDATING", "PENDING_MIGRATION"})
+
+
 def missing_stages(status: serve.schema.ServeStatus, app: str, stages: Sequence[str]) -> list[str]:
-    """The stages of `app` with no RUNNING replica (a stage the controller does not list counts as missing)."""
+    """The stages of `app` with no live replica (a stage the controller does not list counts as missing)."""
     deployments = status.applications[app].deployments if app in status.applications else {}
     out = []
     for name in stages:
         states = deployments[name].replica_states if name in deployments else {}
         # Keys are ReplicaState (a str Enum) or its plain value, depending on how the status was built.
-        running = sum(n for state, n in states.items() if getattr(state, "value", state) == "RUNNING")
+        running = sum(n for state, n in states.items() if getattr(state, "value", state) in LIVE)
         if not running:
             out.append(name)
     return out
