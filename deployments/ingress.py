@@ -19,7 +19,8 @@ from ray.serve.handle import DeploymentHandle
 from deployments.app_models import ModelPlan, replica_plans
 from deployments.app_settings import AppSettings, serving_from_user_config
 from deployments.handle_backends import FusedBackend, GraphBackend
-from deployments.model_replica import PassMetrics
+from deployments.serve_metrics import ray_meter
+from deployments.stage_watch import StageWatch
 from embedder.artifact import Artifact
 from embedder.tokenize import TextTokenizer
 from engine.backend import Backend
@@ -66,7 +67,7 @@ class Ingress:
         backend: Backend
         if topology == "inline":
             faiss.omp_set_num_threads(settings.search_threads)
-            self.metrics = PassMetrics()  # Ray metrics are per process: one recorder for every model
+            self.metrics = ray_meter()  # Ray metrics are per process: one recorder for every model
             backend = self._model_backend(default)
         elif self.multi:
             backend = self._model_backend(default)
@@ -85,9 +86,11 @@ class Ingress:
                 )
             else:
                 backend = FusedBackend(model, local, self.handles["encoder"], searcher)
-        # Request counts and latencies by route and status are Serve's own metrics
-        # (ray_serve_num_http_requests, ray_serve_http_request_latency_ms); recording them again
-        # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
+        # Requests by route, status, model and key, latency and tokens: service/metrics.py's
+        # series, recorded by the app's `serve` wrapper into Ray metrics (deployments/serve_metrics.py).
+        # Serve's own ray_serve_num_http_requests has no model, key or token count. An earlier
+        # recorder here cost ~7% of the event loop's time per request (py-spy, 16 clients); this
+        # one makes 3-5 samples per request, not re-measured (docs/operations.md#what-to-watch).
         self.backend = backend
         self.backends: dict[str, Backend] = {default.name: backend}
         self.api_key = settings.serving.api_key
@@ -95,6 +98,9 @@ class Ingress:
         # so a user_config written for collections alone never opens the service.
         self.auth: AuthConfig | None = auth_config(auth) if auth is not None else None
         self.service = EmbedService(ModelSet(dict(self.backends)), settings.serving, auth=self.auth)
+        # The stages this replica calls, by deployment name: /ready is 503 while one has no live replica.
+        stages = sorted({h.deployment_name for h in self.handles.values()})
+        self.watch = StageWatch(self.service, stages) if stages else None
 
     def _model_backend(self, plan: ModelPlan) -> Backend:
         """One model's backend: in process (inline), or over the multiplexed model stage (fused)."""
@@ -172,7 +178,7 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app of this replica's service."""
-        return create_app(self.service)
+        return create_app(self.service, ray_meter())
 
 
 def _local_model(artifact_dir: str, name: str) -> tuple[ModelInfo, LocalTokenizer]:

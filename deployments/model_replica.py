@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from ray.serve.metrics import Counter, Histogram
 
+from deployments.serve_metrics import ray_meter
 from embedder.artifact import Artifact
 from embedder.config import EncoderConfig, SessionConfig
 from embedder.encoder import Encoder
@@ -23,28 +23,6 @@ from embedder.graph_runner import GraphRunner
 from embedder.handoff import TokenPack
 from engine.scheduler import ModelScheduler, SchedulerConfig
 from settings.loader import from_mapping
-
-SIZE_BUCKETS = [1.0, 2, 4, 8, 16, 32, 64, 128, 256]
-TOKEN_BUCKETS = [16.0, 64, 256, 1024, 2048, 4096, 8192, 16384]
-
-
-class PassMetrics:
-    """Ray metrics of model passes (requests merged, texts and padded tokens per onnxruntime call)."""
-
-    def __init__(self) -> None:
-        self._texts = Histogram("qm_batch_texts", "Texts per onnxruntime call", SIZE_BUCKETS)
-        self._tokens = Histogram(
-            "qm_batch_padded_tokens", "Padded tokens per onnxruntime call", TOKEN_BUCKETS
-        )
-        self._requests = Histogram("qm_batch_requests", "Requests merged into one model pass", SIZE_BUCKETS)
-        self._calls = Counter("qm_model_calls", "onnxruntime calls")
-
-    def __call__(self, requests: int, calls: list[tuple[int, int]]) -> None:
-        self._requests.observe(requests)
-        for texts, padded in calls:
-            self._texts.observe(texts)
-            self._tokens.observe(padded)
-            self._calls.inc()
 
 
 class ModelReplica:
@@ -60,7 +38,7 @@ class ModelReplica:
         self.pooled = self.artifact.manifest.pooling_in_graph
         forward = self.model.run_pooled if self.pooled else self.model.run
         self.scheduler = ModelScheduler(
-            forward, self.artifact.manifest.pad_token_id, self.pooled, SchedulerConfig(), PassMetrics()
+            forward, self.artifact.manifest.pad_token_id, self.pooled, SchedulerConfig(), ray_meter()
         )
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:

@@ -7,7 +7,8 @@ already holds that model if there is one, and otherwise the model loads on the c
 when the replica already holds N. Each loaded model is a whole ModelReplica: its own session,
 its own ModelScheduler (fairness and fault isolation per model, as in every topology) and the
 probe check that ModelReplica runs on every load, so a model that fails it fails its own
-requests only. Loads and evictions are counted per model for /info.
+requests only. Loads and evictions are counted per model for /info and as Ray metrics
+(qm_model_loads, qm_model_evictions).
 
 The replica learns each model's plan from its requests (the Ingress sends the plan with every
 call): the Ingress's user_config is the one list of models, so a `serve deploy` that adds a model
@@ -28,6 +29,7 @@ from ray import serve
 
 from deployments.app_models import ModelPlan
 from deployments.model_replica import ModelReplica
+from deployments.serve_metrics import ray_meter
 from embedder.handoff import HiddenPack, TokenPack, pool_pack
 from embedder.pooling import Pooler
 from engine.errors import BackendUnavailable
@@ -93,6 +95,7 @@ class MultiplexedEncoder:
         with self._lock:
             self.loads[name] += 1
             self.runtimes[name] = model.runtime()
+        ray_meter().model_loaded(name)
         return model
 
     def _build(self, plan: ModelPlan) -> ResidentModel:
@@ -104,6 +107,7 @@ class MultiplexedEncoder:
         self.memory.forget(name)
         with self._lock:
             self.evictions[name] += 1
+        ray_meter().model_evicted(name)
 
     async def __call__(
         self, pack: TokenPack, plan: ModelPlan, tenant: str = "", weight: int = 1

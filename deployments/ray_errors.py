@@ -11,14 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayError, RayTaskError
+from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from engine.errors import BackendUnavailable
 
 # Ray's ways of saying "not now": a full queue, a deployment without healthy replicas, a replica
-# that died or cannot be reached mid-call.
-UNAVAILABLE = (BackPressureError, DeploymentUnavailableError, ActorDiedError, ActorUnavailableError)
+# that died or cannot be reached mid-call (RayActorError: ActorDiedError, ActorUnavailableError),
+# its node gone, or a result lost with that node. Each is retryable: Serve starts a replacement.
+UNAVAILABLE = (
+    BackPressureError,
+    DeploymentUnavailableError,
+    RayActorError,
+    NodeDiedError,
+    ObjectLostError,
+)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 import uvicorn
+from fastapi import FastAPI, Response
 
 from embedder.cli_flags import add_runtime_flags, session_from_flags
 from embedder.config import SessionConfig
@@ -21,6 +22,7 @@ from service.auth import AuthConfig, KeyTable, load_auth_file
 from service.config import ServingConfig, serving_config
 from service.core import EmbedService
 from service.http import create_app
+from service.metrics import Meter, PrometheusSink
 from settings.loader import ConfigError
 
 
@@ -121,8 +123,8 @@ def keys_of(path: str | None, serving: ServingConfig) -> AuthConfig | None:
     return auth
 
 
-def build(args: argparse.Namespace) -> EmbedService:
-    """The service of the command-line options."""
+def build(args: argparse.Namespace, meter: Meter | None = None) -> EmbedService:
+    """The service of the command-line options (`meter` records each model's passes)."""
     session, serving = settings(args)
     auth = keys_of(args.auth_file, serving)  # before any model loads: a bad entry fails at once
     artifacts = pairs("--model", args.model, "ARTIFACT")
@@ -140,12 +142,12 @@ def build(args: argparse.Namespace) -> EmbedService:
     )
     backends: dict[str, InProcessBackend] = {}
     if args.artifact is not None:  # the default model, named as it always was
-        first = InProcessBackend(args.artifact, session=session, model_name=args.model_name)
+        first = InProcessBackend(args.artifact, session=session, model_name=args.model_name, on_pass=meter)
         backends[first.model.name] = first
     for name, artifact in artifacts.items():
         if name in backends:
             raise SystemExit(f"--model {name}={artifact}: {name!r} is already the --artifact model's name")
-        backends[name] = InProcessBackend(artifact, session=session, model_name=name)
+        backends[name] = InProcessBackend(artifact, session=session, model_name=name, on_pass=meter)
     models = ModelSet(backends)  # the first is the default: --artifact's, else the first --model
     try:
         models.configure(collections)
@@ -155,14 +157,33 @@ def build(args: argparse.Namespace) -> EmbedService:
     return EmbedService(models, serving, auth=auth)
 
 
+def single_box_app(service: EmbedService, sink: PrometheusSink) -> FastAPI:
+    """The API app metered into `sink`, plus GET /metrics: the sink's series in Prometheus text.
+
+    /metrics is open, like /health and /ready (Prometheus scrapers usually carry no bearer
+    token): it shows counts by route, status, model and key name, never a text or a key. It goes
+    through no API route's wrapper, so scrapes are not counted as requests.
+    """
+    meter = Meter(sink)
+    app = create_app(service, meter)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = sink.scrape()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve until interrupted."""
     args = parse_args(argv)
+    sink = PrometheusSink()
     try:
-        service = build(args)
+        service = build(args, Meter(sink))
     except ConfigError as exc:  # one line naming the flag or variable, as the jobs answer
         raise SystemExit(f"python -m service: error: {exc}") from None
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(single_box_app(service, sink), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

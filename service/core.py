@@ -36,6 +36,7 @@ from service.admission import Admission
 from service.auth import OPEN, AuthConfig, Caller, KeyTable
 from service.config import ServingConfig
 from service.errors import Forbidden, TooManyInputs, TooManyTokens
+from service.metrics import note_model, note_tokens
 from service.served_model import ServedModel
 from service.usage import KeyUsage
 
@@ -85,6 +86,10 @@ class EmbedService:
         self.backend: Backend = default.backend
         self.model: ModelInfo = default.model
         self.config = config
+        # Why a stage the requests need has no live replica ("" while none is missing): set by
+        # whatever can see the stages (the Serve ingress's deployments.stage_watch), so /ready
+        # tells a load balancer when a model node is gone, not only before the first probe.
+        self.unavailable = ""
         self.admission = Admission(config.max_in_flight, config.max_queued_tokens, config.retry_after_s)
         self.usage = KeyUsage()  # per-key requests, tokens, refusals (/info; a metrics exporter reads it)
         self.keys = self._key_table(config, auth)
@@ -133,6 +138,7 @@ class EmbedService:
     def serving(self, model: str | None) -> ServedModel:
         """The model a request names (None: the default): 404 if unknown, 503 if its probe failed."""
         served = self.served[self.models.get(model).model.name]
+        note_model(served.name)  # the request's metrics carry the model it was given to
         served.check_serving(self.config.retry_after_s)
         return served
 
@@ -140,13 +146,14 @@ class EmbedService:
 
     @property
     def ready(self) -> bool:
-        """/ready's answer: the default model passed its probe (the others' states are in /info)."""
-        return self.served[self.models.default].ready
+        """/ready's answer: the default model passed its probe (the others' states are in /info)
+        and no stage is without a live replica."""
+        return self.served[self.models.default].ready and not self.unavailable
 
     @property
     def not_ready_reason(self) -> str:
         """Why the default model is not ready ("" once it is)."""
-        return self.served[self.models.default].not_ready_reason
+        return self.unavailable or self.served[self.models.default].not_ready_reason
 
     def start_probe(self) -> None:
         """Start every model's readiness probe loop (idempotent; needs a running event loop)."""
@@ -227,6 +234,7 @@ class EmbedService:
             vectors = await served.backend.encode(pack, options)
         served.count(pack.tokens)
         self.usage.tokens(options.tenant, pack.tokens)
+        note_tokens(pack.tokens)
         return vectors
 
     async def tokenize(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedder.errors import ArtifactError, EmptyInput, InputTooLong, InvalidInput, ModelMismatch
-from engine.errors import BackendUnavailable, ModelMemoryRefused, UnknownModel
+from engine.errors import BackendUnavailable, UnknownModel
 from index.errors import IndexInvalid, IndexUnavailable, UnknownCollection
 
 log = logging.getLogger("qmatch.service")
@@ -142,7 +142,9 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+@-]+){2,}/?")
 
 def public_message(exc: BaseException, status: int) -> str:
     """The message a client sees: never a server path, never our internals."""
-    shown = ApiError | IndexUnavailable | ModelMismatch | IndexInvalid | ModelMemoryRefused
+    # BackendUnavailable's message is ours (the stage's name and Ray's exception type): it tells the
+    # client the 503 is a stage restarting, worth retrying.
+    shown = ApiError | IndexUnavailable | ModelMismatch | IndexInvalid | BackendUnavailable
     if status >= 500 and not isinstance(exc, shown):
         return f"internal error ({type(exc).__name__}); the request was not processed"
     return _PATH.sub("<path>", str(exc) or type(exc).__name__)

@@ -43,6 +43,7 @@ from service.errors import (
     error_payload,
     openai_body,
 )
+from service.metrics import Meter
 from service.status import collections_status, models_status, visible
 
 PAGE = Path(__file__).with_name("page.html")
@@ -84,8 +85,12 @@ def _to_field(exc: pydantic.ValidationError) -> InvalidInput:
     return InvalidInput(f"{field}: {first['msg']}", field=field)
 
 
-def create_app(service: EmbedService) -> FastAPI:
-    """The HTTP app for one EmbedService (used as-is in single-box mode and inside Serve)."""
+def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
+    """The HTTP app for one EmbedService (used as-is in single-box mode and inside Serve).
+
+    `meter` records each API request (service/metrics.py); None records nothing.
+    """
+    meter = meter or Meter()
     app = FastAPI(
         title="qmatch",
         version="1",
@@ -143,8 +148,10 @@ def create_app(service: EmbedService) -> FastAPI:
     ) -> Response:
         service.start_probe()
         timings = request_timings.start()  # what the backend reports back, e.g. a model's load
+        # Metrics by route template (not the path: no per-prefix or per-typo series).
         route = getattr(request.scope.get("route"), "path", request.url.path)
         name = UNKNOWN
+        metered = meter.begin(route, key="")
         try:
             caller = check_key(request)
             name = caller.name
@@ -168,6 +175,10 @@ def create_app(service: EmbedService) -> FastAPI:
                 try:
                     result = await asyncio.wait_for(work(parsed), timeout)
                 except asyncio.TimeoutError:
+                    if service.unavailable:  # waited for a stage that lost its replicas: retry later
+                        raise NotReady(
+                            service.unavailable, retry_after=service.config.retry_after_s
+                        ) from None
                     raise RequestTimeout(f"request did not finish within {timeout:g}s") from None
             # Contract models were validated when the handler built them; vectors stay numpy.
             # exclude_unset: fields a handler leaves out stay out (e.g. filter_selected without a filter).
@@ -184,6 +195,8 @@ def create_app(service: EmbedService) -> FastAPI:
                 log.warning("refused %s %s for key %s", status, route, name)
                 service.usage.refused(name, status)
         service.usage.request(name)
+        metered.key = name  # the key's configured name (UNKNOWN for a missing or wrong one)
+        metered.end(response.status_code)
         return response
 
     def caller_of(request: Request) -> Caller:

@@ -25,17 +25,24 @@ MiB = 2**20
 
 @contextlib.contextmanager
 def start_local_ray(
-    num_cpus: int = 2, object_store_mb: int = 200, log_to_driver: bool = True
+    num_cpus: int = 2,
+    object_store_mb: int = 200,
+    log_to_driver: bool = True,
+    metrics_export_port: int | None = None,
 ) -> Iterator[str]:
-    """A local single-node Ray with small explicit resources and no dashboard; yields its address."""
+    """A local single-node Ray with small explicit resources and no dashboard; yields its address.
+    With `metrics_export_port`, the node's metrics agent serves Prometheus text there (/metrics),
+    as `ray start --metrics-export-port` does on a cluster."""
     import ray
 
+    extra: dict[str, Any] = {"_metrics_export_port": metrics_export_port} if metrics_export_port else {}
     ray.init(
         address="local",
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * MiB,
         include_dashboard=False,
         log_to_driver=log_to_driver,
+        **extra,
     )
     try:
         yield ray.get_runtime_context().gcs_address
@@ -153,13 +160,18 @@ def fake_cluster(config: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_on_loopback() -> Iterator[str]:
+def serve_on_loopback(proxy_location: str | None = None) -> Iterator[str]:
     """Ray Serve on the connected Ray, its HTTP proxy on a free loopback port; yields the base URL
-    and shuts Serve down afterwards."""
+    and shuts Serve down afterwards.
+
+    `proxy_location` "HeadOnly" keeps the one proxy on the head: by default Serve starts one on
+    every node with a replica, and on one machine they all share the loopback port, so a client's
+    connection may land on a worker node's proxy (and break when that node is killed)."""
     from ray import serve
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    where: dict[str, Any] = {"proxy_location": proxy_location} if proxy_location else {}
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, **where)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

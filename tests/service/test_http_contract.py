@@ -213,6 +213,20 @@ def test_timeout_is_408_and_the_service_stays_ready() -> None:
         assert post(c, "/v1/embeddings", {"input": "x"}).status_code == 200
 
 
+def test_a_deadline_missed_while_a_stage_has_no_replica_is_a_503_and_not_ready() -> None:
+    c, service = make(DummyBackend(FAQ, delay_s=0.3))
+    with c:
+        wait_ready(c)
+        # What deployments.stage_watch sets while a stage's node is lost and Serve replaces it.
+        service.unavailable = "no running replica of FusedEncoder"
+        ready = c.get("/ready")
+        assert ready.status_code == 503 and "FusedEncoder" in ready.json()["error"]["message"]
+        waited = post(c, "/v1/embeddings", {"input": ["a b c"]}, headers={"X-Timeout-Seconds": "0.05"})
+        assert waited.status_code == 503 and waited.headers["retry-after"] == "1", waited.text
+        service.unavailable = ""
+        assert c.get("/ready").status_code == 200
+
+
 def run_concurrently(service: EmbedService, bodies: list[tuple[str, Any]]) -> list[httpx.Response]:
     """Send requests at once to the app in one event loop (so they really share model passes)."""
 
