@@ -9,6 +9,7 @@ import numpy as np
 from ray import serve
 
 from index.collections import DEFAULT, CollectionSet, collections_config
+from index.groups import GroupBy
 from index.matches import SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 
@@ -33,14 +34,19 @@ class Searcher:
         self.collections.configure(collections_config(config))
 
     def search(
-        self, vectors: np.ndarray, top_k: int, collection: str = DEFAULT, filter: Any = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        collection: str = DEFAULT,
+        filter: Any = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
-        """Matches per vector; IndexUnavailable (503), UnknownCollection (404), InvalidInput (422)."""
-        return self.collections.search(vectors, top_k, collection, filter)
+        """Matches (grouped: groups) per vector; IndexUnavailable (503), UnknownCollection (404), InvalidInput (422)."""
+        return self.collections.search(vectors, top_k, collection, filter, group)
 
-    def check(self, collection: str, filter: Any) -> None:
-        """Refuse an unknown collection or a bad filter before the request's model work."""
-        self.collections.check(collection, filter)
+    def check(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+        """Refuse an unknown collection, a bad filter or group_by before the request's model work."""
+        self.collections.check(collection, filter, group)
 
     def info(self) -> dict[str, Any] | None:
         """The `default` collection's live version, size and last refusal (None without it)."""

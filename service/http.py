@@ -269,7 +269,7 @@ def create_app(service: EmbedService) -> FastAPI:
             texts = [asked] if isinstance(asked, str) else asked
             field = "question" if single else "questions"
             found = await service.match(
-                asked, req.top_k, req.min_score, field, req.truncate, req.collection, req.filter
+                asked, req.top_k, req.min_score, field, req.truncate, req.collection, req.filter, req.group()
             )
             meta: dict[str, Any] = {
                 "index_version": found.index_version,
@@ -279,9 +279,16 @@ def create_app(service: EmbedService) -> FastAPI:
                 **({"filter_selected": found.selected} if found.selected is not None else {}),
             }
             rows = [[c.MatchItem(**m.as_dict()) for m in row] for row in found.matches]
+            # Only grouped answers carry `grouping` (per question); ungrouped ones stay as they were.
+            grouped: list[dict[str, Any]] = [
+                {"grouping": c.Grouping.of(g)} for g in found.grouping or []
+            ] or [{} for _ in rows]
             if single:
-                return c.MatchResponse(matches=rows[0], **meta)
-            results = [c.MatchResult(question=q, matches=m) for q, m in zip(texts, rows, strict=True)]
+                return c.MatchResponse(matches=rows[0], **meta, **grouped[0])
+            results = [
+                c.MatchResult(question=q, matches=m, **g)
+                for q, m, g in zip(texts, rows, grouped, strict=True)
+            ]
             return c.MatchBatchResponse(results=results, **meta)
 
         return await serve(request, "openai", c.MatchRequest, work)
