@@ -120,6 +120,11 @@ class IndexFollower:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
                 return
+            if self.group_by is not None:  # the default grouping's codes, before it goes live and is budgeted
+                try:
+                    fresh.group_keys(self.group_by)
+                except InvalidInput as exc:  # served anyway: grouped requests get this 422
+                    log.warning("index version %s: default group_by: %s", wanted, exc)
             reason = self.admit(fresh) if self.admit is not None else None
             if reason is not None:
                 del fresh  # dropped here: nothing else is unloaded to make room

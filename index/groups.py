@@ -112,7 +112,8 @@ def group_keys(metadata: pa.Table, column: str) -> np.ndarray:
     codes = encoded.indices.to_numpy(zero_copy_only=False)
     if encoded.null_count:
         codes = np.where(encoded.is_null().to_numpy(zero_copy_only=False), -1, codes)
-    return np.asarray(codes, dtype=np.int64)
+    # int32: 4 bytes a row kept per grouped column (dictionary indices are int32 already).
+    return np.asarray(codes, dtype=np.int32)
 
 
 def search_groups(

@@ -99,10 +99,13 @@ class IndexSearcher:
 
     @property
     def memory_bytes(self) -> int:
-        """Resident bytes of this version: index file, metadata table, filter columns, row map."""
+        """Resident bytes of this version: index file, metadata table, filter columns, row map, group codes."""
         path = self.loaded.path / index_store.INDEX_FILE
         index_bytes = path.stat().st_size if path.is_file() else 0
-        return int(index_bytes + self.loaded.metadata.nbytes + self.loaded.filters.nbytes + self.gather_bytes)
+        keys = sum(k.nbytes for k in self._group_keys.values())  # grouped columns' per-row codes
+        return int(
+            index_bytes + self.loaded.metadata.nbytes + self.loaded.filters.nbytes + self.gather_bytes + keys
+        )
 
     def search(
         self, query_vectors: np.ndarray, top_k: int = 10, min_score: float | None = None
