@@ -201,7 +201,12 @@ class IndexFollower:
     def status(self) -> dict[str, Any]:
         """Live version, size, factory and the last refusal (no server paths)."""
         live = self.live
-        out: dict[str, Any] = {"name": self.name, "pinned": self.pinned, "refused": self.refused}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "pinned": self.pinned,
+            "refused": self.refused,
+            "group_by": self.group_by,  # the default /match grouping (None: ungrouped)
+        }
         if live is None:
             out.update(version=None, error=self._unavailable())
             return out

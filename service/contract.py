@@ -153,7 +153,7 @@ class MatchRequest(_Request):
         default=None,
         description="Return the top_k distinct values of this stored column (e.g. `answer`) instead of the "
         "top_k questions: per group its best group_size questions. Omitted: the collection's default "
-        "group_by (GET /v1/collections), if it has one; null: ungrouped even then.",
+        "group_by (GET /info `collections.<name>.group_by`), if it has one; null: ungrouped even then.",
         examples=["answer"],
     )
     group_size: StrictInt = Field(

@@ -175,6 +175,8 @@ def test_a_collections_default_group_by_and_the_ways_to_override_it(setup: dict[
     categories = [m["category"] for m in by_category["matches"]]
     assert by_category["grouping"]["by"] == "category" and len(set(categories)) == 3
     sized = match(setup, question=question, top_k=2, collection="faq", group_size=2)  # size for the default
+    shown = setup["client"].get("/info").json()["collections"]["collections"]
+    assert shown["faq"]["group_by"] == "answer" and shown["default"]["group_by"] is None
     assert sized["grouping"] == {**sized["grouping"], "by": "answer", "group_size": 2}
 
 
