@@ -184,3 +184,22 @@ def test_a_collection_over_the_memory_budget_is_refused_and_nothing_else_unloade
             collections_config({"collections": {"default": str(shop), "help": str(help_)}})
         )
     assert "big" not in {c["name"] for c in setup["client"].get("/v1/collections").json()["data"]}
+
+
+def test_the_single_index_paths_set_the_default_group_by(setup: dict[str, Any], tiny_artifact: Path) -> None:
+    from deployments.app import AppArgs, collections_user_config
+    from service.__main__ import build, parse_args
+
+    shop, _ = setup["roots"]
+    argv = ["--artifact", str(tiny_artifact), "--index", str(shop), "--group-by", "default=category"]
+    service = build(parse_args(argv))
+    try:
+        got = TestClient(create_app(service)).post("/match", json={"question": "order", "top_k": 3}).json()
+        assert got["grouping"]["by"] == "category" and len({m["category"] for m in got["matches"]}) == 3
+    finally:
+        service.models.close()
+    with pytest.raises(SystemExit, match="--group-by help=answer: no collection 'help'"):
+        build(parse_args([*argv, "--group-by", "help=answer"]))
+    # The Serve app's `group_by` arg is the `index` collection's default, carried in its user_config.
+    spec = collections_user_config(AppArgs(artifact="a", index=str(shop), group_by="answer"))
+    assert collections_config(spec).collections["default"].group_by == "answer"
