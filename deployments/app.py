@@ -27,7 +27,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 import storage
-from deployments.app_models import ModelPlan, model_plans
+from deployments.app_models import ModelPlan, model_plans, models_user_config
 from deployments.app_settings import (
     AppArgsError,
     AppSettings,
@@ -95,6 +95,10 @@ class AppArgs(BaseModel):
     # Topology "fused" with several models: the most each model replica holds at once (Ray Serve
     # multiplexing, least recently used evicted); 0 = every model.
     max_models_per_replica: int = Field(default=0, ge=0)
+    # Resident bytes one replica holding several models (inline Ingress, fused model replica) may
+    # reach: a model load that would pass it is refused with the numbers (503), not run into the
+    # OOM killer; each model's measured RSS is in /info (runtime.memory). 0 = no budget.
+    model_memory_bytes: int = Field(default=0, ge=0)
     # The index root of the collection "default" (matched by the default model).
     index: str | None = None
     topology: Literal["auto", "inline", "graph", "fused"] = "auto"
@@ -305,31 +309,47 @@ def build_app(raw: dict[str, Any]) -> Application:
     default = plans[0]
     if topology == "inline":
         opts, _ = inline_options(args, serving=settings.serving)
+        user_config = {**ingress_config, "collections": collections, "models": models_user_config(plans[1:])}
         return (
             _dep(Ingress)
-            .options(**opts, user_config={**ingress_config, "collections": collections})
-            .bind(default.artifact_dir, "inline", settings=settings, model_name=default.name, models=plans)
+            .options(**opts, user_config=user_config)
+            .bind(
+                default.artifact_dir,
+                "inline",
+                settings=settings,
+                model_name=default.name,
+                models=[default],
+                model_memory_bytes=args.model_memory_bytes,
+            )
         )
     artifact = Artifact.load(default.artifact_dir)
     args = args.model_copy(update={"model_name": default.name})
     # The one model's own session / batching keys (if it came from `models`) over the app's.
     settings = dataclasses.replace(settings, session=default.session, batching=default.batching)
-    if len(plans) > 1:
-        _check_multiplexed(collections, default.name)
+    if len(plans) > 1:  # the other models and which collection each matches: lightweight to change
+        bound = collection_models(collections, default.name)
+        ingress_config = {
+            **ingress_config,
+            "models": models_user_config(plans[1:]),
+            "collection_models": bound,
+        }
     return _staged(
         args, topology, default.artifact_dir, artifact, settings, collections, ingress_config, plans
     )
 
 
-def _check_multiplexed(collections: dict[str, Any], default: str) -> None:
-    """Fused with several models: the one Searcher checks the default model's fingerprint only."""
-    for name, spec in collections["collections"].items():
-        model = spec.get("model") if isinstance(spec, dict) else None
-        if model not in (None, default):
-            raise AppArgsError(
-                f"build_app: collections.{name}: topology 'fused' with several models matches collections "
-                f"with the default model {default!r} only (got {model!r}); use topology 'inline'"
-            )
+def collection_models(collections: dict[str, Any], default: str) -> dict[str, str]:
+    """collection -> the name of the model that matches it (fused with several models: the Ingress's
+    user_config, so it routes each /match to the model the Searcher checks the collection with)."""
+    return {
+        name: (spec.get("model") if isinstance(spec, dict) else None) or default
+        for name, spec in collections["collections"].items()
+    }
+
+
+def _collection_check(artifact: Artifact) -> tuple[str, DocumentPrompt]:
+    """What a collection's index must agree with to be matched by this model."""
+    return artifact.fingerprint, DocumentPrompt.chosen(artifact.manifest.prompt_set())
 
 
 def _staged(
@@ -349,7 +369,10 @@ def _staged(
     """
     serving = settings.serving
     handles: dict[str, Any] = {}
+    several = plans is not None and len(plans) > 1
     if collections["collections"]:
+        # Several models: each collection checked against the fingerprint and prompt of its model.
+        checks = {p.name: _collection_check(Artifact.load(p.artifact_dir)) for p in plans or []}
         handles["searcher"] = (
             _dep(Searcher)
             .options(**deployment_options("Searcher", args, serving), user_config=collections)
@@ -357,16 +380,16 @@ def _staged(
                 artifact.fingerprint,
                 settings.search_threads,
                 DocumentPrompt.chosen(artifact.manifest.prompt_set()),
+                checks if several else None,
             )
         )
     batching = batching_user_config(settings.batching)
-    several = plans is not None and len(plans) > 1
     if topology == "fused" and several:
         assert plans is not None
         handles["encoder"] = (
             _dep(MultiplexedEncoder)  # named FusedEncoder: the same `deployments:` key and stage
             .options(name="FusedEncoder", **deployment_options("FusedEncoder", args, serving))
-            .bind(plans, args.max_models_per_replica or len(plans))
+            .bind(args.max_models_per_replica or -1, args.model_memory_bytes)  # N 0: every model
         )
     elif topology == "fused":
         handles["encoder"] = (
@@ -395,5 +418,5 @@ def _staged(
         settings=settings,
         model_name=args.model_name,
         handles=handles,
-        models=plans if several else None,
+        models=plans[:1] if several and plans else None,
     )

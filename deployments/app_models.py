@@ -7,6 +7,12 @@ the app serves; the `artifact` arg stays valid and is the one model when `models
 `batching` are the app's sections with the model's own keys on top, resolved like the app's
 (deployments/app_settings.py), so a typo in one model's section fails build_app naming the model.
 Each artifact is loaded here, so a missing or broken one fails build_app, not a replica.
+
+The models beside the default travel in the Ingress's user_config (`models_user_config`), not in
+its init args: a `serve deploy` whose `deployments: [{name: Ingress, user_config: {models: ...}}]`
+adds or removes one is a lightweight update (Serve calls `reconfigure`, it restarts no replica),
+and the replica builds each new plan with `replica_plans` (no environment, as every user_config).
+The default model stays in the init args: changing it restarts the replicas.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from embedder.artifact import Artifact
 from embedder.config import SessionConfig, session_config
 from engine.model_info import ModelInfo
 from engine.scheduler import SchedulerConfig, scheduler_config
+from settings.loader import as_dict, from_mapping
 
 
 @dataclass(frozen=True)
@@ -105,3 +112,41 @@ def _plan(
         section(f"{where}batching", scheduler_config, merged_batching),
         artifact.fingerprint,
     )
+
+
+def models_user_config(plans: list[ModelPlan]) -> dict[str, dict[str, Any]]:
+    """The resolved plans as JSON for a user_config: {name: {artifact, session, batching}}."""
+    return {
+        p.name: {"artifact": p.artifact_dir, "session": as_dict(p.session), "batching": as_dict(p.batching)}
+        for p in plans
+    }
+
+
+def replica_plans(
+    models: Mapping[str, Any], default: ModelPlan, session: SessionConfig, batching: SchedulerConfig
+) -> dict[str, ModelPlan]:
+    """A user_config's `models` as plans, in a replica: each model's own keys over the app's sections.
+
+    The same shapes as the `models` arg (an artifact URI, or {artifact, session, batching}); no
+    environment applies. A bad entry, or one that names the default model (fixed at start), is a
+    ValueError naming it, and the deploy that sent it fails with the replicas unchanged.
+    """
+    plans: dict[str, ModelPlan] = {}
+    for name, spec in models.items():
+        if name == default.name:
+            raise ValueError(
+                f"models.{name}: {name!r} is the default model, given by the app's args (changing it restarts)"
+            )
+        given: dict[str, Any] = {"artifact": spec} if isinstance(spec, str) else dict(spec)
+        extra = set(given) - {"artifact", "session", "batching"}
+        if extra or not isinstance(given.get("artifact"), str):
+            raise ValueError(f"models.{name}: give an artifact URI or {{artifact, session, batching}}")
+        try:
+            own_session = from_mapping(SessionConfig, {**as_dict(session), **(given.get("session") or {})})
+            own_batching = from_mapping(
+                SchedulerConfig, {**as_dict(batching), **(given.get("batching") or {})}
+            )
+        except ValueError as exc:
+            raise ValueError(f"models.{name}: " + " ".join(str(exc).split())) from None
+        plans[name] = ModelPlan(name, storage.resolve(given["artifact"]).uri, own_session, own_batching)
+    return plans

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
+from deployments.app_models import ModelPlan
 from deployments.ray_errors import domain_errors
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled
 from embedder.pooling import Pooler
@@ -29,6 +30,12 @@ class _SearcherCalls:
     """The calls to the Searcher deployment both topologies make."""
 
     searcher: DeploymentHandle | None
+    model: ModelInfo
+    # Several models share one Searcher (fused): each call names the model that embedded the query.
+    names_model: bool = False
+
+    def _model_arg(self) -> tuple[str, ...]:
+        return (self.model.name,) if self.names_model else ()
 
     async def search(
         self,
@@ -43,7 +50,7 @@ class _SearcherCalls:
             raise IndexUnavailable(NO_INDEX)
         with domain_errors("Searcher"):
             result: SearchResult = await self.searcher.search.remote(
-                vectors, top_k, collection, filter, group
+                vectors, top_k, collection, filter, *self._model_arg(), group=group
             )
         return result
 
@@ -52,7 +59,7 @@ class _SearcherCalls:
         if self.searcher is None:
             raise IndexUnavailable(NO_INDEX)
         with domain_errors("Searcher"):
-            await self.searcher.check.remote(collection, filter, group)
+            await self.searcher.check.remote(collection, filter, *self._model_arg(), group=group)
 
     async def index_status(self) -> dict[str, Any] | None:
         """The Searcher's `default` collection, or None without one."""
@@ -133,17 +140,22 @@ class FusedBackend(LocalTokenizer, _SearcherCalls):
         local: LocalTokenizer,
         encoder: DeploymentHandle,
         searcher: DeploymentHandle | None,
+        names_model: bool = False,
+        plan: ModelPlan | None = None,
     ) -> None:
+        """`plan`: the model's plan, sent with each call to a multiplexed model stage (which loads
+        the model from it when it does not hold it yet); None for the one-model FusedEncoder."""
         super().__init__(local.tokenizer)
         self.model = model
-        self.encoder, self.searcher = encoder, searcher
+        self.encoder, self.searcher, self.names_model = encoder, searcher, names_model
+        self._plan_arg = () if plan is None else (plan,)
         # Normalisation and the dimension cut for vectors the replica pooled unnormalised.
         self.pooler = Pooler(model.pooling, model.normalize)
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Pooled vectors from the FusedEncoder, then this request's normalisation and dimension cut."""
         with domain_errors("FusedEncoder"):
-            pooled: np.ndarray = await self.encoder.remote(pack)
+            pooled: np.ndarray = await self.encoder.remote(pack, *self._plan_arg)
         if self.model.pooling_in_graph:
             return finish_pooled(pooled, options.dimensions, self.model.normalize)
         # Pooled in the replica without normalising: the request decides (manifest default otherwise).

@@ -8,6 +8,7 @@ and hands Serve the FastAPI app. Its settings arrive resolved by build_app
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import faiss
@@ -15,7 +16,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.app_models import ModelPlan
+from deployments.app_models import ModelPlan, replica_plans
 from deployments.app_settings import AppSettings, serving_from_user_config
 from deployments.handle_backends import FusedBackend, GraphBackend
 from deployments.model_replica import PassMetrics
@@ -25,10 +26,13 @@ from engine.backend import Backend
 from engine.inprocess import InProcessBackend
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
+from engine.model_memory import ModelMemory
 from engine.model_set import ModelSet
 from index.collections import CollectionsConfig, collections_config
 from service.core import EmbedService
 from service.http import create_app
+
+log = logging.getLogger("qmatch.ingress")
 
 
 @serve.deployment
@@ -44,75 +48,118 @@ class Ingress:
         model_name: str = "",
         handles: dict[str, DeploymentHandle] | None = None,
         models: list[ModelPlan] | None = None,
+        model_memory_bytes: int = 0,
     ) -> None:
-        handles = handles or {}
+        """`models`: the default model's plan (its name and settings); the other models arrive with
+        user_config (`models`, deployments/app_models.py), so adding one restarts nothing.
+        `model_memory_bytes`: the inline replica's budget for its models (0 = none)."""
+        self.memory = ModelMemory(model_memory_bytes)
+        self.handles = handles or {}
+        self.topology, self.settings = topology, settings
+        default = (models or [ModelPlan(model_name, artifact_dir, settings.session, settings.batching)])[0]
+        self.default_plan = default
+        # Several models: inline holds each in process; fused multiplexes them over the model stage.
+        self.multi = topology == "inline" or (topology == "fused" and models is not None)
+        self.plans: dict[str, ModelPlan] = {default.name: default}
         backend: Backend
-        self.models: ModelSet | None = None
         if topology == "inline":
             faiss.omp_set_num_threads(settings.search_threads)
-            # Every model resident in this replica, each with its own scheduler (the default first).
-            plans = models or [ModelPlan(model_name, artifact_dir, settings.session, settings.batching)]
-            metrics = PassMetrics()  # Ray metrics are per process: one recorder for every model
+            self.metrics = PassMetrics()  # Ray metrics are per process: one recorder for every model
+            backend = self._model_backend(default)
+        elif self.multi:
+            backend = self._model_backend(default)
+        else:
+            artifact = Artifact.load(artifact_dir)
+            local = LocalTokenizer(TextTokenizer.from_artifact(artifact))
+            model = ModelInfo.from_artifact(artifact, local.tokenizer.vocab_size, model_name)
+            searcher = self.handles.get("searcher")
+            if topology == "graph":
+                backend = GraphBackend(
+                    model,
+                    self.handles["tokenizer"],
+                    self.handles["backbone"],
+                    self.handles["pooling"],
+                    searcher,
+                )
+            else:
+                backend = FusedBackend(model, local, self.handles["encoder"], searcher)
+        # Request counts and latencies by route and status are Serve's own metrics
+        # (ray_serve_num_http_requests, ray_serve_http_request_latency_ms); recording them again
+        # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
+        self.backend = backend
+        self.backends: dict[str, Backend] = {default.name: backend}
+        self.api_key = settings.serving.api_key
+        self.service = EmbedService(ModelSet(dict(self.backends)), settings.serving)
+
+    def _model_backend(self, plan: ModelPlan) -> Backend:
+        """One model's backend: in process (inline), or over the multiplexed model stage (fused)."""
+        if self.topology == "inline":
             # Collections come with user_config (reconfigure), so a `serve deploy` that changes
             # them reconfigures this replica instead of restarting its models.
-            backends: dict[str, Backend] = {}
-            for plan in plans:
-                one = InProcessBackend(
+            # Each model's RSS growth is measured; a load past the replica's budget is refused.
+            with self.memory.loading(plan.name, plan.artifact_dir):
+                backend = InProcessBackend(
                     plan.artifact_dir,
                     collections=CollectionsConfig(),
                     session=plan.session,
                     scheduler=plan.batching,
                     model_name=plan.name,
-                    on_pass=metrics,
+                    on_pass=self.metrics,
                 )
-                backends[one.model.name] = one
-            self.models = ModelSet(backends)
-            backend = backends[next(iter(backends))]
-        elif topology == "fused" and models:
-            # Several models over one multiplexed model deployment: each request's handle call
-            # names its model, so Serve routes it to a replica holding it (or loads it there).
-            # The Searcher serves the default model's collections (build_app checks that).
-            backends = {}
-            for i, plan in enumerate(models):
-                info, local = _local_model(plan.artifact_dir, plan.name)
-                encoder = handles["encoder"].options(multiplexed_model_id=plan.name)
-                backends[plan.name] = FusedBackend(
-                    info, local, encoder, handles.get("searcher") if i == 0 else None
-                )
-            self.models = ModelSet(backends)
-            backend = backends[models[0].name]
-        else:
-            artifact = Artifact.load(artifact_dir)
-            local = LocalTokenizer(TextTokenizer.from_artifact(artifact))
-            model = ModelInfo.from_artifact(artifact, local.tokenizer.vocab_size, model_name)
-            searcher = handles.get("searcher")
-            if topology == "graph":
-                backend = GraphBackend(
-                    model, handles["tokenizer"], handles["backbone"], handles["pooling"], searcher
-                )
-            else:
-                backend = FusedBackend(model, local, handles["encoder"], searcher)
-        # Request counts and latencies by route and status are Serve's own metrics
-        # (ray_serve_num_http_requests, ray_serve_http_request_latency_ms); recording them again
-        # here cost ~7% of the event loop's time per request (py-spy, 16 clients).
-        self.backend = backend
-        self.api_key = settings.serving.api_key
-        self.service = EmbedService(self.models or backend, settings.serving)
+            backend.memory = self.memory
+            return backend
+        # Each model call names its model (multiplexed_model_id), so Serve routes it to a replica
+        # that holds it (or loads it there); the plan travels with the call, so the model stage
+        # learns a model added by user_config from its first request. One Searcher holds every
+        # model's collections (which model matches which: `collection_models` in user_config),
+        # and each search names its model.
+        info, local = _local_model(plan.artifact_dir, plan.name)
+        encoder = self.handles["encoder"].options(multiplexed_model_id=plan.name)
+        return FusedBackend(info, local, encoder, self.handles.get("searcher"), names_model=True, plan=plan)
+
+    def _set_models(self, models: dict[str, Any]) -> None:
+        """Serve the default model plus exactly `models`; unchanged ones keep their backend."""
+        wanted = replica_plans(models, self.default_plan, self.settings.session, self.settings.batching)
+        backends = {self.default_plan.name: self.backends[self.default_plan.name]}
+        for name, plan in wanted.items():
+            same = self.plans.get(name) == plan and name in self.backends
+            backends[name] = self.backends[name] if same else self._model_backend(plan)
+        for name, old in self.backends.items():
+            if name not in backends or backends[name] is not old:
+                log.info("model %s %s", name, "removed" if name not in backends else "replaced")
+                if isinstance(old, InProcessBackend):
+                    old.collections.close()
+                    self.memory.forget(name)
+        self.plans = {self.default_plan.name: self.default_plan, **wanted}
+        self.backends = backends
+        self.service.set_models(backends)
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
-        """user_config: ServingConfig fields (limits, timeouts, api_key) changed without a restart.
+        """user_config: ServingConfig fields (limits, timeouts) changed without a restart.
 
-        Inline topology: also `collections` (index/collections.py), each served in this replica
-        by the model it names.
+        Inline and fused with several models: also `models` ({name: artifact | {artifact, session,
+        batching}}, the models beside the default; absent: unchanged), loaded or dropped in place.
+        Inline: also `collections` (index/collections.py), each served in this replica by the
+        model it names. Fused with several models: `collection_models` (collection -> model), so
+        each /match embeds its question with the model of its collection.
         Rebuilt without environment overrides; the API key stays the one build_app resolved
         unless the user_config names one.
         """
         config = dict(config or {})
         collections = config.pop("collections", None)
-        self.service.reconfigure(serving_from_user_config(config, self.api_key))
-        if isinstance(self.backend, InProcessBackend) and self.models is not None:
+        bound = config.pop("collection_models", None)
+        models = config.pop("models", None)
+        serving = serving_from_user_config(config, self.api_key)  # checked before anything changes
+        if models is not None:
+            if not self.multi:
+                raise ValueError(f"user_config models: topology {self.topology!r} serves one model")
+            self._set_models(dict(models))
+        self.service.reconfigure(serving)
+        if bound is not None:  # fused, several models: the Searcher's map
+            self.service.models.bound = dict(bound)
+        if self.topology == "inline":
             # each collection to the model it names (the default if none)
-            self.models.configure(collections_config(collections))
+            self.service.models.configure(collections_config(collections))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this after __init__: the app of this replica's service."""

@@ -8,6 +8,10 @@ when the replica already holds N. Each loaded model is a whole ModelReplica: its
 its own ModelScheduler (fairness and fault isolation per model, as in every topology) and the
 probe check that ModelReplica runs on every load, so a model that fails it fails its own
 requests only. Loads and evictions are counted per model for /info.
+
+The replica learns each model's plan from its requests (the Ingress sends the plan with every
+call): the Ingress's user_config is the one list of models, so a `serve deploy` that adds a model
+there restarts no model replica, and the first request for it loads it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from deployments.app_models import ModelPlan
 from deployments.model_replica import ModelReplica
 from embedder.handoff import HiddenPack, TokenPack, pool_pack
 from embedder.pooling import Pooler
+from engine.errors import BackendUnavailable
+from engine.model_memory import ModelMemory
 
 
 class ResidentModel(ModelReplica):
@@ -56,8 +62,11 @@ class ResidentModel(ModelReplica):
 class MultiplexedEncoder:
     """Several models' fused stage, each loaded on demand, at most `max_models` per replica."""
 
-    def __init__(self, plans: list[ModelPlan], max_models: int) -> None:
-        self.plans = {p.name: p for p in plans}
+    def __init__(self, max_models: int, memory_budget_bytes: int = 0) -> None:
+        """`max_models`: the most models one replica holds (-1: no limit); `memory_budget_bytes`:
+        the RSS a load may take the replica to (0 = no budget; engine/model_memory.py)."""
+        self.plans: dict[str, ModelPlan] = {}
+        self.memory = ModelMemory(memory_budget_bytes)
         self.loads: Counter[str] = Counter()
         # Each model's session runtime as of its last load (a small dict, not the model: holding
         # the model would keep an evicted session's memory).
@@ -75,23 +84,35 @@ class MultiplexedEncoder:
 
     async def _load(self, name: str) -> ResidentModel:
         plan = self.plans.get(name)
-        if plan is None:  # the Ingress refuses unknown names first; this is the last guard
-            raise KeyError(f"model {name!r} is not one of this deployment's models")
+        if plan is None:  # every call brings its plan; this is the last guard
+            raise BackendUnavailable(f"model {name!r} has no plan on this replica yet")
         # Loading builds a session and runs the probe: off the event loop, so requests on the
         # models already resident keep being served meanwhile.
-        model = await asyncio.to_thread(ResidentModel, plan, self._evicted)
+        model = await asyncio.to_thread(self._build, plan)
         with self._lock:
             self.loads[name] += 1
             self.runtimes[name] = model.runtime()
         return model
 
+    def _build(self, plan: ModelPlan) -> ResidentModel:
+        # Refused (503 with the numbers) when the load would pass the budget; its RSS growth kept.
+        with self.memory.loading(plan.name, plan.artifact_dir):
+            return ResidentModel(plan, self._evicted)
+
     def _evicted(self, name: str) -> None:
+        self.memory.forget(name)
         with self._lock:
             self.evictions[name] += 1
 
-    async def __call__(self, pack: TokenPack) -> np.ndarray:
+    async def __call__(self, pack: TokenPack, plan: ModelPlan) -> np.ndarray:
         """Pooled vectors of one request's pack by the model the request was routed for."""
-        model = await self._get(serve.get_multiplexed_model_id())
+        name = serve.get_multiplexed_model_id()
+        if plan.name != name:
+            raise BackendUnavailable(f"request routed for model {name!r} carries the plan of {plan.name!r}")
+        # A plan changed under the same name applies from the model's next load (use a new name
+        # to switch an artifact at once).
+        self.plans[name] = plan
+        model = await self._get(name)
         return await model.encode(pack)
 
     def runtime(self) -> dict[str, Any]:
@@ -109,4 +130,5 @@ class MultiplexedEncoder:
             "resident_models": sorted(n for n, r in resident.items() if r),
             "loads": loads.get(name, 0),
             "evictions": evictions.get(name, 0),
+            "memory": self.memory.status(),
         }

@@ -22,3 +22,8 @@ class UnknownModel(EmbedderError):
     def __init__(self, message: str, field: str = "model") -> None:
         super().__init__(message)
         self.field = field
+
+
+class ModelMemoryRefused(BackendUnavailable):
+    """Loading a model would take the replica past its memory budget (HTTP 503; the message, with
+    the numbers and no path, is shown to the client)."""

@@ -20,6 +20,7 @@ from embedder.tokenize import TextTokenizer
 from engine.backend import EmbedOptions
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
+from engine.model_memory import ModelMemory
 from engine.scheduler import ModelScheduler, PassObserver, SchedulerConfig
 from index.collections import CollectionsConfig, CollectionSet, collections_config
 from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
@@ -60,6 +61,8 @@ class InProcessBackend(LocalTokenizer):
             collections = collections_config({"collections": single, "poll_seconds": poll_s})
         prompt = DocumentPrompt.chosen(self.artifact.manifest.prompt_set())
         self.collections = CollectionSet(self.model.fingerprint, collections, prompt)
+        # Set by a host holding several models (the inline Ingress): what each one takes.
+        self.memory: ModelMemory | None = None
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Sentence vectors: model pass (shared with other requests), then this request's pooling."""
@@ -97,5 +100,8 @@ class InProcessBackend(LocalTokenizer):
         return self.collections.status()
 
     async def runtime(self) -> dict[str, Any]:
-        """This process's session: backend, precision, device, CPU units."""
-        return self.backbone.runtime.as_dict()
+        """This process's session: backend, precision, device, CPU units; the models' memory if measured."""
+        out = self.backbone.runtime.as_dict()
+        if self.memory is not None:
+            out["memory"] = self.memory.status()
+        return out

@@ -11,13 +11,13 @@ its reason, as it always has, while the other collections keep serving.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from engine.backend import Backend
 from engine.errors import UnknownModel
 from engine.inprocess import InProcessBackend
 from index.collections import CollectionsConfig
 from index.errors import UnknownCollection
+from index.model_collections import split_by_model
 
 
 class ModelSet:
@@ -73,19 +73,8 @@ class ModelSet:
         The memory budget applies to each model's collections on their own (each CollectionSet
         counts what it holds).
         """
-        parts: dict[str, dict] = {name: {} for name in self.backends}
-        bound: dict[str, str] = {}
-        for name, spec in config.collections.items():
-            model = spec.model or self.default
-            if model not in self.backends:
-                raise ValueError(
-                    f"collection {name!r} names model {model!r}, which this service does not serve "
-                    f"(models: {', '.join(self.names)})"
-                )
-            parts[model][name] = spec
-            bound[name] = model
-        self.bound = bound
-        return {name: replace(config, collections=specs) for name, specs in parts.items()}
+        parts, self.bound = split_by_model(config, list(self.backends), self.default)
+        return parts
 
     def configure(self, config: CollectionsConfig) -> None:
         """Bind the collections to the in-process models (python -m service, the inline topology).

@@ -95,6 +95,28 @@ class EmbedService:
         self.admission.max_queued_tokens = config.max_queued_tokens
         self.admission.retry_after_s = config.retry_after_s
 
+    def set_models(self, backends: Mapping[str, Backend]) -> None:
+        """Serve exactly these models from now on (a `serve deploy` that adds or removes one).
+
+        The default model must stay (it is what the replica was started with). A model whose
+        backend is unchanged keeps its probe state and counters; a request already running on a
+        removed model finishes on it; a new model's probe starts with the next request.
+        """
+        if self.models.default not in backends:
+            raise ValueError(f"the default model {self.models.default!r} cannot be removed without a restart")
+        models = ModelSet(backends, self.models.default)
+        models.bound = {c: m for c, m in self.models.bound.items() if m in backends}
+        kept = {n: s for n, s in self.served.items() if n in backends and s.backend is backends[n]}
+        served = {name: kept.get(name) or ServedModel(b) for name, b in backends.items()}
+        # Both maps are swapped by single assignments, the served one first as a superset, so a
+        # request between them finds its model in both.
+        gone = [s for n, s in self.served.items() if served.get(n) is not s]
+        self.served = {**self.served, **served}
+        self.models = models
+        self.served = served
+        for old in gone:
+            old.stop_probe()
+
     def serving(self, model: str | None) -> ServedModel:
         """The model a request names (None: the default): 404 if unknown, 503 if its probe failed."""
         served = self.served[self.models.get(model).model.name]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from embedder.errors import ArtifactError, EmptyInput, InputTooLong, InvalidInput, ModelMismatch
-from engine.errors import BackendUnavailable, UnknownModel
+from engine.errors import BackendUnavailable, ModelMemoryRefused, UnknownModel
 from index.errors import IndexInvalid, IndexUnavailable, UnknownCollection
 
 log = logging.getLogger("qmatch.service")
@@ -128,7 +128,8 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[\w.+@-]+){2,}/?")
 
 def public_message(exc: BaseException, status: int) -> str:
     """The message a client sees: never a server path, never our internals."""
-    if status >= 500 and not isinstance(exc, ApiError | IndexUnavailable | ModelMismatch | IndexInvalid):
+    shown = ApiError | IndexUnavailable | ModelMismatch | IndexInvalid | ModelMemoryRefused
+    if status >= 500 and not isinstance(exc, shown):
         return f"internal error ({type(exc).__name__}); the request was not processed"
     return _PATH.sub("<path>", str(exc) or type(exc).__name__)
 

@@ -13,7 +13,11 @@ from service.core import EmbedService
 
 
 async def collections_status(service: EmbedService) -> dict[str, Any] | None:
-    """Every model's collections in one map, each naming its model; None without any collection."""
+    """Every model's collections in one map, each naming its model; None without any collection.
+
+    A collection is counted once: in the fused topology with several models every model's backend
+    reaches the one Searcher, which names each collection's model itself.
+    """
     merged: dict[str, Any] | None = None
     for name in service.models.names:
         status = await service.served[name].backend.collections_status()
@@ -23,9 +27,11 @@ async def collections_status(service: EmbedService) -> dict[str, Any] | None:
             # Every model's CollectionSet has the configured budget and counts its own collections.
             merged = {"memory_budget_bytes": status.get("memory_budget_bytes", 0), "memory_used_bytes": 0}
             merged["collections"] = {}
-        merged["memory_used_bytes"] += status.get("memory_used_bytes", 0)
         for collection, s in (status.get("collections") or {}).items():
-            merged["collections"][collection] = {**s, "model": name}
+            if collection in merged["collections"]:
+                continue
+            merged["collections"][collection] = {**s, "model": s.get("model") or name}
+            merged["memory_used_bytes"] += s.get("memory_bytes", 0)
     return merged
 
 

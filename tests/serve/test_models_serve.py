@@ -12,13 +12,13 @@ import pytest
 import requests
 
 from embedder import Encoder
+from testkit.model_load import TEXTS, ModelLoad, embed
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
-from testkit.serve_deploy import deploy_app, ingress_actors
+from testkit.serve_deploy import built_user_config, deploy_app, ingress_actors
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-TEXTS = ["where is my order", "how do i reset my password"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def app(
         }
         deploy_app(args)
         wait_until(lambda: requests.get(url + "/ready", timeout=10).status_code == 200, 120, "ready")
-        yield {"url": url, "encoders": encoders, "roots": roots, "args": args}
+        yield {"url": url, "encoders": encoders, "roots": roots, "args": args, "tiny_artifact": tiny_artifact}
 
 
 def test_each_model_embeds_and_each_collection_matches_with_its_model(app: dict[str, Any]) -> None:
@@ -71,6 +71,8 @@ def test_each_model_embeds_and_each_collection_matches_with_its_model(app: dict[
         scores = {m["id"] - 1000: m["score"] for m in got["matches"]}
         assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5
     assert [m["id"] for m in requests.get(url + "/v1/models", timeout=30).json()["data"]] == ["tiny", "e5"]
+    memory = requests.get(url + "/info", timeout=30).json()["models"]["e5"]["runtime"]["memory"]
+    assert set(memory["model_bytes"]) == {"tiny", "e5"} and min(memory["model_bytes"].values()) > 0
 
 
 def test_redeploy_adds_a_collection_bound_to_the_second_model_without_restarting(app: dict[str, Any]) -> None:
@@ -89,3 +91,34 @@ def test_redeploy_adds_a_collection_bound_to_the_second_model_without_restarting
     got = requests.post(url + "/match", json={"question": "hi", "collection": "later"}, timeout=30).json()
     assert got["model"] == "e5" and all(m["answer"].endswith("(later)") for m in got["matches"])
     assert ingress_actors() == replicas  # the same replica, reconfigured in place
+
+
+def test_a_model_is_added_and_removed_by_user_config_under_load_without_a_restart(
+    app: dict[str, Any],
+) -> None:
+    url, encoders = app["url"], {**app["encoders"], "tiny2": app["encoders"]["tiny"]}
+    replicas = ingress_actors()
+    base = built_user_config(app["args"])  # what build_app gave the Ingress: serving, collections, models
+    models = lambda: [m["id"] for m in requests.get(url + "/v1/models", timeout=30).json()["data"]]  # noqa: E731
+    with ModelLoad(url, ["tiny", "e5"], encoders) as load:
+        added = {**base["models"], "tiny2": str(app["tiny_artifact"])}  # the tiny artifact under a new name
+        deploy_app(app["args"], [{"name": "Ingress", "user_config": {**base, "models": added}}])
+        wait_until(lambda: "tiny2" in models(), 60, "model added")
+        got = embed(url, "tiny2")
+        assert got.status_code == 200 and got.json()["model"] == "tiny2"
+        assert (
+            np.abs(
+                np.array([d["embedding"] for d in got.json()["data"]]) - encoders["tiny"].encode(TEXTS)
+            ).max()
+            < 1e-5
+        )
+        deploy_app(app["args"], [{"name": "Ingress", "user_config": base}])
+        wait_until(lambda: "tiny2" not in models(), 60, "model removed")
+        wait_until(lambda: len(load.outcomes) >= 40, 60, "requests under load")
+    failed = [o for o in load.outcomes if o[1] != 200]
+    assert not failed, failed[:5]
+    assert max(o[2] for o in load.outcomes) < 1e-5
+    gone = embed(url, "tiny2")
+    assert gone.status_code == 404 and gone.json()["error"]["type"] == "model_not_found"
+    assert models() == ["tiny", "e5"]
+    assert ingress_actors() == replicas  # reconfigured in place: the other models were never reloaded

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from deployments.app import build_app
-from deployments.app_models import model_plans
+from deployments.app import AppArgs, build_app, inline_sections
+from deployments.app_models import model_plans, replica_plans
 from deployments.app_settings import AppArgsError
+from embedder.artifact import Artifact
 
 
 def test_the_artifact_arg_alone_is_the_one_model(tiny_artifact: Path) -> None:
@@ -76,26 +78,7 @@ def test_build_app_refuses_several_models_in_the_graph_topology(
         build_app(args)
 
 
-def test_fused_with_several_models_multiplexes_and_refuses_a_collection_of_another_model(
-    tiny_artifact: Path, prompted_artifact: Path
-) -> None:
-    args = {
-        "artifact": str(tiny_artifact),
-        "model_name": "tiny",
-        "models": {"e5": str(prompted_artifact)},
-        "topology": "fused",
-        "max_models_per_replica": 1,
-    }
-    ingress = build_app(args)._bound_deployment
-    encoder = ingress.init_kwargs["handles"]["encoder"]._bound_deployment
-    assert encoder.name == "FusedEncoder"  # the same `deployments:` key as one model's
-    assert [p.name for p in encoder.init_args[0]] == ["tiny", "e5"] and encoder.init_args[1] == 1
-    bad = {**args, "collections": {"help": {"index": str(tiny_artifact.parent), "model": "e5"}}}
-    with pytest.raises(AppArgsError, match="collections.help: topology 'fused' with several models"):
-        build_app(bad)
-
-
-def test_build_app_binds_every_model_to_the_inline_ingress(
+def test_fused_with_several_models_multiplexes_and_checks_each_collection_with_its_model(
     tiny_artifact: Path, prompted_artifact: Path
 ) -> None:
     args = {
@@ -103,9 +86,50 @@ def test_build_app_binds_every_model_to_the_inline_ingress(
         "model_name": "tiny",
         "models": {"e5": str(prompted_artifact)},
         "collections": {"help": {"index": str(tiny_artifact.parent), "model": "e5"}},
+        "topology": "fused",
+        "max_models_per_replica": 1,
+    }
+    ingress = build_app(args)._bound_deployment
+    encoder = ingress.init_kwargs["handles"]["encoder"]._bound_deployment
+    assert encoder.name == "FusedEncoder"  # the same `deployments:` key as one model's
+    assert encoder.init_args == (1, 0)  # N and the budget: the models travel in the Ingress's user_config
+    assert [p.name for p in ingress.init_kwargs["models"]] == ["tiny"]
+    user_config = ingress._deployment_config.user_config
+    assert list(user_config["models"]) == ["e5"] and user_config["collection_models"] == {"help": "e5"}
+    searcher = ingress.init_kwargs["handles"]["searcher"]._bound_deployment
+    checks = searcher.init_args[3]  # each model's fingerprint: a collection is checked against its own
+    assert checks["e5"][0] == Artifact.load(prompted_artifact).fingerprint
+    assert checks["tiny"][0] == Artifact.load(tiny_artifact).fingerprint
+
+
+def test_build_app_binds_the_default_model_and_puts_the_others_in_user_config(
+    tiny_artifact: Path, prompted_artifact: Path
+) -> None:
+    args = {
+        "artifact": str(tiny_artifact),
+        "model_name": "tiny",
+        "models": {"e5": {"artifact": str(prompted_artifact), "batching": {"pass_tokens": 1024}}},
+        "collections": {"help": {"index": str(tiny_artifact.parent), "model": "e5"}},
         "topology": "inline",
     }
     app = build_app(args)
     bound = app._bound_deployment  # what Serve will construct each Ingress replica with
-    assert [p.name for p in bound.init_kwargs["models"]] == ["tiny", "e5"]
-    assert bound._deployment_config.user_config["collections"]["collections"]["help"]["model"] == "e5"
+    assert [p.name for p in bound.init_kwargs["models"]] == ["tiny"]
+    user_config = bound._deployment_config.user_config
+    assert user_config["collections"]["collections"]["help"]["model"] == "e5"
+    # What the replica rebuilds from user_config is the plan build_app resolved, field for field.
+    session, batching = inline_sections(AppArgs.model_validate(args))  # the inline CPU layout
+    plans = model_plans(str(tiny_artifact), "tiny", args["models"], None, session, batching)
+    rebuilt = replica_plans(user_config["models"], plans[0], plans[0].session, plans[0].batching)
+    assert rebuilt["e5"] == dataclasses.replace(plans[1], fingerprint="")
+    assert rebuilt["e5"].batching.pass_tokens == 1024
+
+
+def test_a_user_config_model_entry_is_refused_naming_it(tiny_artifact: Path) -> None:
+    plan = model_plans(str(tiny_artifact), "tiny", {}, None, None, None)[0]
+    with pytest.raises(ValueError, match="models.tiny: 'tiny' is the default model"):
+        replica_plans({"tiny": str(tiny_artifact)}, plan, plan.session, plan.batching)
+    with pytest.raises(ValueError, match="models.e5: .*threads"):
+        replica_plans(
+            {"e5": {"artifact": "x", "session": {"threads": "many"}}}, plan, plan.session, plan.batching
+        )
