@@ -123,6 +123,7 @@ class IndexFollower:
             if self.group_by is not None:  # the default grouping's codes, before it goes live and is budgeted
                 try:
                     fresh.group_keys(self.group_by)
+                    fresh.prepare_groups()
                 except InvalidInput as exc:  # served anyway: grouped requests get this 422
                     log.warning("index version %s: default group_by: %s", wanted, exc)
             reason = self.admit(fresh) if self.admit is not None else None

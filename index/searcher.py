@@ -7,6 +7,7 @@ version) when CURRENT changes.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ class IndexSearcher:
         # column -> per-row group codes, built on a column's first grouped search (one dictionary
         # encode; a racing second build is harmless: both assign the same codes).
         self._group_keys: dict[str, np.ndarray] = {}
+        self._gather_lock = threading.Lock()  # one row-map build, never two racing ones
 
     @classmethod
     def open(
@@ -154,6 +156,7 @@ class IndexSearcher:
         """
         q = self._queries(query_vectors, top_k)
         keys = self.group_keys(column)
+        self._ensure_gatherable()
         mask = None if flt is None else evaluate(flt, self.loaded.filters)
         found = search_groups(
             self.loaded.index, q, keys, int(top_k), group, column, mask, self.group_config, self.filter_config
@@ -172,6 +175,22 @@ class IndexSearcher:
                 ]
             )
         return out, found, None if mask is None else int(mask.sum())
+
+    def prepare_groups(self) -> None:
+        """Build what a grouped search needs before the version goes live (the IVF row map)."""
+        self._ensure_gatherable()
+
+    def _ensure_gatherable(self) -> None:
+        """Grouped search may take the exact plan on any version: IVF needs its row map (8 bytes a row).
+
+        Versions with filter columns built it at load; others build it on their first grouped search,
+        or at load for a collection's default group_by (index/follower.py), and count it in memory_bytes.
+        """
+        if self.gather_bytes or self.loaded.index.ivf is None:
+            return
+        with self._gather_lock:
+            if not self.gather_bytes:
+                self.gather_bytes = ensure_gatherable(self.loaded.index)
 
     def _queries(self, query_vectors: np.ndarray, top_k: int) -> np.ndarray:
         q = np.asarray(query_vectors)

@@ -3,6 +3,8 @@ checked against brute force over every stored vector."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -183,3 +185,23 @@ def test_rows_without_a_group_value_are_never_returned(
     nulls[::2] = -1
     for got in search_groups(index, queries[:3], nulls, 10, GroupBy("g"), "g"):
         assert (nulls[got.rows] >= 0).all() and got.info.groups == 10
+
+
+def test_an_ivf_version_without_filter_columns_groups_and_counts_its_row_map(
+    tmp_path: Path, corpus: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    from index.prompt import NO_PROMPT
+    from index.searcher import IndexSearcher
+    from testkit.serve_index import publish_table
+
+    vectors, keys, queries = corpus
+    table = pa.table({"id": np.arange(N), "answer": [f"a{k}" for k in keys.tolist()]})
+    publish_table(tmp_path, vectors, table, "sha256:test", NO_PROMPT, "IVF64,Flat")
+    searcher = IndexSearcher.open(tmp_path)
+    before = searcher.memory_bytes
+    records, found, selected = searcher.search_groups(queries[:2], 5, "answer", GroupBy("answer"))
+    assert selected is None and all(len({r["answer"] for r in row}) == 5 for row in records)
+    assert [g.info.groups for g in found] == [5, 5]
+    assert [r["group_value"] for r in records[0]] == [r["answer"] for r in records[0]]
+    # its per-row codes (4 bytes) and, for the exact plan, the IVF row map (8 bytes) are now resident
+    assert searcher.memory_bytes - before == N * (4 + 8)
