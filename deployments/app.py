@@ -31,6 +31,7 @@ from deployments.app_models import ModelPlan, model_plans, models_user_config
 from deployments.app_settings import (
     AppArgsError,
     AppSettings,
+    auth_user_config,
     batching_user_config,
     resolve_settings,
     serving_user_config,
@@ -105,6 +106,12 @@ class AppArgs(BaseModel):
     # Shorthand for serving.api_key (the setting's one home is ServingConfig: empty = no auth,
     # QM_SERVE_API_KEY where build_app runs); None leaves it to serving / the environment.
     api_key: str | None = None
+    # Keys scoped to collections and routes, by SHA-256 only (service/auth.py):
+    # {keys: [{name, sha256, collections: [...] | "*", routes: [...]?, weight: 1}]}. Goes in the
+    # Ingress's user_config (hashes only: Serve shows user_config), so an Ingress user_config
+    # with another `auth` swaps the keys on `serve deploy` without a restart. With api_key too,
+    # both are valid (the api_key is the key "default", with every right).
+    auth: dict[str, Any] | None = None
     # ServingConfig fields (limits, timeouts); user_config of the ingress.
     serving: dict[str, Any] = Field(default_factory=dict)
     # SessionConfig fields for the onnxruntime session (providers, threads).
@@ -305,7 +312,8 @@ def build_app(raw: dict[str, Any]) -> Application:
             "Ingress replica), 'fused' (multiplexed model replicas), or one app per model"
         )
     collections = collections_user_config(args, [p.name for p in plans])
-    ingress_config = serving_user_config(settings.serving)
+    auth = auth_user_config(args.auth, settings.serving)
+    ingress_config = {**serving_user_config(settings.serving), **({"auth": auth} if auth is not None else {})}
     default = plans[0]
     if topology == "inline":
         opts, _ = inline_options(args, serving=settings.serving)
@@ -320,6 +328,7 @@ def build_app(raw: dict[str, Any]) -> Application:
                 model_name=default.name,
                 models=[default],
                 model_memory_bytes=args.model_memory_bytes,
+                auth=auth,
             )
         )
     artifact = Artifact.load(default.artifact_dir)
@@ -334,7 +343,7 @@ def build_app(raw: dict[str, Any]) -> Application:
             "collection_models": bound,
         }
     return _staged(
-        args, topology, default.artifact_dir, artifact, settings, collections, ingress_config, plans
+        args, topology, default.artifact_dir, artifact, settings, collections, ingress_config, plans, auth
     )
 
 
@@ -361,6 +370,7 @@ def _staged(
     collections: dict[str, Any],
     ingress_config: dict[str, Any],
     plans: list[ModelPlan] | None = None,
+    auth: dict[str, Any] | None = None,
 ) -> Application:
     """The graph or fused application: its deployments bound, then the Ingress over their handles.
 
@@ -419,4 +429,14 @@ def _staged(
         model_name=args.model_name,
         handles=handles,
         models=plans[:1] if several and plans else None,
+        auth=auth,
     )
+
+
+def ingress_user_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """The Ingress user_config build_app sets for these args (serving fields, `auth`, and per
+    topology `collections`, `models`, `collection_models`): what to put under the Ingress in
+    serve_config.yaml's `deployments:` to change keys, collections or models with `serve deploy`
+    and no restart. Built by build_app itself, so the two never disagree."""
+    bound = build_app(raw)._bound_deployment  # type: ignore[attr-defined]
+    return dict(bound._deployment_config.user_config or {})

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from embedder.config import SessionConfig, session_config
 from engine.scheduler import SchedulerConfig, scheduler_config
+from service.auth import KeyTable, auth_config
 from service.config import ServingConfig, serving_config
 from settings.loader import as_dict, from_mapping
 
@@ -78,3 +79,16 @@ def serving_user_config(serving: ServingConfig) -> dict[str, Any]:
 def serving_from_user_config(config: Mapping[str, Any], api_key: str) -> ServingConfig:
     """ServingConfig rebuilt in a replica from user_config (no environment); the init key unless it names one."""
     return from_mapping(ServingConfig, {"api_key": api_key, **config})
+
+
+def auth_user_config(auth: Mapping[str, Any] | None, serving: ServingConfig) -> dict[str, Any] | None:
+    """The `auth` section validated (hashes only, so it may go in the Ingress's user_config, which
+    Serve shows), normalised to JSON; None without one. A bad entry is one AppArgsError line."""
+    if auth is None:
+        return None
+    try:
+        config = auth_config(auth)
+        KeyTable(serving.api_key, config)  # the union with api_key: a clash of names is refused here
+    except ValueError as exc:
+        raise AppArgsError(f"build_app: {exc}") from None
+    return config.model_dump()

@@ -18,6 +18,6 @@ class Backbone(ModelReplica):
         if self.pooled:
             raise ValueError("this artifact pools inside the graph: use topology 'fused' or 'inline'")
 
-    async def __call__(self, pack: TokenPack) -> HiddenPack:
-        """Hidden states of one request's texts, unpadded."""
-        return HiddenPack(await self.run_pack(pack), pack.lengths)
+    async def __call__(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> HiddenPack:
+        """Hidden states of one request's texts, unpadded (`tenant`: whose, for the fair scheduler)."""
+        return HiddenPack(await self.run_pack(pack, tenant, weight), pack.lengths)

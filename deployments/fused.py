@@ -26,12 +26,12 @@ class FusedEncoder(ModelReplica):
         super().__init__(artifact_dir, session)
         self.pooler = Pooler.from_artifact(self.artifact)
 
-    async def __call__(self, pack: TokenPack) -> np.ndarray:
+    async def __call__(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
         """Pooled vectors (n, d) of one request's texts; not normalised unless the graph normalises.
 
         The ingress applies the request's own normalize / dimensions options (FusedBackend.encode).
         """
-        out = await self.run_pack(pack)
+        out = await self.run_pack(pack, tenant, weight)
         if self.pooled:
             return out
         return pool_pack(self.pooler, HiddenPack(out, pack.lengths), normalize=False, dimensions=None)

@@ -16,6 +16,7 @@ from deployments.app_models import ModelPlan
 from deployments.ray_errors import domain_errors
 from embedder.handoff import HiddenPack, TokenPack, finish_pooled
 from embedder.pooling import Pooler
+from engine import timings as request_timings
 from engine.backend import EmbedOptions, TokenSpan
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
@@ -117,7 +118,8 @@ class GraphBackend(_SearcherCalls):
         The extra hop costs one copy of the hidden states (~1.5 KB per token).
         """
         with domain_errors("Backbone"):
-            hidden: HiddenPack = await self.backbone.remote(pack)
+            # The tenant travels with the pack, so the model replica's scheduler shares fairly by key.
+            hidden: HiddenPack = await self.backbone.remote(pack, options.tenant, options.weight)
         with domain_errors("Pooling"):
             vectors: np.ndarray = await self.pooling.remote(hidden, options.normalize, options.dimensions)
         return vectors
@@ -155,7 +157,14 @@ class FusedBackend(LocalTokenizer, _SearcherCalls):
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Pooled vectors from the FusedEncoder, then this request's normalisation and dimension cut."""
         with domain_errors("FusedEncoder"):
-            pooled: np.ndarray = await self.encoder.remote(pack, *self._plan_arg)
+            if self._plan_arg:  # multiplexed: the vectors and how long this call waited for a load
+                pooled, load_ms = await self.encoder.remote(
+                    pack, *self._plan_arg, options.tenant, options.weight
+                )
+                if load_ms:
+                    request_timings.record("model-load", load_ms)
+            else:
+                pooled = await self.encoder.remote(pack, options.tenant, options.weight)
         if self.model.pooling_in_graph:
             return finish_pooled(pooled, options.dimensions, self.model.normalize)
         # Pooled in the replica without normalising: the request decides (manifest default otherwise).

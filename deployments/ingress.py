@@ -29,6 +29,7 @@ from engine.model_info import ModelInfo
 from engine.model_memory import ModelMemory
 from engine.model_set import ModelSet
 from index.collections import CollectionsConfig, collections_config
+from service.auth import AuthConfig, auth_config
 from service.core import EmbedService
 from service.http import create_app
 
@@ -49,6 +50,7 @@ class Ingress:
         handles: dict[str, DeploymentHandle] | None = None,
         models: list[ModelPlan] | None = None,
         model_memory_bytes: int = 0,
+        auth: dict[str, Any] | None = None,
     ) -> None:
         """`models`: the default model's plan (its name and settings); the other models arrive with
         user_config (`models`, deployments/app_models.py), so adding one restarts nothing.
@@ -89,7 +91,10 @@ class Ingress:
         self.backend = backend
         self.backends: dict[str, Backend] = {default.name: backend}
         self.api_key = settings.serving.api_key
-        self.service = EmbedService(ModelSet(dict(self.backends)), settings.serving)
+        # The app args' key table (build_app validated it): kept when a user_config has no `auth`,
+        # so a user_config written for collections alone never opens the service.
+        self.auth: AuthConfig | None = auth_config(auth) if auth is not None else None
+        self.service = EmbedService(ModelSet(dict(self.backends)), settings.serving, auth=self.auth)
 
     def _model_backend(self, plan: ModelPlan) -> Backend:
         """One model's backend: in process (inline), or over the multiplexed model stage (fused)."""
@@ -135,7 +140,8 @@ class Ingress:
         self.service.set_models(backends)
 
     def reconfigure(self, config: dict[str, Any] | None) -> None:
-        """user_config: ServingConfig fields (limits, timeouts) changed without a restart.
+        """user_config: ServingConfig fields (limits, timeouts, api_key) and `auth` (the key table)
+        changed without a restart.
 
         Inline and fused with several models: also `models` ({name: artifact | {artifact, session,
         batching}}, the models beside the default; absent: unchanged), loaded or dropped in place.
@@ -149,12 +155,15 @@ class Ingress:
         collections = config.pop("collections", None)
         bound = config.pop("collection_models", None)
         models = config.pop("models", None)
+        # `auth` (hashes only): the new key table, swapped in at once (a bad one raises here and
+        # the old table keeps serving); absent, the args' table stays.
+        auth = auth_config(config.pop("auth")) if "auth" in config else self.auth
         serving = serving_from_user_config(config, self.api_key)  # checked before anything changes
         if models is not None:
             if not self.multi:
                 raise ValueError(f"user_config models: topology {self.topology!r} serves one model")
             self._set_models(dict(models))
-        self.service.reconfigure(serving)
+        self.service.reconfigure(serving, auth)
         if bound is not None:  # fused, several models: the Searcher's map
             self.service.models.bound = dict(bound)
         if self.topology == "inline":

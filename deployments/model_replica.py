@@ -76,6 +76,8 @@ class ModelReplica:
         """Backend, precision, device and CPU units of this replica's session (for /info and /ready)."""
         return self.model.runtime.as_dict()
 
-    async def run_pack(self, pack: TokenPack) -> np.ndarray:
-        """Per-token vectors (total, d) or pooled vectors (n, d) for one request's pack."""
-        return await self.scheduler.submit(pack)
+    async def run_pack(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
+        """Per-token vectors (total, d) or pooled vectors (n, d) for one request's pack.
+
+        `tenant` / `weight`: the API key the Ingress served it for (the scheduler's round-robin)."""
+        return await self.scheduler.submit(pack, tenant, weight)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -42,9 +43,9 @@ class ResidentModel(ModelReplica):
         self.pooler = Pooler.from_artifact(self.artifact)
         self.name, self._on_evict, self._evicted = plan.name, on_evict, False
 
-    async def encode(self, pack: TokenPack) -> np.ndarray:
+    async def encode(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
         """Pooled vectors (not normalised unless the graph normalises), as FusedEncoder returns them."""
-        out = await self.run_pack(pack)
+        out = await self.run_pack(pack, tenant, weight)
         if self.pooled:
             return out
         return pool_pack(self.pooler, HiddenPack(out, pack.lengths), normalize=False, dimensions=None)
@@ -104,16 +105,23 @@ class MultiplexedEncoder:
         with self._lock:
             self.evictions[name] += 1
 
-    async def __call__(self, pack: TokenPack, plan: ModelPlan) -> np.ndarray:
-        """Pooled vectors of one request's pack by the model the request was routed for."""
+    async def __call__(
+        self, pack: TokenPack, plan: ModelPlan, tenant: str = "", weight: int = 1
+    ) -> tuple[np.ndarray, float]:
+        """Pooled vectors of one request's pack by the model the request was routed for, and the
+        milliseconds the request waited for that model to load (0 when it was resident)."""
         name = serve.get_multiplexed_model_id()
         if plan.name != name:
             raise BackendUnavailable(f"request routed for model {name!r} carries the plan of {plan.name!r}")
         # A plan changed under the same name applies from the model's next load (use a new name
         # to switch an artifact at once).
         self.plans[name] = plan
+        started = time.perf_counter()
         model = await self._get(name)
-        return await model.encode(pack)
+        waited_ms = (time.perf_counter() - started) * 1000.0
+        # A resident model comes back in microseconds; anything longer was this request's share
+        # of a load (its own, or one another request started), reported as Server-Timing.
+        return await model.encode(pack, tenant, weight), waited_ms if waited_ms >= 1.0 else 0.0
 
     def runtime(self) -> dict[str, Any]:
         """This replica's multiplexing state (it loads nothing): resident models, loads, evictions."""

@@ -22,12 +22,16 @@ from index.matches import SearchResult
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """Per-request options: the prompt (applied when tokenizing) and pooling."""
+    """Per-request options: the prompt (applied when tokenizing), pooling, and whose request it is."""
 
     normalize: bool | None = None  # None: the artifact's own setting
     dimensions: int | None = None  # None: full dimension
     # A key of the model's prompts; None: its default prompt (none when it has no default).
     prompt_name: str | None = None
+    # Whose request: the API key's name and its fair-share weight (the model scheduler shares
+    # passes round-robin across tenants). Plain values: the engine knows nothing of keys or HTTP.
+    tenant: str = ""
+    weight: int = 1
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class InProcessBackend(LocalTokenizer):
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Sentence vectors: model pass (shared with other requests), then this request's pooling."""
-        out = await self.scheduler.submit(pack)
+        out = await self.scheduler.submit(pack, options.tenant, options.weight)
         if self.model.pooling_in_graph:
             return finish_pooled(out, options.dimensions, self.model.normalize)
         return pool_pack(self.pooler, HiddenPack(out, pack.lengths), options.normalize, options.dimensions)

@@ -74,7 +74,9 @@ class ModelMemory:
             self.admit(name, artifact_dir)
             before = rss_bytes()
             yield
-            self.measured[name] = max(0, rss_bytes() - before)
+            # The largest growth seen: a reload into pages an evicted model freed grows RSS
+            # less than the model takes.
+            self.measured[name] = max(self.measured.get(name, 0), rss_bytes() - before)
             self.resident.add(name)
 
     def forget(self, name: str) -> None:

@@ -8,7 +8,11 @@ the core planner sorts them by length and cuts padded onnxruntime calls. So:
 - a one-text request waits for at most the pass in progress, however many large requests are
   queued (TEI-style token budget instead of first-come-first-served);
 - a request whose caller gave up (timeout, disconnect) is dropped before its next pass;
-- a pass that raises is re-run request by request, so only the culprit gets the error.
+- a pass that raises is re-run request by request, so only the culprit gets the error;
+- requests carry a tenant (the API key's name, a plain string) and its weight: a pass goes
+  round-robin across tenants with queued work first (`weight` texts of each tenant in turn, the
+  first tenant rotating from pass to pass), then across that tenant's requests as above, so one
+  key's flood of large requests cannot keep another key's one-text request out of the next pass.
 The model call runs in a worker thread (onnxruntime releases the GIL), so the event loop keeps
 reading requests while the model computes. With `workers` > 1, that many passes run at once,
 each on its own thread (one onnxruntime session accepts concurrent runs): on a small CPU node,
@@ -58,6 +62,8 @@ class SchedulerConfig:
 class _Queued:
     pack: TokenPack
     future: asyncio.Future[np.ndarray]
+    tenant: str = ""  # whose request (an API key's name; "" when the caller names none)
+    weight: int = 1  # texts the tenant gets per round-robin turn
     claimed: int = 0  # texts handed to a pass (done or in flight)
     done: int = 0  # texts whose vectors are back
     parts: dict[int, np.ndarray] = field(default_factory=dict)  # first row of a pass -> its output
@@ -102,18 +108,21 @@ class ModelScheduler:
         self._workers: set[asyncio.Task[None]] = set()
         self._running = 0
         self.passes = 0
+        self._turn = 0  # rotates which tenant a pass starts with
 
     @property
     def queued_tokens(self) -> int:
         """Real tokens waiting for a pass (not yet handed to one)."""
         return sum(q.remaining_tokens() for q in self._queue if not q.future.done())
 
-    async def submit(self, pack: TokenPack) -> np.ndarray:
-        """Per-token vectors (total_tokens, d), or pooled (n, d) when the model pools, in pack order."""
+    async def submit(self, pack: TokenPack, tenant: str = "", weight: int = 1) -> np.ndarray:
+        """Per-token vectors (total_tokens, d), or pooled (n, d) when the model pools, in pack order.
+
+        `tenant` and `weight`: whose request it is, for the round-robin across tenants."""
         if pack.size == 0:
             return np.zeros((0, 0), np.float32)
         loop = asyncio.get_running_loop()
-        item = _Queued(pack, loop.create_future())
+        item = _Queued(pack, loop.create_future(), tenant, max(1, int(weight)))
         self._queue.append(item)
         while self._running < self.config.workers:
             self._running += 1
@@ -138,23 +147,43 @@ class ModelScheduler:
             self._running -= 1
 
     def _choose(self) -> list[tuple[_Queued, np.ndarray]]:
-        """Round-robin one text of each request in turn until the pass's token budget is full."""
+        """Texts for one pass until its token budget is full: tenants in turn (`weight` texts each),
+        and within a tenant one text of each of its requests in turn."""
         budget = self.config.pass_tokens
+        pending: dict[str, list[int]] = {}  # tenant -> queue positions of its requests with texts left
+        for i, q in enumerate(self._queue):
+            if q.claimed < q.pack.size:
+                pending.setdefault(q.tenant, []).append(i)
+        order = list(pending)
+        if len(order) > 1:  # rotate the first tenant, so each starts a pass in turn
+            self._turn += 1
+            k = self._turn % len(order)
+            order = order[k:] + order[:k]
+        nxt = dict.fromkeys(order, 0)  # per tenant: which of its requests gives the next text
         taken: dict[int, list[int]] = {}
-        used, progressed = 0, True
-        while progressed:
-            progressed = False
-            for i, q in enumerate(self._queue):
-                if q.claimed >= q.pack.size:
-                    continue
-                n = int(q.pack.lengths[q.claimed])
-                if used and used + n > budget:
-                    progressed = False
-                    break
-                taken.setdefault(i, []).append(q.claimed)
-                q.claimed += 1
-                used += n
-                progressed = True
+        used = 0
+        while order:
+            for tenant in list(order):
+                members = pending[tenant]
+                for _ in range(self._queue[members[0]].weight):
+                    j = nxt[tenant] % len(members)
+                    q = self._queue[members[j]]
+                    n = int(q.pack.lengths[q.claimed])
+                    if used and used + n > budget:
+                        return self._taken(taken)
+                    taken.setdefault(members[j], []).append(q.claimed)
+                    q.claimed += 1
+                    used += n
+                    if q.claimed >= q.pack.size:
+                        members.pop(j)  # the next request moves into position j
+                    else:
+                        nxt[tenant] = j + 1
+                    if not members:
+                        order.remove(tenant)
+                        break
+        return self._taken(taken)
+
+    def _taken(self, taken: dict[int, list[int]]) -> list[tuple[_Queued, np.ndarray]]:
         return [(self._queue[i], np.asarray(rows, np.int64)) for i, rows in taken.items()]
 
     async def _run_pass(self, chosen: list[tuple[_Queued, np.ndarray]]) -> None:

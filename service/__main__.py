@@ -17,6 +17,7 @@ from embedder.config import SessionConfig
 from engine.inprocess import InProcessBackend
 from engine.model_set import ModelSet
 from index.collections import collections_config
+from service.auth import AuthConfig, KeyTable, load_auth_file
 from service.config import ServingConfig, serving_config
 from service.core import EmbedService
 from service.http import create_app
@@ -84,6 +85,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--api-key", default=None, help="Bearer key for the API routes (default: QM_SERVE_API_KEY)"
     )
     p.add_argument(
+        "--auth-file",
+        default=None,
+        metavar="PATH",
+        help="keys scoped to collections and routes (YAML or JSON: {keys: [{name, sha256, collections, "
+        "routes, weight}]}, SHA-256 of each key only); with --api-key too, both are valid",
+    )
+    p.add_argument(
         "--model-name", default="", help="name reported as 'model' (default: artifact directory name)"
     )
     return p.parse_args(argv)
@@ -109,9 +117,22 @@ def pairs(flag: str, items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def keys_of(path: str | None, serving: ServingConfig) -> AuthConfig | None:
+    """The --auth-file's keys validated (with the api_key's, the union); a bad entry exits with one line."""
+    if path is None:
+        return None
+    try:
+        auth = load_auth_file(path)
+        KeyTable(serving.api_key, auth)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"python -m service: error: --auth-file {exc}") from None
+    return auth
+
+
 def build(args: argparse.Namespace) -> EmbedService:
     """The service of the command-line options."""
     session, serving = settings(args)
+    auth = keys_of(args.auth_file, serving)  # before any model loads: a bad entry fails at once
     artifacts = pairs("--model", args.model, "ARTIFACT")
     if args.artifact is None and not artifacts:
         raise SystemExit("python -m service: error: give --artifact (or at least one --model NAME=ARTIFACT)")
@@ -143,7 +164,7 @@ def build(args: argparse.Namespace) -> EmbedService:
     except ValueError as exc:  # a collection naming a model not served: one line naming both
         models.close()
         raise SystemExit(f"python -m service: error: {exc}") from None
-    return EmbedService(models, serving)
+    return EmbedService(models, serving, auth=auth)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -317,6 +317,10 @@ class InfoResponse(BaseModel):
     # readiness and collections) is here.
     default_model: str | None = None
     models: dict[str, Any] | None = None
+    # The asking key's name, and per key requests, tokens and refusals (by status) in the
+    # replica that answered: a key sees its own row, an admin key (every collection and route) all.
+    key: str | None = None
+    keys: dict[str, Any] | None = None
 
 
 class OpenAIErrorDetail(BaseModel):

@@ -17,7 +17,8 @@ public message of /ready. The engine below it knows nothing of those.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,12 +30,15 @@ from embedder.tokenize import check_texts, text_problem
 from engine.backend import Backend, EmbedOptions, TokenSpan
 from engine.model_info import ModelInfo
 from engine.model_set import ModelSet
+from index.errors import UnknownCollection
 from index.groups import GroupBy, GroupInfo
 from index.matches import Match
 from service.admission import Admission
+from service.auth import OPEN, AuthConfig, Caller, KeyTable
 from service.config import ServingConfig
-from service.errors import TooManyInputs, TooManyTokens
+from service.errors import Forbidden, TooManyInputs, TooManyTokens
 from service.served_model import ServedModel
+from service.usage import KeyUsage
 
 Inputs = str | list[str] | list[int] | list[list[int]]
 # Most questions per group of a grouped /match: past the best few, a group's rows are more
@@ -73,6 +77,7 @@ class EmbedService:
         backend: Backend | Mapping[str, Backend] | ModelSet,
         config: ServingConfig,
         default_model: str | None = None,
+        auth: AuthConfig | None = None,
     ) -> None:
         if isinstance(backend, ModelSet):
             self.models = backend
@@ -87,13 +92,27 @@ class EmbedService:
         self.model: ModelInfo = default.model
         self.config = config
         self.admission = Admission(config.max_in_flight, config.max_queued_tokens, config.retry_after_s)
+        self.usage = KeyUsage()  # per-key requests, tokens, refusals (/info; a metrics exporter reads it)
+        self.keys = self._key_table(config, auth)
 
-    def reconfigure(self, config: ServingConfig) -> None:
-        """Apply new limits without dropping requests in flight."""
+    def _key_table(self, config: ServingConfig, auth: AuthConfig | None) -> KeyTable:
+        keys = KeyTable(config.api_key, auth)
+        self.admission.weights = dict(keys.weights)
+        return keys
+
+    def reconfigure(self, config: ServingConfig, auth: AuthConfig | None = None) -> None:
+        """Apply new limits and a new key table without dropping requests in flight.
+
+        The table is built first and swapped in one assignment: a request sees the old keys or the
+        new ones, never a mix, and a bad table (refused here) leaves the old one serving.
+        """
+        keys = KeyTable(config.api_key, auth)
         self.config = config
         self.admission.max_in_flight = config.max_in_flight
         self.admission.max_queued_tokens = config.max_queued_tokens
         self.admission.retry_after_s = config.retry_after_s
+        self.admission.weights = dict(keys.weights)
+        self.keys = keys
 
     def set_models(self, backends: Mapping[str, Backend]) -> None:
         """Serve exactly these models from now on (a `serve deploy` that adds or removes one).
@@ -154,10 +173,11 @@ class EmbedService:
         truncate: bool = True,
         options: EmbedOptions | None = None,
         model: str | None = None,
+        caller: Caller = OPEN,
     ) -> Embedded:
         """Vectors for one request's texts or token ids, in input order (texts get the options' prompt)."""
         served = self.serving(model)
-        options = options or EmbedOptions()
+        options = replace(options or EmbedOptions(), tenant=caller.name, weight=caller.weight)
         self._check_options(options, served.model)
         prompt = self._prompt(inputs, options.prompt_name, served.model)
         pack = await self._pack(inputs, field, truncate, served, prompt)
@@ -173,11 +193,16 @@ class EmbedService:
         collection: str = "default",
         filter: Any = None,
         group: GroupBy | None = None,
+        caller: Caller = OPEN,
     ) -> Matched:
         """Stored questions closest to each question, best first (in one collection, within a filter).
 
         `group`: group_by as asked (None: the collection's default); grouped, top_k counts groups.
+        A key may match only in its collections (403 naming only the one asked for, before any
+        work); a request without `collection` means "default", allowed only if the key may use it.
         """
+        if not caller.may_use(collection):
+            raise Forbidden(f"this key may not use collection {collection!r}", param="collection")
         if not 1 <= top_k <= self.config.max_top_k:
             raise InvalidInput(f"top_k must be between 1 and {self.config.max_top_k}", field="top_k")
         if min_score is not None and not math.isfinite(min_score):
@@ -187,17 +212,19 @@ class EmbedService:
             raise InvalidInput(f"group_size must be between 1 and {MAX_GROUP_SIZE}", field="group_size")
         if group.column is not None and not group.column.strip():
             raise InvalidInput("group_by must name a column (null: ungrouped)", field="group_by")
-        backend = self.models.for_collection(collection)  # the collection's model (404 if unknown)
-        if filter is not None or collection != "default" or group != GroupBy(min_score=group.min_score):
-            # An unknown collection (404), a bad filter or group_by (422) is refused before any model work.
-            await backend.check_search(collection, filter, group)
+        with _only_own(caller, collection):
+            backend = self.models.for_collection(collection)  # the collection's model (404 if unknown)
+            if filter is not None or collection != "default" or group != GroupBy(min_score=group.min_score):
+                # An unknown collection (404), a bad filter or group_by (422) is refused before any model work.
+                await backend.check_search(collection, filter, group)
         served = self.serving(backend.model.name)
         # Questions are queries: sentence-transformers' encode_query rule picks their prompt, as the
         # index's documents got the encode_document rule's (index.prompt refuses any other index).
         prompts = served.model.prompt_set()
         pack = await self._pack(questions, field, truncate, served, prompts.resolve(prompts.query_name()))
-        vectors = await self._encode(pack, EmbedOptions(), served)
-        result = await backend.search(vectors, top_k, collection, filter, group)
+        vectors = await self._encode(pack, EmbedOptions(tenant=caller.name, weight=caller.weight), served)
+        with _only_own(caller, collection):
+            result = await backend.search(vectors, top_k, collection, filter, group)
         if min_score is None:
             min_score = result.default_min_score  # the index version's stored threshold, if any
         matches = result.matches
@@ -215,9 +242,10 @@ class EmbedService:
 
     async def _encode(self, pack: TokenPack, options: EmbedOptions, served: ServedModel) -> np.ndarray:
         """Vectors of a validated pack, holding its tokens of the model-queue budget meanwhile."""
-        with self.admission.tokens(pack.tokens):
+        with self.admission.tokens(pack.tokens, options.tenant):
             vectors = await served.backend.encode(pack, options)
         served.count(pack.tokens)
+        self.usage.tokens(options.tenant, pack.tokens)
         return vectors
 
     async def tokenize(
@@ -322,6 +350,17 @@ class EmbedService:
             lengths=np.array([len(r) for r in kept], np.int32),
             token_counts=counts,
         )
+
+
+@contextmanager
+def _only_own(caller: Caller, collection: str) -> Iterator[None]:
+    """An unknown collection's 404 lists every collection: a scoped key gets it without the list."""
+    try:
+        yield
+    except UnknownCollection as exc:
+        if caller.collections is None:
+            raise
+        raise UnknownCollection(f"collection {collection!r} does not exist", field=exc.field) from None
 
 
 def check_lengths(token_counts: np.ndarray, max_tokens: int, field: str, single: bool) -> None:

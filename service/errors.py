@@ -61,6 +61,13 @@ class Unauthorized(ApiError):
     kind = "authentication_error"
 
 
+class Forbidden(ApiError):
+    """A valid key asking for a collection or a route it may not use (the message names only what it asked)."""
+
+    status = 403
+    kind = "permission_error"
+
+
 class Overloaded(ApiError):
     """This replica already holds its maximum of requests or queued tokens."""
 
@@ -99,7 +106,14 @@ def classify(exc: BaseException) -> Mapped:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
-        tei = {429: "Overloaded", 503: "Unhealthy", 401: "Unauthorized", 408: "Timeout", 413: "Validation"}
+        tei = {
+            429: "Overloaded",
+            503: "Unhealthy",
+            401: "Unauthorized",
+            403: "Forbidden",
+            408: "Timeout",
+            413: "Validation",
+        }
         return Mapped(exc.status, exc.kind, tei.get(exc.status, "Validation"), exc.param, headers)
     if isinstance(exc, UnknownCollection):
         return Mapped(404, "invalid_request_error", "NotFound", exc.field, {})

@@ -1,17 +1,18 @@
 """The FastAPI app: routes wired to an EmbedService. Transport only; behaviour lives in core.py.
 
-Every API route goes through `serve`: auth, body read (size cap and deadline, before any slot
-is taken), strict JSON, request-model validation, the in-flight slot, the request deadline and
-the one error map in the route's style. Bodies are read by hand (not by FastAPI) so slow or
-malformed bodies are refused cheaply; the request models are still declared on each route so
-/openapi.json and /docs describe the real API.
+Every API route goes through `serve`: auth (the request's key and whether it may use the route),
+body read (size cap and deadline, before any slot is taken), strict JSON, request-model validation,
+the in-flight slot (shared fairly by key), the request deadline and the one error map in the
+route's style; each 401 / 403 / 429 is one log line and a count of its key. Bodies are read by
+hand (not by FastAPI) so slow or malformed bodies are refused cheaply; the request models are
+still declared on each route so /openapi.json and /docs describe the real API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,11 +27,14 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedder.errors import InvalidInput
+from engine import timings as request_timings
 from engine.backend import EmbedOptions
 from service import contract as c
+from service.auth import OPEN, UNKNOWN, Caller
 from service.body import parse_json_object, read_body
 from service.core import EmbedService
 from service.errors import (
+    Forbidden,
     MalformedBody,
     NotReady,
     RequestTimeout,
@@ -39,9 +43,10 @@ from service.errors import (
     error_payload,
     openai_body,
 )
-from service.status import collections_status, models_status
+from service.status import collections_status, models_status, visible
 
 PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger("qmatch.auth")
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 
@@ -61,7 +66,7 @@ def _body_doc(model: type[pydantic.BaseModel]) -> dict[str, Any]:
 
 def _errors_doc(style: Style) -> dict[int | str, dict[str, Any]]:
     model = c.TEIError if style == "tei" else c.OpenAIError
-    codes = (400, 401, 408, 413, 422, 429, 503) + ((424,) if style == "tei" else (404, 500))
+    codes = (400, 401, 403, 408, 413, 422, 429, 503) + ((424,) if style == "tei" else (404, 500))
     return {code: {"model": model} for code in codes}
 
 
@@ -108,15 +113,15 @@ def create_app(service: EmbedService) -> FastAPI:
             openai_body(exc.status_code, "invalid_request_error", str(exc.detail), None), exc.status_code
         )
 
-    def check_key(request: Request) -> None:
-        key = service.config.api_key
-        if not key:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+    def check_key(request: Request) -> Caller:
+        """The request's key; 401 without a valid one."""
+        caller = service.keys.identify(request.headers.get("authorization", ""))
+        if caller is None:
             raise Unauthorized(
                 "missing or wrong API key (send 'Authorization: Bearer <key>')", param="authorization"
             )
+        request.state.caller = caller  # the routes' work reads it (caller_of)
+        return caller
 
     def deadline(request: Request) -> float:
         asked = request.headers.get("x-timeout-seconds")
@@ -137,8 +142,14 @@ def create_app(service: EmbedService) -> FastAPI:
         work: Callable[[Any], Awaitable[Any]],
     ) -> Response:
         service.start_probe()
+        timings = request_timings.start()  # what the backend reports back, e.g. a model's load
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        name = UNKNOWN
         try:
-            check_key(request)
+            caller = check_key(request)
+            name = caller.name
+            if not caller.may_route(route):
+                raise Forbidden(f"this key may not use {route}", param="authorization")
             parsed: Any = None
             if model is not None:
                 cfg = service.config
@@ -153,7 +164,7 @@ def create_app(service: EmbedService) -> FastAPI:
                 except pydantic.ValidationError as exc:
                     raise _to_field(exc) from None
             timeout = deadline(request)
-            with service.admission.request():
+            with service.admission.request(name):
                 try:
                     result = await asyncio.wait_for(work(parsed), timeout)
                 except asyncio.TimeoutError:
@@ -164,10 +175,20 @@ def create_app(service: EmbedService) -> FastAPI:
                 result.model_dump(exclude_unset=True) if isinstance(result, pydantic.BaseModel) else result
             )
             response: Response = JSON(payload)
+            if timings:
+                response.headers["Server-Timing"] = request_timings.server_timing(timings)
         except Exception as exc:
             status, body, headers = error_payload(exc, style)
             response = JSON(body, status, headers=headers)
+            if status in (401, 403, 429):  # one line per refusal: never the key or its hash
+                log.warning("refused %s %s for key %s", status, route, name)
+                service.usage.refused(name, status)
+        service.usage.request(name)
         return response
+
+    def caller_of(request: Request) -> Caller:
+        """The key `serve` identified for this request."""
+        return getattr(request.state, "caller", OPEN)
 
     @app.post(
         "/v1/embeddings",
@@ -181,7 +202,7 @@ def create_app(service: EmbedService) -> FastAPI:
 
         async def work(req: c.EmbeddingsRequest) -> dict[str, Any]:
             options = EmbedOptions(dimensions=req.dimensions, prompt_name=req.prompt_name)
-            out = await service.embed(req.input, "input", True, options, req.model)
+            out = await service.embed(req.input, "input", True, options, req.model, caller_of(request))
             b64 = req.encoding_format == "base64"
             data = [
                 {"object": "embedding", "index": i, "embedding": _b64(v) if b64 else v}
@@ -231,7 +252,10 @@ def create_app(service: EmbedService) -> FastAPI:
             options = EmbedOptions(
                 normalize=req.normalize, dimensions=req.dimensions, prompt_name=req.prompt_name
             )
-            return (await service.embed(req.inputs, "inputs", req.truncate, options, req.model)).vectors
+            embedded = await service.embed(
+                req.inputs, "inputs", req.truncate, options, req.model, caller_of(request)
+            )
+            return embedded.vectors
 
         return await serve(request, "tei", c.EmbedRequest, work)
 
@@ -269,7 +293,15 @@ def create_app(service: EmbedService) -> FastAPI:
             texts = [asked] if isinstance(asked, str) else asked
             field = "question" if single else "questions"
             found = await service.match(
-                asked, req.top_k, req.min_score, field, req.truncate, req.collection, req.filter, req.group()
+                asked,
+                req.top_k,
+                req.min_score,
+                field,
+                req.truncate,
+                req.collection,
+                req.filter,
+                req.group(),
+                caller=caller_of(request),
             )
             meta: dict[str, Any] = {
                 "index_version": found.index_version,
@@ -300,7 +332,7 @@ def create_app(service: EmbedService) -> FastAPI:
         """Each collection: live version, size, dimension, filter columns, threshold, memory; the budget."""
 
         async def work(_: None) -> c.CollectionList:
-            status = await collections_status(service) or {}
+            status = visible(await collections_status(service), caller_of(request)) or {}
             data = [
                 c.CollectionInfo(
                     **{
@@ -354,18 +386,22 @@ def create_app(service: EmbedService) -> FastAPI:
         """Model, topology, index version and size (and why an index was refused), limits."""
 
         async def work(_: None) -> c.InfoResponse:
-            collections = await collections_status(service)
+            caller = caller_of(request)
+            collections = visible(await collections_status(service), caller)
+            index = await service.backend.index_status() if caller.may_use("default") else None
             return c.InfoResponse(
                 **service.model.describe(),
                 topology=service.backend.topology,
                 runtime=await service.backend.runtime(),
                 ready=service.ready,
                 not_ready_reason=None if service.ready else service.not_ready_reason,
-                index=await service.backend.index_status(),
+                index=index,
                 collections=collections,
                 limits=service.config.client_limits(),
                 default_model=service.models.default,
                 models=await models_status(service, collections),
+                key=caller.name,
+                keys=service.usage.snapshot(None if caller.admin else caller.name),
             )
 
         return await serve(request, "openai", None, work)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.auth import Caller
 from service.core import EmbedService
 
 
@@ -58,3 +59,12 @@ async def models_status(
             "collections": sorted(bound.get(name, [])),
         }
     return out
+
+
+def visible(status: dict[str, Any] | None, caller: Caller) -> dict[str, Any] | None:
+    """collections_status's answer as a key may see it: only its collections, and the memory they use."""
+    if status is None or caller.collections is None:
+        return status
+    mine = {n: s for n, s in (status.get("collections") or {}).items() if caller.may_use(n)}
+    used = sum(int(s.get("memory_bytes") or 0) for s in mine.values())
+    return {**status, "collections": mine, "memory_used_bytes": used}

@@ -80,3 +80,31 @@ def check_refusal(error: dict[str, Any], status: int, param: str, body: Any, max
     if isinstance(body, dict) and body.get("truncate") is False:
         assert error["token_count"] > error["max_tokens"] == max_seq_length, error
         assert str(error["token_count"]) in error["message"], error
+
+
+# Every API route with a body it accepts: what the auth tests send without a key, with a wrong one,
+# and with a key the route is not allowed for (the same table for the in-process app and Serve).
+API_CALLS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("POST", "/v1/embeddings", {"input": "where is my order?", "model": "any"}),
+    ("POST", "/embed", {"inputs": "where is my order?"}),
+    ("POST", "/tokenize", {"inputs": "where is my order?"}),
+    ("POST", "/match", {"question": "where is my order?", "top_k": 1}),
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/collections", None),
+    ("GET", "/info", None),
+]
+TEI_ROUTES = ("/embed", "/tokenize")
+
+
+def check_auth_refusal(path: str, status: int, response: Any) -> None:
+    """A 401 / 403 in the route's style: OpenAI's body with its type and `param`, or TEI's error_type."""
+    assert response.status_code == status, (path, response.status_code, response.text)
+    body = response.json()
+    if path in TEI_ROUTES:
+        assert body["error_type"] == {401: "Unauthorized", 403: "Forbidden"}[status], body
+        return
+    error = body["error"]
+    kinds = {401: "authentication_error", 403: "permission_error"}
+    assert error["code"] == status and error["type"] == kinds[status], error
+    if status == 401:
+        assert response.headers.get("www-authenticate") == "Bearer" and error["param"] == "authorization"

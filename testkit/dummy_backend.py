@@ -120,7 +120,7 @@ class DummyBackend:
 
     async def encode(self, pack: TokenPack, options: EmbedOptions) -> np.ndarray:
         """Mean-pooled vectors through the real scheduler and pooling."""
-        hidden = await self.scheduler.submit(pack)
+        hidden = await self.scheduler.submit(pack, options.tenant, options.weight)
         vectors = self.pooler(
             HiddenPack(hidden, pack.lengths).to_hidden_states(), options.normalize, options.dimensions
         )

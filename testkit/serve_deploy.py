@@ -31,20 +31,3 @@ def replica_actors(deployment_class: str) -> set[str]:
         for actor_id, a in state.actors().items()
         if a.get("State") == "ALIVE" and deployment_class in str(a.get("ActorClassName", ""))
     }
-
-
-def built_user_config(args: dict[str, Any], deployment: str = "Ingress") -> dict[str, Any]:
-    """The user_config build_app gives a deployment for `args` (what a redeploy override starts from)."""
-    from deployments.app import build_app
-
-    bound = build_app(args)._bound_deployment
-    if deployment != bound.name:
-        bound = _find(bound, deployment)
-    return dict(bound._deployment_config.user_config or {})
-
-
-def _find(bound: Any, name: str) -> Any:
-    for handle in (bound.init_kwargs.get("handles") or {}).values():
-        if handle._bound_deployment.name == name:
-            return handle._bound_deployment
-    raise KeyError(name)

@@ -1,5 +1,6 @@
-"""Collections on a real Ray Serve app: independent hot swaps under load, and a redeploy that adds and
-removes collections without restarting the replica that holds the model."""
+"""Collections on a real Ray Serve app: independent hot swaps under load, a redeploy that adds and
+removes collections without restarting the replica that holds the model, and API keys rotated the
+same way under load."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import requests
 
 from embedder import Encoder
 from testkit.closed_loop import ClosedLoop
+from testkit.keys import bearer, key_entry, new_key
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.serve_deploy import deploy_app, ingress_actors
 from testkit.serve_index import FAQ, publish_index
@@ -118,3 +120,63 @@ def test_redeploy_adds_and_removes_collections_without_restarting_the_model_repl
     gone = app.match("help")
     assert gone.status_code == 404 and "'help'" in gone.json()["error"]["message"]
     assert ingress_actors() == replicas  # the same replica, reconfigured in place
+
+
+class KeyedLoad(ClosedLoop):
+    """Closed-loop /match requests with the key of the moment (`key`), every (key, status) recorded."""
+
+    def __init__(self, app: App, key: str) -> None:
+        super().__init__(threads=3, limit=5_000)
+        self.app, self.key = app, key
+
+    def request(self, thread: int, n: int) -> tuple[str, int]:
+        key = self.key
+        return key, keyed_match(self.app, key)
+
+
+def keyed_match(app: App, key: str | None) -> int:
+    # "default": the earlier tests leave `help`'s CURRENT on a refused version
+    body = {"question": "where is my order?", "top_k": 1, "collection": "default"}
+    try:
+        headers = bearer(key) if key is not None else {}
+        return requests.post(app.url + "/match", json=body, headers=headers, timeout=30).status_code
+    except requests.RequestException:
+        return 0
+
+
+def test_keys_rotate_by_redeploying_the_ingress_user_config_under_load_with_no_failed_request(
+    app: App,
+) -> None:
+    from deployments.app import ingress_user_config
+
+    old, old_hash = new_key()
+    new, new_hash = new_key()
+    replicas = ingress_actors()
+
+    def deploy_keys(*entries: dict[str, Any]) -> None:
+        # What serve_config.yaml's `deployments: [{name: Ingress, user_config: ...}]` carries: the
+        # serving fields, the collections and the key table (hashes only), as build_app would set them.
+        keyed = {**app.args, "auth": {"keys": list(entries)}}
+        deploy_app(app.args, [{"name": "Ingress", "user_config": ingress_user_config(keyed)}])
+
+    try:
+        deploy_keys(key_entry("shop", old_hash, ["default"]))
+        wait_until(lambda: keyed_match(app, None) == 401 and keyed_match(app, old) == 200, 60, "keys on")
+        with KeyedLoad(app, old) as load:
+            wait_until(lambda: len(load.outcomes) >= 20, 60, "requests with the old key")
+            deploy_keys(key_entry("shop", old_hash, ["default"]), key_entry("shop-2", new_hash, ["default"]))
+            wait_until(lambda: keyed_match(app, new) == 200, 60, "the new key works")
+            load.key = new  # clients move to the new key; the old one still works meanwhile
+            seen = len(load.outcomes)
+            wait_until(lambda: len(load.outcomes) >= seen + 20, 60, "requests with the new key")
+            deploy_keys(key_entry("shop-2", new_hash, ["default"]))
+            wait_until(lambda: keyed_match(app, old) == 401, 60, "the old key removed")
+            seen = len(load.outcomes)
+            wait_until(lambda: len(load.outcomes) >= seen + 20, 60, "requests after the removal")
+        failed = [o for o in load.outcomes if o[1] != 200]
+        assert not failed, failed[:5]
+        assert {k for k, _ in load.outcomes} == {old, new}
+        assert ingress_actors() == replicas  # keys changed in place: no replica restarted
+    finally:  # the module's app as it was: no keys
+        deploy_app(app.args, [{"name": "Ingress", "user_config": ingress_user_config(app.args)}])
+        wait_until(lambda: keyed_match(app, None) == 200, 60, "keys off again")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import requests
 
+from deployments.app import ingress_user_config
 from embedder import Encoder
 from testkit.model_load import TEXTS, ModelLoad, embed
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
-from testkit.serve_deploy import built_user_config, deploy_app, ingress_actors
+from testkit.serve_deploy import deploy_app, ingress_actors
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
 
@@ -98,7 +99,7 @@ def test_a_model_is_added_and_removed_by_user_config_under_load_without_a_restar
 ) -> None:
     url, encoders = app["url"], {**app["encoders"], "tiny2": app["encoders"]["tiny"]}
     replicas = ingress_actors()
-    base = built_user_config(app["args"])  # what build_app gave the Ingress: serving, collections, models
+    base = ingress_user_config(app["args"])  # what build_app gave the Ingress: serving, collections, models
     models = lambda: [m["id"] for m in requests.get(url + "/v1/models", timeout=30).json()["data"]]  # noqa: E731
     with ModelLoad(url, ["tiny", "e5"], encoders) as load:
         added = {**base["models"], "tiny2": str(app["tiny_artifact"])}  # the tiny artifact under a new name

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import requests
 
+from deployments.app import ingress_user_config
 from embedder import Encoder
 from testkit.model_load import TEXTS, ModelLoad, embed
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
-from testkit.serve_deploy import built_user_config, deploy_app, ingress_actors, replica_actors
+from testkit.serve_deploy import deploy_app, ingress_actors, replica_actors
 from testkit.serve_index import FAQ, publish_index
 from testkit.waiting import wait_until
 
@@ -57,9 +58,12 @@ def app(
 
 def test_models_are_evicted_and_reloaded_with_no_failed_request(app: dict[str, Any]) -> None:
     url = app["url"]
-    for model in ("tiny", "e5", "tiny", "e5"):  # one resident at a time: every switch is a reload
+    for i, model in enumerate(("tiny", "e5", "tiny", "e5")):  # one resident at a time: every switch reloads
         r = embed(url, model)
         assert r.status_code == 200 and r.json()["model"] == model
+        if i:  # the request that waited for its model's load says what it cost (W3C Server-Timing)
+            timing = r.headers.get("Server-Timing", "")
+            assert timing.startswith("model-load;dur=") and float(timing.split("dur=")[1]) > 0, timing
     with ModelLoad(url, ["tiny", "e5"], app["encoders"]) as load:
         wait_until(lambda: len(load.outcomes) >= 60, 120, "requests under load")
     failed = [o for o in load.outcomes if o[1] != 200]
@@ -71,10 +75,11 @@ def test_models_are_evicted_and_reloaded_with_no_failed_request(app: dict[str, A
         assert runtime["multiplexed"] and runtime["max_models_per_replica"] == 1
         assert runtime["loads"] >= 2 and runtime["evictions"] >= 1, runtime
     assert sum(models[n]["runtime"]["resident"] for n in ("tiny", "e5")) <= 1
-    for name in ("tiny", "e5"):  # the replica that answered measured what its resident model takes
+    for name in ("tiny", "e5"):  # the replica that answered lists what its resident model took
+        # (not asserted > 0: with one model at a time, a load may fit in pages the evicted one freed)
         memory = models[name]["runtime"]["memory"]
-        assert set(memory["model_bytes"]) <= {"tiny", "e5"} and len(memory["model_bytes"]) <= 1
-        assert all(b > 0 for b in memory["model_bytes"].values()) and memory["rss_bytes"] > 0
+        resident = models[name]["runtime"]["resident_models"]
+        assert sorted(memory["model_bytes"]) == resident and memory["rss_bytes"] > 0
 
 
 def test_each_collection_is_matched_by_its_model_and_a_wrong_one_is_refused(app: dict[str, Any]) -> None:
@@ -109,7 +114,7 @@ def test_a_model_added_by_user_config_loads_on_its_first_request_without_a_resta
 ) -> None:
     url = app["url"]
     encoders = replica_actors("FusedEncoder"), ingress_actors()
-    base = built_user_config(app["args"])
+    base = ingress_user_config(app["args"])
     added = {**base["models"], "tiny2": str(app["tiny_artifact"])}
     deploy_app(app["args"], [{"name": "Ingress", "user_config": {**base, "models": added}}])
     models = lambda: [m["id"] for m in requests.get(url + "/v1/models", timeout=30).json()["data"]]  # noqa: E731

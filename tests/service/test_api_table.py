@@ -34,3 +34,14 @@ def test_api_table_matches_openapi() -> None:
             ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
             documented.add((method.upper(), path, ref["$ref"].rsplit("/", 1)[1] if "$ref" in ref else None))
     assert readme_routes() == documented
+
+
+def test_every_api_route_is_nameable_in_a_keys_routes_and_in_the_auth_table() -> None:
+    # A new route must be given to keys (service.auth.ROUTES) and tried without a key (API_CALLS);
+    # only the probes, the page and the docs stay open.
+    from service.auth import ROUTES
+    from testkit.bad_requests import API_CALLS
+
+    spec = TestClient(create_app(EmbedService(DummyBackend(), ServingConfig()))).get("/openapi.json").json()
+    open_routes = {"/health", "/ready"}
+    assert set(spec["paths"]) - open_routes == set(ROUTES) == {path for _, path, _ in API_CALLS}
