@@ -128,6 +128,10 @@ class AppArgs(BaseModel):
     collections_memory_bytes: int = Field(default=0, ge=0)
     # Pin the default collection's version (null follows CURRENT) and how often CURRENT is checked.
     index_version: str | None = None
+    # The metadata column /match groups the default collection by when a request gives no
+    # group_by (e.g. `answer`: distinct answers); null: ungrouped. Other collections: their
+    # `{index, group_by}` in `collections`.
+    group_by: str | None = None
     poll_seconds: float = DEFAULT_POLL_SECONDS
     # FAISS OpenMP threads of the search stage (why 1 by default: index.searcher.DEFAULT_SEARCH_THREADS).
     search_threads: int = Field(default=DEFAULT_SEARCH_THREADS, ge=1)
@@ -191,7 +195,11 @@ def collections_user_config(args: AppArgs, models: list[str] | None = None) -> d
     """
     specs: dict[str, Any] = {}
     if args.index:
-        specs["default"] = {"index": storage.resolve(args.index).uri, "version": args.index_version}
+        specs["default"] = {
+            "index": storage.resolve(args.index).uri,
+            "version": args.index_version,
+            "group_by": args.group_by,
+        }
     for name, spec in args.collections.items():
         if name in specs:
             raise ValueError("collection 'default' is given twice: by `index` and in `collections`")

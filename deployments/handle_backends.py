@@ -21,6 +21,7 @@ from engine.backend import EmbedOptions, TokenSpan
 from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
 from index.errors import IndexUnavailable
+from index.groups import GroupBy
 from index.matches import SearchResult
 
 NO_INDEX = "this service was started without an index; /match is unavailable"
@@ -38,23 +39,28 @@ class _SearcherCalls:
         return (self.model.name,) if self.names_model else ()
 
     async def search(
-        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        collection: str = "default",
+        filter: Any = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
-        """Top-k matches from the Searcher deployment."""
+        """Top-k matches (grouped: top-k groups) from the Searcher deployment."""
         if self.searcher is None:
             raise IndexUnavailable(NO_INDEX)
         with domain_errors("Searcher"):
             result: SearchResult = await self.searcher.search.remote(
-                vectors, top_k, collection, filter, *self._model_arg()
+                vectors, top_k, collection, filter, *self._model_arg(), group=group
             )
         return result
 
-    async def check_search(self, collection: str, filter: Any) -> None:
-        """The Searcher checks the collection and the filter (one hop, before the model runs)."""
+    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+        """The Searcher checks the collection, the filter and group_by (one hop, before the model runs)."""
         if self.searcher is None:
             raise IndexUnavailable(NO_INDEX)
         with domain_errors("Searcher"):
-            await self.searcher.check.remote(collection, filter, *self._model_arg())
+            await self.searcher.check.remote(collection, filter, *self._model_arg(), group=group)
 
     async def index_status(self) -> dict[str, Any] | None:
         """The Searcher's `default` collection, or None without one."""

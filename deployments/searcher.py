@@ -9,6 +9,7 @@ import numpy as np
 from ray import serve
 
 from index.collections import DEFAULT, CollectionSet, collections_config
+from index.groups import GroupBy
 from index.matches import SearchResult
 from index.model_collections import CollectionsByModel
 from index.prompt import NO_PROMPT, DocumentPrompt
@@ -55,22 +56,26 @@ class Searcher:
         collection: str = DEFAULT,
         filter: Any = None,
         model: str | None = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
-        """Matches per vector; IndexUnavailable (503), UnknownCollection (404), InvalidInput (422).
+        """Matches (grouped: groups) per vector; IndexUnavailable (503), UnknownCollection (404), InvalidInput (422).
 
         `model`: the name of the model that embedded `vectors` (several models: a collection bound
         to another one is a retryable 503, never a search with the wrong model's vector).
+        `group`: the request's group_by (None: the collection's default, index/groups.py).
         """
         if isinstance(self.collections, CollectionsByModel):
-            return self.collections.search(vectors, top_k, collection, filter, model)
-        return self.collections.search(vectors, top_k, collection, filter)
+            return self.collections.search(vectors, top_k, collection, filter, model, group)
+        return self.collections.search(vectors, top_k, collection, filter, group)
 
-    def check(self, collection: str, filter: Any, model: str | None = None) -> None:
-        """Refuse an unknown collection or a bad filter before the request's model work."""
+    def check(
+        self, collection: str, filter: Any, model: str | None = None, group: GroupBy | None = None
+    ) -> None:
+        """Refuse an unknown collection, a bad filter or group_by before the request's model work."""
         if isinstance(self.collections, CollectionsByModel):
-            self.collections.check(collection, filter, model)
+            self.collections.check(collection, filter, model, group)
         else:
-            self.collections.check(collection, filter)
+            self.collections.check(collection, filter, group)
 
     def info(self) -> dict[str, Any] | None:
         """The `default` collection's live version, size and last refusal (None without it)."""

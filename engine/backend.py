@@ -16,6 +16,7 @@ import numpy as np
 
 from embedder.handoff import TokenPack
 from engine.model_info import ModelInfo
+from index.groups import GroupBy
 from index.matches import SearchResult
 
 
@@ -63,16 +64,23 @@ class Backend(Protocol):
         ...
 
     async def search(
-        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        collection: str = "default",
+        filter: Any = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
         """Top-k matches per vector from a collection's live index (within the filter's rows).
 
-        Raises IndexUnavailable without an index, UnknownCollection (404), InvalidInput (a bad filter).
+        `group` (None: the collection's default group_by, if any): the top-k groups of a column.
+        Raises IndexUnavailable without an index, UnknownCollection (404), InvalidInput (a bad
+        filter or group_by column).
         """
         ...
 
-    async def check_search(self, collection: str, filter: Any) -> None:
-        """Refuse an unknown collection or a bad filter before any model work (same errors as search)."""
+    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+        """Refuse an unknown collection, a bad filter or group_by before any model work (same errors as search)."""
         ...
 
     async def index_status(self) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from engine.model_memory import ModelMemory
 from engine.scheduler import ModelScheduler, PassObserver, SchedulerConfig
 from index.collections import CollectionsConfig, CollectionSet, collections_config
 from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
+from index.groups import GroupBy
 from index.matches import SearchResult
 from index.prompt import DocumentPrompt
 
@@ -76,14 +77,19 @@ class InProcessBackend(LocalTokenizer):
         return self.collections.followers.get("default")
 
     async def search(
-        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        collection: str = "default",
+        filter: Any = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
         """FAISS search on a collection's live version (fast for the handful of queries a request has)."""
-        return self.collections.search(vectors, top_k, collection, filter)
+        return self.collections.search(vectors, top_k, collection, filter, group)
 
-    async def check_search(self, collection: str, filter: Any) -> None:
-        """Unknown collection (404) or bad filter (422), before any model work."""
-        self.collections.check(collection, filter)
+    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+        """Unknown collection (404), bad filter or group_by (422), before any model work."""
+        self.collections.check(collection, filter, group)
 
     async def index_status(self) -> dict[str, Any] | None:
         """The `default` collection's live version and size, or None without it."""

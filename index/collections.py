@@ -26,6 +26,7 @@ import storage
 from embedder.errors import InvalidInput
 from index.errors import IndexUnavailable, UnknownCollection
 from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
+from index.groups import GroupBy
 from index.matches import SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
@@ -38,12 +39,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True)
 class CollectionSpec:
-    """One collection: its index root, an optional pinned version (None follows CURRENT) and the
-    name of the model that matches it (None: the service's default model)."""
+    """One collection: its index root, an optional pinned version (None follows CURRENT), the
+    name of the model that matches it (None: the service's default model) and the metadata column
+    /match groups by when a request does not say (None: ungrouped; index/groups.py)."""
 
     index: str
     version: str | None = None
     model: str | None = None
+    group_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,8 @@ class CollectionsConfig:
 
 
 def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
-    """Parse {"collections": {name: uri | {"index": uri, "version": pin, "model": name}}, "memory_budget_bytes",
-    "poll_seconds"}."""
+    """Parse {"collections": {name: uri | {"index": uri, "version": pin, "model": name, "group_by": column}},
+    "memory_budget_bytes", "poll_seconds"}."""
     data = dict(data or {})
     unknown = set(data) - {"collections", "memory_budget_bytes", "poll_seconds"}
     if unknown:
@@ -72,13 +75,17 @@ def collections_config(data: Mapping[str, Any] | None) -> CollectionsConfig:
         if isinstance(value, str):
             specs[name] = CollectionSpec(value)
         elif isinstance(value, Mapping) and isinstance(value.get("index"), str):
-            extra = set(value) - {"index", "version", "model"}
+            extra = set(value) - {"index", "version", "model", "group_by"}
             if extra:
                 raise ValueError(f"collection {name!r}: unknown key(s) {sorted(extra)}")
-            model = value.get("model")
+            model, group_by = value.get("model"), value.get("group_by")
             if model is not None and not isinstance(model, str):
                 raise ValueError(f"collection {name!r}: model must be a model name")
-            specs[name] = CollectionSpec(value["index"], value.get("version") or None, model or None)
+            if group_by is not None and not isinstance(group_by, str):
+                raise ValueError(f"collection {name!r}: group_by must be a metadata column name")
+            specs[name] = CollectionSpec(
+                value["index"], value.get("version") or None, model or None, group_by or None
+            )
         else:
             raise ValueError(
                 f"collection {name!r}: give an index root (or {{index: <root>, version: <pin>, model: <name>}})"
@@ -117,7 +124,7 @@ class CollectionSet:
                 root = storage.resolve(spec.index).uri
                 current = followers.get(name)
                 if current is not None and current.root == root:
-                    current.configure(spec.version, config.poll_seconds)
+                    current.configure(spec.version, config.poll_seconds, spec.group_by)
                     continue
                 if current is not None:
                     current.close()
@@ -129,6 +136,7 @@ class CollectionSet:
                     self._admitter(name),
                     name,
                     self.prompt,
+                    spec.group_by,
                 )
                 self.followers = dict(
                     followers
@@ -164,17 +172,22 @@ class CollectionSet:
             field="collection",
         )
 
-    def check(self, name: str, filter_spec: Any) -> None:
-        """Refuse an unknown collection (404) or a bad filter (422) before any model work."""
+    def check(self, name: str, filter_spec: Any, group: GroupBy | None = None) -> None:
+        """Refuse an unknown collection (404), a bad filter or group_by column (422) before any model work."""
         if not isinstance(name, str):
             raise InvalidInput("collection must be a string", field="collection")
-        self.get(name).check(filter_spec)
+        self.get(name).check(filter_spec, group)
 
     def search(
-        self, vectors: np.ndarray, top_k: int, name: str = DEFAULT, filter_spec: Any = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        name: str = DEFAULT,
+        filter_spec: Any = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
-        """Top-k matches from one collection's live version."""
-        return self.get(name).search(vectors, top_k, filter_spec)
+        """Top-k matches (grouped: top-k groups) from one collection's live version."""
+        return self.get(name).search(vectors, top_k, filter_spec, group)
 
     def default_status(self) -> dict[str, Any] | None:
         """Status of the `default` collection (what /info's `index` has always shown), or None."""

@@ -13,15 +13,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedder.errors import ModelMismatch
+from embedder.errors import InvalidInput, ModelMismatch
 from index import store as index_store
 from index.errors import IndexInvalid, IndexUnavailable
 from index.filters import parse_filter
+from index.groups import GroupBy
 from index.matches import Match, SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
@@ -51,8 +53,11 @@ class IndexFollower:
         admit: Admit | None = None,
         name: str | None = None,
         prompt: DocumentPrompt = NO_PROMPT,
+        group_by: str | None = None,
     ) -> None:
         self.root = root
+        # The collection's default group_by column (CollectionSpec.group_by), or None.
+        self.group_by = group_by
         self.name = name or Path(root).name
         self.admit = admit
         self.fingerprint = fingerprint
@@ -71,9 +76,10 @@ class IndexFollower:
         self._thread = threading.Thread(target=self._follow, name="index-follower", daemon=True)
         self._thread.start()
 
-    def configure(self, pinned: str | None, poll_s: float | None) -> None:
-        """Pin a version (None follows CURRENT) and set the poll interval."""
+    def configure(self, pinned: str | None, poll_s: float | None, group_by: str | None = None) -> None:
+        """Pin a version (None follows CURRENT), set the poll interval and the default group_by."""
         self.pinned = pinned or None
+        self.group_by = group_by
         if poll_s is not None:
             if poll_s <= 0:
                 raise ValueError(f"poll_seconds must be > 0, got {poll_s}")
@@ -114,6 +120,12 @@ class IndexFollower:
                 self.refused = {"version": wanted, "reason": _public(str(exc), self.root), "at": time.time()}
                 log.warning("index version %s refused: %s (still serving %s)", wanted, exc, live)
                 return
+            if self.group_by is not None:  # the default grouping's codes, before it goes live and is budgeted
+                try:
+                    fresh.group_keys(self.group_by)
+                    fresh.prepare_groups()
+                except InvalidInput as exc:  # served anyway: grouped requests get this 422
+                    log.warning("index version %s: default group_by: %s", wanted, exc)
             reason = self.admit(fresh) if self.admit is not None else None
             if reason is not None:
                 del fresh  # dropped here: nothing else is unloaded to make room
@@ -125,30 +137,42 @@ class IndexFollower:
             self.refused = None
             log.info("index version %s live (%.2fs to load)", wanted, time.perf_counter() - started)
 
-    def check(self, filter_spec: Any) -> None:
-        """Validate a request's filter against the live version's filter columns (InvalidInput: 422)."""
+    def check(self, filter_spec: Any, group: GroupBy | None = None) -> None:
+        """Validate a request's filter and group_by against the live version's columns (InvalidInput: 422)."""
         live = self.live
         if live is None:
             raise IndexUnavailable(self._unavailable())
         if filter_spec is not None:
             parse_filter(filter_spec, live.filter_schema)
+        _grouped_column(group or GroupBy(), self.group_by, live)
 
-    def search(self, vectors: np.ndarray, top_k: int, filter_spec: Any = None) -> SearchResult:
-        """Top-k matches per vector from the live version (within the filter's rows, if given)."""
+    def search(
+        self, vectors: np.ndarray, top_k: int, filter_spec: Any = None, group: GroupBy | None = None
+    ) -> SearchResult:
+        """Top-k matches per vector from the live version (within the filter's rows, if given).
+
+        Grouped (the request's group_by, else the collection's default): the top_k groups instead.
+        """
         live = self.live
         if live is None:
             raise IndexUnavailable(self._unavailable())
         flt = None if filter_spec is None else parse_filter(filter_spec, live.filter_schema)
-        rows, selected = live.search_within(vectors, top_k, flt)
-        matches = [[Match(m.pop("id"), m.pop("score"), m) for m in row] for row in rows]
         version, default = self.min_score
+        default_min = default.value if version == live.version else None
+        group = group or GroupBy()
+        column = _grouped_column(group, self.group_by, live)
+        grouping = None
+        if column is None:
+            rows, selected = live.search_within(vectors, top_k, flt)
+        else:
+            # min_score must bound the candidates themselves (what group_hits counts, when to stop).
+            if group.min_score is None and default_min is not None:
+                group = replace(group, min_score=default_min)
+            rows, found, selected = live.search_groups(vectors, top_k, column, group, flt)
+            grouping = [g.info for g in found]
+        matches = [[Match(m.pop("id"), m.pop("score"), m) for m in row] for row in rows]
         return SearchResult(
-            matches,
-            live.version,
-            live.fingerprint,
-            default.value if version == live.version else None,
-            selected=selected,
-            collection=self.name,
+            matches, live.version, live.fingerprint, default_min, selected, self.name, grouping
         )
 
     @property
@@ -178,7 +202,12 @@ class IndexFollower:
     def status(self) -> dict[str, Any]:
         """Live version, size, factory and the last refusal (no server paths)."""
         live = self.live
-        out: dict[str, Any] = {"name": self.name, "pinned": self.pinned, "refused": self.refused}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "pinned": self.pinned,
+            "refused": self.refused,
+            "group_by": self.group_by,  # the default /match grouping (None: ungrouped)
+        }
         if live is None:
             out.update(version=None, error=self._unavailable())
             return out
@@ -200,6 +229,19 @@ class IndexFollower:
         if self.refused is not None:
             return f"no index loaded: version {self.refused['version']} refused: {self.refused['reason']}"
         return f"no index loaded for '{self.name}' (no CURRENT version yet)"
+
+
+def _grouped_column(group: GroupBy, default: str | None, live: IndexSearcher) -> str | None:
+    """The column a request groups by in this collection (None: ungrouped); InvalidInput (422) if it cannot."""
+    column = group.resolve(default)
+    if column is None:
+        if group.size != 1:
+            raise InvalidInput(
+                "group_size needs group_by (this collection has no default group_by)", field="group_size"
+            )
+        return None
+    live.group_keys(column)  # built once per column and version; an unknown column names the columns
+    return column
 
 
 def _public(message: str, root: str) -> str:

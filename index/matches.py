@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from index.groups import GroupInfo
+
 
 @dataclass(frozen=True)
 class Match:
@@ -35,3 +37,5 @@ class SearchResult:
     # Rows the request's filter selected in this version (None without a filter).
     selected: int | None = None
     collection: str = "default"
+    # Per query, how its grouped search went (None: an ungrouped search); see index/groups.py.
+    grouping: list[GroupInfo] | None = None

@@ -18,6 +18,7 @@ import numpy as np
 
 from index.collections import DEFAULT, CollectionsConfig, CollectionSet, CollectionSpec
 from index.errors import IndexUnavailable, UnknownCollection
+from index.groups import GroupBy
 from index.matches import SearchResult
 from index.prompt import DocumentPrompt
 
@@ -78,13 +79,15 @@ class CollectionsByModel:
             field="collection",
         )
 
-    def check(self, collection: str, filter_spec: Any, model: str | None = None) -> None:
-        """Refuse an unknown collection (404) or a bad filter (422) before any model work.
+    def check(
+        self, collection: str, filter_spec: Any, model: str | None = None, group: GroupBy | None = None
+    ) -> None:
+        """Refuse an unknown collection (404), a bad filter or group_by (422) before any model work.
 
         `model`: the model the caller will embed the question with (503 if the collection is bound
         to another one here).
         """
-        self._set_of(collection, model).check(collection, filter_spec)
+        self._set_of(collection, model).check(collection, filter_spec, group)
 
     def search(
         self,
@@ -93,9 +96,10 @@ class CollectionsByModel:
         collection: str = DEFAULT,
         filter_spec: Any = None,
         model: str | None = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
-        """Top-k matches from one collection's live version (`model`: the vectors' model, as in check)."""
-        return self._set_of(collection, model).search(vectors, top_k, collection, filter_spec)
+        """Top-k matches (grouped: groups) from one collection's live version (`model`: the vectors' model)."""
+        return self._set_of(collection, model).search(vectors, top_k, collection, filter_spec, group)
 
     def default_status(self) -> dict[str, Any] | None:
         """The `default` collection's status (or None without it)."""

@@ -7,6 +7,7 @@ version) when CURRENT changes.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from index import store as index_store
 from index.filter_columns import Kind
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from index.filters import Filter, evaluate
+from index.groups import GroupBy, GroupedRows, GroupSearchConfig, group_keys, search_groups
 from index.prompt import DocumentPrompt
 from index.store import IndexManifest, LoadedIndex
 
@@ -36,6 +38,11 @@ class IndexSearcher:
         # built here, before the version goes live, never under a search.
         self.gather_bytes = ensure_gatherable(loaded.index) if loaded.filters.columns else 0
         self.filter_config = FilterSearchConfig()
+        self.group_config = GroupSearchConfig()
+        # column -> per-row group codes, built on a column's first grouped search (one dictionary
+        # encode; a racing second build is harmless: both assign the same codes).
+        self._group_keys: dict[str, np.ndarray] = {}
+        self._gather_lock = threading.Lock()  # one row-map build, never two racing ones
 
     @classmethod
     def open(
@@ -94,10 +101,13 @@ class IndexSearcher:
 
     @property
     def memory_bytes(self) -> int:
-        """Resident bytes of this version: index file, metadata table, filter columns, row map."""
+        """Resident bytes of this version: index file, metadata table, filter columns, row map, group codes."""
         path = self.loaded.path / index_store.INDEX_FILE
         index_bytes = path.stat().st_size if path.is_file() else 0
-        return int(index_bytes + self.loaded.metadata.nbytes + self.loaded.filters.nbytes + self.gather_bytes)
+        keys = sum(k.nbytes for k in self._group_keys.values())  # grouped columns' per-row codes
+        return int(
+            index_bytes + self.loaded.metadata.nbytes + self.loaded.filters.nbytes + self.gather_bytes + keys
+        )
 
     def search(
         self, query_vectors: np.ndarray, top_k: int = 10, min_score: float | None = None
@@ -116,13 +126,7 @@ class IndexSearcher:
 
         With a filter every query gets min(top_k, selected) matches (before min_score).
         """
-        q = np.asarray(query_vectors)
-        if q.ndim != 2 or q.shape[1] != self.dimension:
-            raise InvalidInput(f"query vectors must have shape (n, {self.dimension}), got {q.shape}")
-        if not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise InvalidInput(f"top_k must be a positive integer, got {top_k!r}", field="top_k")
-        if not np.isfinite(q).all():
-            raise InvalidInput("query vectors contain NaN or infinity")
+        q = self._queries(query_vectors, top_k)
         selected: int | None = None
         if flt is not None:
             hits = search_filtered(
@@ -134,6 +138,69 @@ class IndexSearcher:
         else:
             scores, rows = self.loaded.index.search(q, min(int(top_k), max(self.size, 1)))
         return self._records(scores, rows, min_score), selected
+
+    def group_keys(self, column: str) -> np.ndarray:
+        """Per-row group codes of a metadata column (InvalidInput naming the columns if it has none)."""
+        found = self._group_keys.get(column)
+        if found is None:
+            found = group_keys(self.loaded.metadata, column)
+            self._group_keys = {**self._group_keys, column: found}
+        return found
+
+    def search_groups(
+        self, query_vectors: np.ndarray, top_k: int, column: str, group: GroupBy, flt: Filter | None = None
+    ) -> tuple[list[list[dict[str, Any]]], list[GroupedRows], int | None]:
+        """Per query the rows of its top_k groups of `column` (index/groups.py), their grouping, the selection.
+
+        Each record also carries `group_value` (the column's value) and `group_hits`.
+        """
+        q = self._queries(query_vectors, top_k)
+        keys = self.group_keys(column)
+        self._ensure_gatherable()
+        mask = None if flt is None else evaluate(flt, self.loaded.filters)
+        found = search_groups(
+            self.loaded.index, q, keys, int(top_k), group, column, mask, self.group_config, self.filter_config
+        )
+        values = self.loaded.metadata.column(column)
+        out = []
+        for g in found:
+            records = self.loaded.metadata.take(g.rows).to_pylist()
+            groups = values.take(g.rows).to_pylist()
+            out.append(
+                [
+                    {"id": r.pop("id"), "score": float(s), **r, "group_value": v, "group_hits": int(h)}
+                    for r, s, v, h in zip(
+                        records, g.scores.tolist(), groups, g.group_hits.tolist(), strict=True
+                    )
+                ]
+            )
+        return out, found, None if mask is None else int(mask.sum())
+
+    def prepare_groups(self) -> None:
+        """Build what a grouped search needs before the version goes live (the IVF row map)."""
+        self._ensure_gatherable()
+
+    def _ensure_gatherable(self) -> None:
+        """Grouped search may take the exact plan on any version: IVF needs its row map (8 bytes a row).
+
+        Versions with filter columns built it at load; others build it on their first grouped search,
+        or at load for a collection's default group_by (index/follower.py), and count it in memory_bytes.
+        """
+        if self.gather_bytes or self.loaded.index.ivf is None:
+            return
+        with self._gather_lock:
+            if not self.gather_bytes:
+                self.gather_bytes = ensure_gatherable(self.loaded.index)
+
+    def _queries(self, query_vectors: np.ndarray, top_k: int) -> np.ndarray:
+        q = np.asarray(query_vectors)
+        if q.ndim != 2 or q.shape[1] != self.dimension:
+            raise InvalidInput(f"query vectors must have shape (n, {self.dimension}), got {q.shape}")
+        if not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise InvalidInput(f"top_k must be a positive integer, got {top_k!r}", field="top_k")
+        if not np.isfinite(q).all():
+            raise InvalidInput("query vectors contain NaN or infinity")
+        return q
 
     def _records(
         self, scores: np.ndarray, rows: np.ndarray, min_score: float | None

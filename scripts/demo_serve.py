@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -36,6 +37,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--topology", default="auto", choices=("auto", "inline", "graph", "fused"))
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--top-k", type=int, default=3)
+    # The sample corpus stores several phrasings per answer: grouping by `answer` shows top_k
+    # distinct answers (each with its best-matching stored question) instead of one answer twice.
+    p.add_argument(
+        "--group-by", default="answer", help="metadata column to group matches by ('' for plain matches)"
+    )
     p.add_argument("--questions", nargs="*", default=list(DEFAULT_QUESTIONS))
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for /ready")
     return p.parse_args(argv)
@@ -88,13 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"serving {info['model']} ({info['topology']}) index {info['index']['version']} "
             f"({info['index']['size']} questions), ready in {time.perf_counter() - started:.1f}s at {url}"
         )
-        r = requests.post(url + "/match", json={"questions": args.questions, "top_k": args.top_k}, timeout=60)
+        body: dict[str, Any] = {"questions": args.questions, "top_k": args.top_k}
+        if args.group_by:
+            body["group_by"] = args.group_by
+        r = requests.post(url + "/match", json=body, timeout=60)
         r.raise_for_status()
         for result in r.json()["results"]:
             print(f"\nQ: {result['question']}")
             for m in result["matches"]:
                 answer = str(m.get("answer", ""))[:100]
-                print(f"  {m['score']:.3f}  [{m['id']}] {m.get('question', '')}\n         -> {answer}")
+                seen = result.get("grouping", {}).get("candidates")
+                hits = f" ({m['group_hits']} of its group in the best {seen})" if "group_hits" in m else ""
+                print(f"  {m['score']:.3f}  [{m['id']}] {m.get('question', '')}{hits}\n         -> {answer}")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -61,6 +61,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "unnamed collections use the default model",
     )
     p.add_argument(
+        "--group-by",
+        action="append",
+        default=[],
+        metavar="NAME=COLUMN",
+        help="the metadata column /match groups a collection by when a request gives no group_by "
+        "(repeatable; 'default' is --index's); requests may still send group_by or null",
+    )
+    p.add_argument(
         "--collections-memory-bytes",
         type=int,
         default=0,
@@ -130,13 +138,17 @@ def build(args: argparse.Namespace, meter: Meter | None = None) -> EmbedService:
     artifacts = pairs("--model", args.model, "ARTIFACT")
     if args.artifact is None and not artifacts:
         raise SystemExit("python -m service: error: give --artifact (or at least one --model NAME=ARTIFACT)")
-    specs: dict[str, str | dict[str, str]] = {"default": args.index} if args.index else {}
-    specs.update(pairs("--collection", args.collection, "ROOT"))
-    for name, model in pairs("--collection-model", args.collection_model, "MODEL").items():
-        root = specs.get(name)
-        if not isinstance(root, str):
-            raise SystemExit(f"--collection-model {name}={model}: no collection {name!r} (give --collection)")
-        specs[name] = {"index": root, "model": model}
+    roots: dict[str, str] = {"default": args.index} if args.index else {}
+    roots.update(pairs("--collection", args.collection, "ROOT"))
+    specs: dict[str, dict[str, str]] = {name: {"index": root} for name, root in roots.items()}
+    for flag, key, metavar, given in (
+        ("--collection-model", "model", "MODEL", args.collection_model),
+        ("--group-by", "group_by", "COLUMN", args.group_by),
+    ):
+        for name, value in pairs(flag, given, metavar).items():
+            if name not in specs:
+                raise SystemExit(f"{flag} {name}={value}: no collection {name!r} (give --collection)")
+            specs[name][key] = value
     collections = collections_config(
         {"collections": specs, "memory_budget_bytes": args.collections_memory_bytes}
     )

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from index.groups import GroupBy, GroupInfo
+
 TokenIds = list[StrictInt]
 
 
@@ -147,6 +149,20 @@ class MatchRequest(_Request):
         '{"updated": {"gte": "2024-01-01", "lt": "2025-01-01"}} (operators eq, in, gte, gt, lte, lt).',
         examples=[{"category": "billing", "language": {"in": ["de", "en"]}}],
     )
+    group_by: StrictStr | None = Field(
+        default=None,
+        description="Return the top_k distinct values of this stored column (e.g. `answer`) instead of the "
+        "top_k questions: per group its best group_size questions. Omitted: the collection's default "
+        "group_by (GET /info `collections.<name>.group_by`), if it has one; null: ungrouped even then.",
+        examples=["answer"],
+    )
+    group_size: StrictInt = Field(
+        default=1, description="Questions per group, 1..10 (with group_by or a collection's default)."
+    )
+
+    def group(self) -> GroupBy:
+        """The grouping asked for: group_by absent means the collection's default, an explicit null none."""
+        return GroupBy(self.group_by, self.group_size, inherit="group_by" not in self.model_fields_set)
 
 
 class MatchItem(BaseModel):
@@ -156,6 +172,46 @@ class MatchItem(BaseModel):
 
     id: int | str
     score: float
+    # Grouped /match only: the group's value (of the group_by column) and how many of the group's
+    # questions were among the candidates the search examined (`grouping.candidates`).
+    group_value: Any = Field(
+        default=None, description="Grouped /match: this question's group (its group_by value)."
+    )
+    group_hits: int | None = Field(
+        default=None,
+        description="Grouped /match: questions of this group among the `grouping.candidates` best-scoring rows "
+        "examined (within the filter, at least min_score); all of the group's matching rows when "
+        "`grouping.stopped` is `exhausted`, otherwise a lower bound.",
+    )
+
+
+class Grouping(BaseModel):
+    """How one question's grouped search went (only with grouping)."""
+
+    by: str = Field(description="The column grouped by.")
+    group_size: int
+    groups: int = Field(
+        description="Groups returned (fewer than top_k when `stopped` is exhausted or capped)."
+    )
+    candidates: int = Field(
+        description="Rows examined, the best-scoring first (within the filter, >= min_score)."
+    )
+    stopped: Literal["filled", "exhausted", "capped"] = Field(
+        description="filled: top_k groups with group_size questions each; exhausted: every row that could "
+        "match was examined (the collection or filter holds fewer groups or rows); capped: the candidate cap "
+        "(4,096 rows) was reached first, so more groups may exist."
+    )
+
+    @classmethod
+    def of(cls, info: GroupInfo) -> Grouping:
+        """The response form of one query's index.groups.GroupInfo."""
+        return cls(
+            by=info.by,
+            group_size=info.size,
+            groups=info.groups,
+            candidates=info.candidates,
+            stopped=info.stopped,
+        )
 
 
 class _MatchAnswer(BaseModel):
@@ -170,9 +226,10 @@ class _MatchAnswer(BaseModel):
 
 
 class MatchResponse(_MatchAnswer):
-    """/match for one question."""
+    """/match for one question (grouped: best group first, a group's questions together, best first)."""
 
     matches: list[MatchItem]
+    grouping: Grouping | None = None  # only when grouped
 
 
 class MatchResult(BaseModel):
@@ -180,6 +237,7 @@ class MatchResult(BaseModel):
 
     question: str
     matches: list[MatchItem]
+    grouping: Grouping | None = None  # only when grouped
 
 
 class MatchBatchResponse(_MatchAnswer):

@@ -31,6 +31,7 @@ from engine.backend import Backend, EmbedOptions, TokenSpan
 from engine.model_info import ModelInfo
 from engine.model_set import ModelSet
 from index.errors import UnknownCollection
+from index.groups import GroupBy, GroupInfo
 from index.matches import Match
 from service.admission import Admission
 from service.auth import OPEN, AuthConfig, Caller, KeyTable
@@ -41,6 +42,10 @@ from service.served_model import ServedModel
 from service.usage import KeyUsage
 
 Inputs = str | list[str] | list[int] | list[list[int]]
+# Most questions per group of a grouped /match: past the best few, a group's rows are more
+# phrasings of the same question; top_k (100) x 10 rows also stays well inside the grouped
+# search's 4,096-candidate cap (index.groups.GroupSearchConfig).
+MAX_GROUP_SIZE = 10
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Matched:
     selected: int | None = None  # rows the filter selected (None without a filter)
     model: str = ""  # the collection's model
     model_fingerprint: str = ""
+    grouping: list[GroupInfo] | None = None  # per question, when grouped
 
 
 class EmbedService:
@@ -193,10 +199,12 @@ class EmbedService:
         truncate: bool = True,
         collection: str = "default",
         filter: Any = None,
+        group: GroupBy | None = None,
         caller: Caller = OPEN,
     ) -> Matched:
         """Stored questions closest to each question, best first (in one collection, within a filter).
 
+        `group`: group_by as asked (None: the collection's default); grouped, top_k counts groups.
         A key may match only in its collections (403 naming only the one asked for, before any
         work); a request without `collection` means "default", allowed only if the key may use it.
         """
@@ -206,11 +214,16 @@ class EmbedService:
             raise InvalidInput(f"top_k must be between 1 and {self.config.max_top_k}", field="top_k")
         if min_score is not None and not math.isfinite(min_score):
             raise InvalidInput("min_score must be a finite number", field="min_score")
+        group = replace(group or GroupBy(), min_score=None if min_score is None else float(min_score))
+        if not 1 <= group.size <= MAX_GROUP_SIZE:
+            raise InvalidInput(f"group_size must be between 1 and {MAX_GROUP_SIZE}", field="group_size")
+        if group.column is not None and not group.column.strip():
+            raise InvalidInput("group_by must name a column (null: ungrouped)", field="group_by")
         with _only_own(caller, collection):
             backend = self.models.for_collection(collection)  # the collection's model (404 if unknown)
-            if filter is not None or collection != "default":
-                # An unknown collection (404) or a bad filter (422) is refused before any model work.
-                await backend.check_search(collection, filter)
+            if filter is not None or collection != "default" or group != GroupBy(min_score=group.min_score):
+                # An unknown collection (404), a bad filter or group_by (422) is refused before any model work.
+                await backend.check_search(collection, filter, group)
         served = self.serving(backend.model.name)
         # Questions are queries: sentence-transformers' encode_query rule picks their prompt, as the
         # index's documents got the encode_document rule's (index.prompt refuses any other index).
@@ -218,14 +231,20 @@ class EmbedService:
         pack = await self._pack(questions, field, truncate, served, prompts.resolve(prompts.query_name()))
         vectors = await self._encode(pack, EmbedOptions(tenant=caller.name, weight=caller.weight), served)
         with _only_own(caller, collection):
-            result = await backend.search(vectors, top_k, collection, filter)
+            result = await backend.search(vectors, top_k, collection, filter, group)
         if min_score is None:
             min_score = result.default_min_score  # the index version's stored threshold, if any
         matches = result.matches
         if min_score is not None:
             matches = [[m for m in row if m.score >= min_score] for row in result.matches]
         return Matched(
-            matches, result.index_version, collection, result.selected, served.name, served.model.fingerprint
+            matches,
+            result.index_version,
+            collection,
+            result.selected,
+            served.name,
+            served.model.fingerprint,
+            result.grouping,
         )
 
     async def _encode(self, pack: TokenPack, options: EmbedOptions, served: ServedModel) -> np.ndarray:

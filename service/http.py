@@ -313,6 +313,7 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                 req.truncate,
                 req.collection,
                 req.filter,
+                req.group(),
                 caller=caller_of(request),
             )
             meta: dict[str, Any] = {
@@ -323,9 +324,16 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                 **({"filter_selected": found.selected} if found.selected is not None else {}),
             }
             rows = [[c.MatchItem(**m.as_dict()) for m in row] for row in found.matches]
+            # Only grouped answers carry `grouping` (per question); ungrouped ones stay as they were.
+            grouped: list[dict[str, Any]] = [
+                {"grouping": c.Grouping.of(g)} for g in found.grouping or []
+            ] or [{} for _ in rows]
             if single:
-                return c.MatchResponse(matches=rows[0], **meta)
-            results = [c.MatchResult(question=q, matches=m) for q, m in zip(texts, rows, strict=True)]
+                return c.MatchResponse(matches=rows[0], **meta, **grouped[0])
+            results = [
+                c.MatchResult(question=q, matches=m, **g)
+                for q, m, g in zip(texts, rows, grouped, strict=True)
+            ]
             return c.MatchBatchResponse(results=results, **meta)
 
         return await serve(request, "openai", c.MatchRequest, work)

@@ -18,6 +18,7 @@ from embedder.errors import ModelMismatch
 from embedder.probe import PROBE_TEXTS, probe_floor, probe_plan
 from engine.backend import Backend, EmbedOptions
 from index.errors import IndexUnavailable
+from index.groups import GroupBy
 from service.errors import NotReady, public_message
 
 
@@ -88,7 +89,8 @@ class ServedModel:
         served = await self._probe_vectors()
         if await self.backend.index_status() is not None:
             try:
-                result = await self.backend.search(served[:1], 1)
+                # Ungrouped whatever the collection's default: the probe checks the path, not a column.
+                result = await self.backend.search(served[:1], 1, group=GroupBy(inherit=False))
             except IndexUnavailable as exc:
                 raise NotReady(str(exc)) from None
             if result.fingerprint != self.model.fingerprint:

@@ -63,6 +63,10 @@ def bad_requests(limits: Limits) -> list[Case]:
         ("/match", {}, 422, "question"),
         ("/match", {"question": ""}, 400, "question"),
         ("/match", {"question": "x", "min_score": "high"}, 422, "min_score"),
+        ("/match", {"question": "x", "group_by": "answer", "group_size": 0}, 422, "group_size"),
+        ("/match", {"question": "x", "group_by": "answer", "group_size": 11}, 422, "group_size"),
+        ("/match", {"question": "x", "group_by": "answer", "group_size": "2"}, 422, "group_size"),
+        ("/match", {"question": "x", "group_by": 5}, 422, "group_by"),
         ("/match", {"question": limits.long_text, "truncate": False}, 422, "question"),
     ]
 

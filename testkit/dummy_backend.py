@@ -17,6 +17,7 @@ import numpy as np
 from embedder.artifact import Manifest
 from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
+from embedder.errors import InvalidInput
 from embedder.handoff import HiddenPack, TokenPack
 from embedder.pooling import Pooler
 from embedder.probe import PROBE_TEXTS
@@ -25,6 +26,7 @@ from engine.model_info import ModelInfo
 from engine.scheduler import ModelScheduler, SchedulerConfig
 from index.errors import IndexUnavailable, UnknownCollection
 from index.filters import parse_filter
+from index.groups import GroupBy
 from index.matches import Match, SearchResult
 
 CLS, SEP, PAD, POISON_ID = 1, 2, 0, 13
@@ -146,15 +148,22 @@ class DummyBackend:
             if all(_holds(c.values, row[c.column]) for c in flt.conditions)
         ]
 
-    async def check_search(self, collection: str, filter: Any) -> None:
-        """Unknown collection (404) or bad filter (422)."""
+    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+        """Unknown collection (404), bad filter (422), any group_by (422: grouping needs a real index)."""
         self._rows(collection, filter)
+        _no_groups(group)
 
     async def search(
-        self, vectors: np.ndarray, top_k: int, collection: str = "default", filter: Any = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        collection: str = "default",
+        filter: Any = None,
+        group: GroupBy | None = None,
     ) -> SearchResult:
         """Exact inner-product search over the stored questions (within the filter's rows)."""
         await asyncio.sleep(0)
+        _no_groups(group)
         rows = self._rows(collection, filter)
         assert self.stored is not None
         scores = vectors @ self.stored_vectors[rows].T
@@ -185,6 +194,12 @@ class DummyBackend:
         if status is None:
             return None
         return {"memory_budget_bytes": 0, "memory_used_bytes": 0, "collections": {"default": status}}
+
+
+def _no_groups(group: GroupBy | None) -> None:
+    # Grouped search is the index's (index/groups.py), tested on real indexes; the dummy refuses it.
+    if group is not None and group.resolve(None) is not None:
+        raise InvalidInput("the dummy backend does not group; use a real index", field="group_by")
 
 
 def _holds(values: tuple[Any, ...], value: Any) -> bool:

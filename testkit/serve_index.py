@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from embedder.encoder import Encoder
 from index import store as index_store
@@ -13,6 +14,7 @@ from index.faiss_index import VectorIndex
 from index.filter_columns import FILTERS_FILE, column_kind, write_filters
 from index.prompt import DocumentPrompt
 from index.store import IndexManifest
+from index.tuning import build_in_memory
 
 FAQ: list[tuple[str, str]] = [
     ("How do I reset my password?", "Use 'Forgot password' on the sign-in page."),
@@ -48,11 +50,6 @@ def publish_index(
     # Stored questions are documents: the model's document prompt, recorded as the embed job does.
     prompt = DocumentPrompt.chosen(encoder.prompts, prompt_name)
     vectors = encoder.encode([q for q, _ in rows], prompt_name=prompt.name)
-    index = VectorIndex.create(vectors.shape[1], "Flat", "ip")
-    index.add(vectors)
-    version = index_store.new_version_name() + tag
-    staged = index_store.staging_dir(root, version)
-    index.save(staged / index_store.INDEX_FILE)
     table = pa.table(
         {
             "id": pa.array(np.arange(1000, 1000 + len(rows)), pa.int64()),
@@ -61,23 +58,60 @@ def publish_index(
             **(filters or {}),
         }
     )
-    import pyarrow.parquet as pq
+    return publish_table(
+        root,
+        vectors,
+        table,
+        fingerprint or encoder.fingerprint,
+        prompt,
+        tag=tag,
+        make_current=make_current,
+        filter_columns=tuple(filters or {}),
+    )
 
+
+def publish_table(
+    root: Path,
+    vectors: np.ndarray,
+    table: pa.Table,
+    fingerprint: str,
+    prompt: DocumentPrompt,
+    factory: str = "Flat",
+    tag: str = "",
+    make_current: bool = True,
+    filter_columns: tuple[str, ...] = (),
+) -> str:
+    """Publish one index version of `vectors` (row i = `table` row i, which holds `id`); returns it.
+
+    `factory`: "Flat", or any factory / "auto" built and tuned by the project's own index code
+    (index.tuning.build_in_memory: IVF trained, nprobe / efSearch tuned to the recall target).
+    """
+    if factory == "Flat":
+        index = VectorIndex.create(vectors.shape[1], "Flat", "ip")
+        index.add(vectors)
+        recall = 1.0
+    else:
+        index, report = build_in_memory(vectors, factory, "ip")
+        recall = report.recall_at_10
+    version = index_store.new_version_name() + tag
+    staged = index_store.staging_dir(root, version)
+    index.save(staged / index_store.INDEX_FILE)
     pq.write_table(table, staged / index_store.METADATA_FILE)
     described = {}
-    if filters:
-        kinds = {name: column_kind(name, table.schema.field(name).type) for name in filters}
+    if filter_columns:
+        kinds = {name: column_kind(name, table.schema.field(name).type) for name in filter_columns}
         described = write_filters(table, kinds, staged / FILTERS_FILE)
     manifest = IndexManifest(
-        factory="Flat",
+        factory=index.factory,
         metric="ip",
-        count=len(rows),
+        count=len(table),
         dimension=int(vectors.shape[1]),
-        fingerprint=fingerprint or encoder.fingerprint,
-        recall_at_10=1.0,
+        fingerprint=fingerprint,
+        recall_at_10=recall,
         bytes_per_vector=4.0 * vectors.shape[1],
         build_seconds=0.0,
-        columns=("question", "answer", *(filters or {})),
+        search_params=dict(index.search_params),
+        columns=tuple(n for n in table.column_names if n != "id"),
         filters=described,
         document_prompt_name=prompt.name,
         document_prompt=prompt.text,

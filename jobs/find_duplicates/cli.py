@@ -7,7 +7,7 @@
 E, O, the corpus and the index root are local paths or URIs (s3://, ...). How the run works:
 jobs/find_duplicates/run.py; the pair and group logic: jobs/find_duplicates/dedup.py.
 
-Output: pairs.parquet (id_a < id_b, score, kind), groups.parquet (group_id, member_ids,
+Output: pairs.parquet (id_a < id_b, score, kind; with --group-by also same_group), groups.parquet (group_id, member_ids,
 representative, size) and, written last, _SUMMARY.json. Wrong input exits 2 with one line.
 """
 
@@ -68,6 +68,10 @@ def parse_args(argv: Sequence[str] | None = None) -> DedupConfig:
     p.add_argument(
         "--filter",
         help='only rows this /match filter selects, e.g. \'{"category": "billing"}\' (not with --index)',
+    )
+    p.add_argument(
+        "--group-by",
+        help="a passthrough column (e.g. answer): mark pairs within one value (same_group) and count those across",
     )
     return p.config(DedupConfig, argv)
 

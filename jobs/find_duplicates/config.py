@@ -34,6 +34,10 @@ class DedupConfig:
     # Only rows this /match-style filter selects (jobs/common/embeddings_filter.py), e.g. one category;
     # from the command line or QM_DEDUP_FILTER as JSON text.
     filter: dict[str, Any] | None = None
+    # A passthrough column of the embeddings (e.g. answer, as /match's group_by): each pair says
+    # whether both questions share its value (pairs.parquet `same_group`), and the summary counts
+    # the pairs across values: near-identical questions stored with different answers.
+    group_by: str | None = None
 
     def __post_init__(self) -> None:
         parse_filter_setting(self)

@@ -47,6 +47,7 @@ def dedup_rows(
     threshold: float,
     k: int,
     search: Callable[[], NearPairs] | None = None,
+    group_values: pa.Array | None = None,
 ) -> Dedup:
     """Exact and near pairs, then groups, for rows in ascending id order with unit vectors.
 
@@ -68,7 +69,7 @@ def dedup_rows(
     pairs = merge_pairs(vectors, exact, near)
     labels = connected_components(n, pairs.a, pairs.b)
     groups = groups_table(ids, labels)
-    table = pairs_table(ids, pairs)
+    table = pairs_table(ids, pairs, group_values)
     seconds["pairs_and_groups"] = time.perf_counter() - started
     stats = {
         "rows": n,
@@ -82,9 +83,18 @@ def dedup_rows(
         "exact_text_groups": exact.groups,
         "exact_groups_listed_as_star": exact.starred,
         "rows_saturated": near.saturated,
+        **_group_counts(table),
         "stage_seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     return Dedup(table, groups, near, stats)
+
+
+def _group_counts(pairs: pa.Table) -> dict[str, int]:
+    """With --group-by: pairs within one value and across values (near-identical, different answers)."""
+    if "same_group" not in pairs.column_names:
+        return {}
+    same = int(pc.sum(pairs.column("same_group")).as_py() or 0)
+    return {"pairs_same_group": same, "pairs_across_groups": pairs.num_rows - same}
 
 
 def check_threshold(threshold: float) -> None:

@@ -106,17 +106,21 @@ def groups_table(ids: pa.Array, labels: np.ndarray) -> pa.Table:
     )
 
 
-def pairs_table(ids: pa.Array, pairs: Pairs) -> pa.Table:
-    """pairs.parquet: id_a < id_b, score (cosine), kind (exact | near)."""
+def pairs_table(ids: pa.Array, pairs: Pairs, group_values: pa.Array | None = None) -> pa.Table:
+    """pairs.parquet: id_a < id_b, score (cosine), kind (exact | near); with group values (one per
+    row, as `ids`) also same_group: both rows hold the same non-null value."""
     kinds = np.where(pairs.exact, "exact", "near")
-    return pa.table(
-        {
-            "id_a": ids.take(pa.array(pairs.a, pa.int64())),
-            "id_b": ids.take(pa.array(pairs.b, pa.int64())),
-            "score": pa.array(pairs.score, pa.float32()),
-            "kind": pa.array(kinds.tolist(), pa.string()),
-        }
-    )
+    columns = {
+        "id_a": ids.take(pa.array(pairs.a, pa.int64())),
+        "id_b": ids.take(pa.array(pairs.b, pa.int64())),
+        "score": pa.array(pairs.score, pa.float32()),
+        "kind": pa.array(kinds.tolist(), pa.string()),
+    }
+    if group_values is not None:
+        a = group_values.take(pa.array(pairs.a, pa.int64()))
+        b = group_values.take(pa.array(pairs.b, pa.int64()))
+        columns["same_group"] = pc.fill_null(pc.equal(a, b), False)
+    return pa.table(columns)
 
 
 # ---- row order --------------------------------------------------------------------------------

@@ -50,6 +50,12 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
         raise InvalidInput("--output must not be the embeddings directory", field="output")
     storage.check_bucket(output)
     source, corpus_files = text_source(cfg, info)
+    if cfg.group_by and cfg.group_by not in info.passthrough:
+        raise InvalidInput(
+            f"--group-by {cfg.group_by!r}: the embeddings have no such column (they have "
+            f"{list(info.passthrough)}); keep it with the embed job's --keep-columns",
+            field="group_by",
+        )
     if cfg.factory != "auto":
         VectorIndex.create(info.dimension, cfg.factory)  # a bad factory string fails here, not in Ray
     index_root = storage.resolve(cfg.index) if cfg.index else None
@@ -96,7 +102,7 @@ def run(cfg: DedupConfig) -> dict[str, Any]:
             seconds["near_search"] = time.perf_counter() - t1
             return found
 
-        result = dedup_rows(rows.ids, rows.vectors, keys, cfg.threshold, cfg.k, search)
+        result = dedup_rows(rows.ids, rows.vectors, keys, cfg.threshold, cfg.k, search, rows.group_values)
         agreement = None
         if cfg.check_sample and n >= 2:
             with progress.step(

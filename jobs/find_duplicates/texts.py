@@ -25,6 +25,7 @@ class Rows:
     texts: list[str | None] | None
     text_source: str  # "corpus" | "embeddings" | "none"
     texts_missing: int = 0  # rows whose id the corpus does not have
+    group_values: pa.Array | None = None  # the --group-by column, in the same order
 
 
 def text_source(cfg: DedupConfig, info: EmbeddingsInfo) -> tuple[str, list[storage.Location]]:
@@ -72,17 +73,26 @@ def read_rows(
     vectors = np.empty((info.count, info.dimension), dtype=np.float32)
     texts: list[str | None] | None = [None] * info.count if source == "embeddings" else None
     columns = [cfg.text_column] if source == "embeddings" else []
+    if cfg.group_by and cfg.group_by not in columns:
+        columns.append(cfg.group_by)
+    group_parts: list[tuple[np.ndarray, pa.Array]] = []
     for batch in read_embeddings(info, columns=columns):
         assert batch.vectors is not None
         at = position[batch.first_row : batch.first_row + batch.size]
         vectors[at] = batch.vectors
         if texts is not None:
-            for p, t in zip(at.tolist(), batch.table.column(0).to_pylist(), strict=True):
+            for p, t in zip(at.tolist(), batch.table.column(cfg.text_column).to_pylist(), strict=True):
                 texts[p] = t if isinstance(t, str) else None
+        if cfg.group_by:
+            group_parts.append((at, batch.table.column(cfg.group_by).combine_chunks()))
     if not info.normalized:
         unit_rows(vectors)  # cosine is what the threshold means
     ids = ids_all.take(pa.array(order)).combine_chunks()
     rows = Rows(ids=ids, vectors=vectors, texts=texts, text_source=source)
+    if group_parts:  # put each batch's values at its rows' sorted positions
+        at = np.concatenate([a for a, _ in group_parts])
+        values = pa.concat_arrays([v for _, v in group_parts])
+        rows.group_values = values.take(pa.array(np.argsort(at, kind="stable")))
     if source == "corpus":
         rows.texts, rows.texts_missing = corpus_texts(cfg, corpus_files, ids)
     return rows

@@ -207,6 +207,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         (["--corpus", "{base}/c.parquet", "--factory", "IVF9x,Nope"], "bad FAISS factory"),
         (["--no-exact", "--index", "{base}/no-index"], "no CURRENT index version"),
         (["--no-exact", "--index", "{base}/idx30"], "holds 30 x 8 vectors, the embeddings 40 x 8"),
+        (["--no-exact", "--group-by", "answer"], "--group-by 'answer': the embeddings have no such column"),
     ],
 )
 def test_bad_input_fails_before_any_work_with_one_line(
@@ -264,3 +265,28 @@ def test_everything_on_s3(local_ray: None, corpus: Corpus, tmp_path: Path) -> No
             assert storage.read_parquet(f"s3://dedup/dups/{name}").equals(
                 pq.read_table(tmp_path / "out" / name)
             )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_group_by_marks_each_pair_by_its_rows_answers(
+    local_ray: None, corpus: Corpus, tmp_path: Path
+) -> None:
+    answers = {i: f"answer {r % 7}" for r, i in enumerate(corpus.ids)}  # a passthrough column
+    order = np.random.default_rng(3).permutation(N)
+    for f, part in enumerate(np.array_split(order, 3)):  # shuffled over files: values must follow their rows
+        write_embeddings_parquet(
+            tmp_path / "emb" / f"part-{f:05d}.parquet",
+            [corpus.ids[r] for r in part],
+            corpus.vectors[part],
+            {"question": [corpus.texts[r] for r in part], "answer": [answers[corpus.ids[r]] for r in part]},
+            fingerprint=FP,
+        )
+    args = ["--threshold", str(THRESHOLD), "--factory", "Flat", "--check-sample", "0", "--group-by", "answer"]
+    assert run(["--embeddings", str(tmp_path / "emb"), "--output", str(tmp_path / "out"), *args]) == 0
+    rows = pq.read_table(tmp_path / "out" / PAIRS_FILE).to_pylist()
+    assert rows and all(r["same_group"] == (answers[r["id_a"]] == answers[r["id_b"]]) for r in rows)
+    summary = json.loads((tmp_path / "out" / SUMMARY_FILE).read_text())
+    same = sum(r["same_group"] for r in rows)
+    assert (summary["pairs_same_group"], summary["pairs_across_groups"]) == (same, len(rows) - same)
+    assert 0 < same < len(rows)

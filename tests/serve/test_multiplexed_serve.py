@@ -96,6 +96,11 @@ def test_each_collection_is_matched_by_its_model_and_a_wrong_one_is_refused(app:
         want = encoder.encode_document([q for q, _ in FAQ]) @ encoder.encode_query([question])[0]
         scores = {m["id"] - 1000: m["score"] for m in got["matches"]}
         assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5
+    # Grouped through the one Searcher that holds every model's collections (the model, then the grouping).
+    body = {"question": question, "top_k": 3, "collection": "e5faq", "group_by": "answer"}
+    grouped = requests.post(url + "/match", json=body, timeout=60).json()
+    assert grouped["model"] == "e5" and grouped["grouping"]["groups"] == 3, grouped
+    assert [m["id"] - 1000 for m in grouped["matches"]] == np.argsort(-want)[:3].tolist()  # e5's scores
     listed = {c["name"]: c for c in requests.get(url + "/v1/collections", timeout=30).json()["data"]}
     assert {n: c["model"] for n, c in listed.items()} == {"default": "tiny", "e5faq": "e5", "wrong": "e5"}
     assert listed["e5faq"]["refused"] is None and listed["default"]["refused"] is None

@@ -77,6 +77,29 @@ def test_a_filter_selects_rows_and_says_how_many(setup: dict[str, Any]) -> None:
     assert all(4 <= m["rank"] < 9 for m in ranged["matches"])
 
 
+def test_grouped_match_returns_each_category_once_within_a_filter(setup: dict[str, Any]) -> None:
+    client = setup["client"]
+    got = client.post(
+        "/match", json={"question": "Where is my order?", "top_k": 5, "group_by": "category"}
+    ).json()
+    assert [m["category"] for m in got["matches"]] == [m["group_value"] for m in got["matches"]]
+    assert sorted(m["category"] for m in got["matches"]) == sorted(set(CATEGORY))  # 4 exist: all, once
+    assert got["grouping"]["groups"] == 4 and got["grouping"]["stopped"] == "exhausted"
+    assert {m["category"]: m["group_hits"] for m in got["matches"]} == {
+        c: CATEGORY.count(c) for c in CATEGORY
+    }
+    body = {
+        "questions": ["refund", "password"],
+        "top_k": 2,
+        "group_by": "category",
+        "filter": {"language": "de"},
+    }
+    for result in client.post("/match", json=body).json()["results"]:
+        rows = [i for i in range(len(FAQ)) if LANG[i] == "de"]
+        assert all(m["id"] - 1000 in rows for m in result["matches"]) and result["grouping"]["groups"] == 2
+        assert len({m["category"] for m in result["matches"]}) == 2
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [
@@ -88,6 +111,9 @@ def test_a_filter_selects_rows_and_says_how_many(setup: dict[str, Any]) -> None:
         ({"filter": {"category": {"lt": "b"}}}, 422, "filter.category"),
         ({"filter": "category=orders"}, 422, "filter"),
         ({"collection": "help", "filter": {"category": "orders"}}, 422, "filter.category"),
+        ({"group_by": "colour"}, 422, "group_by"),
+        ({"collection": "help", "group_by": "category"}, 422, "group_by"),
+        ({"group_size": 3}, 422, "group_size"),
     ],
 )
 def test_bad_collection_or_filter_is_a_4xx_naming_the_field(
@@ -158,3 +184,22 @@ def test_a_collection_over_the_memory_budget_is_refused_and_nothing_else_unloade
             collections_config({"collections": {"default": str(shop), "help": str(help_)}})
         )
     assert "big" not in {c["name"] for c in setup["client"].get("/v1/collections").json()["data"]}
+
+
+def test_the_single_index_paths_set_the_default_group_by(setup: dict[str, Any], tiny_artifact: Path) -> None:
+    from deployments.app import AppArgs, collections_user_config
+    from service.__main__ import build, parse_args
+
+    shop, _ = setup["roots"]
+    argv = ["--artifact", str(tiny_artifact), "--index", str(shop), "--group-by", "default=category"]
+    service = build(parse_args(argv))
+    try:
+        got = TestClient(create_app(service)).post("/match", json={"question": "order", "top_k": 3}).json()
+        assert got["grouping"]["by"] == "category" and len({m["category"] for m in got["matches"]}) == 3
+    finally:
+        service.models.close()
+    with pytest.raises(SystemExit, match="--group-by help=answer: no collection 'help'"):
+        build(parse_args([*argv, "--group-by", "help=answer"]))
+    # The Serve app's `group_by` arg is the `index` collection's default, carried in its user_config.
+    spec = collections_user_config(AppArgs(artifact="a", index=str(shop), group_by="answer"))
+    assert collections_config(spec).collections["default"].group_by == "answer"

@@ -205,3 +205,17 @@ def test_repeated_or_null_ids_are_refused() -> None:
         groups.sort_by_id(pa.array([1, 2, 2]), np.zeros((3, 2), np.float32))
     with pytest.raises(InvalidInput, match="null id"):
         groups.sort_by_id(pa.array(["a", None]), np.zeros((2, 2), np.float32))
+
+
+def test_group_by_marks_pairs_within_one_value_and_counts_those_across() -> None:
+    # 10/20 (exact) share an answer; 30/40 (near) were stored with different answers: a conflict.
+    answers = pa.array(["reset", "reset", "tracking", "shipping", None])
+    sorted_ids, v, t = groups.sort_by_id(pa.array(IDS), VECTORS.copy(), TEXTS)
+    keys = exact.hash_questions(t)
+    got = dedup.dedup_rows(sorted_ids, v, keys, 0.9, 3, group_values=answers)
+    rows = {(r["id_a"], r["id_b"]): r["same_group"] for r in got.pairs.to_pylist()}
+    want = {(a, b): answers[IDS.index(a)].as_py() == answers[IDS.index(b)].as_py() for a, b in rows}
+    assert rows == want == {(10, 20): True, (30, 40): False}
+    assert got.stats["pairs_same_group"] == 1 and got.stats["pairs_across_groups"] == 1
+    plain = dedup.dedup_rows(sorted_ids, v, keys, 0.9, 3)
+    assert "same_group" not in plain.pairs.column_names and "pairs_across_groups" not in plain.stats
