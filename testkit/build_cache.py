@@ -64,7 +64,9 @@ def cache_key(params: Mapping[str, object], sources: Iterable[Path], packages: I
     }
     digest.update(json.dumps(context, sort_keys=True, default=str).encode())
     for path in _source_files(sources):
-        name = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+        resolved = path.resolve()
+        # Inside the repository: the relative path; outside (reference data): the file name.
+        name = resolved.relative_to(REPO) if resolved.is_relative_to(REPO) else resolved.name
         digest.update(f"\0{name}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:32]
@@ -110,19 +112,24 @@ def _build_entry(entry: Path, build: Callable[[Path], None]) -> None:
         contents = _listing(tmp)
         (tmp / CONTENTS).write_text(json.dumps(contents, indent=1, sort_keys=True), encoding="utf-8")
         if entry.exists():
-            # An entry that does not verify: move it aside first (a rename is atomic) so no other
-            # run sees it half deleted, then delete it.
-            trash = entry.parent / f".tmp-trash-{entry.name}-{uuid.uuid4().hex[:8]}"
-            try:
-                entry.rename(trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            except OSError:
-                pass  # another run replaced it meanwhile; the rename below keeps theirs
+            if _recorded(entry) == _listing(entry):
+                return  # a concurrent run finished the same entry first: keep theirs
+            _discard(entry)
         # Fails when another run put its complete entry there first: ours is dropped below.
         with contextlib.suppress(OSError):
             tmp.rename(entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(entry: Path) -> None:
+    """Move an entry aside (a rename is atomic, so no run sees it half deleted), then delete it."""
+    trash = entry.parent / f".tmp-trash-{entry.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        entry.rename(trash)
+    except OSError:
+        return  # gone already: another run discarded or replaced it
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _copy_verified(entry: Path, dest: Path) -> bool:
@@ -155,10 +162,14 @@ def cached_dir(
     Tests get a copy, never the entry itself, so one that edits its input cannot spoil the cache."""
     entry = root / f"{name}-{key}"
     for _ in range(3):  # a concurrent run may replace the entry while we copy it: try again
-        if _copy_verified(entry, dest) and _passes(check, dest):
-            return dest
+        if _copy_verified(entry, dest):
+            if _passes(check, dest):
+                return dest
+            _discard(entry)  # intact as recorded, yet rejected (e.g. built by a buggy builder)
         _build_entry(entry, build)
-    raise RuntimeError(f"test cache entry {entry} does not verify right after it was built")
+    raise RuntimeError(
+        f"test cache entry {entry} does not verify (or pass its check) right after it was built"
+    )
 
 
 def cached_file(
