@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -32,8 +32,6 @@ from embedder.encoder import Encoder, embed_probe
 from embedder.head import save_dense
 from embedder.tokenize import TextTokenizer
 from export.errors import ExportError
-from export.onnx_export import OPSET, TorchDense, dense_weights, export_onnx, load_tokenizer
-from export.optimize import optimize
 from export.precisions import PRECISIONS
 from export.quantize import CALIBRATION_TEXTS, Int8Scheme, calibrate, quantize
 from export.source import SourceModel, hash_weights, read_source
@@ -45,6 +43,12 @@ from export.verify import (
     parity_figures,
     prompted_reference_vectors,
 )
+
+# torch and transformers (export.onnx_export) and the onnxruntime optimizer (export.optimize, with
+# sympy) are 4 s of imports: they load once the source checks passed, so a refused model
+# directory fails at once (and tests of refusals need no torch).
+if TYPE_CHECKING:
+    from export.onnx_export import TorchDense
 
 _INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -62,6 +66,8 @@ class ExportRequest:
 
 
 def _write_tokenizer(source: SourceModel, tmp: Path) -> tuple[list[str], int]:
+    from export.onnx_export import load_tokenizer
+
     hf_tok = load_tokenizer(source)
     backend = Tokenizer.from_str(hf_tok.backend_tokenizer.to_str())
     # The artifact's tokenizer has no built-in padding/truncation: max length comes from the manifest.
@@ -78,6 +84,8 @@ def _write_tokenizer(source: SourceModel, tmp: Path) -> tuple[list[str], int]:
 
 def _write_dense(source: SourceModel, tmp: Path) -> tuple[tuple[dict[str, Any], ...], tuple[TorchDense, ...]]:
     """Each Dense module's weights as head/dense_<i>.npz, its manifest entry, and the torch copy."""
+    from export.onnx_export import dense_weights
+
     entries, layers = [], []
     for i, spec in enumerate(source.dense):
         weight, bias = dense_weights(spec)
@@ -131,6 +139,9 @@ def run_export(req: ExportRequest, log: Any = print) -> Manifest:
 
 
 def _build(req: ExportRequest, source: SourceModel, tmp: Path, log: Any) -> Manifest:
+    from export.onnx_export import OPSET, export_onnx
+    from export.optimize import optimize
+
     input_names, pad_id = _write_tokenizer(source, tmp)
     (tmp / "1_Pooling").mkdir()
     (tmp / POOLING_FILE).write_text(json.dumps(source.pooling_config, indent=2), encoding="utf-8")

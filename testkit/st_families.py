@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import models as tok_models
 
@@ -564,6 +563,8 @@ _MODERNBERT_FINAL_BIAS = 0.3
 
 def _narrow_cone(model: Any, family: str) -> None:
     """Give a rotary-position backbone a component shared by all texts (see above)."""
+    import torch  # in the builders only: the modules that import this one are slow tests
+
     with torch.no_grad():
         if family in _DECODER_BRANCH_SCALE:
             for layer in model.layers:
@@ -575,6 +576,7 @@ def _narrow_cone(model: Any, family: str) -> None:
 
 def _build_hf(family: str, directory: Path, seed: int) -> None:
     """Save a seeded random backbone and its tokenizer with save_pretrained."""
+    import torch
     from transformers import AutoModel  # type: ignore[attr-defined]  # lazy module
 
     tokenizer = _TOKENIZERS[family]()
@@ -593,6 +595,7 @@ def build_family_model(
     family: str, out_dir: Path, save_format: str = "current", seed: int = 0, max_seq_length: int = 48
 ) -> Path:
     """Build, save with sentence-transformers, return out_dir; save_format "current" (ST 6) or "legacy"."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     # sentence_transformers.models under its ST 6 name (the old one warns on import).

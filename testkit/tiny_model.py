@@ -1,12 +1,14 @@
-"""A tiny random BERT sentence-transformers model, built inside tests (no hub, seconds to make)."""
+"""A tiny random BERT sentence-transformers model, built inside tests (no hub, seconds to make).
+
+torch and transformers are imported by the functions that build, not by this module: a test
+module that imports it for a slow test costs the fast tier nothing (testkit.tiny_cache serves
+the suite's shared tiny models without building them on a warm run).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]  # lazy module
 
 _WORDS = [
     "how",
@@ -64,6 +66,9 @@ def make_tiny_st_model(
     seed: int = 0,
 ) -> Path:
     """Write a 2-layer, 32-wide random BERT as a sentence-transformers directory."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]  # lazy module
+
     directory.mkdir(parents=True, exist_ok=True)
     vocab = list(dict.fromkeys(_vocab()))
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
@@ -102,6 +107,20 @@ def make_tiny_st_model(
     }
     (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling_config), encoding="utf-8")
     return directory
+
+
+def make_prompted_st_model(directory: Path) -> Path:
+    """The tiny model with e5-style prompts ("query: ", "document": "passage: ", no default)."""
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # lazy module
+
+    model = make_tiny_st_model(directory)
+    # make_tiny_st_model's BertTokenizerFast(vocab_file=...) is ignored by transformers 5 (a 5-token
+    # vocabulary: every word is [UNK]), so "query: " and "passage: " would be the same two tokens.
+    # The real vocabulary here makes prompts of the same length tokenize differently.
+    BertTokenizerFast(vocab=str(model / "vocab.txt"), do_lower_case=True).save_pretrained(str(model))
+    prompts = {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None}
+    (model / "config_sentence_transformers.json").write_text(json.dumps(prompts), encoding="utf-8")
+    return model
 
 
 def export_tiny(model_dir: Path, out_dir: Path, **kwargs: object) -> Path:

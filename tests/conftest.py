@@ -33,38 +33,36 @@ os.environ.setdefault("QM_SESSION_BACKEND", "onnxruntime")
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 2-layer BERT sentence-transformers directory (mean pooling, normalised, max_len 24)."""
-    from testkit.tiny_model import make_tiny_st_model
+    """A random 2-layer BERT sentence-transformers directory (mean pooling, normalised, max_len 24).
+    This and the tiny artifacts below are copies from the build cache (testkit.tiny_cache): a warm
+    run imports no torch for them."""
+    from testkit.tiny_cache import tiny_model
 
-    return make_tiny_st_model(tmp_path_factory.mktemp("tiny-st") / "model")
+    return tiny_model(tmp_path_factory.mktemp("tiny-st") / "model")
 
 
 @pytest.fixture(scope="session")
-def tiny_artifact(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model exported to an fp32 artifact."""
-    from testkit.tiny_model import export_tiny
+    from testkit.tiny_cache import tiny_artifact
 
-    return export_tiny(tiny_model_dir, tmp_path_factory.mktemp("tiny-art") / "artifact")
+    return tiny_artifact(tmp_path_factory.mktemp("tiny-art") / "artifact")
+
+
+@pytest.fixture(scope="session")
+def other_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny model (other random weights: seed 1) exported: a different fingerprint."""
+    from testkit.tiny_cache import tiny_artifact
+
+    return tiny_artifact(tmp_path_factory.mktemp("other") / "artifact", seed=1)
 
 
 @pytest.fixture(scope="session")
 def prompted_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model with e5-style prompts ("query: ", "document": "passage: ", no default), exported."""
-    import json
+    from testkit.tiny_cache import tiny_artifact
 
-    from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # lazy module
-
-    from testkit.tiny_model import export_tiny, make_tiny_st_model
-
-    base = tmp_path_factory.mktemp("tiny-prompted")
-    model = make_tiny_st_model(base / "model")
-    # make_tiny_st_model's BertTokenizerFast(vocab_file=...) is ignored by transformers 5 (a 5-token
-    # vocabulary: every word is [UNK]), so "query: " and "passage: " would be the same two tokens.
-    # The real vocabulary here makes prompts of the same length tokenize differently.
-    BertTokenizerFast(vocab=str(model / "vocab.txt"), do_lower_case=True).save_pretrained(str(model))
-    prompts = {"prompts": {"query": "query: ", "document": "passage: "}, "default_prompt_name": None}
-    (model / "config_sentence_transformers.json").write_text(json.dumps(prompts), encoding="utf-8")
-    return export_tiny(model, base / "artifact")
+    return tiny_artifact(tmp_path_factory.mktemp("tiny-prompted") / "artifact", prompted=True)
 
 
 @pytest.fixture(scope="session")

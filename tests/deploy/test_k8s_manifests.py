@@ -4,13 +4,9 @@ relies on: the RayService serves serve_config.yaml's applications from object st
 RayJob reads and writes s3:// only, images are the project's at the pinned Ray version, Ray
 token auth is on, and the dashboard is not exposed.
 
-The CRD schemas are OpenAPI v3 with Kubernetes extensions; `k8s_to_jsonschema` turns them into
-plain JSON Schema the way the API server applies them: `x-kubernetes-int-or-string` (and
-`format: int-or-string`) -> integer or string; `nullable` -> null allowed; int32/int64 ranges;
-objects with declared properties reject unknown fields (kubectl's default strict field
-validation) unless `x-kubernetes-preserve-unknown-fields` says otherwise; objects without
-declared properties (the top-level `metadata`, which the API server checks as ObjectMeta) stay
-free-form. CEL rules (`x-kubernetes-validations`) are not evaluated.
+The CRD schemas are OpenAPI v3 with Kubernetes extensions; testkit.k8s_schema turns them into
+plain JSON Schema the way the API server applies them (its docstring lists the rules) and keeps the
+result in the test build cache, so only the first run after a change of the CRDs converts them.
 """
 
 from __future__ import annotations
@@ -27,6 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
+from testkit.k8s_schema import crd_schemas, k8s_to_jsonschema
 from testkit.pins import PROJECT_PINS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,108 +39,16 @@ IMAGE = re.compile(
     rf"-ray{re.escape(PROJECT_PINS.ray)}-{PROJECT_PINS.python_tag}-(?P<device>cpu|gpu)$"
 )
 
-INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-# ObjectMeta as far as these manifests use it; other ObjectMeta fields are allowed.
-OBJECT_META: dict[str, Any] = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-        "namespace": {"type": "string"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
-# Core kinds the manifests may contain besides KubeRay's (no CRD for them): a strict subset.
-CORE_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("v1", "ServiceAccount"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata"],
-        "additionalProperties": False,
-        "properties": {
-            "apiVersion": {"const": "v1"},
-            "kind": {"const": "ServiceAccount"},
-            "metadata": OBJECT_META,
-            "automountServiceAccountToken": {"type": "boolean"},
-            "imagePullSecrets": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"name": {"type": "string"}},
-                    "additionalProperties": False,
-                },
-            },
-        },
-    }
-}
-
 pytestmark = pytest.mark.skipif(
     not CRD_DIR.is_dir(),
     reason=f"KubeRay CRDs not found at {CRD_DIR} (../shared/kuberay-crds, reference data)",
 )
 
 
-def k8s_to_jsonschema(node: Any) -> Any:
-    """One OpenAPI v3 (Kubernetes structural) schema node -> plain JSON Schema, recursively."""
-    if isinstance(node, list):
-        return [k8s_to_jsonschema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key.startswith("x-kubernetes-") or key in ("nullable", "description", "format"):
-            continue
-        if key == "properties":
-            out[key] = {name: k8s_to_jsonschema(sub) for name, sub in value.items()}
-        elif key in ("anyOf", "allOf", "oneOf") or (
-            key in ("items", "additionalProperties", "not") and isinstance(value, dict)
-        ):
-            out[key] = k8s_to_jsonschema(value)
-        else:
-            out[key] = value
-    if node.get("x-kubernetes-int-or-string") or node.get("format") == "int-or-string":
-        out.pop("type", None)
-        out.pop("anyOf", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("format") in INT_RANGES:
-        lo, hi = INT_RANGES[node["format"]]
-        out.setdefault("minimum", lo)
-        out.setdefault("maximum", hi)
-    if (
-        node.get("type") == "object"
-        and "properties" in node
-        and "additionalProperties" not in node
-        and not node.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    return out
-
-
 @cache
 def schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> JSON Schema, for every served version of every CRD, plus CORE_SCHEMAS."""
-    found: dict[tuple[str, str], dict[str, Any]] = dict(CORE_SCHEMAS)
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        # libyaml's C loader: the three CRDs are 3.3 MB of YAML (~14 s with the pure-Python loader).
-        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
-            continue
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for version in crd["spec"]["versions"]:
-            if not version.get("served"):
-                continue
-            schema = k8s_to_jsonschema(version["schema"]["openAPIV3Schema"])
-            schema["properties"]["metadata"] = OBJECT_META
-            schema["properties"]["apiVersion"] = {"const": f"{group}/{version['name']}"}
-            schema["properties"]["kind"] = {"const": kind}
-            schema["required"] = sorted(
-                {*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"}
-            )
-            jsonschema.Draft7Validator.check_schema(schema)
-            found[(f"{group}/{version['name']}", kind)] = schema
-    return found
+    """(apiVersion, kind) -> JSON Schema of every served CRD version, plus the core kinds."""
+    return crd_schemas(CRD_DIR)
 
 
 def validation_errors(doc: dict[str, Any]) -> list[str]:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from export.pipeline import ExportRequest, run_export
-
 
 @pytest.fixture(scope="session")
 def minilm_int8_artifact(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """all-MiniLM-L6-v2 exported to int8 once per test session (shared by the int8 test modules)."""
+    from export.pipeline import ExportRequest, run_export  # here: only the slow int8 tests export
+
     out = tmp_path_factory.getbasetemp() / "minilm-int8" / "artifact"
     if not (out / "manifest.json").exists():
         run_export(ExportRequest(minilm_dir, out, precision="int8"), log=lambda *_: None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,6 @@ import pytest
 
 from export.errors import ExportError
 from export.source import read_source
-from testkit.tiny_model import make_tiny_st_model
 
 
 def _edit(path: Path, **changes: object) -> None:
@@ -21,8 +21,9 @@ def _edit(path: Path, **changes: object) -> None:
 
 
 @pytest.fixture
-def model(tmp_path: Path) -> Path:
-    return make_tiny_st_model(tmp_path / "m")
+def model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny model: the tests edit its config files."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "m"))
 
 
 def _export_cli(model_dir: Path, out: Path) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer, BertModel
 
 from embedder import Encoder
 from embedder.errors import ArtifactError, EmptyInput, InputTooLong, ModelMismatch
@@ -32,6 +30,10 @@ TEXTS = [
 
 
 def _reference(model_dir: Path, texts: list[str], mode: str, normalize: bool, max_len: int) -> np.ndarray:
+    # Imported here: only the slow tests need torch, and the fast tier never loads it.
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = BertModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
     enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
@@ -151,6 +153,7 @@ def test_export_refuses_unsupported_architecture(tiny_model_dir: Path, tmp_path:
         run_export(ExportRequest(model, tmp_path / "out"))
 
 
+@pytest.mark.slow  # traces the model with torch: the one fast-tier test that would import it (~3 s)
 def test_failed_parity_leaves_no_artifact(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="parity check failed"):

@@ -147,15 +147,6 @@ def test_too_long_null_and_blank_rows_go_to_quarantine(
     assert reasons[1:] == ["null text", "empty or whitespace-only text"]
 
 
-@pytest.fixture(scope="module")
-def other_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second tiny model (other random weights): a different fingerprint."""
-    from testkit.tiny_model import export_tiny, make_tiny_st_model
-
-    base = tmp_path_factory.mktemp("other")
-    return export_tiny(make_tiny_st_model(base / "model", seed=1), base / "artifact")
-
-
 def test_wrong_inputs_fail_fast_with_a_clear_message(
     tiny_artifact: Path, other_artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

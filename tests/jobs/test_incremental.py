@@ -37,15 +37,6 @@ def local_ray(s3: S3Server, local_ray: str) -> str:
     return local_ray
 
 
-@pytest.fixture(scope="module")
-def other_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second tiny model (other random weights): a different fingerprint."""
-    from testkit.tiny_model import export_tiny, make_tiny_st_model
-
-    base = tmp_path_factory.mktemp("other")
-    return export_tiny(make_tiny_st_model(base / "model", seed=1), base / "artifact")
-
-
 def day_one() -> pa.Table:
     return pq.read_table(SAMPLE, columns=["id", "question", "answer"]).slice(0, ROWS)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from embedder.pooling import l2_normalize, pool, truncate_dims
 
@@ -18,6 +17,8 @@ def _inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _torch_reference(emb: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    import torch  # only here: the fast tier imports no torch
+
     e, m = torch.from_numpy(emb), torch.from_numpy(mask)
     expanded = m.unsqueeze(-1).float()
     if mode == "mean":
@@ -30,6 +31,7 @@ def _torch_reference(emb: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray
     return e[torch.arange(e.shape[0]), last].numpy()
 
 
+@pytest.mark.slow  # importing torch for the reference costs 2-4 s; the rest of the fast tier needs none
 @pytest.mark.parametrize("mode", ["mean", "cls", "max", "lasttoken"])
 def test_pooling_matches_torch_reference(mode: str) -> None:
     emb, mask = _inputs()
