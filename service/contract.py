@@ -259,6 +259,8 @@ class CollectionInfo(BaseModel):
     # name -> {"type": "string" | "int" | "timestamp", "dtype", "values", "unit"}
     filter_columns: dict[str, Any] = Field(default_factory=dict)
     default_min_score: float | None = None
+    # The column /match groups by when a request gives no group_by (None: ungrouped).
+    group_by: str | None = None
     memory_bytes: int = 0
     refused: dict[str, Any] | None = None
 

@@ -356,6 +356,7 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                         "dimension": s.get("dimension"),
                         "filter_columns": s.get("filter_columns") or {},
                         "default_min_score": s.get("default_min_score"),
+                        "group_by": s.get("group_by"),
                         "memory_bytes": s.get("memory_bytes", 0),
                         "refused": s.get("refused"),
                         **({"error": s["error"]} if s.get("error") else {}),

@@ -177,6 +177,8 @@ def test_a_collections_default_group_by_and_the_ways_to_override_it(setup: dict[
     sized = match(setup, question=question, top_k=2, collection="faq", group_size=2)  # size for the default
     shown = setup["client"].get("/info").json()["collections"]["collections"]
     assert shown["faq"]["group_by"] == "answer" and shown["default"]["group_by"] is None
+    listed = {c["name"]: c for c in setup["client"].get("/v1/collections").json()["data"]}
+    assert listed["faq"]["group_by"] == "answer" and listed["default"]["group_by"] is None
     assert sized["grouping"] == {**sized["grouping"], "by": "answer", "group_size": 2}
 
 
