@@ -46,3 +46,16 @@ class ModelLoad(ClosedLoop):
             return (model, r.status_code, 1.0)
         got = np.array([d["embedding"] for d in r.json()["data"]])
         return (model, 200, float(np.abs(got - self.want[model]).max()))
+
+
+def matched_by(url: str, collection: str, encoder: Any, question: str = "where is my parcel") -> str:
+    """/match over every FAQ row of `collection`; asserts each score is `encoder`'s exact one and
+    returns the model the response names. For collections published by testkit.serve_index."""
+    from testkit.serve_index import FAQ
+
+    body = {"question": question, "top_k": len(FAQ), "collection": collection}
+    got = requests.post(url + "/match", json=body, timeout=60).json()
+    want = encoder.encode_document([q for q, _ in FAQ]) @ encoder.encode_query([question])[0]
+    scores = {m["id"] - 1000: m["score"] for m in got["matches"]}
+    assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5, got
+    return str(got["model"])

@@ -14,7 +14,7 @@ import requests
 
 from deployments.app import ingress_user_config
 from embedder import Encoder
-from testkit.model_load import TEXTS, ModelLoad, embed
+from testkit.model_load import TEXTS, ModelLoad, embed, matched_by
 from testkit.ray_cluster import serve_on_loopback, start_local_ray
 from testkit.serve_deploy import deploy_app, ingress_actors, replica_actors
 from testkit.serve_index import FAQ, publish_index
@@ -86,20 +86,13 @@ def test_each_collection_is_matched_by_its_model_and_a_wrong_one_is_refused(app:
     url, encoders = app["url"], app["encoders"]
     question = "where is my parcel"
     for collection, name in (("default", "tiny"), ("e5faq", "e5")):
-        got = requests.post(
-            url + "/match",
-            json={"question": question, "top_k": len(FAQ), "collection": collection},
-            timeout=60,
-        ).json()
-        assert got["model"] == name, got
-        encoder = encoders[name]
-        want = encoder.encode_document([q for q, _ in FAQ]) @ encoder.encode_query([question])[0]
-        scores = {m["id"] - 1000: m["score"] for m in got["matches"]}
-        assert np.abs(np.array([scores[i] for i in range(len(FAQ))]) - want).max() < 1e-5
+        assert matched_by(url, collection, encoders[name], question) == name
     # Grouped through the one Searcher that holds every model's collections (the model, then the grouping).
     body = {"question": question, "top_k": 3, "collection": "e5faq", "group_by": "answer"}
     grouped = requests.post(url + "/match", json=body, timeout=60).json()
     assert grouped["model"] == "e5" and grouped["grouping"]["groups"] == 3, grouped
+    e5 = encoders["e5"]
+    want = e5.encode_document([q for q, _ in FAQ]) @ e5.encode_query([question])[0]
     assert [m["id"] - 1000 for m in grouped["matches"]] == np.argsort(-want)[:3].tolist()  # e5's scores
     listed = {c["name"]: c for c in requests.get(url + "/v1/collections", timeout=30).json()["data"]}
     assert {n: c["model"] for n, c in listed.items()} == {"default": "tiny", "e5faq": "e5", "wrong": "e5"}

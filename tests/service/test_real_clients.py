@@ -5,7 +5,6 @@ get exactly the vectors embedder.Encoder computes locally."""
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +14,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import uvicorn
 
 from embedder import Encoder
 from engine.inprocess import InProcessBackend
 from service.config import ServingConfig
 from service.core import EmbedService
-from service.http import create_app
-from testkit.net import free_port, http_ok
-from testkit.waiting import wait_until
+from testkit.live_server import live_server
 
 KEY = "k"
 TEXTS = [
@@ -64,25 +60,8 @@ def served(tiny_artifact: Path) -> Iterator[Served]:
         return await embed(inputs, *args, **kwargs)
 
     service.embed = recording_embed  # type: ignore[method-assign]
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-
-    def answering() -> bool:
-        if not thread.is_alive():
-            raise RuntimeError("the test server stopped before it answered")
-        return http_ok(url + "/health", timeout=1)
-
-    try:
-        wait_until(answering, timeout=20, what="the test server's /health", interval=0.05)
+    with live_server(service) as url:
         yield Served(url, backend.model.name, sizes)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
