@@ -73,8 +73,16 @@ def one_request(url: str, model: str, text: str) -> dict[str, Any]:
     }
 
 
-def models_listed(url: str) -> list[str]:
-    return [m["id"] for m in httpx.get(url + "/v1/models", timeout=30).json()["data"]]
+def models_listed(url: str, failures: list[dict[str, Any]] | None = None) -> list[str]:
+    """The served model names. A listing that fails is kept in `failures` (it counts as a failed
+    request of the churn) and retried."""
+    while True:
+        r = httpx.get(url + "/v1/models", timeout=30)
+        if r.status_code == 200:
+            return [m["id"] for m in r.json()["data"]]
+        if failures is not None:
+            failures.append({"route": "/v1/models", "status": r.status_code, "body": r.text[:200]})
+        time.sleep(0.2)
 
 
 def churn(url: str, args: dict[str, Any], questions: list[str], requests: int) -> dict[str, Any]:
@@ -85,17 +93,18 @@ def churn(url: str, args: dict[str, Any], questions: list[str], requests: int) -
     base = ingress_user_config(args)
     added = {**base, "models": {**base["models"], "m4": args["artifact"]}}
     events: list[dict[str, Any]] = []
+    listing_failures: list[dict[str, Any]] = []
 
     def actions() -> None:
         t0 = time.perf_counter()
         deploy_app(args, [{"name": "Ingress", "user_config": added}])
-        while "m4" not in models_listed(url):
+        while "m4" not in models_listed(url, listing_failures):
             time.sleep(0.2)
         events.append({"event": "m4 added", "at_s": round(time.perf_counter() - t0, 2)})
         for model in ("m4", "m3", "m4"):
             events.append({"event": "request", **one_request(url, model, questions[0])})
         deploy_app(args, [{"name": "Ingress", "user_config": base}])
-        while "m4" in models_listed(url):
+        while "m4" in models_listed(url, listing_failures):
             time.sleep(0.2)
         events.append({"event": "m4 removed", "at_s": round(time.perf_counter() - t0, 2)})
 
@@ -109,7 +118,8 @@ def churn(url: str, args: dict[str, Any], questions: list[str], requests: int) -
     load = asyncio.run(both())
     failed = sum(n for status, n in load["statuses"].items() if status != 200)
     failed += sum(1 for e in events if e.get("event") == "request" and e["status"] != 200)
-    return {"load": load, "events": events, "failed_requests": failed}
+    failed += len(listing_failures)
+    return {"load": load, "events": events, "listing_failures": listing_failures, "failed_requests": failed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ and hands Serve the FastAPI app. Its settings arrive resolved by build_app
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -67,6 +68,9 @@ class Ingress:
         backend: Backend
         if topology == "inline":
             faiss.omp_set_num_threads(settings.search_threads)
+            # As many passes at once as one model's scheduler runs, across all the models: the
+            # sessions are sized for the replica's cores, so more would only split them.
+            self.gate = asyncio.Semaphore(settings.batching.workers)
             self.metrics = ray_meter()  # Ray metrics are per process: one recorder for every model
             backend = self._model_backend(default)
         elif self.multi:
@@ -118,6 +122,7 @@ class Ingress:
                     on_pass=self.metrics,
                 )
             backend.memory = self.memory
+            backend.scheduler.gate = self.gate  # the replica's passes shared by all its models
             return backend
         # Each model call names its model (multiplexed_model_id), so Serve routes it to a replica
         # that holds it (or loads it there); the plan travels with the call, so the model stage

@@ -70,6 +70,9 @@ class MultiplexedEncoder:
         the RSS a load may take the replica to (0 = no budget; engine/model_memory.py)."""
         self.plans: dict[str, ModelPlan] = {}
         self.memory = ModelMemory(memory_budget_bytes)
+        # At most `workers` passes at once across the resident models (each session is sized for
+        # the replica's cores); made at the first load, from that plan's batching.
+        self.gate: asyncio.Semaphore | None = None
         self.loads: Counter[str] = Counter()
         # Each model's session runtime as of its last load (a small dict, not the model: holding
         # the model would keep an evicted session's memory).
@@ -101,7 +104,12 @@ class MultiplexedEncoder:
     def _build(self, plan: ModelPlan) -> ResidentModel:
         # Refused (503 with the numbers) when the load would pass the budget; its RSS growth kept.
         with self.memory.loading(plan.name, plan.artifact_dir):
-            return ResidentModel(plan, self._evicted)
+            model = ResidentModel(plan, self._evicted)
+        with self._lock:
+            if self.gate is None:
+                self.gate = asyncio.Semaphore(plan.batching.workers)
+            model.scheduler.gate = self.gate
+        return model
 
     def _evicted(self, name: str) -> None:
         self.memory.forget(name)

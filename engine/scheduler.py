@@ -109,6 +109,10 @@ class ModelScheduler:
         self._running = 0
         self.passes = 0
         self._turn = 0  # rotates which tenant a pass starts with
+        # Shared by every model of one replica (set by its host): at most that many passes at once
+        # across the models, so two models' passes do not split the cores between them while
+        # each runs a session sized for all of them. None: this scheduler's own `workers` only.
+        self.gate: asyncio.Semaphore | None = None
 
     @property
     def queued_tokens(self) -> int:
@@ -142,7 +146,13 @@ class ModelScheduler:
                 self._queue = [q for q in self._queue if not q.future.done() and q.claimed < q.pack.size]
                 if not self._queue:
                     return
-                await self._run_pass(self._choose())
+                if self.gate is None:
+                    await self._run_pass(self._choose())
+                    continue
+                async with self.gate:  # the pass is chosen once the cores are ours: it takes all that waited
+                    self._queue = [q for q in self._queue if not q.future.done() and q.claimed < q.pack.size]
+                    if self._queue:
+                        await self._run_pass(self._choose())
         finally:
             self._running -= 1
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from service.auth import Caller
 from service.core import EmbedService
+from service.served_model import ServedModel
 
 
 async def collections_status(service: EmbedService) -> dict[str, Any] | None:
@@ -20,8 +21,8 @@ async def collections_status(service: EmbedService) -> dict[str, Any] | None:
     reaches the one Searcher, which names each collection's model itself.
     """
     merged: dict[str, Any] | None = None
-    for name in service.models.names:
-        status = await service.served[name].backend.collections_status()
+    for name, served in _models(service).items():
+        status = await served.backend.collections_status()
         if status is None:
             continue
         if merged is None:
@@ -41,12 +42,12 @@ async def models_status(
 ) -> dict[str, dict[str, Any]]:
     """Each model's fields of /info (as the top level shows the default's), runtime, readiness and
     the collections it matches (from `collections`, collections_status's answer)."""
-    bound: dict[str, list[str]] = {name: [] for name in service.models.names}
+    models = _models(service)
+    bound: dict[str, list[str]] = {name: [] for name in models}
     for collection, s in ((collections or {}).get("collections") or {}).items():
         bound.setdefault(s["model"], []).append(collection)
     out: dict[str, dict[str, Any]] = {}
-    for name in service.models.names:
-        served = service.served[name]
+    for name, served in models.items():
         out[name] = {
             **served.model.describe(),
             "default": name == service.models.default,
@@ -68,3 +69,9 @@ def visible(status: dict[str, Any] | None, caller: Caller) -> dict[str, Any] | N
     mine = {n: s for n, s in (status.get("collections") or {}).items() if caller.may_use(n)}
     used = sum(int(s.get("memory_bytes") or 0) for s in mine.values())
     return {**status, "collections": mine, "memory_used_bytes": used}
+
+
+def _models(service: EmbedService) -> dict[str, ServedModel]:
+    """The served models now, the default first: taken once, because a `serve deploy` may add or
+    remove one while these await their backends (set_models swaps the maps between awaits)."""
+    return {name: service.served[name] for name in service.models.names}
