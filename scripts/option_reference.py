@@ -65,7 +65,7 @@ CONFIGS: tuple[Config, ...] = (
     Config("Threshold job", "jobs.threshold.run", "ThresholdConfig", "QM_THRESHOLD_"),
     Config("HTTP limits", "service.config", "ServingConfig", "QM_SERVE_"),
     Config("Model scheduler", "engine.scheduler", "SchedulerConfig", "QM_SCHED_"),
-    Config("Serve app arguments (build_app)", "deployments.app", "AppArgs", None),
+    Config("Serve app arguments (build_app)", "deployments.app_args", "AppArgs", None),
 )
 SESSION_FLAGS = {"backend": "SessionConfig", "precision": "SessionConfig"}
 COMMANDS: tuple[Command, ...] = (
