@@ -29,6 +29,9 @@ DEFAULT_QUESTIONS = (
 )
 
 
+APP_NAME = "qmatch-demo"
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = time.perf_counter()
         serve.run(
             build_app({"artifact": args.artifact, "index": args.index, "topology": args.topology}),
+            name=APP_NAME,
             blocking=False,
         )
         url = f"http://127.0.0.1:{args.port}"
@@ -107,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 hits = f" ({m['group_hits']} of its group in the best {seen})" if "group_hits" in m else ""
                 print(f"  {m['score']:.3f}  [{m['id']}] {m.get('question', '')}{hits}\n         -> {answer}")
     finally:
-        serve.shutdown()
+        # The app first, then Ray (which ends the Serve controller with the local instance):
+        # serve.shutdown() here made the raylet print a failed graceful_shutdown task on exit.
+        serve.delete(APP_NAME)
         ray.shutdown()
     return 0
 
