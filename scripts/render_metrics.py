@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -26,17 +27,19 @@ from pathlib import Path
 
 import requests
 import uvicorn
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.__main__ import build, single_box_app
 from service.__main__ import parse_args as service_args
 from service.metrics import Meter, PrometheusSink
+from testkit.keys import bearer, key_entry, new_key
 from testkit.net import free_port, http_ok
 from testkit.prometheus_text import Sample, scrape
 from testkit.waiting import wait_until
 
-KEY = "render-key"
+TENANTS = ("acme", "globex")  # one key each, so the per-key panel shows two customers
 Snapshot = tuple[float, list[Sample]]
 
 
@@ -50,9 +53,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def client(url: str, n_client: int, stop: threading.Event) -> None:
+def client(url: str, n_client: int, key: str, stop: threading.Event) -> None:
     """One client's requests, back to back: mostly embeddings, some /embed, some refusals."""
-    auth = {"Authorization": f"Bearer {KEY}"}
+    auth = bearer(key)
     n = 0
     with requests.Session() as s:
         while not stop.is_set():
@@ -164,7 +167,10 @@ def render(snaps: list[Snapshot], out: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     sink = PrometheusSink()
-    service = build(service_args(["--artifact", args.artifact, "--api-key", KEY]), Meter(sink))
+    keys = {name: new_key() for name in TENANTS}
+    auth_file = Path(tempfile.mkdtemp(prefix="render-metrics-")) / "keys.yaml"
+    auth_file.write_text(yaml.safe_dump({"keys": [key_entry(n, sha) for n, (_, sha) in keys.items()]}))
+    service = build(service_args(["--artifact", args.artifact, "--auth-file", str(auth_file)]), Meter(sink))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(single_box_app(service, sink), host="127.0.0.1", port=port, log_level="warning")
@@ -173,7 +179,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_ok(url + "/ready"), 60, "the service's /ready")
     stop = threading.Event()
-    clients = [threading.Thread(target=client, args=(url, i, stop), daemon=True) for i in range(args.clients)]
+    tenant_keys = [keys[TENANTS[i % len(TENANTS)]][0] for i in range(args.clients)]
+    clients = [
+        threading.Thread(target=client, args=(url, i, tenant_keys[i], stop), daemon=True)
+        for i in range(args.clients)
+    ]
     snaps: list[Snapshot] = [(time.monotonic(), scrape(url + "/metrics"))]
     for c in clients:
         c.start()
