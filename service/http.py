@@ -15,15 +15,13 @@ import base64
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import orjson
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from embedder.errors import InvalidInput
@@ -43,32 +41,13 @@ from service.errors import (
     error_payload,
     openai_body,
 )
+from service.http_common import JSON, body_doc, errors_doc
+from service.http_status import add_status_routes
 from service.metrics import Meter
-from service.status import collections_status, models_status, visible
+from service.status import models_status
 
-PAGE = Path(__file__).with_name("page.html")
 log = logging.getLogger("qmatch.auth")
 M = TypeVar("M", bound=pydantic.BaseModel)
-
-
-class JSON(Response):
-    """orjson response: numpy arrays serialise without a Python float per element."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-def _body_doc(model: type[pydantic.BaseModel]) -> dict[str, Any]:
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def _errors_doc(style: Style) -> dict[int | str, dict[str, Any]]:
-    model = c.TEIError if style == "tei" else c.OpenAIError
-    codes = (400, 401, 403, 408, 413, 422, 429, 503) + ((424,) if style == "tei" else (404, 500))
-    return {code: {"model": model} for code in codes}
 
 
 def _to_field(exc: pydantic.ValidationError) -> InvalidInput:
@@ -206,8 +185,8 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
     @app.post(
         "/v1/embeddings",
         response_model=c.EmbeddingsResponse,
-        responses=_errors_doc("openai"),
-        openapi_extra=_body_doc(c.EmbeddingsRequest),
+        responses=errors_doc("openai"),
+        openapi_extra=body_doc(c.EmbeddingsRequest),
         tags=["OpenAI"],
     )
     async def embeddings(request: Request) -> Response:
@@ -226,7 +205,7 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
 
         return await serve(request, "openai", c.EmbeddingsRequest, work)
 
-    @app.get("/v1/models", response_model=c.ModelList, responses=_errors_doc("openai"), tags=["OpenAI"])
+    @app.get("/v1/models", response_model=c.ModelList, responses=errors_doc("openai"), tags=["OpenAI"])
     async def models(request: Request) -> Response:
         """Every model this service serves, the default first (OpenAI shape, with dimension and prompts)."""
 
@@ -254,8 +233,8 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
     @app.post(
         "/embed",
         response_model=list[list[float]],
-        responses=_errors_doc("tei"),
-        openapi_extra=_body_doc(c.EmbedRequest),
+        responses=errors_doc("tei"),
+        openapi_extra=body_doc(c.EmbedRequest),
         tags=["TEI"],
     )
     async def embed(request: Request) -> Response:
@@ -275,8 +254,8 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
     @app.post(
         "/tokenize",
         response_model=list[list[c.SimpleToken]],
-        responses=_errors_doc("tei"),
-        openapi_extra=_body_doc(c.TokenizeRequest),
+        responses=errors_doc("tei"),
+        openapi_extra=body_doc(c.TokenizeRequest),
         tags=["TEI"],
     )
     async def tokenize(request: Request) -> Response:
@@ -291,8 +270,8 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
     @app.post(
         "/match",
         response_model=c.MatchResponse | c.MatchBatchResponse,
-        responses=_errors_doc("openai"),
-        openapi_extra=_body_doc(c.MatchRequest),
+        responses=errors_doc("openai"),
+        openapi_extra=body_doc(c.MatchRequest),
         tags=["Matching"],
     )
     async def match(request: Request) -> Response:
@@ -338,93 +317,7 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
 
         return await serve(request, "openai", c.MatchRequest, work)
 
-    @app.get(
-        "/v1/collections", response_model=c.CollectionList, responses=_errors_doc("openai"), tags=["Matching"]
-    )
-    async def collections(request: Request) -> Response:
-        """Each collection: live version, size, dimension, filter columns, threshold, memory; the budget."""
-
-        async def work(_: None) -> c.CollectionList:
-            status = visible(await collections_status(service), caller_of(request)) or {}
-            data = [
-                c.CollectionInfo(
-                    **{
-                        "name": name,
-                        "version": s.get("version"),
-                        "model": s.get("model"),
-                        "size": s.get("size"),
-                        "dimension": s.get("dimension"),
-                        "filter_columns": s.get("filter_columns") or {},
-                        "default_min_score": s.get("default_min_score"),
-                        "group_by": s.get("group_by"),
-                        "memory_bytes": s.get("memory_bytes", 0),
-                        "refused": s.get("refused"),
-                        **({"error": s["error"]} if s.get("error") else {}),
-                    }
-                )
-                for name, s in (status.get("collections") or {}).items()
-            ]
-            return c.CollectionList(
-                object="list",
-                data=data,
-                memory_budget_bytes=status.get("memory_budget_bytes", 0),
-                memory_used_bytes=status.get("memory_used_bytes", 0),
-            )
-
-        return await serve(request, "openai", None, work)
-
-    @app.get("/health", response_model=c.HealthResponse, tags=["Status"])
-    async def health() -> dict[str, str]:
-        """The process is up (says nothing about the model)."""
-        service.start_probe()
-        return {"status": "ok"}
-
-    @app.get(
-        "/ready", response_model=c.ReadyResponse, responses={503: {"model": c.OpenAIError}}, tags=["Status"]
-    )
-    async def ready() -> Response:
-        """200 once a probe went through the whole backend and matched the fingerprint, else 503."""
-        service.start_probe()
-        if service.ready:  # the default model's probe passed; each model's state is in `models`
-            models = {name: served.status() for name, served in service.served.items()}
-            ready = c.ReadyResponse(ready=True, model_fingerprint=service.model.fingerprint, models=models)
-            return JSON(ready.model_dump())
-        status, body, headers = error_payload(
-            NotReady(f"not ready: {service.not_ready_reason}", retry_after=service.config.retry_after_s),
-            "openai",
-        )
-        return JSON(body, status, headers=headers)
-
-    @app.get("/info", response_model=c.InfoResponse, responses=_errors_doc("openai"), tags=["Status"])
-    async def info(request: Request) -> Response:
-        """Model, topology, index version and size (and why an index was refused), limits."""
-
-        async def work(_: None) -> c.InfoResponse:
-            caller = caller_of(request)
-            collections = visible(await collections_status(service), caller)
-            index = await service.backend.index_status() if caller.may_use("default") else None
-            return c.InfoResponse(
-                **service.model.describe(),
-                topology=service.backend.topology,
-                runtime=await service.backend.runtime(),
-                ready=service.ready,
-                not_ready_reason=None if service.ready else service.not_ready_reason,
-                index=index,
-                collections=collections,
-                limits=service.config.client_limits(),
-                default_model=service.models.default,
-                models=await models_status(service, collections),
-                key=caller.name,
-                keys=service.usage.snapshot(None if caller.admin else caller.name),
-            )
-
-        return await serve(request, "openai", None, work)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        """A small page to type a question and see its matches."""
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
-
+    add_status_routes(app, service, serve, caller_of)
     return app
 
 
