@@ -96,6 +96,15 @@ class SessionConfig:
     # OpenVINO keeps compiled kernels per input shape; this bounds that cache (entries) so a
     # server seeing every (batch, length) pair keeps flat memory. OpenVINO's default is 5000.
     openvino_shape_cache: int = 512
+    # Pad every model call's sequence length up to a multiple of this (0 or 1: no padding). Each
+    # distinct (batch, length) a runtime sees may keep a compiled kernel (OpenVINO) or a memory
+    # plan (onnxruntime's memory pattern); random-length traffic feeds every length, bucketing
+    # bounds the shapes to (max_seq_length / N) x max_batch_size. The attention mask hides the
+    # padding, so vectors are unchanged; it costs the padded tokens' compute (bench.memory).
+    pad_to_multiple: int = 0
+    # onnxruntime's memory pattern: plans the buffers of a call from the previous call of the same
+    # input shape, and keeps one plan per shape it has seen. Measured per shape in bench.memory.
+    onnxruntime_mem_pattern: bool = True
 
     def __post_init__(self) -> None:
         for name in self.providers:
@@ -123,6 +132,9 @@ class SessionConfig:
         )
         check_field(self, "device_id", self.device_id >= 0, "must be >= 0")
         check_field(self, "openvino_shape_cache", self.openvino_shape_cache >= 0, "must be >= 0")
+        check_field(
+            self, "pad_to_multiple", 0 <= self.pad_to_multiple <= 512, "must be 0 (off) or 1..512 tokens"
+        )
 
     @property
     def wants_cuda(self) -> bool:
