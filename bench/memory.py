@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.memory_load import padding_cost
 from bench.runner import RESULTS, Benchmark, median_spread, run_rounds
 
 ENGINES: dict[str, dict[str, Any]] = {
@@ -104,11 +105,11 @@ def memory(mode: str, args: Any, bench: Benchmark) -> dict[str, Any]:
 
 def speed(args: Any, bench: Benchmark) -> dict[str, Any]:
     """Texts/s per variant in alternating rounds, for two request mixes (issue's and short questions)."""
+    from bench.memory_load import MIXES
     from bench.memory_load import speed as one
 
-    mixes = {"mixed_1-64x1-512": (64, 512), "short_1-16x4-48": (16, 48)}
     out: dict[str, Any] = {}
-    for mix, shape in mixes.items():
+    for mix, shape in MIXES.items():
 
         def timed(session: dict[str, Any], shape: tuple[int, int] = shape) -> Any:
             return lambda r: one(
@@ -127,6 +128,17 @@ def speed(args: Any, bench: Benchmark) -> dict[str, Any]:
                 per_round = [a / b for a, b in zip(rates[name], rates[base], strict=True)]
                 out[mix][name]["vs_unpadded"] = median_spread(per_round)
     return out
+
+
+def merged(old: dict[str, Any], body: dict[str, Any], bench: Benchmark) -> dict[str, Any]:
+    """`body` added to an earlier result (one process per variant: runs at different times combine);
+    `invocations` keeps each invocation's command, variants and load at start and end."""
+    env = bench.finish(OWN_LOAD)
+    earlier = old.get("invocations") or [
+        {"command": old["command"], "engines": list(old["engines"]), "load": old["load"]}
+    ]
+    this = {"command": env["command"], "engines": list(body["engines"]), "load": env["load"]}
+    return {**body, "engines": {**old["engines"], **body["engines"]}, "invocations": [*earlier, this]}
 
 
 def plot(results: dict[str, Any], x_label: str, path: Path) -> None:
@@ -152,6 +164,13 @@ def plot(results: dict[str, Any], x_label: str, path: Path) -> None:
     print(f"wrote {path}")
 
 
+def max_len(artifact: Path) -> int:
+    """The artifact's max_seq_length (what the service truncates to)."""
+    from embedder.artifact import Artifact
+
+    return Artifact.load(artifact).manifest.max_seq_length
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run the chosen mode (each variant in its own process), write JSON and plot."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -169,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--every", type=int, default=100, help="RSS sample every N requests or calls")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge", action="store_true", help="add these engines to the existing --out file")
     args = bench.start(argv)
     if args.mode == "speed":
         body: dict[str, Any] = {"requests_per_round": args.requests, "speed": speed(args, bench)}
@@ -178,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "model calls (each a (batch, length) shape; two sweeps)" if args.mode == "shapes" else "requests"
         )
         body = {"goal": f"RSS at the end at most {GOAL_GROWTH:.0%} above the reference", "engines": results}
+    body["padding_cost"] = padding_cost(sorted({0, 8, 16, 32, *args.pad}), max_len(args.artifact))
     out = args.out or RESULTS / f"memory-{args.mode}.json"
+    if args.merge and Path(out).is_file():
+        body = merged(json.loads(Path(out).read_text(encoding="utf-8")), body, bench)
     bench.report(body, out, own_load=OWN_LOAD)
     if args.mode != "speed":
         plot(body["engines"], label, Path(out).with_suffix(".png"))

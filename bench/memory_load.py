@@ -126,3 +126,32 @@ def speed(
     """Texts/s of `n` random-shape requests through the service (one timing, for alternating rounds)."""
     result = run_requests(artifact, session, n, seed, max(n, 1), threads, max_texts, max_tokens)
     return sum(len(x) for x in request_shapes(n, seed, max_texts, max_tokens)) / result["seconds"]
+
+
+# The request mixes the speed comparison times: the issue's, short texts, and single questions.
+MIXES = {"mixed_1-64x1-512": (64, 512), "short_1-16x4-48": (16, 48), "single_1x1-30": (1, 30)}
+
+
+def padding_cost(pads: list[int], max_len: int, n: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Per mix and padding multiple: tokens the model computes over real tokens, and distinct shapes,
+    for each request planned alone (no timing: what padding costs in arithmetic, before speed)."""
+    from embedder.graph_runner import bucket_width
+    from embedder.tokenize import plan_batches
+
+    out: dict[str, Any] = {}
+    for mix, (texts, tokens) in MIXES.items():
+        reqs = [np.minimum(r, max_len) for r in request_shapes(n, seed, texts, tokens)]
+        out[mix] = {}
+        for pad in pads:
+            real = fed = 0
+            shapes: set[tuple[int, int]] = set()
+            for lengths in reqs:
+                for idx in plan_batches(lengths, BatchConfig()):
+                    width = bucket_width(int(lengths[idx].max()), pad, max_len)
+                    real, fed = real + int(lengths[idx].sum()), fed + len(idx) * width
+                    shapes.add((len(idx), width))
+            out[mix][f"pad{pad}"] = {
+                "fed_over_real_tokens": round(fed / real, 3),
+                "distinct_shapes": len(shapes),
+            }
+    return out

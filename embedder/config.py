@@ -97,11 +97,14 @@ class SessionConfig:
     # server seeing every (batch, length) pair keeps flat memory. OpenVINO's default is 5000.
     openvino_shape_cache: int = 512
     # Pad every model call's sequence length up to a multiple of this (0 or 1: no padding). Each
-    # distinct (batch, length) a runtime sees may keep a compiled kernel (OpenVINO) or a memory
-    # plan (onnxruntime's memory pattern); random-length traffic feeds every length, bucketing
-    # bounds the shapes to (max_seq_length / N) x max_batch_size. The attention mask hides the
-    # padding, so vectors are unchanged; it costs the padded tokens' compute (bench.memory).
-    pad_to_multiple: int = 0
+    # distinct (batch, length) a runtime sees keeps a compiled kernel (OpenVINO, ~0.3-1 MiB each
+    # here) or a memory plan (onnxruntime's memory pattern); random-length traffic feeds every
+    # length: 2,348 shapes for max_seq_length 256 at the default batching, more than
+    # openvino_shape_cache holds, so the cache churns and RSS kept growing (bench.memory shapes).
+    # 8 leaves 299 (374 at 512 tokens), under the cache: flat once seen. The attention mask hides
+    # the padding (vectors within 1e-6 cosine); it costs padded tokens: +1% on the issue's mixed
+    # requests, +19-23% on short questions (bench.memory speed measures the time).
+    pad_to_multiple: int = 8
     # onnxruntime's memory pattern: plans the buffers of a call from the previous call of the same
     # input shape, and keeps one plan per shape it has seen. Measured per shape in bench.memory.
     onnxruntime_mem_pattern: bool = True
