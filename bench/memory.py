@@ -1,8 +1,8 @@
 """Does RSS stay flat when every request has another shape? One fresh process per engine.
 
-    python -m bench.memory shapes   [--engines ...] [--pad 0 32] [--shapes 1200]   # -> memory-shapes.json/.png
+    python -m bench.memory shapes   [--engines ...] [--pad 0 8 32] [--shapes 800]   # -> memory-shapes.json/.png
     python -m bench.memory requests [--engines ...] [--requests 100000]            # -> memory-requests.json/.png
-    python -m bench.memory speed    [--engines ...] [--pad 0 16 32] [--rounds 3]   # -> memory-speed.json
+    python -m bench.memory speed    [--engines ...] [--pad 0 8 32] [--requests 20] [--rounds 3]  # -> memory-speed.json
 
 Issue 26's goal: over 100,000 requests of 1-64 texts of 1-512 tokens (random shapes) through the
 in-process service, RSS after 100,000 at most 10% above RSS after 10,000, for every backend x
@@ -110,17 +110,17 @@ def memory(mode: str, args: Any, bench: Benchmark) -> dict[str, Any]:
 
 
 def speed(args: Any, bench: Benchmark) -> dict[str, Any]:
-    """Texts/s per variant in alternating rounds, for two request mixes (issue's and short questions)."""
-    from bench.memory_load import MIXES
+    """Texts/s per variant in alternating rounds, per request mix (the issue's, short texts, single
+    questions; --requests of the mixed ones, more of the lighter ones: MIX_REQUESTS)."""
+    from bench.memory_load import MIX_REQUESTS, MIXES
     from bench.memory_load import speed as one
 
     out: dict[str, Any] = {}
     for mix, shape in MIXES.items():
+        n = args.requests * MIX_REQUESTS[mix]
 
-        def timed(session: dict[str, Any], shape: tuple[int, int] = shape) -> Any:
-            return lambda r: one(
-                str(args.artifact), session, args.requests, args.seed + r, args.threads, *shape
-            )
+        def timed(session: dict[str, Any], shape: tuple[int, int] = shape, n: int = n) -> Any:
+            return lambda r: one(str(args.artifact), session, n, args.seed + r, args.threads, *shape)
 
         runs = {name: timed(session) for name, session in variants(args.engines, args.pad).items()}
         rates = run_rounds(runs, args.rounds)
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = bench.flags(rounds=3, threads=2, artifact="artifacts/minilm-fp32")
     p.add_argument("mode", choices=["shapes", "requests", "speed"])
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=list(ENGINES))
-    p.add_argument("--pad", nargs="+", type=int, default=[0, 32], help="pad_to_multiple values (0: none)")
+    p.add_argument("--pad", nargs="+", type=int, default=[0, 8, 32], help="pad_to_multiple values (0: none)")
     p.add_argument("--requests", type=int, default=100_000, help="requests (mode requests, speed)")
     p.add_argument(
         "--shapes", type=int, default=100_000, help="at most this many reachable shapes (mode shapes)"

@@ -82,7 +82,7 @@ def run_requests(
         "runtime": backend.backbone.runtime.as_dict(),
         "requests": n,
         "tokens_fed": tokens,
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 3),
         "projected_hours_for_100k": round(seconds / n * 100_000 / 3600, 1),
         "distinct_runtime_shapes": len(backend.backbone.shapes),
         "samples": [(i, round(mb, 1)) for i, mb in samples],
@@ -130,6 +130,9 @@ def speed(
 
 # The request mixes the speed comparison times: the issue's, short texts, and single questions.
 MIXES = {"mixed_1-64x1-512": (64, 512), "short_1-16x4-48": (16, 48), "single_1x1-30": (1, 30)}
+# Requests per mix, as multiples of --requests: a mixed request carries ~6,800 tokens, a short one
+# ~230, a single question ~16, so each mix's round lasts long enough to time.
+MIX_REQUESTS = {"mixed_1-64x1-512": 1, "short_1-16x4-48": 20, "single_1x1-30": 100}
 
 
 def padding_cost(pads: list[int], max_len: int, n: int = 2000, seed: int = 0) -> dict[str, Any]:
