@@ -10,6 +10,28 @@ from embedder.config import SessionConfig, session_config
 from embedder.session import create_session
 
 
+def bucket_width(width: int, multiple: int, limit: int) -> int:
+    """`width` rounded up to a multiple of `multiple` (<= 1: unchanged), never past `limit` (the
+    model's max_seq_length) unless the batch is already longer."""
+    if multiple <= 1:
+        return width
+    return max(width, min(-(-width // multiple) * multiple, limit))
+
+
+def pad_batch(batch: TokenBatch, width: int, pad_token_id: int) -> TokenBatch:
+    """The batch with columns of padding (id pad_token_id, mask 0) up to `width`."""
+    extra = width - batch.input_ids.shape[1]
+    if extra <= 0:
+        return batch
+    cols = ((0, 0), (0, extra))
+    return TokenBatch(
+        input_ids=np.pad(batch.input_ids, cols, constant_values=pad_token_id),
+        attention_mask=np.pad(batch.attention_mask, cols),
+        token_type_ids=np.pad(batch.token_type_ids, cols),
+        positions=batch.positions,
+    )
+
+
 class GraphRunner:
     """Holds one InferenceSession for an artifact."""
 
@@ -21,19 +43,29 @@ class GraphRunner:
         self.input_names = artifact.manifest.input_names
         self.output_name = artifact.manifest.output_name
         self.pooling_in_graph = artifact.manifest.pooling_in_graph
+        # Every (batch, length) fed to the session: what per-shape caches grow with. Bounded by
+        # max_batch_size x max_seq_length, so keeping it costs little; bench.memory reads it.
+        self.shapes: set[tuple[int, int]] = set()
 
     @classmethod
     def from_artifact(cls, artifact: Artifact, config: SessionConfig | None = None) -> GraphRunner:
         """Build the session for an artifact."""
         return cls(artifact, config or session_config())
 
-    def _feeds(self, batch: TokenBatch) -> dict[str, np.ndarray]:
-        return batch.feeds(self.input_names)
-
     def _run(self, batch: TokenBatch) -> np.ndarray:
-        (out,) = self.session.run([self.output_name], self._feeds(batch))
+        manifest = self.artifact.manifest
+        width = batch.input_ids.shape[1]
+        fed = pad_batch(
+            batch,
+            bucket_width(width, self.config.pad_to_multiple, manifest.max_seq_length),
+            manifest.pad_token_id,
+        )
+        self.shapes.add((fed.size, fed.input_ids.shape[1]))
+        (out,) = self.session.run([self.output_name], fed.feeds(self.input_names))
         # fp16 graphs keep fp32 I/O, but be safe: downstream numpy code expects float32.
-        return np.asarray(out, dtype=np.float32)
+        out = np.asarray(out, dtype=np.float32)
+        # Per-token outputs lose the bucket's padding columns again: callers see their batch's width.
+        return out[:, :width] if out.ndim == 3 else out
 
     def run(self, batch: TokenBatch) -> HiddenStates:
         """Per-token vectors for a batch (artifacts without pooling in the graph)."""

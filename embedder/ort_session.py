@@ -88,6 +88,7 @@ def session_options(config: SessionConfig, profile_prefix: str | None = None) ->
     opts.intra_op_num_threads = config.threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = _OPT_LEVELS[config.graph_optimization]
+    opts.enable_mem_pattern = config.onnxruntime_mem_pattern
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
     # On CUDA keep warnings (a node assigned to the CPU is logged at warning level); on the CPU
     # they only repeat what we know.
