@@ -159,6 +159,13 @@ class MatchRequest(_Request):
     group_size: StrictInt = Field(
         default=1, description="Questions per group, 1..10 (with group_by or a collection's default)."
     )
+    mode: StrictStr | None = Field(
+        default=None,
+        description="dense (vectors), lexical (BM25 over the stored questions' words) or hybrid "
+        "(alpha * dense + (1 - alpha) * BM25 / the query's best BM25; alpha fitted per index version by "
+        "jobs.fit_hybrid). Omitted: the collection's default (GET /info `default_mode`; dense until fitted).",
+        examples=["hybrid"],
+    )
 
     def group(self) -> GroupBy:
         """The grouping asked for: group_by absent means the collection's default, an explicit null none."""
@@ -223,6 +230,8 @@ class _MatchAnswer(BaseModel):
     model: str | None = None  # the collection's model
     # Rows of the collection the request's filter selected (only with a filter).
     filter_selected: int | None = None
+    mode: str = "dense"  # the mode the search ran in
+    alpha: float | None = None  # the hybrid weight used (hybrid only)
 
 
 class MatchResponse(_MatchAnswer):
