@@ -18,7 +18,8 @@ from index import store as index_store
 from index.errors import IndexInvalid
 from index.follower import IndexFollower
 from index.groups import GroupBy
-from index.hybrid import TextQuery
+from index.filters import parse_filter
+from index.hybrid import TextQuery, write_hybrid
 from index.lexical import LEXICAL_FILE, LexicalIndex, tokenize
 from index.prompt import NO_PROMPT
 from index.searcher import IndexSearcher
@@ -26,7 +27,20 @@ from testkit.serve_index import publish_table
 from testkit.waiting import wait_until
 
 FP = "sha256:lexical"
-WORDS = "reset password order ship refund error code printer router account email invoice".split()
+WORDS = [
+    "reset",
+    "password",
+    "order",
+    "ship",
+    "refund",
+    "error",
+    "code",
+    "printer",
+    "router",
+    "account",
+    "email",
+    "invoice",
+]
 
 
 def test_tokenizer_keeps_codes_whole_and_splits_them() -> None:
@@ -137,8 +151,6 @@ def test_hybrid_matches_brute_force_fusion_with_and_without_a_filter(tmp_path: P
     q = vectors(1, 99)
     text = "refund invoice E-1013"
     for flt, mask in ((None, np.ones(n, bool)), ({"category": "y"}, np.arange(n) % 3 == 0)):
-        from index.filters import parse_filter
-
         parsed = None if flt is None else parse_filter(flt, searcher.filter_schema)
         got, _, _ = searcher.search_text(q, (text,), 10, "hybrid", alpha, parsed)
         rows, scores = expected_hybrid(table, vecs, q[0], text, alpha, mask, 100)
@@ -165,8 +177,6 @@ def test_hybrid_groups_after_fusion(tmp_path: Path) -> None:
 
 
 def test_follower_modes_alpha_file_and_422s(tmp_path: Path) -> None:
-    from index.hybrid import write_hybrid
-
     version = publish(tmp_path)
     follower = IndexFollower(str(tmp_path), FP, poll_s=0.05, name="faq")
     try:
@@ -209,7 +219,7 @@ def test_hot_swap_under_hybrid_load_fails_no_search(tmp_path: Path) -> None:
                 r = follower.search(q, 5, query=TextQuery("hybrid", ("reset password", "E-1003 printer")))
                 assert r.mode == "hybrid" and all(len(m) == 5 for m in r.matches)
                 seen.add(r.index_version)
-            except BaseException as exc:  # noqa: BLE001 - every failure counts
+            except BaseException as exc:
                 errors.append(exc)
 
     workers = [threading.Thread(target=load) for _ in range(2)]
