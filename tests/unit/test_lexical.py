@@ -16,9 +16,9 @@ import pytest
 from embedder.errors import InvalidInput
 from index import store as index_store
 from index.errors import IndexInvalid
+from index.filters import parse_filter
 from index.follower import IndexFollower
 from index.groups import GroupBy
-from index.filters import parse_filter
 from index.hybrid import TextQuery, write_hybrid
 from index.lexical import LEXICAL_FILE, LexicalIndex, tokenize
 from index.prompt import NO_PROMPT
