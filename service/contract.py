@@ -268,8 +268,12 @@ class CollectionInfo(BaseModel):
     # name -> {"type": "string" | "int" | "timestamp", "dtype", "values", "unit"}
     filter_columns: dict[str, Any] = Field(default_factory=dict)
     default_min_score: float | None = None
-    memory_bytes: int = 0
+    memory_bytes: int = 0  # incl. the BM25 postings of its lexical index
     refused: dict[str, Any] | None = None
+    # The version's lexical index (manifest record: column, tokenizer, terms), None: dense only.
+    lexical: dict[str, Any] | None = None
+    default_mode: str = "dense"  # what /match runs without `mode` (hybrid once alpha is fitted)
+    hybrid_alpha: float = 1.0  # the fitted hybrid weight (1.0: dense, unfitted)
 
 
 class CollectionList(BaseModel):

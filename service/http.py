@@ -361,6 +361,9 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                         "default_min_score": s.get("default_min_score"),
                         "memory_bytes": s.get("memory_bytes", 0),
                         "refused": s.get("refused"),
+                        "lexical": s.get("lexical"),
+                        "default_mode": s.get("default_mode", "dense"),
+                        "hybrid_alpha": s.get("hybrid_alpha", 1.0),
                         **({"error": s["error"]} if s.get("error") else {}),
                     }
                 )
