@@ -22,6 +22,7 @@ from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
 from index.errors import IndexUnavailable
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import SearchResult
 
 NO_INDEX = "this service was started without an index; /match is unavailable"
@@ -45,22 +46,25 @@ class _SearcherCalls:
         collection: str = "default",
         filter: Any = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Top-k matches (grouped: top-k groups) from the Searcher deployment."""
         if self.searcher is None:
             raise IndexUnavailable(NO_INDEX)
         with domain_errors("Searcher"):
             result: SearchResult = await self.searcher.search.remote(
-                vectors, top_k, collection, filter, *self._model_arg(), group=group
+                vectors, top_k, collection, filter, *self._model_arg(), group=group, query=query
             )
         return result
 
-    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+    async def check_search(
+        self, collection: str, filter: Any, group: GroupBy | None = None, query: TextQuery | None = None
+    ) -> None:
         """The Searcher checks the collection, the filter and group_by (one hop, before the model runs)."""
         if self.searcher is None:
             raise IndexUnavailable(NO_INDEX)
         with domain_errors("Searcher"):
-            await self.searcher.check.remote(collection, filter, *self._model_arg(), group=group)
+            await self.searcher.check.remote(collection, filter, *self._model_arg(), group=group, query=query)
 
     async def index_status(self) -> dict[str, Any] | None:
         """The Searcher's `default` collection, or None without one."""

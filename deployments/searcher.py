@@ -10,6 +10,7 @@ from ray import serve
 
 from index.collections import DEFAULT, CollectionSet, collections_config
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import SearchResult
 from index.model_collections import CollectionsByModel
 from index.prompt import NO_PROMPT, DocumentPrompt
@@ -57,6 +58,7 @@ class Searcher:
         filter: Any = None,
         model: str | None = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Matches (grouped: groups) per vector; IndexUnavailable (503), UnknownCollection (404), InvalidInput (422).
 
@@ -65,17 +67,22 @@ class Searcher:
         `group`: the request's group_by (None: the collection's default, index/groups.py).
         """
         if isinstance(self.collections, CollectionsByModel):
-            return self.collections.search(vectors, top_k, collection, filter, model, group)
-        return self.collections.search(vectors, top_k, collection, filter, group)
+            return self.collections.search(vectors, top_k, collection, filter, model, group, query)
+        return self.collections.search(vectors, top_k, collection, filter, group, query)
 
     def check(
-        self, collection: str, filter: Any, model: str | None = None, group: GroupBy | None = None
+        self,
+        collection: str,
+        filter: Any,
+        model: str | None = None,
+        group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> None:
         """Refuse an unknown collection, a bad filter or group_by before the request's model work."""
         if isinstance(self.collections, CollectionsByModel):
-            self.collections.check(collection, filter, model, group)
+            self.collections.check(collection, filter, model, group, query)
         else:
-            self.collections.check(collection, filter, group)
+            self.collections.check(collection, filter, group, query)
 
     def info(self) -> dict[str, Any] | None:
         """The `default` collection's live version, size and last refusal (None without it)."""

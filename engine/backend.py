@@ -17,6 +17,7 @@ import numpy as np
 from embedder.handoff import TokenPack
 from engine.model_info import ModelInfo
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import SearchResult
 
 
@@ -70,6 +71,7 @@ class Backend(Protocol):
         collection: str = "default",
         filter: Any = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Top-k matches per vector from a collection's live index (within the filter's rows).
 
@@ -79,7 +81,9 @@ class Backend(Protocol):
         """
         ...
 
-    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+    async def check_search(
+        self, collection: str, filter: Any, group: GroupBy | None = None, query: TextQuery | None = None
+    ) -> None:
         """Refuse an unknown collection, a bad filter or group_by before any model work (same errors as search)."""
         ...
 

@@ -25,6 +25,7 @@ from engine.scheduler import ModelScheduler, PassObserver, SchedulerConfig
 from index.collections import CollectionsConfig, CollectionSet, collections_config
 from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import SearchResult
 from index.prompt import DocumentPrompt
 
@@ -83,13 +84,16 @@ class InProcessBackend(LocalTokenizer):
         collection: str = "default",
         filter: Any = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """FAISS search on a collection's live version (fast for the handful of queries a request has)."""
-        return self.collections.search(vectors, top_k, collection, filter, group)
+        return self.collections.search(vectors, top_k, collection, filter, group, query)
 
-    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+    async def check_search(
+        self, collection: str, filter: Any, group: GroupBy | None = None, query: TextQuery | None = None
+    ) -> None:
         """Unknown collection (404), bad filter or group_by (422), before any model work."""
-        self.collections.check(collection, filter, group)
+        self.collections.check(collection, filter, group, query)
 
     async def index_status(self) -> dict[str, Any] | None:
         """The `default` collection's live version and size, or None without it."""

@@ -27,6 +27,7 @@ from embedder.errors import InvalidInput
 from index.errors import IndexUnavailable, UnknownCollection
 from index.follower import DEFAULT_POLL_SECONDS, IndexFollower
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
@@ -172,11 +173,13 @@ class CollectionSet:
             field="collection",
         )
 
-    def check(self, name: str, filter_spec: Any, group: GroupBy | None = None) -> None:
+    def check(
+        self, name: str, filter_spec: Any, group: GroupBy | None = None, query: TextQuery | None = None
+    ) -> None:
         """Refuse an unknown collection (404), a bad filter or group_by column (422) before any model work."""
         if not isinstance(name, str):
             raise InvalidInput("collection must be a string", field="collection")
-        self.get(name).check(filter_spec, group)
+        self.get(name).check(filter_spec, group, query)
 
     def search(
         self,
@@ -185,9 +188,10 @@ class CollectionSet:
         name: str = DEFAULT,
         filter_spec: Any = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Top-k matches (grouped: top-k groups) from one collection's live version."""
-        return self.get(name).search(vectors, top_k, filter_spec, group)
+        return self.get(name).search(vectors, top_k, filter_spec, group, query)
 
     def default_status(self) -> dict[str, Any] | None:
         """Status of the `default` collection (what /info's `index` has always shown), or None."""

@@ -24,11 +24,14 @@ from index import store as index_store
 from index.errors import IndexInvalid, IndexUnavailable
 from index.filters import parse_filter
 from index.groups import GroupBy
+from index.hybrid import NO_HYBRID, HybridDefault, TextQuery, default_hybrid
+from index.hybrid import sidecar as hybrid_sidecar
 from index.matches import Match, SearchResult
 from index.prompt import NO_PROMPT, DocumentPrompt
 from index.searcher import IndexSearcher
 from index.thresholds import NO_DEFAULT, DefaultMinScore, default_min_score
 from storage import StorageError
+from storage import is_file as storage_is_file
 
 log = logging.getLogger("qmatch.index")
 # Asked before a freshly opened version goes live: a reason to refuse it (e.g. over the memory
@@ -70,6 +73,8 @@ class IndexFollower:
         self.refused: dict[str, Any] | None = None
         # (version, its default /match min_score from thresholds.json): one tuple, swapped whole.
         self.min_score: tuple[str | None, DefaultMinScore] = (None, NO_DEFAULT)
+        # (version, its fitted hybrid weight and default mode from hybrid.json): swapped whole too.
+        self.hybrid: tuple[str | None, HybridDefault] = (None, NO_HYBRID)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.refresh()
@@ -104,6 +109,7 @@ class IndexFollower:
             live = self.live.version if self.live is not None else None
             if wanted is not None and wanted == live and self.live is not None:
                 self._refresh_min_score(self.live, inherit=False)  # a threshold stored since it went live
+                self._refresh_hybrid(self.live, inherit=False)  # an alpha fitted since
             if wanted is None or wanted == live:
                 return
             if self.refused is not None and self.refused.get("version") == wanted:
@@ -133,21 +139,45 @@ class IndexFollower:
                 log.warning("index version %s refused: %s (still serving %s)", wanted, reason, live)
                 return
             self._refresh_min_score(fresh, inherit=True)  # before the swap: never a version without it
+            self._refresh_hybrid(fresh, inherit=True)
             self.live = fresh  # one assignment: in-flight searches keep the object they hold
             self.refused = None
             log.info("index version %s live (%.2fs to load)", wanted, time.perf_counter() - started)
 
-    def check(self, filter_spec: Any, group: GroupBy | None = None) -> None:
-        """Validate a request's filter and group_by against the live version's columns (InvalidInput: 422)."""
+    def check(self, filter_spec: Any, group: GroupBy | None = None, query: TextQuery | None = None) -> None:
+        """Validate a request's filter, group_by and mode against the live version (InvalidInput: 422)."""
         live = self.live
         if live is None:
             raise IndexUnavailable(self._unavailable())
         if filter_spec is not None:
             parse_filter(filter_spec, live.filter_schema)
         _grouped_column(group or GroupBy(), self.group_by, live)
+        self._mode(live, query)
+
+    def _mode(self, live: IndexSearcher, query: TextQuery | None) -> tuple[str, float]:
+        """The request's mode and alpha on this version; 422 for lexical modes on a version without BM25."""
+        version, fitted = self.hybrid
+        if version != live.version:
+            fitted = NO_HYBRID
+        query = query or TextQuery()
+        mode = query.resolve(fitted.mode)
+        if mode != "dense" and live.lexical is None:
+            if query.mode is None:
+                return "dense", 1.0  # an inherited default mode on a version built --no-lexical
+            raise InvalidInput(
+                f"collection {self.name!r} (version {live.version}) has no lexical index: mode "
+                f"{mode!r} needs one (build the index without --no-lexical); mode 'dense' works",
+                field="mode",
+            )
+        return mode, fitted.alpha
 
     def search(
-        self, vectors: np.ndarray, top_k: int, filter_spec: Any = None, group: GroupBy | None = None
+        self,
+        vectors: np.ndarray,
+        top_k: int,
+        filter_spec: Any = None,
+        group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Top-k matches per vector from the live version (within the filter's rows, if given).
 
@@ -161,8 +191,17 @@ class IndexFollower:
         default_min = default.value if version == live.version else None
         group = group or GroupBy()
         column = _grouped_column(group, self.group_by, live)
+        mode, alpha = self._mode(live, query)
         grouping = None
-        if column is None:
+        if mode != "dense":
+            # The stored threshold is a cosine one: it bounds dense scores only (BM25 has no scale).
+            default_min = None
+            assert query is not None
+            rows, infos, selected = live.search_text(
+                vectors, query.texts, top_k, mode, alpha, flt, column, group
+            )
+            grouping = infos
+        elif column is None:
             rows, selected = live.search_within(vectors, top_k, flt)
         else:
             # min_score must bound the candidates themselves (what group_hits counts, when to stop).
@@ -172,7 +211,15 @@ class IndexFollower:
             grouping = [g.info for g in found]
         matches = [[Match(m.pop("id"), m.pop("score"), m) for m in row] for row in rows]
         return SearchResult(
-            matches, live.version, live.fingerprint, default_min, selected, self.name, grouping
+            matches,
+            live.version,
+            live.fingerprint,
+            default_min,
+            selected,
+            self.name,
+            grouping,
+            mode,
+            alpha if mode == "hybrid" else None,
         )
 
     @property
@@ -199,6 +246,20 @@ class IndexFollower:
             found = NO_DEFAULT
         self.min_score = (searcher.version, found)
 
+    def _refresh_hybrid(self, searcher: IndexSearcher, inherit: bool) -> None:
+        """The version's fitted alpha and default mode (index/hybrid.py); a bad file means none."""
+        version, current = self.hybrid
+        try:
+            if not inherit and version == searcher.version:
+                own = storage_is_file(hybrid_sidecar(self.root, searcher.version))
+                if not own and current.from_version != searcher.version:
+                    return  # still no own file: the inherited weight (or none) stands
+            found = default_hybrid(self.root, searcher.version, searcher.fingerprint)
+        except (StorageError, OSError, ValueError) as exc:
+            log.warning("hybrid.json of index version %s unreadable: %s", searcher.version, exc)
+            found = NO_HYBRID
+        self.hybrid = (searcher.version, found)
+
     def status(self) -> dict[str, Any]:
         """Live version, size, factory and the last refusal (no server paths)."""
         live = self.live
@@ -219,7 +280,15 @@ class IndexFollower:
             factory=live.manifest.factory,
             filter_columns=live.manifest.filters,
             memory_bytes=live.memory_bytes,
+            lexical=live.manifest.lexical,  # None: dense only (lexical and hybrid modes get a 422)
         )
+        hybrid_version, fitted = self.hybrid
+        if hybrid_version == live.version:
+            out.update(
+                default_mode=fitted.mode if live.lexical is not None else "dense",
+                hybrid_alpha=fitted.alpha,
+                hybrid_from=fitted.from_version,
+            )
         version, default = self.min_score
         if version == live.version:
             out.update(default_min_score=default.value, default_min_score_from=default.from_version)

@@ -39,3 +39,5 @@ class SearchResult:
     collection: str = "default"
     # Per query, how its grouped search went (None: an ungrouped search); see index/groups.py.
     grouping: list[GroupInfo] | None = None
+    mode: str = "dense"  # the mode the search ran in (index/hybrid.py)
+    alpha: float | None = None  # the hybrid weight used (hybrid mode only)

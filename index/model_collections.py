@@ -19,6 +19,7 @@ import numpy as np
 from index.collections import DEFAULT, CollectionsConfig, CollectionSet, CollectionSpec
 from index.errors import IndexUnavailable, UnknownCollection
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import SearchResult
 from index.prompt import DocumentPrompt
 
@@ -80,14 +81,19 @@ class CollectionsByModel:
         )
 
     def check(
-        self, collection: str, filter_spec: Any, model: str | None = None, group: GroupBy | None = None
+        self,
+        collection: str,
+        filter_spec: Any,
+        model: str | None = None,
+        group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> None:
         """Refuse an unknown collection (404), a bad filter or group_by (422) before any model work.
 
         `model`: the model the caller will embed the question with (503 if the collection is bound
         to another one here).
         """
-        self._set_of(collection, model).check(collection, filter_spec, group)
+        self._set_of(collection, model).check(collection, filter_spec, group, query)
 
     def search(
         self,
@@ -97,9 +103,10 @@ class CollectionsByModel:
         filter_spec: Any = None,
         model: str | None = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Top-k matches (grouped: groups) from one collection's live version (`model`: the vectors' model)."""
-        return self._set_of(collection, model).search(vectors, top_k, collection, filter_spec, group)
+        return self._set_of(collection, model).search(vectors, top_k, collection, filter_spec, group, query)
 
     def default_status(self) -> dict[str, Any] | None:
         """The `default` collection's status (or None without it)."""

@@ -17,7 +17,18 @@ from index import store as index_store
 from index.filter_columns import Kind
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from index.filters import Filter, evaluate
-from index.groups import GroupBy, GroupedRows, GroupSearchConfig, group_keys, search_groups
+from index.groups import (
+    CAPPED,
+    FILLED,
+    GroupBy,
+    GroupedRows,
+    GroupInfo,
+    GroupSearchConfig,
+    group_keys,
+    search_groups,
+)
+from index.hybrid import CANDIDATES, fused_order, lexical_candidates
+from index.lexical import LexicalIndex
 from index.prompt import DocumentPrompt
 from index.store import IndexManifest, LoadedIndex
 
@@ -105,9 +116,97 @@ class IndexSearcher:
         path = self.loaded.path / index_store.INDEX_FILE
         index_bytes = path.stat().st_size if path.is_file() else 0
         keys = sum(k.nbytes for k in self._group_keys.values())  # grouped columns' per-row codes
+        lexical = self.loaded.lexical.nbytes if self.loaded.lexical is not None else 0
         return int(
-            index_bytes + self.loaded.metadata.nbytes + self.loaded.filters.nbytes + self.gather_bytes + keys
+            index_bytes
+            + self.loaded.metadata.nbytes
+            + self.loaded.filters.nbytes
+            + self.gather_bytes
+            + keys
+            + lexical
         )
+
+    @property
+    def lexical(self) -> LexicalIndex | None:
+        """The version's BM25 index (index/lexical.py), or None when it was built without one."""
+        return self.loaded.lexical
+
+    def search_text(
+        self,
+        query_vectors: np.ndarray,
+        texts: tuple[str, ...],
+        top_k: int,
+        mode: str,
+        alpha: float,
+        flt: Filter | None = None,
+        column: str | None = None,
+        group: GroupBy | None = None,
+    ) -> tuple[list[list[dict[str, Any]]], list[GroupInfo] | None, int | None]:
+        """Lexical or hybrid matches per query (index/hybrid.py), grouped by `column` after fusion if given.
+
+        Lexical scores are raw BM25; hybrid ones alpha * dense + (1 - alpha) * BM25 / the query's max.
+        Returns the records, the grouping (None ungrouped) and the rows the filter selected.
+        """
+        lexical = self.loaded.lexical
+        assert lexical is not None, "the follower refuses lexical modes on a version without one"
+        q = self._queries(query_vectors, top_k)
+        if len(texts) != len(q):
+            raise InvalidInput(f"{len(texts)} texts for {len(q)} query vectors")
+        mask = None if flt is None else evaluate(flt, self.loaded.filters)
+        selected = None if mask is None else int(mask.sum())
+        keys = None if column is None else self.group_keys(column)
+        if keys is not None:
+            mask = (keys >= 0) if mask is None else mask & (keys >= 0)
+        group = group or GroupBy()
+        want = int(top_k) * (group.size if keys is not None else 1)
+        n = max(want, CANDIDATES)
+        if mode == "hybrid":
+            self._ensure_gatherable()  # lexical-only candidates are re-scored from the stored vectors
+            if mask is None:
+                d_scores, d_rows = self.loaded.index.search(q, min(n, max(self.size, 1)))
+            else:
+                hits = search_filtered(self.loaded.index, q, n, mask, self.filter_config)
+                d_scores, d_rows = hits.scores, hits.rows
+        out, infos = [], []
+        for i, text in enumerate(texts):
+            l_rows, l_scores, every = lexical_candidates(lexical, text, n, mask)
+            if mode == "hybrid":
+                rows, scores = fused_order(
+                    d_rows[i], d_scores[i], l_rows, every, lambda r, qi=i: self._exact(q[qi], r), alpha
+                )
+            else:
+                rows, scores = l_rows, l_scores
+            if group.min_score is not None:
+                keep = scores >= group.min_score
+                rows, scores = rows[keep], scores[keep]
+            if keys is None:
+                out.append(self._rows_records(rows[:top_k], scores[:top_k], None))
+                continue
+            grouped = _group_fused(rows, scores, keys, int(top_k), group, column or "")
+            out.append(self._rows_records(grouped.rows, grouped.scores, grouped))
+            infos.append(grouped.info)
+        return out, (infos if keys is not None else None), selected
+
+    def _exact(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Dense scores of given rows: the exact inner product (negated squared L2) from the index's vectors."""
+        vectors = self.loaded.index.index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
+        if self.loaded.index.metric == "ip":
+            return (vectors @ q).astype(np.float32)
+        return (-((vectors - q[None, :]) ** 2).sum(1)).astype(np.float32)
+
+    def _rows_records(
+        self, rows: np.ndarray, scores: np.ndarray, grouped: GroupedRows | None
+    ) -> list[dict[str, Any]]:
+        records = self.loaded.metadata.take(rows).to_pylist()
+        out = [
+            {"id": r.pop("id"), "score": float(s), **r} for r, s in zip(records, scores.tolist(), strict=True)
+        ]
+        if grouped is not None:
+            assert grouped.info.by
+            values = self.loaded.metadata.column(grouped.info.by).take(rows).to_pylist()
+            for rec, v, h in zip(out, values, grouped.group_hits.tolist(), strict=True):
+                rec["group_value"], rec["group_hits"] = v, int(h)
+        return out
 
     def search(
         self, query_vectors: np.ndarray, top_k: int = 10, min_score: float | None = None
@@ -217,3 +316,19 @@ class IndexSearcher:
                 taken += 1
             out.append(matches)
         return out
+
+
+def _group_fused(
+    rows: np.ndarray, scores: np.ndarray, keys: np.ndarray, k: int, group: GroupBy, column: str
+) -> GroupedRows:
+    """Top-k groups of an already fused, best-first candidate list (index/groups.py's rule)."""
+    codes = keys[rows]
+    uniq, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")[:k]
+    picked = [np.flatnonzero(codes == c)[: group.size] for c in uniq[order].tolist()]
+    hits = [np.full(len(p), n, np.int64) for p, n in zip(picked, counts[order].tolist(), strict=True)]
+    at = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+    filled = len(order) == k and bool((counts[order] >= group.size).all())
+    # Fewer than k groups among the fused candidates: more may exist past them ("capped").
+    info = GroupInfo(column, group.size, len(order), len(rows), FILLED if filled else CAPPED)
+    return GroupedRows(rows[at], scores[at], np.concatenate(hits) if hits else at, info)

@@ -34,6 +34,7 @@ import storage
 from index.errors import IndexInvalid
 from index.faiss_index import VectorIndex
 from index.filter_columns import EMPTY, FILTERS_FILE, FilterTable, load_filters
+from index.lexical import LEXICAL_FILE, LexicalIndex
 from index.prompt import DocumentPrompt
 from storage.cache import fetch_dir, file_digest, root_key
 
@@ -79,6 +80,9 @@ class IndexManifest:
     # embeddings' metadata); None / "" = no prompt, also for versions built before prompts existed.
     document_prompt_name: str | None = None
     document_prompt: str = ""
+    # The lexical (BM25) index in lexical.npz (index/lexical.py): {"column", "tokenizer", "k1", "b",
+    # "terms", "build_seconds"}; None = none (built with --no-lexical, or before lexical indexes).
+    lexical: dict[str, Any] | None = None
 
     @property
     def prompt(self) -> DocumentPrompt:
@@ -109,6 +113,7 @@ class LoadedIndex:
     manifest: IndexManifest
     metadata: pa.Table
     filters: FilterTable = EMPTY
+    lexical: LexicalIndex | None = None  # None: the version has no lexical index (dense only)
 
 
 def new_version_name() -> str:
@@ -170,6 +175,11 @@ def verify_version(path: str | os.PathLike[str] | storage.Location, digests: boo
         raise IndexInvalid(f"{loc.child(MANIFEST_FILE)} is unreadable: {exc}") from exc
     if manifest.filters and FILTERS_FILE not in listed:
         raise IndexInvalid(f"index version {loc} is incomplete: missing {[FILTERS_FILE]}")
+    # A version whose manifest names a lexical index but lacks it is refused like any incomplete
+    # one (the follower keeps the old version): serving it dense-only would silently change what
+    # `mode: hybrid` answers.
+    if manifest.lexical and LEXICAL_FILE not in listed:
+        raise IndexInvalid(f"index version {loc} is incomplete: missing {[LEXICAL_FILE]}")
     for name, expected in manifest.files.items():
         got = listed.get(name)
         if got is None or got.size != expected.get("size"):
@@ -192,7 +202,7 @@ def _record_files(staged: Path) -> IndexManifest:
     manifest = IndexManifest.from_json((staged / MANIFEST_FILE).read_text(encoding="utf-8"))
     files = {
         name: {"size": (staged / name).stat().st_size, "sha256": file_digest(staged / name)}
-        for name in (INDEX_FILE, METADATA_FILE, FILTERS_FILE)
+        for name in (INDEX_FILE, METADATA_FILE, FILTERS_FILE, LEXICAL_FILE)
         if (staged / name).is_file()
     }
     manifest = dataclasses.replace(manifest, files=files)
@@ -299,8 +309,15 @@ def _open(path: Path, version: str, manifest: IndexManifest, mmap: bool = False)
     names = pq.read_schema(path / METADATA_FILE).names
     metadata = pq.read_table(path / METADATA_FILE, columns=[n for n in names if n != VECTOR_HASH])
     filters = load_filters(path / FILTERS_FILE, manifest.count) if manifest.filters else EMPTY
+    lexical = LexicalIndex.load(path / LEXICAL_FILE, manifest.count) if manifest.lexical else None
     return LoadedIndex(
-        version=version, path=path, index=index, manifest=manifest, metadata=metadata, filters=filters
+        version=version,
+        path=path,
+        index=index,
+        manifest=manifest,
+        metadata=metadata,
+        filters=filters,
+        lexical=lexical,
     )
 
 

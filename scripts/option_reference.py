@@ -63,6 +63,8 @@ CONFIGS: tuple[Config, ...] = (
     Config("Index build", "index.faiss_index", "IndexConfig", "QM_INDEX_"),
     Config("Duplicates job", "jobs.find_duplicates.config", "DedupConfig", "QM_DEDUP_"),
     Config("Threshold job", "jobs.threshold.run", "ThresholdConfig", "QM_THRESHOLD_"),
+    Config("Evaluation job", "jobs.evaluate.run", "EvaluateConfig", "QM_EVALUATE_"),
+    Config("Hybrid-fitting job", "jobs.fit_hybrid.run", "FitHybridConfig", "QM_FIT_HYBRID_"),
     Config("HTTP limits", "service.config", "ServingConfig", "QM_SERVE_"),
     Config("Model scheduler", "engine.scheduler", "SchedulerConfig", "QM_SCHED_"),
     Config("Serve app arguments (build_app)", "deployments.app_args", "AppArgs", None),
@@ -89,6 +91,8 @@ COMMANDS: tuple[Command, ...] = (
         "python -m jobs.find_duplicates", "jobs.find_duplicates.cli", "parse_args", env={"*": "DedupConfig"}
     ),
     Command("python -m jobs.threshold", "jobs.threshold.cli", "parse_args", env={"*": "ThresholdConfig"}),
+    Command("python -m jobs.evaluate", "jobs.evaluate.cli", "parse_args", env={"*": "EvaluateConfig"}),
+    Command("python -m jobs.fit_hybrid", "jobs.fit_hybrid.cli", "parse_args", env={"*": "FitHybridConfig"}),
 )
 # -----------------------------------------------------------------------------------------------------
 

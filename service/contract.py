@@ -159,6 +159,13 @@ class MatchRequest(_Request):
     group_size: StrictInt = Field(
         default=1, description="Questions per group, 1..10 (with group_by or a collection's default)."
     )
+    mode: StrictStr | None = Field(
+        default=None,
+        description="dense (vectors), lexical (BM25 over the stored questions' words) or hybrid "
+        "(alpha * dense + (1 - alpha) * BM25 / the query's best BM25; alpha fitted per index version by "
+        "jobs.fit_hybrid). Omitted: the collection's default (GET /info `default_mode`; dense until fitted).",
+        examples=["hybrid"],
+    )
 
     def group(self) -> GroupBy:
         """The grouping asked for: group_by absent means the collection's default, an explicit null none."""
@@ -223,6 +230,8 @@ class _MatchAnswer(BaseModel):
     model: str | None = None  # the collection's model
     # Rows of the collection the request's filter selected (only with a filter).
     filter_selected: int | None = None
+    mode: str = "dense"  # the mode the search ran in
+    alpha: float | None = None  # the hybrid weight used (hybrid only)
 
 
 class MatchResponse(_MatchAnswer):
@@ -261,8 +270,12 @@ class CollectionInfo(BaseModel):
     default_min_score: float | None = None
     # The column /match groups by when a request gives no group_by (None: ungrouped).
     group_by: str | None = None
-    memory_bytes: int = 0
+    memory_bytes: int = 0  # incl. the BM25 postings of its lexical index
     refused: dict[str, Any] | None = None
+    # The version's lexical index (manifest record: column, tokenizer, terms), None: dense only.
+    lexical: dict[str, Any] | None = None
+    default_mode: str = "dense"  # what /match runs without `mode` (hybrid once alpha is fitted)
+    hybrid_alpha: float = 1.0  # the fitted hybrid weight (1.0: dense, unfitted)
 
 
 class CollectionList(BaseModel):

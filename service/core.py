@@ -32,6 +32,7 @@ from engine.model_info import ModelInfo
 from engine.model_set import ModelSet
 from index.errors import UnknownCollection
 from index.groups import GroupBy, GroupInfo
+from index.hybrid import MODES, TextQuery
 from index.matches import Match
 from service.admission import Admission
 from service.auth import OPEN, AuthConfig, Caller, KeyTable
@@ -68,6 +69,8 @@ class Matched:
     model: str = ""  # the collection's model
     model_fingerprint: str = ""
     grouping: list[GroupInfo] | None = None  # per question, when grouped
+    mode: str = "dense"  # the search mode used (index/hybrid.py)
+    alpha: float | None = None  # the hybrid weight (hybrid only)
 
 
 class EmbedService:
@@ -201,6 +204,7 @@ class EmbedService:
         filter: Any = None,
         group: GroupBy | None = None,
         caller: Caller = OPEN,
+        mode: str | None = None,
     ) -> Matched:
         """Stored questions closest to each question, best first (in one collection, within a filter).
 
@@ -219,11 +223,15 @@ class EmbedService:
             raise InvalidInput(f"group_size must be between 1 and {MAX_GROUP_SIZE}", field="group_size")
         if group.column is not None and not group.column.strip():
             raise InvalidInput("group_by must name a column (null: ungrouped)", field="group_by")
+        if mode is not None and mode not in MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(MODES)}; got {mode!r}", field="mode")
+        query = TextQuery(mode, tuple(self._texts(questions, field)))
         with _only_own(caller, collection):
             backend = self.models.for_collection(collection)  # the collection's model (404 if unknown)
-            if filter is not None or collection != "default" or group != GroupBy(min_score=group.min_score):
-                # An unknown collection (404), a bad filter or group_by (422) is refused before any model work.
-                await backend.check_search(collection, filter, group)
+            plain = filter is None and collection == "default" and mode in (None, "dense")
+            if not plain or group != GroupBy(min_score=group.min_score):
+                # An unknown collection (404), a bad filter, group_by or mode (422): before any model work.
+                await backend.check_search(collection, filter, group, query)
         served = self.serving(backend.model.name)
         # Questions are queries: sentence-transformers' encode_query rule picks their prompt, as the
         # index's documents got the encode_document rule's (index.prompt refuses any other index).
@@ -231,7 +239,7 @@ class EmbedService:
         pack = await self._pack(questions, field, truncate, served, prompts.resolve(prompts.query_name()))
         vectors = await self._encode(pack, EmbedOptions(tenant=caller.name, weight=caller.weight), served)
         with _only_own(caller, collection):
-            result = await backend.search(vectors, top_k, collection, filter, group)
+            result = await backend.search(vectors, top_k, collection, filter, group, query)
         if min_score is None:
             min_score = result.default_min_score  # the index version's stored threshold, if any
         matches = result.matches
@@ -245,6 +253,8 @@ class EmbedService:
             served.name,
             served.model.fingerprint,
             result.grouping,
+            result.mode,
+            result.alpha,
         )
 
     async def _encode(self, pack: TokenPack, options: EmbedOptions, served: ServedModel) -> np.ndarray:

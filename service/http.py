@@ -294,6 +294,7 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                 req.filter,
                 req.group(),
                 caller=caller_of(request),
+                mode=req.mode,
             )
             meta: dict[str, Any] = {
                 "index_version": found.index_version,
@@ -301,6 +302,8 @@ def create_app(service: EmbedService, meter: Meter | None = None) -> FastAPI:
                 "collection": found.collection,
                 "model": found.model,
                 **({"filter_selected": found.selected} if found.selected is not None else {}),
+                "mode": found.mode,
+                "alpha": found.alpha,
             }
             rows = [[c.MatchItem(**m.as_dict()) for m in row] for row in found.matches]
             # Only grouped answers carry `grouping` (per question); ungrouped ones stay as they were.

@@ -50,6 +50,9 @@ def add_status_routes(
                         "group_by": s.get("group_by"),
                         "memory_bytes": s.get("memory_bytes", 0),
                         "refused": s.get("refused"),
+                        "lexical": s.get("lexical"),
+                        "default_mode": s.get("default_mode", "dense"),
+                        "hybrid_alpha": s.get("hybrid_alpha", 1.0),
                         **({"error": s["error"]} if s.get("error") else {}),
                     }
                 )

@@ -67,6 +67,8 @@ def bad_requests(limits: Limits) -> list[Case]:
         ("/match", {"question": "x", "group_by": "answer", "group_size": 11}, 422, "group_size"),
         ("/match", {"question": "x", "group_by": "answer", "group_size": "2"}, 422, "group_size"),
         ("/match", {"question": "x", "group_by": 5}, 422, "group_by"),
+        ("/match", {"question": "x", "mode": "sparse"}, 422, "mode"),
+        ("/match", {"question": "x", "mode": 1}, 422, "mode"),
         ("/match", {"question": limits.long_text, "truncate": False}, 422, "question"),
     ]
 

@@ -27,6 +27,7 @@ from engine.scheduler import ModelScheduler, SchedulerConfig
 from index.errors import IndexUnavailable, UnknownCollection
 from index.filters import parse_filter
 from index.groups import GroupBy
+from index.hybrid import TextQuery
 from index.matches import Match, SearchResult
 
 CLS, SEP, PAD, POISON_ID = 1, 2, 0, 13
@@ -148,10 +149,13 @@ class DummyBackend:
             if all(_holds(c.values, row[c.column]) for c in flt.conditions)
         ]
 
-    async def check_search(self, collection: str, filter: Any, group: GroupBy | None = None) -> None:
+    async def check_search(
+        self, collection: str, filter: Any, group: GroupBy | None = None, query: TextQuery | None = None
+    ) -> None:
         """Unknown collection (404), bad filter (422), any group_by (422: grouping needs a real index)."""
         self._rows(collection, filter)
         _no_groups(group)
+        _dense_only(query)
 
     async def search(
         self,
@@ -160,10 +164,12 @@ class DummyBackend:
         collection: str = "default",
         filter: Any = None,
         group: GroupBy | None = None,
+        query: TextQuery | None = None,
     ) -> SearchResult:
         """Exact inner-product search over the stored questions (within the filter's rows)."""
         await asyncio.sleep(0)
         _no_groups(group)
+        _dense_only(query)
         rows = self._rows(collection, filter)
         assert self.stored is not None
         scores = vectors @ self.stored_vectors[rows].T
@@ -204,3 +210,9 @@ def _no_groups(group: GroupBy | None) -> None:
 
 def _holds(values: tuple[Any, ...], value: Any) -> bool:
     return value in values
+
+
+def _dense_only(query: TextQuery | None) -> None:
+    # Lexical and hybrid modes need a real index's BM25 (index/lexical.py); the dummy has none.
+    if query is not None and query.resolve("dense") != "dense":
+        raise InvalidInput("the dummy backend has no lexical index: only mode 'dense'", field="mode")

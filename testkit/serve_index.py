@@ -12,6 +12,7 @@ from embedder.encoder import Encoder
 from index import store as index_store
 from index.faiss_index import VectorIndex
 from index.filter_columns import FILTERS_FILE, column_kind, write_filters
+from index.lexical import write_lexical
 from index.prompt import DocumentPrompt
 from index.store import IndexManifest
 from index.tuning import build_in_memory
@@ -80,6 +81,7 @@ def publish_table(
     tag: str = "",
     make_current: bool = True,
     filter_columns: tuple[str, ...] = (),
+    lexical_column: str | None = "question",
 ) -> str:
     """Publish one index version of `vectors` (row i = `table` row i, which holds `id`); returns it.
 
@@ -101,6 +103,10 @@ def publish_table(
     if filter_columns:
         kinds = {name: column_kind(name, table.schema.field(name).type) for name in filter_columns}
         described = write_filters(table, kinds, staged / FILTERS_FILE)
+    # BM25 over the question text, as jobs.build_index builds it (None or no such column: none).
+    lexical = None
+    if lexical_column is not None and lexical_column in table.column_names:
+        lexical = write_lexical(staged, index_store.METADATA_FILE, lexical_column)
     manifest = IndexManifest(
         factory=index.factory,
         metric="ip",
@@ -115,6 +121,7 @@ def publish_table(
         filters=described,
         document_prompt_name=prompt.name,
         document_prompt=prompt.text,
+        lexical=lexical,
     )
     (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     index_store.publish(root, staged, version, make_current=make_current)

@@ -27,6 +27,7 @@ from index import store as index_store
 from index.errors import IndexInvalid
 from index.faiss_index import IndexConfig, VectorIndex, choose_factory
 from index.filter_columns import FILTERS_FILE, Kind, check_filter_columns, write_filters
+from index.lexical import write_lexical
 from index.store import IndexManifest
 from index.tuning import ExactKnn, sample_rows, tune_search
 from jobs.common.embeddings_io import (
@@ -39,6 +40,8 @@ from jobs.common.embeddings_io import (
 from jobs.common.layout import SUMMARY_FILE
 
 K = 10  # recall@10 is what the manifest records
+# The text column BM25 indexes by default: what jobs.embed_corpus embeds by default (--text-column).
+DEFAULT_LEXICAL_COLUMN = "question"
 
 
 class RecallBelowTarget(IndexInvalid):
@@ -59,7 +62,12 @@ class BuildResult:
         return (
             f"CURRENT={self.version} {self.path}: {m.count} x {m.dimension} {m.factory} {m.metric} "
             f"recall@10={m.recall_at_10:.4f} {m.search_params} {m.bytes_per_vector:.0f} B/vector "
-            f"built in {m.build_seconds:.1f}s"
+            f"built in {m.build_seconds:.1f}s; "
+            + (
+                f"lexical: {m.lexical['terms']} terms of {m.lexical['column']!r}"
+                if m.lexical
+                else "no lexical index"
+            )
         )
 
 
@@ -96,12 +104,16 @@ def build(
     update_note: dict[str, Any] | None = None,
     filter_columns: Sequence[str] = (),
     progress: Progress = QUIET,
+    lexical: bool = True,
+    lexical_column: str | None = None,
 ) -> BuildResult:
     """Build a new version under `out` from an embeddings directory and make it CURRENT.
 
     `update_note`: recorded as the manifest's `update` when `--update` fell back to this full build.
     `filter_columns`: passthrough columns stored in their compact form for filtered /match.
     `progress`: step lines and row bars on stderr (the CLI's; silent by default for callers).
+    `lexical`: also build the BM25 index (index/lexical.py) of `lexical_column` (None: `question`,
+    skipped when the embeddings have no such column; a named column that is missing is refused).
     """
     cfg = cfg or IndexConfig()
     started = time.perf_counter()
@@ -159,6 +171,7 @@ def build(
             shards=max(shards, 1),
             update=update_note,
             filters=filters,
+            lexical_column=lexical_choice(lexical, lexical_column, info),
         )
         with progress.step(f"publishing version {version}"):
             path = index_store.publish(out, staged, version).uri
@@ -182,6 +195,7 @@ def save_version(
     shards: int,
     update: dict[str, Any] | None,
     filters: dict[str, Kind] | None = None,
+    lexical_column: str | None = None,
 ) -> IndexManifest:
     """Write index.faiss, filters.parquet (if asked) and manifest.json into a staged version.
 
@@ -193,6 +207,9 @@ def save_version(
     if filters:
         table = pq.read_table(staged / index_store.METADATA_FILE, columns=list(filters))
         described = write_filters(table, filters, staged / FILTERS_FILE)
+    # BM25 over the whole staged metadata, for updates too: idf is a corpus statistic, so a
+    # patched lexical index would drift from a fresh one; the rebuild is a small part of the job.
+    lexical = write_lexical(staged, index_store.METADATA_FILE, lexical_column) if lexical_column else None
     manifest = IndexManifest(
         factory=factory,
         metric=metric,
@@ -214,9 +231,24 @@ def save_version(
         # Servers refuse the version unless their model gives documents this prompt (index.prompt).
         document_prompt_name=info.prompt.name,
         document_prompt=info.prompt.text,
+        lexical=lexical,
     )
     (staged / index_store.MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
+
+
+def lexical_choice(lexical: bool, column: str | None, info: EmbeddingsInfo) -> str | None:
+    """The text column to build BM25 over, or None for none (--no-lexical, or no `question` column)."""
+    if not lexical:
+        return None
+    if column is not None:
+        if column not in info.passthrough:
+            raise IndexInvalid(
+                f"--lexical-column {column!r} is not a column of the embeddings "
+                f"(columns: {', '.join(info.passthrough) or 'none'})"
+            )
+        return column
+    return DEFAULT_LEXICAL_COLUMN if DEFAULT_LEXICAL_COLUMN in info.passthrough else None
 
 
 def filter_kinds(info: EmbeddingsInfo, names: Sequence[str]) -> dict[str, Kind]:

@@ -37,6 +37,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         progress=True,
         rollback=False,
         update=False,
+        lexical=True,
+        lexical_column=None,
     )
     p.add_argument("--embeddings", help="embeddings directory (part-*.parquet)")
     p.add_argument("--out", required=True, help="index root, e.g. indexes/<name>")
@@ -50,6 +52,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--filter-columns",
         help="comma-separated passthrough columns to filter /match on (strings, integers, timestamps); "
         "with --update: default the live version's",
+    )
+    p.add_argument(
+        "--no-lexical",
+        dest="lexical",
+        action="store_false",
+        help="build no BM25 index (lexical and hybrid /match modes then get a 422 on this version)",
+    )
+    p.add_argument(
+        "--lexical-column",
+        help="the text column BM25 indexes (default: question, skipped when the embeddings have none)",
     )
     p.add_argument("--rollback", action="store_true", help="point CURRENT at the previous version")
     p.add_argument(
@@ -81,7 +93,15 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     if args.update:
         return {
             "line": update(
-                args.embeddings, args.out, args.factory, args.metric, args.shards, cfg, columns
+                args.embeddings,
+                args.out,
+                args.factory,
+                args.metric,
+                args.shards,
+                cfg,
+                columns,
+                args.lexical,
+                args.lexical_column,
             ).summary()
         }
     factory, metric = args.factory or "auto", args.metric or "ip"
@@ -94,6 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         cfg,
         filter_columns=columns or (),
         progress=Progress("build_index", enabled=args.progress),
+        lexical=args.lexical,
+        lexical_column=args.lexical_column,
     )
     return {"line": built.summary()}
 

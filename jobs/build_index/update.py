@@ -47,7 +47,15 @@ from index.faiss_index import IndexConfig, VectorIndex, choose_factory
 from index.filter_columns import Kind
 from index.store import LoadedIndex
 from index.tuning import ExactKnn, sample_rows, search_knob, tune_search
-from jobs.build_index.build import BuildResult, K, build, filter_kinds, pass_one, save_version
+from jobs.build_index.build import (
+    BuildResult,
+    K,
+    build,
+    filter_kinds,
+    lexical_choice,
+    pass_one,
+    save_version,
+)
 from jobs.common.embeddings_io import EmbeddingsInfo, hashes_from_arrow, inspect_embeddings, read_embeddings
 
 
@@ -163,6 +171,8 @@ def update(
     shards: int = 0,
     cfg: IndexConfig | None = None,
     filter_columns: Sequence[str] | None = None,
+    lexical: bool = True,
+    lexical_column: str | None = None,
 ) -> UpdateResult:
     """Make the next version from CURRENT and the new embeddings (see the module docstring).
 
@@ -181,6 +191,7 @@ def update(
     info = inspect_embeddings(embeddings)
     columns = list(loaded.manifest.filters) if filter_columns is None else list(filter_columns)
     filters = filter_kinds(info, columns)
+    text_column = lexical_choice(lexical, lexical_column, info)  # refuse a bad column before any work
     factory = factory or loaded.manifest.factory
     if factory == "auto":
         factory = choose_factory(info.count, info.dimension, cfg)
@@ -191,7 +202,7 @@ def update(
         reason = f"version {live} was built before vector hashes were recorded"
     if reason is not None or old is None:
         return _rebuild(str(reason), live, embeddings, out, factory, metric, shards, cfg, columns=columns)
-    return _update(loaded, old, info, embeddings, out, shards, cfg, filters)
+    return _update(loaded, old, info, embeddings, out, shards, cfg, filters, text_column)
 
 
 def _rebuild(
@@ -230,6 +241,7 @@ def _update(
     shards: int,
     cfg: IndexConfig,
     filters: dict[str, Kind],
+    text_column: str | None = None,
 ) -> UpdateResult:
     started = time.perf_counter()
     m = loaded.manifest
@@ -294,6 +306,7 @@ def _update(
             shards=m.shards,
             update=note,
             filters=filters,
+            lexical_column=text_column,
         )
         path = index_store.publish(out, staged, version).uri
     except BaseException:

@@ -105,6 +105,21 @@ def test_two_collections_hot_swap_independently_under_load(app: App) -> None:
     assert "sha256:0000000000000000" in listed["help"]["refused"]["reason"]
 
 
+def test_lexical_and_hybrid_modes_through_serve(app: App) -> None:
+    # publish_index builds the question column's BM25 index, as jobs.build_index does.
+    body = {"question": "password", "top_k": 1, "collection": "help", "mode": "lexical"}
+    r = requests.post(app.url + "/match", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (
+        r.json()["mode"] == "lexical" and r.json()["matches"][0]["question"] == "How do I reset my password?"
+    )
+    r = requests.post(app.url + "/match", json={**body, "mode": "hybrid"}, timeout=30)
+    assert r.status_code == 200 and (r.json()["mode"], r.json()["alpha"]) == ("hybrid", 1.0)  # unfitted
+    r = requests.post(app.url + "/match", json={**body, "mode": "bm25"}, timeout=30)
+    assert r.status_code == 422 and "mode" in r.text
+    assert app.collections()["help"]["lexical"]["column"] == "question"
+
+
 def test_redeploy_adds_and_removes_collections_without_restarting_the_model_replica(app: App) -> None:
     from deployments.app import AppArgs, collections_user_config
 
