@@ -41,6 +41,7 @@ def test_padded_buckets_give_the_unpadded_vectors(tiny_artifact: Path, backend: 
     assert {w for _, w in padded.backbone.shapes} <= {8, 16, 24}
 
 
+@pytest.mark.slow  # exports MiniLM (torch) on a tree without artifacts/: not for the fast tier
 def test_padded_buckets_give_the_unpadded_vectors_on_minilm(shipped_minilm: Path) -> None:
     texts = ["how do I change my delivery address?", "refund", "billing " * 70]
     plain, padded = encoder(shipped_minilm, 0), encoder(shipped_minilm, 32)
