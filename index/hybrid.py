@@ -152,9 +152,17 @@ def _finite(value: Any) -> bool:
 def _valid(record: dict[str, Any], fingerprint: str, name: str) -> HybridDefault | None:
     if record.get("fingerprint") != fingerprint:
         return None
-    alpha, mode = record.get("alpha"), record.get("default_mode", "hybrid")
-    min_score = record.get("min_score")
-    if not _finite(alpha) or not 0.0 <= alpha <= 1.0 or mode not in MODES:
+    alpha, mode, min_score = (
+        record.get("alpha"),
+        record.get("default_mode", "hybrid"),
+        record.get("min_score"),
+    )
+    if (
+        not isinstance(alpha, int | float)
+        or not _finite(alpha)
+        or not 0.0 <= alpha <= 1.0
+        or mode not in MODES
+    ):
         return None
     if min_score is not None and not _finite(min_score):
         return None
