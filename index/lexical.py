@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import io
 import re
-from array import array
 import time
 import unicodedata
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -19,7 +19,6 @@ from index.hybrid import HYBRID_FILE, TextQuery, default_hybrid, write_hybrid
 from index.prompt import NO_PROMPT
 from index.searcher import IndexSearcher
 from testkit.serve_index import publish_table
-from testkit.waiting import wait_until
 
 FP = "sha256:fit-hybrid"
 DIM, ANSWERS, FAMILIES = 16, 60, 6  # two stored phrasings per answer, answers in families
