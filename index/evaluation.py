@@ -26,6 +26,7 @@ from embedder.encoder import Encoder
 from embedder.errors import InvalidInput
 from index.hybrid import ALPHA_GRID
 from index.searcher import IndexSearcher
+from index.thresholds import lowest_threshold
 
 K = 10
 OBJECTIVE = "mrr@10"  # what fit_alpha maximises: rewards the right match first, and near the top
@@ -85,17 +86,50 @@ def query_vectors(encoder: Encoder, queries: Sequence[str]) -> np.ndarray:
     return encoder.encode_query(list(queries))
 
 
+def ranked(
+    searcher: IndexSearcher, vectors: np.ndarray, queries: Sequence[str], mode: str, alpha: float = 1.0
+) -> list[list[dict[str, Any]]]:
+    """The top-K matches per query in one mode, exactly as /match ranks and scores them (ungrouped, no min_score)."""
+    if mode == "dense":
+        return searcher.search(vectors, K)
+    if searcher.lexical is None:
+        raise InvalidInput(f"index version {searcher.version} has no lexical index", field="mode")
+    return searcher.search_text(vectors, tuple(queries), K, mode, alpha)[0]
+
+
 def ranked_ids(
     searcher: IndexSearcher, vectors: np.ndarray, queries: Sequence[str], mode: str, alpha: float = 1.0
 ) -> list[list[Any]]:
-    """The top-K ids per query in one mode, exactly as /match ranks them (ungrouped, no min_score)."""
-    if mode == "dense":
-        records = searcher.search(vectors, K)
-    else:
-        if searcher.lexical is None:
-            raise InvalidInput(f"index version {searcher.version} has no lexical index", field="mode")
-        records = searcher.search_text(vectors, tuple(queries), K, mode, alpha)[0]
-    return [[r["id"] for r in row] for row in records]
+    """The top-K ids per query in one mode (see `ranked`)."""
+    return [[r["id"] for r in row] for row in ranked(searcher, vectors, queries, mode, alpha)]
+
+
+def match_pairs(
+    matches: Sequence[Sequence[dict[str, Any]]], relevant: Sequence[frozenset[Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score, is it relevant) of every (query, returned match): the pairs a min_score accepts or drops.
+
+    These are labelled pairs in the threshold job's sense, scored the way /match scores them in
+    the mode they came from, so index/thresholds.py calibrates them unchanged.
+    """
+    scores = [m["score"] for row in matches for m in row]
+    hits = [m["id"] in rel for row, rel in zip(matches, relevant, strict=True) for m in row]
+    return np.asarray(scores, dtype=np.float64), np.asarray(hits, dtype=bool)
+
+
+def calibrate(
+    matches: Sequence[Sequence[dict[str, Any]]], relevant: Sequence[frozenset[Any]], target: float
+) -> dict[str, Any]:
+    """The lowest min_score whose returned matches reach `target` precision (thresholds.lowest_threshold).
+
+    Recall is over the relevant matches among the returned top-K. `threshold` None: none reaches it.
+    """
+    scores, hits = match_pairs(matches, relevant)
+    out: dict[str, Any] = {"target_precision": target, "pairs": len(scores), "positives": int(hits.sum())}
+    chosen = lowest_threshold(scores, hits, target) if hits.any() else None
+    if chosen is None:
+        return {**out, "threshold": None, "precision": None, "recall": None}
+    return {**out, **chosen.as_dict()}
 
 
 def metrics(ranked: Sequence[Sequence[Any]], relevant: Sequence[frozenset[Any]]) -> dict[str, float]:
@@ -134,10 +168,22 @@ def fit_alpha(searcher: IndexSearcher, vectors: np.ndarray, labels: Labelled) ->
     return {"alpha": best["alpha"], "objective": OBJECTIVE, "grid": points}
 
 
-def format_table(report: dict[str, dict[str, float]], alpha: float) -> str:
-    """One line per mode."""
-    lines = [f"{'mode':<14} {'top1':>6} {'mrr@10':>7} {'recall@10':>9}"]
+def format_table(
+    report: dict[str, dict[str, float]], alpha: float, thresholds: dict[str, dict[str, Any]] | None = None
+) -> str:
+    """One line per mode; with `thresholds` (mode -> calibrate()'s record) the threshold's columns too."""
+    head = f"{'mode':<14} {'top1':>6} {'mrr@10':>7} {'recall@10':>9}"
+    if thresholds is not None:
+        head += f" {'min_score':>9} {'precision':>9} {'recall':>7}"
+    lines = [head]
     for mode, m in report.items():
         name = f"hybrid@{alpha:g}" if mode == "hybrid" else mode
-        lines.append(f"{name:<14} {m['top1']:>6.4f} {m['mrr@10']:>7.4f} {m['recall@10']:>9.4f}")
+        line = f"{name:<14} {m['top1']:>6.4f} {m['mrr@10']:>7.4f} {m['recall@10']:>9.4f}"
+        if thresholds is not None:
+            t = thresholds.get(mode)
+            if t is None or t["threshold"] is None:
+                line += f" {'-':>9} {'-':>9} {'-':>7}"  # lexical (BM25 has no fixed scale), or none reached
+            else:
+                line += f" {t['threshold']:>9.4f} {t['precision']:>9.4f} {t['recall']:>7.4f}"
+        lines.append(line)
     return "\n".join(lines)

@@ -154,8 +154,8 @@ class IndexFollower:
         _grouped_column(group or GroupBy(), self.group_by, live)
         self._mode(live, query)
 
-    def _mode(self, live: IndexSearcher, query: TextQuery | None) -> tuple[str, float]:
-        """The request's mode and alpha on this version; 422 for lexical modes on a version without BM25."""
+    def _mode(self, live: IndexSearcher, query: TextQuery | None) -> tuple[str, HybridDefault]:
+        """The request's mode and the version's fitted hybrid record; 422 for lexical modes without BM25."""
         version, fitted = self.hybrid
         if version != live.version:
             fitted = NO_HYBRID
@@ -163,13 +163,13 @@ class IndexFollower:
         mode = query.resolve(fitted.mode)
         if mode != "dense" and live.lexical is None:
             if query.mode is None:
-                return "dense", 1.0  # an inherited default mode on a version built --no-lexical
+                return "dense", NO_HYBRID  # an inherited default mode on a version built --no-lexical
             raise InvalidInput(
                 f"collection {self.name!r} (version {live.version}) has no lexical index: mode "
                 f"{mode!r} needs one (build the index without --no-lexical); mode 'dense' works",
                 field="mode",
             )
-        return mode, fitted.alpha
+        return mode, fitted
 
     def search(
         self,
@@ -191,11 +191,15 @@ class IndexFollower:
         default_min = default.value if version == live.version else None
         group = group or GroupBy()
         column = _grouped_column(group, self.group_by, live)
-        mode, alpha = self._mode(live, query)
+        mode, fitted = self._mode(live, query)
+        alpha = fitted.alpha
         grouping = None
         if mode != "dense":
-            # The stored threshold is a cosine one: it bounds dense scores only (BM25 has no scale).
-            default_min = None
+            # thresholds.json's is a cosine threshold: it bounds dense scores only. Hybrid scores get
+            # the threshold fitted with alpha (hybrid.json); lexical none (BM25 has no fixed scale).
+            default_min = fitted.min_score if mode == "hybrid" else None
+            if column is not None and group.min_score is None and default_min is not None:
+                group = replace(group, min_score=default_min)  # bounds the grouped candidates too
             assert query is not None
             rows, infos, selected = live.search_text(
                 vectors, query.texts, top_k, mode, alpha, flt, column, group
@@ -288,6 +292,7 @@ class IndexFollower:
                 default_mode=fitted.mode if live.lexical is not None else "dense",
                 hybrid_alpha=fitted.alpha,
                 hybrid_from=fitted.from_version,
+                hybrid_min_score=fitted.min_score,  # hybrid /match's default min_score (None: none)
             )
         version, default = self.min_score
         if version == live.version:

@@ -168,14 +168,34 @@ def _group_one(
         passing = scores >= group.min_score
         below = bool((keep & ~passing).any())  # candidates end under min_score: nothing better is left
         keep &= passing
-    rows, scores = rows[keep], scores[keep]
+    exhausted = below or count >= available
+    return pick_groups(
+        rows[keep], scores[keep], keys, k, group, column, exhausted, count >= cfg.max_candidates
+    )
+
+
+def pick_groups(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    group: GroupBy,
+    column: str,
+    exhausted: bool,
+    capped: bool,
+) -> GroupedRows | None:
+    """The top-k groups of best-first candidates, each its best `size` rows; None to widen.
+
+    None when fewer than k groups hold `size` rows and the candidates were neither every
+    selectable row (`exhausted`) nor the most one query may examine (`capped`). Shared by every
+    mode: dense here, lexical and hybrid over their fused lists (index/text_groups.py).
+    """
     codes = keys[rows]
     uniq, first, counts = np.unique(codes, return_index=True, return_counts=True)
     order = np.argsort(first, kind="stable")[:k]  # by first appearance: by best score
     top, top_counts = uniq[order], counts[order]
     filled = len(top) == k and bool((top_counts >= group.size).all())
-    exhausted = below or count >= available
-    if not (filled or exhausted or count >= cfg.max_candidates):
+    if not (filled or exhausted or capped):
         return None
     stopped = FILLED if filled else (EXHAUSTED if exhausted else CAPPED)
     picked: list[np.ndarray] = []

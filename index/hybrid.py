@@ -16,25 +16,26 @@ the exact inner product from the vectors the index holds for lexical-only rows, 
 dense-only rows. Grouped requests group the fused list (index/groups.py's rule: best row first).
 
 alpha lives in `<root>/<version>/hybrid.json` (HYBRID_FILE), written by `jobs.fit_hybrid` after the
-version exists (the reason it is a sidecar is thresholds.json's, index/thresholds.py); absent, alpha
-is 1.0 (dense) and the default mode dense. Like thresholds, a version without its own inherits the
-newest older version's fitted for the same model.
+version exists (a sidecar record: index/version_records.py); absent, alpha is 1.0 (dense) and the
+default mode dense. Beside alpha the record holds the hybrid threshold: the lowest hybrid score
+(at that alpha) whose precision reaches a target on the labelled queries' /match answers, which
+hybrid /match applies as its default min_score as dense /match applies thresholds.json's (a
+cosine threshold means nothing on a fused scale). Like thresholds, a version without its own
+record inherits the newest older version's fitted for the same model.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 import storage
-from embedder.errors import InvalidInput, ModelMismatch
-from index import store as index_store
-from index.lexical import LexicalIndex, top_rows
+from embedder.errors import InvalidInput
+from index import version_records as records
 
 Mode = Literal["dense", "lexical", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "lexical", "hybrid")
@@ -69,6 +70,8 @@ class HybridDefault:
     alpha: float = 1.0
     mode: str = "dense"
     from_version: str | None = None
+    # Hybrid /match's default min_score (hybrid score scale, calibrated at `alpha`), or None.
+    min_score: float | None = None
 
 
 NO_HYBRID = HybridDefault()
@@ -79,15 +82,6 @@ def fuse(dense: np.ndarray, lexical: np.ndarray, alpha: float) -> np.ndarray:
     top = float(lexical.max()) if len(lexical) else 0.0
     norm = lexical / top if top > 0 else np.zeros_like(lexical)
     return (alpha * dense + (1.0 - alpha) * norm).astype(np.float32)
-
-
-def lexical_candidates(
-    lexical: LexicalIndex, text: str, n: int, mask: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, BM25 of those rows, BM25 of every row) for one query: its lexical top-n within `mask`."""
-    every = lexical.scores(text)
-    rows, scores = top_rows(every, n, mask)
-    return rows, scores, every
 
 
 def fused_order(
@@ -118,7 +112,7 @@ def fused_order(
 
 def sidecar(root: str | os.PathLike[str], version: str) -> storage.Location:
     """Where a version's hybrid record lives."""
-    return storage.resolve(root).child(version, HYBRID_FILE)
+    return records.location(root, version, HYBRID_FILE)
 
 
 def write_hybrid(
@@ -128,49 +122,57 @@ def write_hybrid(
     fingerprint: str,
     report: dict[str, Any],
     source: str,
+    threshold: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Record `alpha` (and mode "hybrid" as the collection's default) for a version; returns the record."""
-    manifest = index_store.verify_version(storage.resolve(root).child(version))
-    if manifest.fingerprint != fingerprint:
-        raise ModelMismatch(
-            f"index version {version} was built with model {manifest.fingerprint or '<none>'}; "
-            f"alpha was fitted with {fingerprint or '<none>'}: a weight does not carry across models"
-        )
+    """Record `alpha` (mode "hybrid" as the collection's default) and the hybrid threshold; the record.
+
+    `threshold`: the calibration of hybrid scores at `alpha` (index/thresholds.py's Point as a
+    dict plus `target_precision`), whose `threshold` becomes hybrid /match's default min_score;
+    None (no threshold reached the target): hybrid requests get no default min_score.
+    """
+    manifest = records.check_model(root, version, fingerprint, "alpha was fitted with")
     if not manifest.lexical:
         raise InvalidInput(f"index version {version} has no lexical index: there is nothing to fuse")
-    record = {
+    fields = {
         "alpha": float(alpha),
         "default_mode": "hybrid",
+        "min_score": None if threshold is None else float(threshold["threshold"]),
+        "threshold": threshold,
         "fingerprint": fingerprint,
-        "version": version,
         "source": source,
         "report": report,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    storage.write_json(sidecar(root, version), record)
-    return record
+    return records.write_record(root, version, HYBRID_FILE, fields)
 
 
-def _valid(record: Any, fingerprint: str) -> HybridDefault | None:
-    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid(record: dict[str, Any], fingerprint: str, name: str) -> HybridDefault | None:
+    if record.get("fingerprint") != fingerprint:
         return None
-    alpha, mode = record.get("alpha"), record.get("default_mode", "hybrid")
-    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not math.isfinite(alpha):
+    alpha, mode, min_score = (
+        record.get("alpha"),
+        record.get("default_mode", "hybrid"),
+        record.get("min_score"),
+    )
+    if (
+        not isinstance(alpha, int | float)
+        or not _finite(alpha)
+        or not 0.0 <= alpha <= 1.0
+        or mode not in MODES
+    ):
         return None
-    if not 0.0 <= alpha <= 1.0 or mode not in MODES:
+    if min_score is not None and not _finite(min_score):
         return None
-    return HybridDefault(float(alpha), str(mode), str(record.get("version")))
+    return HybridDefault(float(alpha), str(mode), name, None if min_score is None else float(min_score))
 
 
 def default_hybrid(root: str | os.PathLike[str], version: str, fingerprint: str) -> HybridDefault:
     """The version's own hybrid.json, else the newest older version's fitted for the same model."""
-    older = reversed([v for v in index_store.list_versions(root) if v < version])
-    for name in [version, *older]:
-        loc = sidecar(root, name)
-        if not storage.is_file(loc):
-            continue
-        found = _valid(storage.read_json(loc), fingerprint)
-        if found is None:
-            return NO_HYBRID  # another model's (or unreadable): not ours, and stops the walk
-        return HybridDefault(found.alpha, found.mode, name)
-    return NO_HYBRID
+    found = records.newest(root, version, HYBRID_FILE)
+    if found is None:
+        return NO_HYBRID
+    # Another model's (or an unusable record): not ours, and it stops the walk.
+    return _valid(found[1], fingerprint, found[0]) or NO_HYBRID

@@ -6,6 +6,7 @@ version) when CURRENT changes.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any
@@ -18,8 +19,6 @@ from index.filter_columns import Kind
 from index.filtered_search import FilterSearchConfig, ensure_gatherable, search_filtered
 from index.filters import Filter, evaluate
 from index.groups import (
-    CAPPED,
-    FILLED,
     GroupBy,
     GroupedRows,
     GroupInfo,
@@ -27,10 +26,11 @@ from index.groups import (
     group_keys,
     search_groups,
 )
-from index.hybrid import CANDIDATES, fused_order, lexical_candidates
-from index.lexical import LexicalIndex
+from index.hybrid import CANDIDATES, fused_order
+from index.lexical import LexicalIndex, top_rows
 from index.prompt import DocumentPrompt
 from index.store import IndexManifest, LoadedIndex
+from index.text_groups import Candidates, search_text_groups
 
 # FAISS OpenMP threads of a serving search. 1: a request searches a handful of queries, where
 # more threads only add wake-up cost and spin on cores the model needs. Raise it (Serve arg
@@ -142,9 +142,10 @@ class IndexSearcher:
         column: str | None = None,
         group: GroupBy | None = None,
     ) -> tuple[list[list[dict[str, Any]]], list[GroupInfo] | None, int | None]:
-        """Lexical or hybrid matches per query (index/hybrid.py), grouped by `column` after fusion if given.
+        """Lexical or hybrid matches per query (index/hybrid.py); grouped by `column` if given.
 
         Lexical scores are raw BM25; hybrid ones alpha * dense + (1 - alpha) * BM25 / the query's max.
+        Grouped, the fused candidates widen until top_k groups fill (index/text_groups.py).
         Returns the records, the grouping (None ungrouped) and the rows the filter selected.
         """
         lexical = self.loaded.lexical
@@ -157,35 +158,70 @@ class IndexSearcher:
         keys = None if column is None else self.group_keys(column)
         if keys is not None:
             mask = (keys >= 0) if mask is None else mask & (keys >= 0)
+        available = self.size if mask is None else int(mask.sum())
         group = group or GroupBy()
-        want = int(top_k) * (group.size if keys is not None else 1)
-        n = max(want, CANDIDATES)
         if mode == "hybrid":
             self._ensure_gatherable()  # lexical-only candidates are re-scored from the stored vectors
-            if mask is None:
-                d_scores, d_rows = self.loaded.index.search(q, min(n, max(self.size, 1)))
-            else:
-                hits = search_filtered(self.loaded.index, q, n, mask, self.filter_config)
-                d_scores, d_rows = hits.scores, hits.rows
-        out, infos = [], []
-        for i, text in enumerate(texts):
-            l_rows, l_scores, every = lexical_candidates(lexical, text, n, mask)
-            if mode == "hybrid":
-                rows, scores = fused_order(
-                    d_rows[i], d_scores[i], l_rows, every, lambda r, qi=i: self._exact(q[qi], r), alpha
-                )
-            else:
-                rows, scores = l_rows, l_scores
+        every = [lexical.scores(text) for text in texts]  # BM25 of every row, once per query
+
+        def candidates(qi: int, depth: int, dense: tuple[np.ndarray, np.ndarray] | None = None) -> Candidates:
+            return self._text_candidates(q[qi], every[qi], depth, mode, alpha, mask, available, dense)
+
+        if keys is not None:
+            found = search_text_groups(
+                candidates, len(q), keys, int(top_k), group, column or "", self.group_config
+            )
+            records = [self._rows_records(g.rows, g.scores, g) for g in found]
+            return records, [g.info for g in found], selected
+        n = max(int(top_k), CANDIDATES)
+        # Ungrouped: one batched dense search for every query (BLAS over the batch), then fusion.
+        dense = self._dense(q, n, mask) if mode == "hybrid" else None
+        out = []
+        for i in range(len(q)):
+            c = candidates(i, n, None if dense is None else (dense[0][i], dense[1][i]))
+            rows, scores = c.rows, c.scores
             if group.min_score is not None:
                 keep = scores >= group.min_score
                 rows, scores = rows[keep], scores[keep]
-            if keys is None:
-                out.append(self._rows_records(rows[:top_k], scores[:top_k], None))
-                continue
-            grouped = _group_fused(rows, scores, keys, int(top_k), group, column or "")
-            out.append(self._rows_records(grouped.rows, grouped.scores, grouped))
-            infos.append(grouped.info)
-        return out, (infos if keys is not None else None), selected
+            out.append(self._rows_records(rows[:top_k], scores[:top_k], None))
+        return out, None, selected
+
+    def _dense(self, q: np.ndarray, n: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the dense top-n of each query within `mask` (rows -1 past the selection)."""
+        if mask is None:
+            return self.loaded.index.search(q, min(n, max(self.size, 1)))
+        hits = search_filtered(self.loaded.index, q, n, mask, self.filter_config)
+        return hits.scores, hits.rows
+
+    def _text_candidates(
+        self,
+        q: np.ndarray,
+        every: np.ndarray,
+        n: int,
+        mode: str,
+        alpha: float,
+        mask: np.ndarray | None,
+        available: int,
+        dense: tuple[np.ndarray, np.ndarray] | None,
+    ) -> Candidates:
+        """One query's lexical or hybrid candidates at depth n, best first (index/text_groups.py)."""
+        l_rows, l_scores = top_rows(every, n, mask)
+        lexical_full = len(l_rows) >= n  # rows with a BM25 > 0 may exist past them
+        l_last = float(l_scores[-1]) if lexical_full else 0.0  # a row past them scores at most this
+        if mode == "lexical":
+            return Candidates(l_rows, l_scores, not lexical_full, l_last if lexical_full else -math.inf)
+        if dense is None:
+            batch_scores, batch_rows = self._dense(q[None, :], n, mask)
+            dense = batch_scores[0], batch_rows[0]
+        d_scores, d_rows = dense
+        rows, scores = fused_order(d_rows, d_scores, l_rows, every, lambda r: self._exact(q, r), alpha)
+        if n >= available:  # the dense side holds every selectable row: nothing lies outside
+            return Candidates(rows, scores, True, -math.inf)
+        seen = d_scores[d_rows >= 0]
+        d_last = float(seen[-1]) if len(seen) else -math.inf
+        top = float(l_scores[0]) if len(l_scores) else 0.0  # fuse()'s normaliser: the query's best BM25
+        bound = alpha * d_last + (1.0 - alpha) * (l_last / top if top > 0 else 0.0)
+        return Candidates(rows, scores, False, bound)
 
     def _exact(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Dense scores of given rows: the exact inner product (negated squared L2) from the index's vectors."""
@@ -316,19 +352,3 @@ class IndexSearcher:
                 taken += 1
             out.append(matches)
         return out
-
-
-def _group_fused(
-    rows: np.ndarray, scores: np.ndarray, keys: np.ndarray, k: int, group: GroupBy, column: str
-) -> GroupedRows:
-    """Top-k groups of an already fused, best-first candidate list (index/groups.py's rule)."""
-    codes = keys[rows]
-    uniq, first, counts = np.unique(codes, return_index=True, return_counts=True)
-    order = np.argsort(first, kind="stable")[:k]
-    picked = [np.flatnonzero(codes == c)[: group.size] for c in uniq[order].tolist()]
-    hits = [np.full(len(p), n, np.int64) for p, n in zip(picked, counts[order].tolist(), strict=True)]
-    at = np.concatenate(picked) if picked else np.zeros(0, np.int64)
-    filled = len(order) == k and bool((counts[order] >= group.size).all())
-    # Fewer than k groups among the fused candidates: more may exist past them ("capped").
-    info = GroupInfo(column, group.size, len(order), len(rows), FILLED if filled else CAPPED)
-    return GroupedRows(rows[at], scores[at], np.concatenate(hits) if hits else at, info)

@@ -5,18 +5,9 @@ Ray-free. `jobs/threshold/run.py` scores labelled pairs (with the Encoder or sto
 `<root>/<version>/thresholds.json` (THRESHOLDS_FILE), which the service reads to default
 `/match`'s `min_score` (index/follower.py).
 
-Why a sidecar file rather than a field of manifest.json: an index version is immutable once
-published: its manifest records every file's size and sha256, node-local caches are keyed by the
-version and trusted as long as they verify, and `CURRENT` only ever moves to a version whose
-manifest verified. A threshold is chosen *after* a version exists (from labelled pairs, maybe
-weeks later) and may be re-chosen; rewriting the manifest would change a published version under
-every replica that cached it. The sidecar is an extra, optional file that nothing verifies
-against the manifest, written all-or-nothing through storage.
-
-A corpus that changes every day gets a new version every day, and the threshold belongs to the
-model and the kind of questions, not to one day's build: a version without its own sidecar
-inherits the newest older version's, provided that one was chosen for the same model
-(fingerprint). A sidecar chosen for another model stops the search: its scores mean nothing here.
+Why a sidecar and how it is written and inherited: index/version_records.py. A version without
+its own record inherits the newest older version's, provided that one was chosen for the same
+model (fingerprint); a record chosen for another model stops the search: its scores mean nothing here.
 
 A pair is predicted a match when score >= threshold (the comparison /match makes with min_score).
 """
@@ -25,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -33,8 +23,8 @@ from typing import Any
 import numpy as np
 
 import storage
-from embedder.errors import InvalidInput, ModelMismatch
-from index import store as index_store
+from embedder.errors import InvalidInput
+from index import version_records as records
 
 THRESHOLDS_FILE = "thresholds.json"
 
@@ -136,7 +126,7 @@ def score_for_metric(cosine: float, metric: str) -> float:
 
 def sidecar(root: str | os.PathLike[str], version: str) -> storage.Location:
     """Where a version's threshold record lives."""
-    return storage.resolve(root).child(version, THRESHOLDS_FILE)
+    return records.location(root, version, THRESHOLDS_FILE)
 
 
 def write_thresholds(
@@ -153,13 +143,8 @@ def write_thresholds(
     Refused when the version does not exist or was built with another model than the one whose
     scores chose the threshold.
     """
-    manifest = index_store.verify_version(storage.resolve(root).child(version))
-    if manifest.fingerprint != fingerprint:
-        raise ModelMismatch(
-            f"index version {version} was built with model {manifest.fingerprint or '<none>'}; "
-            f"these scores come from {fingerprint or '<none>'}: a threshold does not carry across models"
-        )
-    record = {
+    manifest = records.check_model(root, version, fingerprint, "these scores come from")
+    fields = {
         "cosine_threshold": point.threshold,
         "default_min_score": score_for_metric(point.threshold, manifest.metric),
         "metric": manifest.metric,
@@ -169,23 +154,14 @@ def write_thresholds(
         "pairs": pairs,
         "positives": point.true_positives + point.false_negatives,
         "fingerprint": fingerprint,
-        "version": version,
         "source": source,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    storage.write_json(sidecar(root, version), record)
-    return record
+    return records.write_record(root, version, THRESHOLDS_FILE, fields)
 
 
 def read_thresholds(root: str | os.PathLike[str], version: str) -> dict[str, Any] | None:
     """A version's own record, or None when it has none (StorageError if unreadable)."""
-    loc = sidecar(root, version)
-    if not storage.is_file(loc):
-        return None
-    record = storage.read_json(loc)
-    if not isinstance(record, dict):
-        raise storage.StorageError(f"{loc}: expected a JSON object")
-    return record
+    return records.read_record(root, version, THRESHOLDS_FILE)
 
 
 def _valid_cosine(record: dict[str, Any]) -> float | None:
@@ -211,15 +187,11 @@ def default_min_score(
     root: str | os.PathLike[str], version: str, fingerprint: str, metric: str = "ip", inherit: bool = True
 ) -> DefaultMinScore:
     """The version's own threshold, else (inherit) the newest older version's chosen for the same model."""
-    candidates = [version]
-    if inherit:
-        candidates += list(reversed([v for v in index_store.list_versions(root) if v < version]))
-    for name in candidates:
-        record = read_thresholds(root, name)
-        if record is None:
-            continue
-        cosine = _valid_cosine(record)
-        if record.get("fingerprint") != fingerprint or cosine is None:
-            return NO_DEFAULT  # chosen for another model (or unreadable): not ours, and stops the walk
-        return DefaultMinScore(score_for_metric(cosine, metric), cosine, name)
-    return NO_DEFAULT
+    found = records.newest(root, version, THRESHOLDS_FILE, inherit)
+    if found is None:
+        return NO_DEFAULT
+    name, record = found
+    cosine = _valid_cosine(record)
+    if record.get("fingerprint") != fingerprint or cosine is None:
+        return NO_DEFAULT  # chosen for another model (or unreadable): not ours, and stops the walk
+    return DefaultMinScore(score_for_metric(cosine, metric), cosine, name)

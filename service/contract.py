@@ -276,6 +276,8 @@ class CollectionInfo(BaseModel):
     lexical: dict[str, Any] | None = None
     default_mode: str = "dense"  # what /match runs without `mode` (hybrid once alpha is fitted)
     hybrid_alpha: float = 1.0  # the fitted hybrid weight (1.0: dense, unfitted)
+    # Hybrid /match's default min_score, fitted with alpha (None: none); dense's is default_min_score.
+    hybrid_min_score: float | None = None
 
 
 class CollectionList(BaseModel):

@@ -53,6 +53,7 @@ def add_status_routes(
                         "lexical": s.get("lexical"),
                         "default_mode": s.get("default_mode", "dense"),
                         "hybrid_alpha": s.get("hybrid_alpha", 1.0),
+                        "hybrid_min_score": s.get("hybrid_min_score"),
                         **({"error": s["error"]} if s.get("error") else {}),
                     }
                 )

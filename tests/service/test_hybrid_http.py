@@ -3,7 +3,8 @@
 The goals as tests: alpha fitted by `jobs.fit_hybrid` on one draw of labelled queries, stored in
 the version's hybrid.json and then used by /match, scores at least dense on a held-out draw of
 every set, and above it on the rare-token set (queries that hinge on an error code, SKU or
-version number). Also: the evaluation command, mode / collection 422s, lexical mode's BM25.
+version number), with the threshold fitted beside alpha applied as hybrid /match's default
+min_score. Also: the evaluation command, mode / collection 422s, lexical mode's BM25.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ def post(setup: dict[str, Any], status: int = 200, **body: Any) -> dict[str, Any
 def mrr_over_http(setup: dict[str, Any], name: str, mode: str) -> float:
     """MRR@10 of /match itself on the held-out labels, computed here from the answers returned."""
     table = pq.read_table(setup["labels"][name, "held"])
-    got = post(setup, questions=table.column("query").to_pylist(), top_k=10, collection=name, mode=mode)
+    # Ranking quality, as jobs.evaluate measures it: no stored threshold cutting the list.
+    asked = table.column("query").to_pylist()
+    got = post(setup, questions=asked, top_k=10, collection=name, mode=mode, min_score=-10.0)
     total = 0.0
     for result, answer in zip(got["results"], table.column("answer").to_pylist(), strict=True):
         ranks = [i for i, m in enumerate(result["matches"]) if m["answer"] == answer]
@@ -125,6 +128,18 @@ def test_fitted_hybrid_is_stored_used_by_match_and_beats_dense_on_rare_tokens(
         assert hybrid >= dense, (name, hybrid, dense)
         if name == "rare":
             assert stored["alpha"] < 1.0 and hybrid > dense, (hybrid, dense)
+        # The threshold fitted with alpha is hybrid /match's default min_score.
+        threshold = stored["min_score"]
+        assert threshold is not None and stored["threshold"]["precision"] >= 0.95
+        assert "min_score" in out and f"{threshold:.4f}" in out
+        held = pq.read_table(setup["labels"][name, "held"]).column("query").to_pylist()
+        ask = {"questions": held, "top_k": 10, "collection": name, "mode": "hybrid"}
+        default = [m["score"] for r in post(setup, **ask)["results"] for m in r["matches"]]
+        everything = [
+            m["score"] for r in post(setup, **ask, min_score=-10.0)["results"] for m in r["matches"]
+        ]
+        assert default and min(default) >= threshold
+        assert len(default) == sum(s >= threshold for s in everything) < len(everything)
 
 
 def test_lexical_mode_ranks_the_named_code_first(setup: dict[str, Any]) -> None:

@@ -236,3 +236,27 @@ def test_hot_swap_under_hybrid_load_fails_no_search(tmp_path: Path) -> None:
     assert not errors, errors[:3]
     assert follower.live is not None and follower.live.lexical is not None
     assert follower.live.lexical.count == 450
+
+
+def test_chunked_build_gives_every_row_the_terms_tokenize_gives_its_text() -> None:
+    # The build tokenizes each distinct whitespace chunk once; rows must still get exactly
+    # tokenize(text)'s terms: codes, CJK runs, NFKC forms (full-width, no-break space), punctuation.
+    texts = [
+        "Error E-1042 on v2.3.1, SKU_88.",
+        "密码重置 HELLO\u00a0world",
+        "ＦＵＬＬ width Ｅ－１０４２?",
+        None,
+        "",
+        "reset-password / reset password: reset!",
+        "E-1042错误 tab\tseparated\nlines",
+    ]
+    index = LexicalIndex.build(texts)
+    by_id = {i: t for t, i in index.terms.items()}
+    for row, text in enumerate(texts):
+        got: Counter[str] = Counter()
+        for term_id in range(len(index.terms)):
+            lo, hi = index.offsets[term_id], index.offsets[term_id + 1]
+            if row in index.rows[lo:hi].tolist():
+                got[by_id[term_id]] += 1
+        want = Counter(tokenize(text)) if text else Counter()
+        assert set(got) == set(want), (text, got, want)
