@@ -123,7 +123,7 @@ def test_weights_give_a_key_more_texts_per_turn() -> None:
     sched = ModelScheduler(model, 0, pooled=False, config=config)
 
     async def main() -> None:
-        heavy = asyncio.create_task(sched.submit(pack(list(range(100, 112)), 10), "heavy", 3))
+        heavy = asyncio.create_task(sched.submit(pack(list(range(100, 116)), 10), "heavy", 3))
         light = asyncio.create_task(sched.submit(pack(list(range(200, 212)), 10), "light", 1))
         await asyncio.gather(heavy, light)
 
