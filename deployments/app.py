@@ -114,7 +114,9 @@ def _dep(cls: Any) -> Deployment:
 # in-process throughput at 4 / 16 / 32 clients against 0.66 / 0.70 / 0.66; single-question p50
 # 20.5 ms against 15.2 ms. Reserves the 2 cores it uses.
 INLINE_CPU_SESSION = {"threads": 1, "allow_spinning": False}
-INLINE_CPU_BATCHING = {"workers": 2}
+# tenant_lanes 2: each lane has one core, so keeping one free for another key would halve a lone
+# key (engine/scheduler.py); keys share these lanes by round-robin only.
+INLINE_CPU_BATCHING = {"workers": 2, "tenant_lanes": 2}
 INLINE_CPU_NUM_CPUS = 2.0
 
 

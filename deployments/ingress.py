@@ -8,7 +8,6 @@ and hands Serve the FastAPI app. Its settings arrive resolved by build_app
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -30,6 +29,7 @@ from engine.local_tokenizer import LocalTokenizer
 from engine.model_info import ModelInfo
 from engine.model_memory import ModelMemory
 from engine.model_set import ModelSet
+from engine.scheduler import Lanes
 from index.collections import CollectionsConfig, collections_config
 from service.auth import AuthConfig, auth_config
 from service.core import EmbedService
@@ -70,7 +70,7 @@ class Ingress:
             faiss.omp_set_num_threads(settings.search_threads)
             # As many passes at once as one model's scheduler runs, across all the models: the
             # sessions are sized for the replica's cores, so more would only split them.
-            self.gate = asyncio.Semaphore(settings.batching.workers)
+            self.gate = Lanes.of(settings.batching)
             self.metrics = ray_meter()  # Ray metrics are per process: one recorder for every model
             backend = self._model_backend(default)
         elif self.multi:

@@ -34,6 +34,7 @@ from embedder.handoff import HiddenPack, TokenPack, pool_pack
 from embedder.pooling import Pooler
 from engine.errors import BackendUnavailable
 from engine.model_memory import ModelMemory
+from engine.scheduler import Lanes
 
 
 class ResidentModel(ModelReplica):
@@ -72,7 +73,7 @@ class MultiplexedEncoder:
         self.memory = ModelMemory(memory_budget_bytes)
         # At most `workers` passes at once across the resident models (each session is sized for
         # the replica's cores); made at the first load, from that plan's batching.
-        self.gate: asyncio.Semaphore | None = None
+        self.gate: Lanes | None = None
         self.loads: Counter[str] = Counter()
         # Each model's session runtime as of its last load (a small dict, not the model: holding
         # the model would keep an evicted session's memory).
@@ -107,7 +108,7 @@ class MultiplexedEncoder:
             model = ResidentModel(plan, self._evicted)
         with self._lock:
             if self.gate is None:
-                self.gate = asyncio.Semaphore(plan.batching.workers)
+                self.gate = Lanes.of(plan.batching)
             model.scheduler.gate = self.gate
         return model
 

@@ -105,6 +105,12 @@ class SessionConfig:
     # the padding (vectors within 1e-6 cosine); it costs padded tokens: +1% on the mixed
     # requests, +19-23% on short questions (bench.memory speed measures the time).
     pad_to_multiple: int = 8
+    # Model calls that run at once on this session, each on `threads` threads (the scheduler's
+    # lanes, SchedulerConfig.workers). onnxruntime takes concurrent calls as they come (they share
+    # its intra-op pool); OpenVINO compiles enough copies of the model for them (a stream runs one
+    # call at a time; embedder/openvino_session.py copies_for): +72 MiB a copy for MiniLM bf16.
+    # 0: as many as the host's scheduler has lanes (the in-process backend), else 1.
+    concurrent_runs: int = 0
     # onnxruntime's memory pattern: plans the buffers of a call from the previous call of the same
     # input shape, and keeps one plan per shape it has seen. Measured per shape in bench.memory.
     onnxruntime_mem_pattern: bool = True
@@ -134,6 +140,7 @@ class SessionConfig:
             f"must be one of {list(GRAPH_OPTIMIZATION_LEVELS)}",
         )
         check_field(self, "device_id", self.device_id >= 0, "must be >= 0")
+        check_field(self, "concurrent_runs", self.concurrent_runs >= 0, "must be >= 0 (0: the host's lanes)")
         check_field(self, "openvino_shape_cache", self.openvino_shape_cache >= 0, "must be >= 0")
         check_field(
             self, "pad_to_multiple", 0 <= self.pad_to_multiple <= 512, "must be 0 (off) or 1..512 tokens"

@@ -7,6 +7,7 @@ requests over replicas: on CPU it has no hop to pay between stages.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,11 @@ class InProcessBackend(LocalTokenizer):
         self.artifact = Artifact.load(artifact_dir)
         super().__init__(TextTokenizer.from_artifact(self.artifact))
         self.model = ModelInfo.from_artifact(self.artifact, self.tokenizer.vocab_size, model_name)
-        self.backbone = GraphRunner.from_artifact(self.artifact, session or session_config())
+        session = session or session_config()
+        scheduler = scheduler or SchedulerConfig()
+        if not session.concurrent_runs:  # one model call per lane may run at once (engine/scheduler.py)
+            session = replace(session, concurrent_runs=scheduler.workers)
+        self.backbone = GraphRunner.from_artifact(self.artifact, session)
         self.pooler = Pooler.from_artifact(self.artifact)
         pooled = self.model.pooling_in_graph
         forward = self.backbone.run_pooled if pooled else self.backbone.run

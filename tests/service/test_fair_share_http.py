@@ -2,8 +2,8 @@
 
 Key a sends twelve slow requests at once; key b then sends single questions. a gets its share of
 the in-flight slots and 429s with Retry-After for the rest; b is admitted every time and each of its
-requests is done within two model passes while a's requests are still running. Bounded by model
-passes (counted by the scheduler), not by wall-clock time.
+requests is served in a model pass of its own (on the lane a cannot take) while a's requests are
+still running. Checked by what the model ran, not by wall-clock time.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from embedder.batches import HiddenStates, TokenBatch
 from service.auth import auth_config
 from service.config import ServingConfig
 from service.core import EmbedService
@@ -25,12 +26,26 @@ SLOTS = 16  # a's share alone: 16 * 1 / (1 + 1 kept for b) = 8
 A_TEXTS = ["one two three four five six seven eight nine ten eleven twelve"] * 16  # 14 tokens each
 
 
+class Widths(DummyBackend):
+    """The dummy model, remembering each call's (texts, width): b's questions are 7 tokens wide,
+    a's texts 14, so a call of width 7 held none of a's texts."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.calls: list[tuple[int, int]] = []
+        super().__init__(delay_s=delay_s)
+
+    def _forward(self, batch: TokenBatch) -> HiddenStates:
+        out = super()._forward(batch)
+        self.calls.append(batch.input_ids.shape)
+        return out
+
+
 def test_a_flooding_key_gets_429s_while_another_keys_requests_are_admitted_and_served() -> None:
     a, a_hash = new_key()
     b, b_hash = new_key()
     auth = auth_config({"keys": [key_entry("a", a_hash), key_entry("b", b_hash)]})
     # Dummy passes of 64 tokens hold four of a's texts: a's eight admitted requests need 32 passes.
-    backend = DummyBackend(delay_s=0.05)
+    backend = Widths(delay_s=0.05)
     service = EmbedService(backend, ServingConfig(max_in_flight=SLOTS), auth=auth)
 
     async def scenario(url: str) -> tuple[list[httpx.Response], list[tuple[int, int, int]]]:
@@ -43,9 +58,10 @@ def test_a_flooding_key_gets_429s_while_another_keys_requests_are_admitted_and_s
                 if service.admission.slots_held.get("a", 0) + refused == FLOOD:
                     break
                 await asyncio.sleep(0.005)
-            quiet: list[tuple[int, int, int]] = []  # (status, passes it waited, a's requests still running)
+            # (status, model calls of b's text alone it added, a's requests still running).
+            quiet: list[tuple[int, int, int]] = []
             for i in range(3):
-                before = backend.scheduler.passes
+                before = backend.calls.count((1, 7))
                 r = await client.post(
                     "/v1/embeddings",
                     json={"input": f"where is my order {i}", "model": "dummy"},
@@ -54,7 +70,7 @@ def test_a_flooding_key_gets_429s_while_another_keys_requests_are_admitted_and_s
                 quiet.append(
                     (
                         r.status_code,
-                        backend.scheduler.passes - before,
+                        backend.calls.count((1, 7)) - before,
                         service.admission.slots_held.get("a", 0),
                     )
                 )
@@ -68,9 +84,9 @@ def test_a_flooding_key_gets_429s_while_another_keys_requests_are_admitted_and_s
         if r.status_code == 429:
             assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error"
             assert "fair share" in r.json()["error"]["message"]
-    for status, waited, a_running in quiet:
+    for status, own_calls, a_running in quiet:
         assert status == 200
-        assert waited <= 2, quiet  # b's text went into the next pass, ahead of a's queued texts
+        assert own_calls == 1, quiet  # b's text ran in a call of its own, none of a's texts in it
         assert a_running > 0, quiet  # ... while a's flood was still being served
     counts: dict[str, Any] = service.usage.snapshot()
     assert counts["a"]["refusals"]["429"] == 4 and counts["b"]["refusals"]["429"] == 0

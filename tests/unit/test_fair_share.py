@@ -91,7 +91,10 @@ def pack(first: list[int], length: int) -> TokenPack:
 
 def test_a_keys_one_text_request_joins_the_next_pass_whatever_another_key_queued() -> None:
     model = Recording()
-    sched = ModelScheduler(model, 0, pooled=False, config=SchedulerConfig(40, BatchConfig(40, 4)))
+    # One lane (nothing kept free): the round-robin alone bounds b's wait. With two lanes b's pass
+    # runs beside a's at once (tests/unit/test_fair_lanes.py).
+    config = SchedulerConfig(40, BatchConfig(40, 4), workers=1)
+    sched = ModelScheduler(model, 0, pooled=False, config=config)
     # Key a: ten requests of four 10-token texts; a pass holds four texts. Request by request
     # alone (no key dimension), b's text would wait behind every one of them (ten passes).
     floods = [pack([100 + 4 * r + i for i in range(4)], 10) for r in range(10)]
@@ -114,15 +117,19 @@ def test_a_keys_one_text_request_joins_the_next_pass_whatever_another_key_queued
 
 def test_weights_give_a_key_more_texts_per_turn() -> None:
     model = Recording()
-    sched = ModelScheduler(model, 0, pooled=False, config=SchedulerConfig(40, BatchConfig(40, 4)))
+    # One lane: every pass after the first is shared by both keys (with a free lane each would
+    # get a pass of its own, see the lane tests below).
+    config = SchedulerConfig(40, BatchConfig(40, 4), workers=1)
+    sched = ModelScheduler(model, 0, pooled=False, config=config)
 
     async def main() -> None:
-        heavy = asyncio.create_task(sched.submit(pack(list(range(100, 112)), 10), "heavy", 3))
+        heavy = asyncio.create_task(sched.submit(pack(list(range(100, 116)), 10), "heavy", 3))
         light = asyncio.create_task(sched.submit(pack(list(range(200, 212)), 10), "light", 1))
         await asyncio.gather(heavy, light)
 
     asyncio.run(main())
-    # Passes of four texts share 3:1 while both keys have texts left.
-    first_passes = [sorted(call) for call in model.calls[:3]]
+    # The first pass started as heavy's request arrived, alone; then passes of four texts share
+    # 3:1 while both keys have texts left.
+    first_passes = [sorted(call) for call in model.calls[1:4]]
     for texts in first_passes:
         assert sum(t >= 200 for t in texts) == 1 and len(texts) == 4, model.calls

@@ -11,7 +11,7 @@ import numpy as np
 from embedder.batches import HiddenStates, TokenBatch
 from embedder.config import BatchConfig
 from embedder.handoff import TokenPack
-from engine.scheduler import ModelScheduler, SchedulerConfig
+from engine.scheduler import Lanes, ModelScheduler, SchedulerConfig
 
 
 class Overlap:
@@ -44,7 +44,7 @@ def most_overlapping_passes(gate: int | None) -> tuple[int, list[np.ndarray]]:
 
     async def main() -> list[np.ndarray]:
         if gate is not None:
-            shared = asyncio.Semaphore(gate)
+            shared = Lanes(gate)
             for m in models:
                 m.gate = shared
         return await asyncio.gather(*(models[i % 2].submit(pack(i)) for i in range(24)))
